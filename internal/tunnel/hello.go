@@ -1,0 +1,93 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ALPN is the application protocol both ends of a tunnel negotiate.
+const ALPN = "ferry/1"
+
+// MaxMessageSize bounds a handshake message (hello or answer) on the wire,
+// excluding its 4-byte length prefix. A peer announcing more is rejected
+// before anything is read into memory.
+const MaxMessageSize = 4096
+
+// Hello is the first message on a tunnel, sent by the bootstrap.
+type Hello struct {
+	Token          string `json:"token"`
+	FunctionARN    string `json:"function"`
+	RequestID      string `json:"request_id"`
+	MaxConcurrency int    `json:"max_concurrency"`
+	DeadlineUnixMs int64  `json:"deadline_ms"`
+	MemoryMB       int    `json:"memory_mb"`
+}
+
+// Validate reports the first field of h that cannot be accepted.
+func (h Hello) Validate() error {
+	switch {
+	case h.Token == "":
+		return errors.New("hello: missing token")
+	case h.FunctionARN == "":
+		return errors.New("hello: missing function")
+	case h.RequestID == "":
+		return errors.New("hello: missing request id")
+	case h.MaxConcurrency < 1 || h.MaxConcurrency > MaxStreamsLimit:
+		return fmt.Errorf("hello: max concurrency %d outside 1..%d", h.MaxConcurrency, MaxStreamsLimit)
+	case h.DeadlineUnixMs <= 0:
+		return errors.New("hello: missing deadline")
+	case h.MemoryMB < 0:
+		return errors.New("hello: negative memory")
+	}
+	return nil
+}
+
+// MaxStreamsLimit is the largest per-instance concurrency a tunnel accepts
+// (AWS Lambda Managed Instances allow up to 1,600 per environment).
+const MaxStreamsLimit = 1600
+
+// Answer is the router's reply to a Hello.
+type Answer struct {
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// writeMessage writes v as JSON behind a 4-byte big-endian length.
+func writeMessage(w io.Writer, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if len(body) > MaxMessageSize {
+		return fmt.Errorf("message of %d bytes exceeds %d", len(body), MaxMessageSize)
+	}
+	buf := make([]byte, 4+len(body))
+	binary.BigEndian.PutUint32(buf, uint32(len(body)))
+	copy(buf[4:], body)
+	_, err = w.Write(buf)
+	return err
+}
+
+// readMessage reads one length-prefixed JSON message into v, refusing
+// messages over MaxMessageSize before allocating for them.
+func readMessage(r io.Reader, v any) error {
+	var prefix [4]byte
+	if _, err := io.ReadFull(r, prefix[:]); err != nil {
+		return err
+	}
+	n := binary.BigEndian.Uint32(prefix[:])
+	if n == 0 || n > MaxMessageSize {
+		return fmt.Errorf("message length %d outside 1..%d", n, MaxMessageSize)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("decoding message: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,429 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const testFunction = "arn:aws:lambda:us-east-1:000000000000:function:app"
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *clock) add(d time.Duration) { c.ns.Add(int64(d)) }
+func newClock() *clock               { c := &clock{}; c.ns.Store(time.Now().UnixNano()); return c }
+
+type router struct {
+	addr   string
+	pin    string
+	issuer *Issuer
+	clock  *clock
+	conns  chan *Conn
+	logs   *syncBuffer
+}
+
+func startRouter(t *testing.T) *router {
+	t.Helper()
+	cert, err := GenerateCertificate(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := newClock()
+	iss, err := NewIssuer(bytes.Repeat([]byte("k"), 32), 5*time.Second, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &router{pin: Pin(cert.Leaf), issuer: iss, clock: clk, conns: make(chan *Conn, 16), logs: &syncBuffer{}}
+	srv, err := NewServer(ServerConfig{
+		TLS: ServerTLSConfig(cert),
+		Authenticate: func(_ context.Context, h Hello) (Claims, error) {
+			return iss.Redeem(h.Token, h.FunctionARN)
+		},
+		OnConn:           func(c *Conn) { r.conns <- c },
+		HandshakeTimeout: 300 * time.Millisecond,
+		Logger:           slog.New(slog.NewTextHandler(r.logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r
+}
+
+func (r *router) hello(t *testing.T, function string) Hello {
+	t.Helper()
+	tok, _, err := r.issuer.Mint(function)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Hello{Token: tok, FunctionARN: testFunction, RequestID: "req-1", MaxConcurrency: 4,
+		DeadlineUnixMs: time.Now().Add(time.Minute).UnixMilli(), MemoryMB: 512}
+}
+
+// serve dials r and serves h on the tunnel; it returns the router's Conn.
+func (r *router) serve(t *testing.T, h Hello, handler http.Handler) (*Conn, *Session) {
+	t.Helper()
+	nc, err := Dial(context.Background(), DialConfig{Addr: r.addr, Pin: r.pin, Hello: h})
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	s := NewSession(nc, h.MaxConcurrency)
+	go s.Serve(context.Background(), handler)
+	t.Cleanup(func() { nc.Close(); <-s.Done() })
+	select {
+	case c := <-r.conns:
+		t.Cleanup(func() { c.Close() })
+		return c, s
+	case <-time.After(5 * time.Second):
+		t.Fatal("router never got the tunnel")
+	}
+	return nil, nil
+}
+
+func get(t *testing.T, c *Conn, path string) (*http.Response, error) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://app"+path, nil)
+	return c.RoundTrip(req)
+}
+
+func TestRoundTripOverTunnel(t *testing.T) {
+	r := startRouter(t)
+	c, _ := r.serve(t, r.hello(t, "app"), http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set(HeaderLoad, Load{InFlight: 1, CPU: 0.25, LeftMs: 900}.String())
+		io.WriteString(w, "hello "+req.URL.Path)
+	}))
+	if got, want := c.Limit(), 4; got != want {
+		t.Errorf("Limit() = %d, want %d (from SETTINGS)", got, want)
+	}
+	if got := c.Claims().Function; got != "app" {
+		t.Errorf("Claims().Function = %q, want app", got)
+	}
+	resp, err := get(t, c, "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "hello /x" {
+		t.Errorf("body = %q, want %q", body, "hello /x")
+	}
+	if l, ok := c.Load(); !ok || l.LeftMs != 900 || l.CPU != 0.25 {
+		t.Errorf("Load() = %+v, %v; want the hint from the response", l, ok)
+	}
+}
+
+func TestHandshakeAttacks(t *testing.T) {
+	type attack struct {
+		do     func(t *testing.T, r *router) error // the client side of the attack
+		reason string                              // what the router must log
+	}
+	dialWith := func(r *router, h Hello, pin string) error {
+		nc, err := Dial(context.Background(), DialConfig{Addr: r.addr, Pin: pin, Hello: h})
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	}
+	rawTLS := func(t *testing.T, r *router) *tls.Conn {
+		conf, _ := ClientTLSConfig(r.pin)
+		tc, err := tls.Dial("tcp", r.addr, conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tc.Close() })
+		return tc
+	}
+	attacks := map[string]attack{
+		"wrong token": {
+			do: func(t *testing.T, r *router) error {
+				h := r.hello(t, "app")
+				h.Token = "AAAA" + h.Token[4:]
+				return dialWith(r, h, r.pin)
+			},
+			reason: ErrTokenSignature.Error(),
+		},
+		"garbage token": {
+			do: func(t *testing.T, r *router) error {
+				h := r.hello(t, "app")
+				h.Token = "not-a-token"
+				return dialWith(r, h, r.pin)
+			},
+			reason: ErrTokenMalformed.Error(),
+		},
+		"expired token": {
+			do: func(t *testing.T, r *router) error {
+				h := r.hello(t, "app")
+				r.clock.add(6 * time.Second)
+				return dialWith(r, h, r.pin)
+			},
+			reason: ErrTokenExpired.Error(),
+		},
+		"reused token": {
+			do: func(t *testing.T, r *router) error {
+				h := r.hello(t, "app")
+				c, _ := r.serve(t, h, http.NotFoundHandler())
+				c.Close()
+				return dialWith(r, h, r.pin)
+			},
+			reason: ErrTokenReused.Error(),
+		},
+		"token for another function": {
+			do: func(t *testing.T, r *router) error {
+				return dialWith(r, r.hello(t, "other"), r.pin)
+			},
+			reason: ErrTokenSignature.Error(),
+		},
+		"wrong pin": {
+			do: func(t *testing.T, r *router) error {
+				other, _ := GenerateCertificate(time.Hour)
+				err := dialWith(r, r.hello(t, "app"), Pin(other.Leaf))
+				if err != nil && !strings.Contains(err.Error(), "does not match pin") {
+					t.Errorf("client error = %v, want a pin mismatch", err)
+				}
+				return err
+			},
+			reason: "tls handshake failed",
+		},
+		"plain tcp garbage": {
+			do: func(t *testing.T, r *router) error {
+				nc, err := net.Dial("tcp", r.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nc.Close()
+				nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+				nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+				_, err = io.ReadAll(nc)
+				return errors.Join(errors.New("garbage sent"), err)
+			},
+			reason: "tls handshake failed",
+		},
+		"oversized hello": {
+			do: func(t *testing.T, r *router) error {
+				tc := rawTLS(t, r)
+				var prefix [4]byte
+				binary.BigEndian.PutUint32(prefix[:], 1<<20)
+				tc.Write(prefix[:])
+				tc.Write(bytes.Repeat([]byte("x"), 8192))
+				_, err := io.ReadAll(tc)
+				return errors.Join(errors.New("oversized hello sent"), err)
+			},
+			reason: "message length 1048576 outside",
+		},
+		"slow hello": {
+			do: func(t *testing.T, r *router) error {
+				tc := rawTLS(t, r)
+				tc.Write([]byte{0, 0}) // half a length prefix, then nothing
+				_, err := io.ReadAll(tc)
+				return errors.Join(errors.New("slow hello"), err)
+			},
+			reason: "hello not received within handshake timeout",
+		},
+		"invalid hello": {
+			do: func(t *testing.T, r *router) error {
+				h := r.hello(t, "app")
+				h.MaxConcurrency = 0
+				tc := rawTLS(t, r)
+				if err := writeMessage(tc, h); err != nil {
+					t.Fatal(err)
+				}
+				var a Answer
+				if err := readMessage(tc, &a); err != nil || a.OK {
+					t.Fatalf("answer = %+v, %v; want a rejection", a, err)
+				}
+				return errors.New(a.Reason)
+			},
+			reason: "max concurrency 0 outside",
+		},
+	}
+	for name, a := range attacks {
+		t.Run(name, func(t *testing.T) {
+			r := startRouter(t)
+			if err := a.do(t, r); err == nil {
+				t.Fatal("attack succeeded")
+			}
+			deadline := time.Now().Add(3 * time.Second)
+			for !strings.Contains(r.logs.String(), a.reason) {
+				if time.Now().After(deadline) {
+					t.Fatalf("router log lacks %q:\n%s", a.reason, r.logs.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if !strings.Contains(r.logs.String(), "tunnel rejected") {
+				t.Errorf("router log lacks a rejection line:\n%s", r.logs.String())
+			}
+			select {
+			case c := <-r.conns:
+				t.Errorf("router accepted a tunnel from %s", c.RemoteAddr())
+			default:
+			}
+		})
+	}
+}
+
+func TestTokenNeverLogged(t *testing.T) {
+	r := startRouter(t)
+	h := r.hello(t, "other")
+	Dial(context.Background(), DialConfig{Addr: r.addr, Pin: r.pin, Hello: h})
+	time.Sleep(50 * time.Millisecond)
+	if strings.Contains(r.logs.String(), h.Token) {
+		t.Fatalf("token appears in router log:\n%s", r.logs.String())
+	}
+}
+
+func TestDrainFinishesInFlightAndClosesPromptly(t *testing.T) {
+	r := startRouter(t)
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	c, s := r.serve(t, r.hello(t, "app"), http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		started <- struct{}{}
+		<-release
+		io.WriteString(w, "done")
+	}))
+	type result struct {
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := get(t, c, "/slow")
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- result{string(b), err}
+	}()
+	<-started
+	drained := make(chan time.Time, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Drain(ctx)
+		drained <- time.Now()
+	}()
+	// After GOAWAY reaches the router, the instance takes no new stream.
+	deadline := time.Now().Add(3 * time.Second)
+	for !c.Draining() {
+		if time.Now().After(deadline) {
+			t.Fatal("router never saw GOAWAY")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if c.Reserve() {
+		t.Error("Reserve() succeeded on a draining instance")
+	}
+	if _, err := get(t, c, "/late"); !Unprocessed(err) {
+		t.Errorf("late request error = %v, want one Unprocessed reports", err)
+	}
+	released := time.Now()
+	close(release)
+	if r := <-res; r.err != nil || r.body != "done" {
+		t.Fatalf("in-flight request = %q, %v; want it to finish", r.body, r.err)
+	}
+	// The router closes the tunnel once idle, so the instance does not wait
+	// out x/net's one-second GOAWAY timer.
+	if took := (<-drained).Sub(released); took > 700*time.Millisecond {
+		t.Errorf("drain took %v after the last stream, want well under 1s", took)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(2 * time.Second):
+		t.Error("router Conn not done after drain")
+	}
+}
+
+func TestUnprocessedClassification(t *testing.T) {
+	cases := map[string]struct {
+		err  error
+		want bool
+	}{
+		"nil":             {nil, false},
+		"refused stream":  {StreamErrorForTest(1, "REFUSED_STREAM"), true},
+		"other stream":    {StreamErrorForTest(1, "INTERNAL_ERROR"), false},
+		"wrapped goaway":  {errors.Join(errors.New("ctx"), errors.New(msgGotGoAway)), true},
+		"closed tunnel":   {errConnClosed, true},
+		"connection lost": {errors.New("http2: client connection lost"), false},
+		"eof":             {io.ErrUnexpectedEOF, false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := Unprocessed(tc.err); got != tc.want {
+				t.Errorf("Unprocessed(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestIssuerRoundTrip(t *testing.T) {
+	iss, err := NewIssuer(bytes.Repeat([]byte("s"), 32), time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, minted, err := iss.Mint(testFunction + ":live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := iss.Redeem(tok, "app")
+	if err != nil {
+		t.Fatalf("Redeem: %v", err)
+	}
+	if got != minted {
+		t.Errorf("claims = %+v, want %+v", got, minted)
+	}
+	if _, err := NewIssuer([]byte("short"), 0, nil); err == nil {
+		t.Error("NewIssuer accepted a short secret")
+	}
+}
+
+func TestParseLoad(t *testing.T) {
+	want := Load{InFlight: 3, CPU: 0.42, LeftMs: 12000}
+	got, err := ParseLoad(want.String())
+	if err != nil || got != want {
+		t.Fatalf("ParseLoad(%q) = %+v, %v; want %+v", want.String(), got, err, want)
+	}
+	for _, bad := range []string{"", "inflight", "inflight=x", "foo=1"} {
+		if _, err := ParseLoad(bad); err == nil {
+			t.Errorf("ParseLoad(%q) succeeded", bad)
+		}
+	}
+}

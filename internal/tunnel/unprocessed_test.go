@@ -1,0 +1,100 @@
+package tunnel
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// fakeRefusingPeer is a FAKE HTTP/2 server, written with x/net's Framer,
+// because a real http2.Server cannot be made to refuse one chosen stream or
+// to send GOAWAY below a stream the client has already opened. It waits for
+// streams 1 and 3, refuses 1 with RST_STREAM(REFUSED_STREAM), and sends
+// GOAWAY with last stream id 0, so stream 3 was never processed.
+func fakeRefusingPeer(t *testing.T, nc net.Conn) {
+	t.Helper()
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(nc, preface); err != nil {
+		t.Errorf("fake peer: reading preface: %v", err)
+		return
+	}
+	fr := http2.NewFramer(nc, nc)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 10})
+	seen := map[uint32]bool{}
+	for !(seen[1] && seen[3]) {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Errorf("fake peer: %v", err)
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			seen[f.StreamID] = true
+		}
+	}
+	fr.WriteRSTStream(1, http2.ErrCodeRefusedStream)
+	fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+	io.Copy(io.Discard, nc)
+}
+
+// TestUnprocessedMessages produces each "never processed" failure from a
+// real x/net ClientConn, so an x/net upgrade that renames its errors fails
+// here instead of silently turning safe retries into 502s.
+func TestUnprocessedMessages(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		fakeRefusingPeer(t, nc)
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			req, _ := http.NewRequest("POST", "http://app/", bytes.NewReader([]byte("x")))
+			_, err := cc.RoundTrip(req)
+			errs <- err
+		}()
+		time.Sleep(20 * time.Millisecond) // streams 1 then 3, in order
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !Unprocessed(err) {
+				t.Errorf("Unprocessed(%v) = false, want true", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("round trip never failed")
+		}
+	}
+	req, _ := http.NewRequest("GET", "http://app/", nil)
+	if _, err := cc.RoundTrip(req); !Unprocessed(err) {
+		t.Errorf("after GOAWAY: Unprocessed(%v) = false, want true", err)
+	}
+}
