@@ -2,6 +2,19 @@ module github.com/ferryrun/ferry
 
 go 1.26.8
 
-require golang.org/x/net v0.62.0
+require (
+	github.com/aws/aws-lambda-go v1.55.1
+	github.com/aws/aws-sdk-go-v2 v1.48.0
+	github.com/aws/aws-sdk-go-v2/credentials v1.20.16
+	github.com/aws/aws-sdk-go-v2/service/lambda v1.114.3
+	golang.org/x/net v0.62.0
+	golang.org/x/sys v0.49.0
+)
 
-require golang.org/x/text v0.43.0 // indirect
+require (
+	github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream v1.7.26 // indirect
+	github.com/aws/aws-sdk-go-v2/internal/configsources v1.5.11 // indirect
+	github.com/aws/aws-sdk-go-v2/internal/endpoints/v2 v2.8.11 // indirect
+	github.com/aws/smithy-go v1.28.9 // indirect
+	golang.org/x/text v0.43.0 // indirect
+)

@@ -1,0 +1,69 @@
+// Package dialback defines the invoke payload that asks a ferry bootstrap to
+// dial back to the router: {"ferry":{"v":1,"router":...}}. An event without
+// the "ferry" key is an ordinary (direct) invocation.
+package dialback
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/ferryrun/ferry/internal/tunnel"
+)
+
+// Version is the payload version this package speaks.
+const Version = 1
+
+// Payload is the value of the "ferry" key.
+type Payload struct {
+	V              int    `json:"v"`
+	Router         string `json:"router"` // host:port of the router's tunnel listener
+	Token          string `json:"token"`
+	Pin            string `json:"pin"`      // see tunnel.Pin
+	Function       string `json:"function"` // name or ARN the token is bound to
+	MaxConcurrency int    `json:"max_concurrency"`
+}
+
+type envelope struct {
+	Ferry *Payload `json:"ferry"`
+}
+
+// Parse returns the payload in event, or ok=false when event is not a
+// dial-back (no "ferry" key, or not a JSON object). A "ferry" key holding an
+// unusable payload is an error, never a direct invocation.
+func Parse(event []byte) (p Payload, ok bool, err error) {
+	var env envelope
+	if json.Unmarshal(event, &env) != nil || env.Ferry == nil {
+		return Payload{}, false, nil
+	}
+	if err := env.Ferry.Validate(); err != nil {
+		return Payload{}, true, err
+	}
+	return *env.Ferry, true, nil
+}
+
+// Validate reports the first field of p that cannot be used.
+func (p Payload) Validate() error {
+	switch {
+	case p.V != Version:
+		return fmt.Errorf("dial-back payload version %d, this bootstrap speaks %d", p.V, Version)
+	case p.Router == "":
+		return errors.New("dial-back payload: missing router")
+	case p.Token == "":
+		return errors.New("dial-back payload: missing token")
+	case p.MaxConcurrency < 0 || p.MaxConcurrency > tunnel.MaxStreamsLimit:
+		return fmt.Errorf("dial-back payload: max_concurrency %d outside 0..%d", p.MaxConcurrency, tunnel.MaxStreamsLimit)
+	}
+	if _, err := tunnel.ParsePin(p.Pin); err != nil {
+		return fmt.Errorf("dial-back payload: %w", err)
+	}
+	return nil
+}
+
+// Marshal returns the event for p.
+func Marshal(p Payload) ([]byte, error) {
+	if p.V == 0 {
+		p.V = Version
+	}
+	return json.Marshal(envelope{Ferry: &p})
+}

@@ -1,0 +1,40 @@
+package dialback
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	good := Payload{Router: "127.0.0.1:1", Token: "t", Pin: "sha256/" + strings.Repeat("A", 43) + "=", Function: "app", MaxConcurrency: 8}
+	ev, err := Marshal(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		event   string
+		wantOK  bool
+		wantErr bool
+	}{
+		"dial-back":        {string(ev), true, false},
+		"function url":     {`{"version":"2.0","rawPath":"/"}`, false, false},
+		"not json":         {`hello`, false, false},
+		"json array":       {`[1,2]`, false, false},
+		"null ferry":       {`{"ferry":null}`, false, false},
+		"bad version":      {`{"ferry":{"v":2,"router":"a:1","token":"t","pin":"sha256/x"}}`, true, true},
+		"missing router":   {`{"ferry":{"v":1,"token":"t","pin":"sha256/x"}}`, true, true},
+		"bad pin":          {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"md5/x"}}`, true, true},
+		"huge concurrency": {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","max_concurrency":100000}}`, true, true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p, ok, err := Parse([]byte(tc.event))
+			if ok != tc.wantOK || (err != nil) != tc.wantErr {
+				t.Fatalf("Parse = %+v, %v, %v; want ok=%v err=%v", p, ok, err, tc.wantOK, tc.wantErr)
+			}
+			if name == "dial-back" && p != (Payload{V: 1, Router: good.Router, Token: "t", Pin: good.Pin, Function: "app", MaxConcurrency: 8}) {
+				t.Errorf("Parse = %+v, want the marshalled payload", p)
+			}
+		})
+	}
+}

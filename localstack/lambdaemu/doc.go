@@ -1,0 +1,17 @@
+// Package lambdaemu is a local AWS Lambda: the public Invoke API and, for
+// each sandbox, the Runtime API, with every sandbox a real process running
+// the function's real bootstrap.
+//
+// It is faithful where ferry depends on Lambda's behaviour: one invocation
+// at a time per sandbox; a warm sandbox reused and frozen (SIGSTOP) between
+// invocations; the function timeout enforced by killing the sandbox; a
+// concurrency limit answered with 429 TooManyRequestsException; errors and
+// headers shaped so aws-sdk-go-v2 maps them to its typed errors; REPORT lines
+// with billed duration; and per-function totals (Stats) for tests and
+// benchmarks to read.
+//
+// What it does not do: isolate sandboxes (they are ordinary processes of the
+// same user), throttle CPU by memory size, or run managed runtimes' own
+// bootstraps (a managed-runtime function runs only through
+// AWS_LAMBDA_EXEC_WRAPPER, as ferry's layer uses it).
+package lambdaemu

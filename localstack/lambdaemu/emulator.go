@@ -1,0 +1,404 @@
+package lambdaemu
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"sync"
+	"time"
+)
+
+const maxPayload = 6 << 20 // synchronous invoke payload limit, both ways
+
+// Options configure an Emulator beyond its functions.
+type Options struct {
+	// Logger receives the emulator's own lines. If nil, slog.Default().
+	Logger *slog.Logger
+	// FunctionLog receives every line a sandbox prints and every REPORT
+	// line, prefixed with the function and sandbox. If nil, os.Stderr.
+	FunctionLog io.Writer
+	// IdleTTL is how long a warm sandbox is kept idle. If zero, 10 minutes.
+	IdleTTL time.Duration
+}
+
+// Emulator serves the Lambda Invoke API for its functions.
+type Emulator struct {
+	// static after New
+	log       *slog.Logger
+	region    string
+	account   string
+	functions map[string]*function
+	tmp       string
+
+	outMu sync.Mutex // serializes FunctionLog writes
+	out   io.Writer
+
+	stop chan struct{} // closed by Close
+	wg   sync.WaitGroup
+}
+
+// New validates cfg and returns an emulator. No sandbox starts until the
+// first invoke. Close it to kill every sandbox.
+func New(cfg Config, opts Options) (*Emulator, error) {
+	e := &Emulator{
+		log: opts.Logger, region: cfg.Region, account: cfg.Account, out: opts.FunctionLog,
+		functions: map[string]*function{}, stop: make(chan struct{}),
+	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if e.out == nil {
+		e.out = os.Stderr
+	}
+	if e.region == "" {
+		e.region = "us-east-1"
+	}
+	if e.account == "" {
+		e.account = "000000000000"
+	}
+	tmp, err := os.MkdirTemp("", "lambdaemu-")
+	if err != nil {
+		return nil, err
+	}
+	e.tmp = tmp
+	for _, f := range cfg.Functions {
+		if err := f.normalize(); err != nil {
+			os.RemoveAll(tmp)
+			return nil, err
+		}
+		if _, dup := e.functions[f.Name]; dup {
+			os.RemoveAll(tmp)
+			return nil, fmt.Errorf("function %s defined twice", f.Name)
+		}
+		opt, err := os.MkdirTemp(tmp, f.Name+"-opt-")
+		if err == nil {
+			err = mergeLayers(opt, f.Layers)
+		}
+		if err != nil {
+			os.RemoveAll(tmp)
+			return nil, fmt.Errorf("function %s: merging layers: %w", f.Name, err)
+		}
+		e.functions[f.Name] = &function{
+			emu: e, cfg: f, optDir: opt, all: map[*sandbox]bool{},
+			arn: fmt.Sprintf("arn:aws:lambda:%s:%s:function:%s", e.region, e.account, f.Name),
+		}
+	}
+	ttl := opts.IdleTTL
+	if ttl <= 0 {
+		ttl = 10 * time.Minute
+	}
+	e.wg.Add(1)
+	go e.reap(ttl)
+	return e, nil
+}
+
+func (e *Emulator) reap(ttl time.Duration) {
+	defer e.wg.Done()
+	t := time.NewTicker(min(ttl/2, 10*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			for _, fn := range e.functions {
+				fn.reapIdle(ttl)
+			}
+		}
+	}
+}
+
+// Close kills every sandbox and removes the emulator's temporary files.
+func (e *Emulator) Close() error {
+	select {
+	case <-e.stop:
+		return nil
+	default:
+	}
+	close(e.stop)
+	e.wg.Wait()
+	for _, fn := range e.functions {
+		fn.killAll()
+	}
+	return os.RemoveAll(e.tmp)
+}
+
+// Handler serves the Invoke API at /2015-03-31/functions/{name}/invocations,
+// and the emulator's own /_emulator/stats and /_emulator/sandboxes.
+func (e *Emulator) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /2015-03-31/functions/{name}/invocations", e.handleInvoke)
+	mux.HandleFunc("GET /_emulator/stats", e.handleStats)
+	mux.HandleFunc("GET /_emulator/sandboxes", e.handleSandboxes)
+	mux.HandleFunc("GET /_emulator/health", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeAPIError(w, http.StatusNotFound, "UnknownOperationException", "the emulator serves Invoke only: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+// function resolves a name, partial ARN or ARN, with or without qualifier.
+func (e *Emulator) function(ref string) (*function, bool) {
+	if u, err := url.PathUnescape(ref); err == nil {
+		ref = u
+	}
+	fn, ok := e.functions[functionName(ref)]
+	return fn, ok
+}
+
+// InvokeResult is what Invoke returns: the payload and Lambda's headers.
+type InvokeResult struct {
+	Status        int
+	Payload       []byte
+	FunctionError string // "", "Unhandled"
+	RequestID     string
+	LogTail       string // last 4 KB of the invocation's log, REPORT included
+}
+
+// Invoke runs one RequestResponse invocation of name with payload.
+func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clientContext string) (InvokeResult, error) {
+	fn, ok := e.function(name)
+	if !ok {
+		return InvokeResult{}, errNotFound
+	}
+	inv := &invocation{
+		id: newID(), payload: payload, clientContext: clientContext, timeout: fn.cfg.Timeout.Duration,
+		result: make(chan result, 1), logs: newTailBuffer(4096),
+	}
+	sb, cold, err := fn.acquire(ctx)
+	if err != nil {
+		var ie *initError
+		if errors.As(err, &ie) {
+			fn.count(func(s *Stats) { s.Invocations++; s.Errors++ })
+			return InvokeResult{Status: 200, RequestID: inv.id, FunctionError: "Unhandled", Payload: errorPayload(ie.Type, ie.Message)}, nil
+		}
+		return InvokeResult{}, err
+	}
+	defer fn.release()
+
+	sb.next <- inv                                            // buffered; the sandbox's /next takes it
+	timer := time.NewTimer(inv.timeout + 50*time.Millisecond) // runtime start slack
+	defer timer.Stop()
+	var r result
+	select {
+	case r = <-inv.result:
+	case <-sb.exited:
+		// The sandbox died with the invocation assigned; wait() has
+		// finished it, unless it died before the handoff.
+		select {
+		case r = <-inv.result:
+		default:
+			r = result{funcError: "Unhandled", end: time.Now(), body: errorPayload("Runtime.ExitError",
+				fmt.Sprintf("RequestId: %s Error: Runtime exited before the invocation started", inv.id))}
+		}
+	case <-timer.C:
+		sb.kill()
+		r = result{funcError: "Unhandled", end: time.Now(), body: errorPayload("Sandbox.Timedout",
+			fmt.Sprintf("RequestId: %s Error: Task timed out after %.2f seconds", inv.id, inv.timeout.Seconds()))}
+		e.logOut(fn.cfg.Name, sb.id, fmt.Sprintf("%s %s Task timed out after %.2f seconds", time.Now().UTC().Format(time.RFC3339Nano), inv.id, inv.timeout.Seconds()))
+	}
+	sb.logs.settle()
+	start := r.end
+	if ns := inv.startNs.Load(); ns != 0 {
+		start = time.Unix(0, ns)
+	}
+	dur := r.end.Sub(start)
+	billed := int64(math.Ceil(float64(dur) / float64(time.Millisecond)))
+	if billed < 1 {
+		billed = 1
+	}
+	if billed > inv.timeout.Milliseconds() {
+		billed = inv.timeout.Milliseconds()
+	}
+	report := fmt.Sprintf("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB",
+		inv.id, float64(dur)/float64(time.Millisecond), billed, fn.cfg.MemoryMB, sb.memoryUsedMB())
+	if cold {
+		sb.mu.Lock()
+		report += fmt.Sprintf("\tInit Duration: %.2f ms", float64(sb.initDur)/float64(time.Millisecond))
+		sb.mu.Unlock()
+	}
+	e.logOut(fn.cfg.Name, sb.id, report)
+	inv.logs.WriteString(report + "\n")
+	fn.count(func(s *Stats) {
+		s.Invocations++
+		s.BilledMs += billed
+		s.DurationMs += dur.Milliseconds()
+		if cold {
+			s.ColdStarts++
+		}
+		if r.funcError != "" {
+			s.Errors++
+		}
+	})
+	return InvokeResult{Status: 200, Payload: r.body, FunctionError: r.funcError, RequestID: inv.id, LogTail: inv.logs.String()}, nil
+}
+
+var errNotFound = errors.New("function not found")
+
+func (e *Emulator) handleInvoke(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	fn, ok := e.function(name)
+	if !ok {
+		writeAPIError(w, http.StatusNotFound, "ResourceNotFoundException",
+			fmt.Sprintf("Function not found: arn:aws:lambda:%s:%s:function:%s", e.region, e.account, functionName(name)))
+		return
+	}
+	payload, err := io.ReadAll(io.LimitReader(r.Body, maxPayload+1))
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, "InvalidRequestContentException", "reading payload: "+err.Error())
+		return
+	}
+	if len(payload) > maxPayload {
+		writeAPIError(w, http.StatusRequestEntityTooLarge, "RequestTooLargeException",
+			fmt.Sprintf("Request must be smaller than %d bytes for the InvokeFunction operation", maxPayload))
+		return
+	}
+	if len(payload) == 0 {
+		payload = []byte("{}")
+	}
+	var cc string
+	if h := r.Header.Get("X-Amz-Client-Context"); h != "" {
+		b, err := base64.StdEncoding.DecodeString(h)
+		if err != nil {
+			writeAPIError(w, http.StatusBadRequest, "InvalidRequestContentException", "X-Amz-Client-Context is not base64")
+			return
+		}
+		cc = string(b)
+	}
+	w.Header().Set("X-Amz-Executed-Version", "$LATEST")
+	switch t := r.Header.Get("X-Amz-Invocation-Type"); t {
+	case "DryRun":
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case "Event":
+		e.wg.Add(1)
+		go e.invokeAsync(fn.cfg.Name, payload, cc)
+		w.WriteHeader(http.StatusAccepted)
+		return
+	case "", "RequestResponse":
+	default:
+		writeAPIError(w, http.StatusBadRequest, "InvalidParameterValueException", "unknown X-Amz-Invocation-Type "+t)
+		return
+	}
+	res, err := e.Invoke(r.Context(), fn.cfg.Name, payload, cc)
+	switch {
+	case errors.Is(err, errThrottled):
+		writeAPIError(w, http.StatusTooManyRequests, "TooManyRequestsException", "Rate Exceeded.",
+			"Reason", "ReservedFunctionConcurrentInvocationLimitExceeded")
+		return
+	case err != nil:
+		writeAPIError(w, http.StatusInternalServerError, "ServiceException", err.Error())
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Amzn-Requestid", res.RequestID)
+	if res.FunctionError != "" {
+		h.Set("X-Amz-Function-Error", res.FunctionError)
+	}
+	if r.Header.Get("X-Amz-Log-Type") == "Tail" {
+		h.Set("X-Amz-Log-Result", base64.StdEncoding.EncodeToString([]byte(res.LogTail)))
+	}
+	w.WriteHeader(res.Status)
+	w.Write(res.Payload)
+}
+
+// invokeAsync runs an Event invocation, retrying throttles for a while as
+// Lambda's async queue does.
+func (e *Emulator) invokeAsync(name string, payload []byte, cc string) {
+	defer e.wg.Done()
+	delay := 100 * time.Millisecond
+	for deadline := time.Now().Add(time.Minute); ; {
+		_, err := e.Invoke(context.Background(), name, payload, cc)
+		if !errors.Is(err, errThrottled) || time.Now().After(deadline) {
+			if err != nil {
+				e.log.Warn("async invocation dropped", "function", name, "err", err)
+			}
+			return
+		}
+		select {
+		case <-e.stop:
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// writeAPIError writes an error shaped like Lambda's REST-JSON errors:
+// aws-sdk-go-v2 reads the code from X-Amzn-Errortype and the message from
+// the body.
+func writeAPIError(w http.ResponseWriter, status int, code, msg string, extra ...string) {
+	body := map[string]string{"Type": "User", "message": msg}
+	for i := 0; i+1 < len(extra); i += 2 {
+		body[extra[i]] = extra[i+1]
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Amzn-Errortype", code)
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(body)
+}
+
+// logOut writes one sandbox line to FunctionLog.
+func (e *Emulator) logOut(function, sandbox, line string) {
+	e.outMu.Lock()
+	defer e.outMu.Unlock()
+	fmt.Fprintf(e.out, "[%s/%s] %s\n", function, sandbox, line)
+}
+
+func (e *Emulator) handleStats(w http.ResponseWriter, r *http.Request) {
+	out := map[string]Stats{}
+	for name := range e.functions {
+		if q := r.URL.Query().Get("function"); q != "" && q != name {
+			continue
+		}
+		out[name], _ = e.Stats(name)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
+}
+
+// SandboxInfo describes one live sandbox.
+type SandboxInfo struct {
+	Function string `json:"function"`
+	ID       string `json:"id"`
+	PID      int    `json:"pid"`
+	Idle     bool   `json:"idle"`
+}
+
+// Sandboxes lists the live sandboxes of every function, by function and id.
+func (e *Emulator) Sandboxes() []SandboxInfo {
+	var out []SandboxInfo
+	for name, fn := range e.functions {
+		fn.mu.Lock()
+		idle := map[*sandbox]bool{}
+		for _, sb := range fn.idle {
+			idle[sb] = true
+		}
+		for sb := range fn.all {
+			out = append(out, SandboxInfo{Function: name, ID: sb.id, PID: sb.pid, Idle: idle[sb]})
+		}
+		fn.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Function != out[j].Function {
+			return out[i].Function < out[j].Function
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+func (e *Emulator) handleSandboxes(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(e.Sandboxes())
+}

@@ -1,0 +1,274 @@
+package lambdaemu_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+
+	"github.com/ferryrun/ferry/internal/testbin"
+	"github.com/ferryrun/ferry/localstack/lambdaemu"
+)
+
+// echoDir holds the aws-lambda-go echo function built as "bootstrap".
+var echoDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "emu-test-")
+	if err != nil {
+		panic(err)
+	}
+	bins, err := testbin.Build(dir, "./localstack/testfunctions/echo")
+	if err == nil {
+		err = os.Rename(bins[0], filepath.Join(dir, "bootstrap"))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	echoDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type harness struct {
+	emu    *lambdaemu.Emulator
+	url    string
+	client *lambda.Client
+	log    *bytes.Buffer
+}
+
+func start(t *testing.T, fns ...lambdaemu.Function) *harness {
+	t.Helper()
+	var logMu sync.Mutex
+	logs := &bytes.Buffer{}
+	emu, err := lambdaemu.New(lambdaemu.Config{Functions: fns}, lambdaemu.Options{FunctionLog: lockedWriter{&logMu, logs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(emu.Handler())
+	t.Cleanup(func() { srv.Close(); emu.Close() })
+	client := lambda.New(lambda.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(srv.URL),
+		Credentials:  credentials.NewStaticCredentialsProvider("test", "test", ""),
+		Retryer:      aws.NopRetryer{},
+	})
+	return &harness{emu: emu, url: srv.URL, client: client, log: logs}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func echo(timeout time.Duration, concurrency int) lambdaemu.Function {
+	return lambdaemu.Function{Name: "echo", CodeDir: echoDir, Timeout: lambdaemu.Duration{Duration: timeout}, Concurrency: concurrency}
+}
+
+func (h *harness) invoke(t *testing.T, payload string) (*lambda.InvokeOutput, error) {
+	t.Helper()
+	return h.client.Invoke(context.Background(), &lambda.InvokeInput{
+		FunctionName: aws.String("echo"),
+		Payload:      []byte(payload),
+		LogType:      types.LogTypeTail,
+	})
+}
+
+func TestAWSLambdaGoFunctionUnderEmulator(t *testing.T) {
+	h := start(t, echo(time.Second, 2))
+
+	t.Run("success returns the handler's result and a log tail", func(t *testing.T) {
+		out, err := h.invoke(t, `{"print":"hello from the handler"}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.FunctionError != nil {
+			t.Fatalf("FunctionError = %q, payload %s", *out.FunctionError, out.Payload)
+		}
+		var r struct {
+			RequestID   string `json:"request_id"`
+			Function    string `json:"function"`
+			HasDeadline bool   `json:"has_deadline"`
+		}
+		if err := json.Unmarshal(out.Payload, &r); err != nil {
+			t.Fatalf("payload %s: %v", out.Payload, err)
+		}
+		if r.RequestID == "" || !strings.HasSuffix(r.Function, ":function:echo") || !r.HasDeadline {
+			t.Errorf("handler saw %+v; want request id, function ARN and a deadline", r)
+		}
+		tail, _ := base64.StdEncoding.DecodeString(aws.ToString(out.LogResult))
+		for _, want := range []string{"hello from the handler", "REPORT RequestId: " + r.RequestID, "Billed Duration:"} {
+			if !strings.Contains(string(tail), want) {
+				t.Errorf("log tail lacks %q:\n%s", want, tail)
+			}
+		}
+	})
+
+	t.Run("function error sets FunctionError", func(t *testing.T) {
+		out, err := h.invoke(t, `{"fail":"boom"}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if aws.ToString(out.FunctionError) != "Unhandled" || !bytes.Contains(out.Payload, []byte("boom")) {
+			t.Errorf("FunctionError = %q, payload %s; want Unhandled with boom", aws.ToString(out.FunctionError), out.Payload)
+		}
+	})
+
+	t.Run("timeout kills the sandbox and answers like Lambda", func(t *testing.T) {
+		before, _ := h.emu.Stats("echo")
+		out, err := h.invoke(t, `{"sleep_ms":5000}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if aws.ToString(out.FunctionError) != "Unhandled" || !bytes.Contains(out.Payload, []byte("Task timed out after 1.00 seconds")) {
+			t.Errorf("FunctionError = %q, payload %s; want a timeout", aws.ToString(out.FunctionError), out.Payload)
+		}
+		after, _ := h.emu.Stats("echo")
+		if got := after.BilledMs - before.BilledMs; got != 1000 {
+			t.Errorf("billed %d ms for a 1s timeout, want 1000", got)
+		}
+		// The next invoke needs a new sandbox: the timed-out one was killed.
+		if _, err := h.invoke(t, `{}`); err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := h.emu.Stats("echo"); st.SandboxesStarted != after.SandboxesStarted+1 {
+			t.Errorf("sandboxes started %d -> %d, want one new sandbox after a timeout", after.SandboxesStarted, st.SandboxesStarted)
+		}
+	})
+
+	t.Run("over the concurrency limit is TooManyRequestsException", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() { h.invoke(t, `{"sleep_ms":800}`) })
+		}
+		time.Sleep(300 * time.Millisecond)
+		_, err := h.invoke(t, `{}`)
+		wg.Wait()
+		var tooMany *types.TooManyRequestsException
+		if !errors.As(err, &tooMany) {
+			t.Fatalf("err = %v, want *types.TooManyRequestsException", err)
+		}
+	})
+
+	t.Run("unknown function is ResourceNotFoundException", func(t *testing.T) {
+		_, err := h.client.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("nope")})
+		var nf *types.ResourceNotFoundException
+		if !errors.As(err, &nf) {
+			t.Fatalf("err = %v, want *types.ResourceNotFoundException", err)
+		}
+	})
+
+	t.Run("Event answers 202 and DryRun 204", func(t *testing.T) {
+		for typ, want := range map[types.InvocationType]int32{types.InvocationTypeEvent: 202, types.InvocationTypeDryRun: 204} {
+			out, err := h.client.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("echo"), InvocationType: typ})
+			if err != nil || out.StatusCode != want {
+				t.Errorf("%s: status %v, err %v; want %d", typ, out.StatusCode, err, want)
+			}
+		}
+	})
+}
+
+func TestWarmSandboxIsReusedAndFrozen(t *testing.T) {
+	h := start(t, echo(2*time.Second, 4))
+	for range 3 {
+		if _, err := h.invoke(t, `{}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ := h.emu.Stats("echo")
+	if st.Invocations != 3 || st.SandboxesStarted != 1 || st.ColdStarts != 1 {
+		t.Errorf("stats = %+v; want 3 invocations on 1 sandbox with 1 cold start", st)
+	}
+	sbs := h.emu.Sandboxes()
+	if len(sbs) != 1 {
+		t.Fatalf("sandboxes = %+v, want 1", sbs)
+	}
+	// Between invocations the sandbox's processes are stopped.
+	deadline := time.Now().Add(2 * time.Second)
+	for procState(sbs[0].PID) != "T" {
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox pid %d state %q, want T (stopped)", sbs[0].PID, procState(sbs[0].PID))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2 : i+3]
+	}
+	return ""
+}
+
+func TestInvokeAPIErrors(t *testing.T) {
+	h := start(t, echo(time.Second, 1))
+	cases := map[string]struct {
+		header     http.Header
+		body       []byte
+		wantStatus int
+		wantType   string
+	}{
+		"oversized payload":   {body: bytes.Repeat([]byte("x"), 6<<20+1), wantStatus: 413, wantType: "RequestTooLargeException"},
+		"bad invocation type": {header: http.Header{"X-Amz-Invocation-Type": {"Sometimes"}}, body: []byte("{}"), wantStatus: 400, wantType: "InvalidParameterValueException"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", h.url+"/2015-03-31/functions/echo/invocations", bytes.NewReader(tc.body))
+			for k, v := range tc.header {
+				req.Header[k] = v
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantStatus || resp.Header.Get("X-Amzn-Errortype") != tc.wantType {
+				t.Errorf("got %d %q, want %d %q", resp.StatusCode, resp.Header.Get("X-Amzn-Errortype"), tc.wantStatus, tc.wantType)
+			}
+		})
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	cases := map[string]lambdaemu.Function{
+		"bad name":        {Name: "no spaces", CodeDir: echoDir},
+		"missing code":    {Name: "f", CodeDir: "/does/not/exist"},
+		"short timeout":   {Name: "f", CodeDir: echoDir, Timeout: lambdaemu.Duration{Duration: time.Millisecond}},
+		"managed runtime": {Name: "f", CodeDir: echoDir, Runtime: "nodejs22.x"},
+	}
+	for name, f := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := lambdaemu.New(lambdaemu.Config{Functions: []lambdaemu.Function{f}}, lambdaemu.Options{}); err == nil {
+				t.Error("New accepted an invalid function")
+			}
+		})
+	}
+}

@@ -1,0 +1,401 @@
+package lambdaemu
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// sandbox is one execution environment: a process group running the
+// function's bootstrap, and the Runtime API it talks to.
+type sandbox struct {
+	// static after start
+	fn      *function
+	id      string
+	cmd     *exec.Cmd
+	pid     int
+	started time.Time
+	ln      net.Listener
+	srv     *http.Server
+	logs    *logPipe
+
+	next   chan *invocation // the one invocation handed to the runtime; buffered 1
+	ready  chan struct{}    // closed at the runtime's first /next: init done
+	exited chan struct{}    // closed when the process has exited
+
+	mu       sync.Mutex
+	cur      *invocation   // guarded by mu; the invocation the runtime holds
+	initErr  error         // guarded by mu; set by /init/error or an early exit
+	initDur  time.Duration // guarded by mu
+	exitErr  error         // guarded by mu; set before exited closes
+	idleFrom time.Time     // guarded by mu; when the sandbox last went idle
+	killed   bool          // guarded by mu
+}
+
+// invocation is one Invoke in flight.
+type invocation struct {
+	id            string
+	payload       []byte
+	clientContext string
+	timeout       time.Duration
+	startNs       atomic.Int64 // unix ns when handed to the runtime; 0 before
+	result        chan result  // buffered 1; exactly one send, via finish
+	once          sync.Once
+	logs          *tailBuffer
+}
+
+type result struct {
+	body      []byte
+	funcError string // "" or "Unhandled"
+	end       time.Time
+}
+
+func (inv *invocation) finish(r result) {
+	inv.once.Do(func() {
+		r.end = time.Now()
+		inv.result <- r
+	})
+}
+
+// traceID returns an X-Ray trace header of the form Lambda passes.
+func traceID(now time.Time) string {
+	var b [20]byte
+	rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	return fmt.Sprintf("Root=1-%08x-%s;Parent=%s;Sampled=0", now.Unix(), h[:24], h[24:40])
+}
+
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// startSandbox starts a process for fn and serves its Runtime API.
+func (fn *function) startSandbox() (*sandbox, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("runtime api listener: %w", err)
+	}
+	sb := &sandbox{
+		fn: fn, id: newID()[:8], ln: ln, started: time.Now(),
+		next: make(chan *invocation, 1), ready: make(chan struct{}), exited: make(chan struct{}),
+	}
+	sb.srv = &http.Server{Handler: sb.routes(), ReadHeaderTimeout: 5 * time.Second}
+
+	entry, args, err := fn.entrypoint()
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	cmd := exec.Command(entry, args...)
+	cmd.Dir = fn.cfg.CodeDir
+	cmd.Env = fn.environ(ln.Addr().String())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// The emulator owns the output pipe so that it can tell when the lines
+	// printed before a response have all been read (settleLogs).
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		ln.Close()
+		return nil, fmt.Errorf("starting %s: %w", entry, err)
+	}
+	out := &lineWriter{emit: sb.logLine}
+	sb.logs = newLogPipe(pr, out)
+	go sb.logs.copy()
+	sb.cmd, sb.pid = cmd, cmd.Process.Pid
+	// Serve only now that pid is set; the runtime's first call waits in the
+	// listener's backlog until then.
+	go sb.srv.Serve(ln)
+	go sb.wait()
+	return sb, nil
+}
+
+// wait reaps the process and fails whatever it was doing.
+func (sb *sandbox) wait() {
+	err := sb.cmd.Wait()
+	sb.logs.settle()
+	defer sb.logs.close()
+	sb.mu.Lock()
+	if err == nil {
+		err = errors.New("exit status 0")
+	}
+	sb.exitErr = err
+	killed := sb.killed
+	inv := sb.cur
+	sb.mu.Unlock()
+	sb.fn.removeSandbox(sb)
+	if !killed {
+		sb.fn.emu.log.Warn("sandbox exited", "function", sb.fn.cfg.Name, "sandbox", sb.id, "err", err)
+	}
+	// Fail its work before announcing the exit, so a waiter that sees
+	// exited finds the result already there.
+	defer sb.srv.Close()
+	defer close(sb.exited)
+	if inv != nil {
+		inv.finish(result{funcError: "Unhandled", body: errorPayload("Runtime.ExitError",
+			fmt.Sprintf("RequestId: %s Error: Runtime exited with error: %v", inv.id, err))})
+	}
+	// Drain an invocation assigned but never picked up.
+	select {
+	case inv := <-sb.next:
+		inv.finish(result{funcError: "Unhandled", body: errorPayload("Runtime.ExitError",
+			fmt.Sprintf("RequestId: %s Error: Runtime exited with error: %v", inv.id, err))})
+	default:
+	}
+}
+
+// kill ends the whole process group, including any app the bootstrap
+// started.
+func (sb *sandbox) kill() {
+	sb.mu.Lock()
+	sb.killed = true
+	sb.mu.Unlock()
+	syscall.Kill(-sb.pid, syscall.SIGKILL)
+}
+
+func (sb *sandbox) freeze() { syscall.Kill(-sb.pid, syscall.SIGSTOP) }
+func (sb *sandbox) thaw()   { syscall.Kill(-sb.pid, syscall.SIGCONT) }
+
+// awaitInit waits for the runtime's first /next, bounded by the init timeout.
+func (sb *sandbox) awaitInit(ctx context.Context) error {
+	t := time.NewTimer(sb.fn.cfg.InitTimeout.Duration)
+	defer t.Stop()
+	select {
+	case <-sb.ready:
+		sb.mu.Lock()
+		defer sb.mu.Unlock()
+		return sb.initErr
+	case <-sb.exited:
+		sb.mu.Lock()
+		defer sb.mu.Unlock()
+		if sb.initErr != nil {
+			return sb.initErr
+		}
+		return &initError{Type: "Runtime.ExitError", Message: fmt.Sprintf("Runtime exited during init: %v", sb.exitErr)}
+	case <-t.C:
+		sb.kill()
+		return &initError{Type: "Sandbox.Timedout", Message: fmt.Sprintf("init phase did not finish within %v", sb.fn.cfg.InitTimeout)}
+	case <-ctx.Done():
+		sb.kill()
+		return ctx.Err()
+	}
+}
+
+type initError struct{ Type, Message string }
+
+func (e *initError) Error() string { return e.Type + ": " + e.Message }
+
+// Runtime API, 2018-06-01.
+func (sb *sandbox) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /2018-06-01/runtime/invocation/next", sb.handleNext)
+	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/response", sb.handleResponse)
+	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/error", sb.handleError)
+	mux.HandleFunc("POST /2018-06-01/runtime/init/error", sb.handleInitError)
+	return mux
+}
+
+func (sb *sandbox) handleNext(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-sb.ready:
+	default:
+		// Init is done. The invoke that started this sandbox owns it.
+		sb.mu.Lock()
+		sb.initDur = time.Since(sb.started)
+		sb.mu.Unlock()
+		close(sb.ready)
+	}
+	sb.mu.Lock()
+	prev := sb.cur
+	sb.cur = nil
+	sb.idleFrom = time.Now()
+	sb.mu.Unlock()
+	if prev != nil {
+		// Lambda treats asking for the next event as the end of the last one.
+		sb.fn.markIdle(sb)
+		prev.finish(result{funcError: "Unhandled", body: errorPayload("Runtime.NoResponse", "runtime asked for the next invocation without answering this one")})
+	}
+
+	// Frozen while idle, as Lambda does; thawed only to take an invocation.
+	sb.freeze()
+	var inv *invocation
+	select {
+	case inv = <-sb.next:
+	case <-sb.exited:
+		return
+	case <-r.Context().Done():
+		return
+	}
+	sb.thaw()
+
+	now := time.Now()
+	inv.startNs.Store(now.UnixNano())
+	deadline := now.Add(inv.timeout)
+	sb.mu.Lock()
+	sb.cur = inv
+	sb.mu.Unlock()
+	h := w.Header()
+	h.Set("Lambda-Runtime-Aws-Request-Id", inv.id)
+	h.Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(deadline.UnixMilli(), 10))
+	h.Set("Lambda-Runtime-Invoked-Function-Arn", sb.fn.arn)
+	h.Set("Lambda-Runtime-Trace-Id", traceID(now))
+	if inv.clientContext != "" {
+		h.Set("Lambda-Runtime-Client-Context", inv.clientContext)
+	}
+	h.Set("Content-Type", "application/json")
+	w.Write(inv.payload)
+}
+
+// current returns the invocation id names, or writes Lambda's error.
+func (sb *sandbox) current(w http.ResponseWriter, id string) *invocation {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.cur == nil || sb.cur.id != id {
+		writeRuntimeError(w, http.StatusBadRequest, "InvalidRequestID", "Invalid request ID: "+id)
+		return nil
+	}
+	inv := sb.cur
+	sb.cur = nil
+	return inv
+}
+
+func (sb *sandbox) handleResponse(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxPayload+1))
+	if err != nil {
+		writeRuntimeError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
+		return
+	}
+	inv := sb.current(w, r.PathValue("id"))
+	if inv == nil {
+		return
+	}
+	if len(body) > maxPayload {
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		sb.fn.markIdle(sb)
+		inv.finish(result{funcError: "Unhandled", body: errorPayload("Function.ResponseSizeTooLarge", "Response payload size exceeded maximum allowed payload size (6291556 bytes).")})
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+	sb.fn.markIdle(sb) // before finish: the caller may invoke again at once
+	inv.finish(result{body: body})
+}
+
+func (sb *sandbox) handleError(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, maxPayload))
+	inv := sb.current(w, r.PathValue("id"))
+	if inv == nil {
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+	if !json.Valid(body) {
+		body = errorPayload(r.Header.Get("Lambda-Runtime-Function-Error-Type"), string(body))
+	}
+	sb.fn.markIdle(sb)
+	inv.finish(result{funcError: "Unhandled", body: body})
+}
+
+func (sb *sandbox) handleInitError(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	var e struct {
+		Message string `json:"errorMessage"`
+		Type    string `json:"errorType"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		e.Message = string(body)
+	}
+	if e.Type == "" {
+		e.Type = r.Header.Get("Lambda-Runtime-Function-Error-Type")
+	}
+	if e.Type == "" {
+		e.Type = "Runtime.Unknown"
+	}
+	sb.mu.Lock()
+	sb.initErr = &initError{Type: e.Type, Message: e.Message}
+	sb.mu.Unlock()
+	w.WriteHeader(http.StatusAccepted)
+	sb.fn.emu.log.Warn("sandbox init failed", "function", sb.fn.cfg.Name, "sandbox", sb.id, "type", e.Type, "message", e.Message)
+	// Lambda ends the sandbox after an init error.
+	go func() {
+		select {
+		case <-sb.exited:
+		case <-time.After(500 * time.Millisecond):
+			sb.kill()
+		}
+	}()
+}
+
+func writeRuntimeError(w http.ResponseWriter, status int, typ, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"errorType": typ, "errorMessage": msg})
+}
+
+func errorPayload(typ, msg string) []byte {
+	m := map[string]string{"errorMessage": msg}
+	if typ != "" {
+		m["errorType"] = typ
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// logLine receives each line the sandbox prints.
+func (sb *sandbox) logLine(line string) {
+	sb.fn.emu.logOut(sb.fn.cfg.Name, sb.id, line)
+	sb.mu.Lock()
+	inv := sb.cur
+	sb.mu.Unlock()
+	if inv != nil {
+		inv.logs.WriteString(line + "\n")
+	}
+}
+
+// memoryUsedMB sums the resident memory of the sandbox's processes.
+func (sb *sandbox) memoryUsedMB() int {
+	var kb int
+	var walk func(pid int, depth int)
+	walk = func(pid int, depth int) {
+		if depth > 8 {
+			return
+		}
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); err == nil {
+			for l := range strings.SplitSeq(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+					n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+					kb += n
+				}
+			}
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		for f := range strings.FieldsSeq(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				walk(c, depth+1)
+			}
+		}
+	}
+	walk(sb.pid, 0)
+	return (kb + 1023) / 1024
+}

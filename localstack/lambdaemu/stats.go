@@ -1,0 +1,43 @@
+package lambdaemu
+
+import "strings"
+
+// Stats are a function's totals since the emulator started.
+type Stats struct {
+	Invocations      int64 `json:"invocations"`
+	Errors           int64 `json:"errors"`      // invocations with a function error, timeouts included
+	Throttles        int64 `json:"throttles"`   // invokes answered 429
+	ColdStarts       int64 `json:"cold_starts"` // invocations that started a sandbox
+	SandboxesStarted int64 `json:"sandboxes_started"`
+	BilledMs         int64 `json:"billed_ms"`   // sum of Billed Duration
+	DurationMs       int64 `json:"duration_ms"` // sum of Duration
+	InitMs           int64 `json:"init_ms"`     // sum of Init Duration
+}
+
+// Stats returns name's totals, and false if there is no such function.
+func (e *Emulator) Stats(name string) (Stats, bool) {
+	fn, ok := e.function(name)
+	if !ok {
+		return Stats{}, false
+	}
+	fn.mu.Lock()
+	defer fn.mu.Unlock()
+	return fn.stats, true
+}
+
+func (fn *function) count(f func(*Stats)) {
+	fn.mu.Lock()
+	defer fn.mu.Unlock()
+	f(&fn.stats)
+}
+
+// functionName returns the bare name of a name, partial ARN or ARN.
+func functionName(ref string) string {
+	if i := strings.Index(ref, "function:"); i >= 0 {
+		ref = ref[i+len("function:"):]
+	}
+	if i := strings.IndexByte(ref, ':'); i >= 0 {
+		ref = ref[:i]
+	}
+	return ref
+}
