@@ -10,6 +10,11 @@
 // with billed duration; and per-function totals (Stats) for tests and
 // benchmarks to read.
 //
+// Sandboxes share the host's network, where Lambda gives each its own
+// namespace. So that concurrent sandboxes' apps do not collide on one port,
+// each sandbox gets FERRY_APP_PORT set to a free port unless the function
+// sets it: the emulator's one ferry-specific behaviour.
+//
 // What it does not do: isolate sandboxes (they are ordinary processes of the
 // same user), throttle CPU by memory size, or run managed runtimes' own
 // bootstraps (a managed-runtime function runs only through

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -197,6 +199,14 @@ func (fn *function) environ(runtimeAPI string) []string {
 	if c.Runtime == "" {
 		reserved["AWS_EXECUTION_ENV"] = "AWS_Lambda_providedal2023"
 	}
+	// Lambda gives each sandbox its own network namespace; here sandboxes
+	// share the host's. So that two sandboxes' apps do not collide on one
+	// port, each gets a free port of its own unless the function pins one.
+	if _, pinned := env["FERRY_APP_PORT"]; !pinned {
+		if p, err := freePort(); err == nil {
+			env["FERRY_APP_PORT"] = strconv.Itoa(p)
+		}
+	}
 	for k, v := range reserved {
 		env[k] = v
 	}
@@ -206,6 +216,16 @@ func (fn *function) environ(runtimeAPI string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // mergeLayers builds dir as Lambda builds /opt: each layer's entries, a

@@ -1,0 +1,32 @@
+# ferry — see README.md. Every target works offline once Go modules are cached.
+GO      ?= go
+DIST    ?= dist
+LDFLAGS := -s -w
+export CGO_ENABLED := 0
+
+.PHONY: all build test lint demo bench clean
+
+all: build
+
+## build: static binaries in dist/: the bootstrap for both Lambda architectures,
+## the router, the Lambda emulator and the sample app (host architecture).
+build:
+	@mkdir -p $(DIST)/linux-amd64 $(DIST)/linux-arm64
+	GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/linux-amd64/bootstrap ./bootstrap
+	GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/linux-arm64/bootstrap ./bootstrap
+	$(GO) build -trimpath -o $(DIST)/lambda-emulator ./localstack/cmd/lambda-emulator
+	$(GO) build -trimpath -o $(DIST)/goapp ./examples/goapp
+	@ls -l $(DIST)/linux-amd64/bootstrap $(DIST)/linux-arm64/bootstrap | awk '{printf "%-32s %6.2f MB\n", $$9, $$5/1048576}'
+
+## test: vet, then every test with the race detector (needs cgo for -race).
+test:
+	$(GO) vet ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+## lint: formatting and vet.
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(DIST)

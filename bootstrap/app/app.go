@@ -1,0 +1,252 @@
+// Package app runs the user's web server as a child process and proxies
+// requests to it over localhost keep-alive connections.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Config describes the app process.
+type Config struct {
+	Cmd           string        // run with sh -c; required
+	Port          int           // given to the app as PORT
+	ReadinessPath string        // polled until it answers below 500
+	ReadyTimeout  time.Duration // bound on each start
+	MaxConns      int           // idle keep-alive connections kept to the app
+	Logger        *slog.Logger  // if nil, slog.Default()
+	Stdout        io.Writer     // the app's output; if nil, os.Stdout
+}
+
+// Supervisor owns the app process: it starts it, waits until it is ready,
+// restarts it on the next request after it dies, and proxies to it.
+type Supervisor struct {
+	// static after New
+	cfg    Config
+	target *url.URL
+	proxy  *httputil.ReverseProxy
+	log    *slog.Logger
+
+	mu   sync.Mutex // serializes starts; guards proc
+	proc *process   // nil before the first start
+}
+
+type process struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has exited
+	err    error         // set before exited closes
+}
+
+func (p *process) alive() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// New returns a Supervisor; nothing runs until Start.
+func New(cfg Config) (*Supervisor, error) {
+	if cfg.Cmd == "" {
+		return nil, errors.New("no app command: set FERRY_APP_CMD, or ship run.sh in the function code")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = os.Stdout
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 64
+	}
+	s := &Supervisor{cfg: cfg, log: cfg.Logger, target: &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port))}}
+	transport := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        cfg.MaxConns,
+		MaxIdleConnsPerHost: cfg.MaxConns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	s.proxy = &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(s.target)
+			r.Out.Host = r.In.Host // the app sees the client's Host
+		},
+		Transport:     &restartingTransport{base: transport, s: s},
+		FlushInterval: -1, // stream: flush every write
+		ErrorHandler:  s.proxyError,
+	}
+	return s, nil
+}
+
+// Start starts the app and waits until its readiness path answers. It is
+// the init phase: an error here is an init error.
+func (s *Supervisor) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.startLocked(ctx)
+}
+
+func (s *Supervisor) startLocked(ctx context.Context) error {
+	cmd := exec.Command("/bin/sh", "-c", s.cfg.Cmd)
+	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(s.cfg.Port))
+	cmd.Stdout, cmd.Stderr = s.cfg.Stdout, s.cfg.Stdout
+	// Own process group, so a stop reaches the app's children; dies with us.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting app %q: %w", s.cfg.Cmd, err)
+	}
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		if p.err == nil {
+			p.err = errors.New("exit status 0")
+		}
+		close(p.exited)
+		s.log.Warn("app exited", "err", p.err)
+	}()
+	s.proc = p
+	if err := s.awaitReady(ctx, p); err != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		return err
+	}
+	s.log.Info("app ready", "cmd", s.cfg.Cmd, "port", s.cfg.Port, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// awaitReady polls the readiness path every 10ms.
+func (s *Supervisor) awaitReady(ctx context.Context, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
+	defer cancel()
+	probe := &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+	u := s.target.String() + s.cfg.ReadinessPath
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if resp, err := probe.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 500 {
+				return nil
+			}
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("app exited before it was ready: %v", p.err)
+		case <-ctx.Done():
+			return fmt.Errorf("app not ready at %s within %v", u, s.cfg.ReadyTimeout)
+		case <-tick.C:
+		}
+	}
+}
+
+// ensure restarts the app if it has died.
+func (s *Supervisor) ensure(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil && s.proc.alive() {
+		return nil
+	}
+	if s.proc != nil {
+		s.log.Warn("restarting app", "previous_exit", s.proc.err)
+	}
+	return s.startLocked(ctx)
+}
+
+// restartingTransport retries a request once when the app refused the
+// connection: the app never saw the request, so it is safe to send again
+// once the app is restarted. This closes the window between the app dying
+// and the supervisor reaping it.
+type restartingTransport struct {
+	base http.RoundTripper
+	s    *Supervisor
+}
+
+func (t *restartingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	var op *net.OpError
+	if err == nil || !errors.As(err, &op) || op.Op != "dial" {
+		return resp, err
+	}
+	t.s.mu.Lock()
+	p := t.s.proc
+	t.s.mu.Unlock()
+	select {
+	case <-p.exited:
+	case <-time.After(200 * time.Millisecond):
+		return nil, err // the app is running but refusing connections
+	case <-req.Context().Done():
+		return nil, err
+	}
+	if rerr := t.s.ensure(req.Context()); rerr != nil {
+		return nil, fmt.Errorf("%w; restarting the app: %v", err, rerr)
+	}
+	return t.base.RoundTrip(req)
+}
+
+// Ready reports whether the app process is running.
+func (s *Supervisor) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil && s.proc.alive()
+}
+
+// ServeHTTP proxies r to the app, restarting the app first if it died.
+func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := s.ensure(r.Context()); err != nil {
+		s.log.Error("app unavailable", "err", err)
+		http.Error(w, "ferry: app unavailable: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	s.proxy.ServeHTTP(w, r)
+}
+
+// proxyError answers a request the app could not complete: 502, saying why.
+func (s *Supervisor) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the router gave up on the stream; nobody to answer
+	}
+	reason := err.Error()
+	s.mu.Lock()
+	if p := s.proc; p != nil && !p.alive() {
+		reason = "app exited: " + p.err.Error()
+	}
+	s.mu.Unlock()
+	s.log.Warn("app request failed", "path", r.URL.Path, "err", reason)
+	http.Error(w, "ferry: app failed this request: "+reason, http.StatusBadGateway)
+}
+
+// PIDs returns the app's process id, for CPU accounting, or nil.
+func (s *Supervisor) PIDs() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil || !s.proc.alive() {
+		return nil
+	}
+	return []int{s.proc.cmd.Process.Pid}
+}
+
+// Stop kills the app's process group.
+func (s *Supervisor) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil && s.proc.alive() {
+		syscall.Kill(-s.proc.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.proc.exited
+	}
+}

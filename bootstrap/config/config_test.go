@@ -1,0 +1,89 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AppPort != 8080 || c.MaxConcurrency != 10 || c.IdleLinger != 200*time.Millisecond || c.CPUGuard != 0.9 {
+		t.Errorf("defaults = %+v", c)
+	}
+}
+
+func TestLoadRejectsBadValuesNamingTheVariable(t *testing.T) {
+	cases := map[string]map[string]string{
+		EnvAppPort:        {EnvAppPort: "http"},
+		EnvMaxConcurrency: {EnvMaxConcurrency: "0"},
+		EnvIdleLinger:     {EnvIdleLinger: "soon"},
+		EnvCPUGuard:       {EnvCPUGuard: "1.5"},
+		EnvReadinessPath:  {EnvReadinessPath: "healthz"},
+		EnvLogLevel:       {EnvLogLevel: "loud"},
+		EnvCPUWindow:      {EnvCPUWindow: "1ms"},
+	}
+	for name, vars := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(env(vars))
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("Load error = %v, want one naming %s", err, name)
+			}
+		})
+	}
+}
+
+func TestDefaultAppCmd(t *testing.T) {
+	root := t.TempDir()
+	if got := defaultAppCmd(root, "app.handler"); got != "" {
+		t.Errorf("empty task root: got %q, want no command", got)
+	}
+	os.WriteFile(filepath.Join(root, "serve"), []byte("#!/bin/sh\n"), 0o755)
+	if got, want := defaultAppCmd(root, "serve"), "'"+filepath.Join(root, "serve")+"'"; got != want {
+		t.Errorf("executable handler: got %q, want %q", got, want)
+	}
+	os.WriteFile(filepath.Join(root, "run.sh"), []byte("#!/bin/sh\n"), 0o755)
+	if got, want := defaultAppCmd(root, "serve"), "'"+filepath.Join(root, "run.sh")+"'"; got != want {
+		t.Errorf("run.sh wins: got %q, want %q", got, want)
+	}
+}
+
+func TestDrainMarginFor(t *testing.T) {
+	cases := map[time.Duration]time.Duration{
+		3 * time.Second: time.Second, 60 * time.Second: 6 * time.Second, 15 * time.Minute: 15 * time.Second,
+	}
+	for timeout, want := range cases {
+		if got := (Config{}).DrainMarginFor(timeout); got != want {
+			t.Errorf("DrainMarginFor(%v) = %v, want %v", timeout, got, want)
+		}
+	}
+	if got := (Config{DrainMargin: 2 * time.Second}).DrainMarginFor(time.Hour); got != 2*time.Second {
+		t.Errorf("explicit margin: got %v", got)
+	}
+}
+
+// TestREADMEListsEveryVariable fails when a variable the bootstrap reads has
+// no row in README's configuration table.
+func TestREADMEListsEveryVariable(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(FERRY_[A-Z_]+)` \\|").FindAllStringSubmatch(string(b), -1) {
+		documented[m[1]] = true
+	}
+	for _, n := range Names {
+		if !documented[n] {
+			t.Errorf("README lacks a table row for %s", n)
+		}
+	}
+}

@@ -1,0 +1,46 @@
+// Command bootstrap is ferry's Lambda runtime (provided.al2023), shipped as
+// a layer at /opt/bootstrap. It starts the user's web server (FERRY_APP_CMD,
+// or $LAMBDA_TASK_ROOT/run.sh) and serves it invocations: dial-backs from
+// ferry's router as many concurrent requests over one tunnel, ordinary HTTP
+// events as one request each. Managed runtimes use it through
+// AWS_LAMBDA_EXEC_WRAPPER=/opt/ferry-exec-wrapper.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+
+	"github.com/ferryrun/ferry/bootstrap/app"
+	"github.com/ferryrun/ferry/bootstrap/config"
+	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
+	"github.com/ferryrun/ferry/bootstrap/serve"
+)
+
+func main() {
+	ctx := context.Background()
+	client := runtimeapi.New(os.Getenv("AWS_LAMBDA_RUNTIME_API"))
+	boot := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		serve.InitFail(ctx, client, boot, "Ferry.InvalidConfig", err)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	sup, err := app.New(app.Config{
+		Cmd: cfg.AppCmd, Port: cfg.AppPort, ReadinessPath: cfg.ReadinessPath,
+		ReadyTimeout: cfg.ReadyTimeout, MaxConns: cfg.MaxConcurrency, Logger: log,
+	})
+	if err != nil {
+		serve.InitFail(ctx, client, log, "Ferry.NoApp", err)
+	}
+	if err := sup.Start(ctx); err != nil {
+		serve.InitFail(ctx, client, log, "Ferry.AppStartFailed", err)
+	}
+	defer sup.Stop()
+
+	err = serve.Run(ctx, serve.Options{Handler: sup, Config: cfg, Logger: log, PIDs: sup.PIDs})
+	log.Error("runtime loop ended", "err", err)
+	sup.Stop()
+	os.Exit(1)
+}

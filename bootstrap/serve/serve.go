@@ -1,0 +1,156 @@
+// Package serve runs an http.Handler as a Lambda function with ferry.
+//
+// Go users build their own bootstrap around it:
+//
+//	func main() { serve.Start(myHandler) }
+//
+// Each invocation is either a dial-back from ferry's router (the event has a
+// "ferry" key), served as many concurrent requests over one tunnel until the
+// instance is idle or near its deadline, or an ordinary HTTP event (Function
+// URL, API Gateway, ALB), served as one request.
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/ferryrun/ferry/bootstrap/config"
+	"github.com/ferryrun/ferry/bootstrap/cpuguard"
+	"github.com/ferryrun/ferry/bootstrap/direct"
+	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
+	"github.com/ferryrun/ferry/internal/dialback"
+)
+
+// Options configure Run.
+type Options struct {
+	// Handler serves every request. Required.
+	Handler http.Handler
+	// Config is the bootstrap configuration; see config.Load.
+	Config config.Config
+	// Logger; if nil, slog.Default().
+	Logger *slog.Logger
+	// PIDs returns processes whose CPU counts toward the CPU guard besides
+	// this one (the app process). If nil, only this process counts.
+	PIDs func() []int
+	// RuntimeAPI is the Runtime API host:port. If empty,
+	// $AWS_LAMBDA_RUNTIME_API.
+	RuntimeAPI string
+	// MemoryMB is reported in the tunnel hello. If zero,
+	// $AWS_LAMBDA_FUNCTION_MEMORY_SIZE.
+	MemoryMB int
+}
+
+// Start serves handler with configuration from the environment until the
+// process is stopped. A bad configuration is reported to Lambda as an init
+// error. Start does not return.
+func Start(handler http.Handler) {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	client := runtimeapi.New(os.Getenv("AWS_LAMBDA_RUNTIME_API"))
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		InitFail(context.Background(), client, log, "Ferry.InvalidConfig", err)
+	}
+	err = Run(context.Background(), Options{Handler: handler, Config: cfg, Logger: log})
+	log.Error("runtime loop ended", "err", err)
+	os.Exit(1)
+}
+
+// InitFail reports an init error to Lambda, logs it and exits.
+func InitFail(ctx context.Context, client *runtimeapi.Client, log *slog.Logger, errorType string, err error) {
+	log.Error("init failed", "type", errorType, "err", err)
+	if perr := client.InitError(ctx, errorType, err); perr != nil {
+		log.Error("reporting init error", "err", perr)
+	}
+	os.Exit(1)
+}
+
+// Run serves invocations until ctx ends or the Runtime API fails.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Handler == nil {
+		return errors.New("serve: Options.Handler is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.RuntimeAPI == "" {
+		opts.RuntimeAPI = os.Getenv("AWS_LAMBDA_RUNTIME_API")
+	}
+	if opts.RuntimeAPI == "" {
+		return errors.New("serve: AWS_LAMBDA_RUNTIME_API is not set: not running in Lambda")
+	}
+	if opts.MemoryMB == 0 {
+		opts.MemoryMB, _ = strconv.Atoi(os.Getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))
+	}
+	r := &runner{
+		opts:   opts,
+		cfg:    opts.Config,
+		log:    opts.Logger,
+		client: runtimeapi.New(opts.RuntimeAPI),
+		meter:  cpuguard.New(max(opts.Config.CPUWindow, 20*time.Millisecond), opts.PIDs),
+	}
+	for {
+		inv, err := r.client.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		// Lambda's runtimes expose the trace header to the code this way.
+		os.Setenv("_X_AMZN_TRACE_ID", inv.TraceID)
+		if err := r.handle(ctx, inv); err != nil {
+			return err
+		}
+	}
+}
+
+// runner is owned by Run's goroutine.
+type runner struct {
+	opts   Options
+	cfg    config.Config
+	log    *slog.Logger
+	client *runtimeapi.Client
+	meter  *cpuguard.Meter
+}
+
+// handle answers one invocation. It returns an error only when the Runtime
+// API cannot be told the outcome.
+func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
+	log := r.log.With("request_id", inv.RequestID)
+	invCtx, cancel := context.WithDeadline(ctx, inv.Deadline)
+	defer cancel()
+
+	p, isDialBack, err := dialback.Parse(inv.Payload)
+	switch {
+	case isDialBack && err != nil:
+		log.Error("bad dial-back payload", "err", err)
+		return r.client.Fail(ctx, inv.RequestID, "Ferry.BadPayload", err)
+	case isDialBack:
+		sum, err := r.serveTunnel(invCtx, inv, p, log)
+		if err != nil {
+			log.Error("tunnel failed", "router", p.Router, "err", err)
+			return r.client.Fail(ctx, inv.RequestID, "Ferry.TunnelFailed", err)
+		}
+		log.Info("tunnel invocation done", "requests", sum.Requests, "nacks", sum.Nacks, "busy_ms", sum.BusyMs, "ended", sum.Ended)
+		return r.client.Respond(ctx, inv.RequestID, sum.JSON())
+	}
+
+	req, kind, multiValue, err := direct.Request(invCtx, inv.Payload)
+	if err != nil {
+		log.Error("direct invocation", "err", err)
+		return r.client.Fail(ctx, inv.RequestID, "Ferry.UnsupportedEvent", err)
+	}
+	rec := direct.NewRecorder()
+	r.opts.Handler.ServeHTTP(rec, req)
+	out, err := direct.Response(kind, multiValue, rec)
+	if err != nil {
+		return r.client.Fail(ctx, inv.RequestID, "Ferry.ResponseTooLarge", fmt.Errorf("direct invocation: %w", err))
+	}
+	return r.client.Respond(ctx, inv.RequestID, out)
+}

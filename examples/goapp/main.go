@@ -1,0 +1,174 @@
+// Command goapp is ferry's I/O-bound sample app: a plain net/http server on
+// $PORT that the bootstrap runs as the function's app.
+//
+//	GET /work?cpu_ms=N&wait_ms=M  burn N ms of CPU, then wait M ms
+//	GET /stream?chunks=N&interval_ms=M  send N chunks, M ms apart
+//	ANY /echo  the request as JSON; ?status= and ?cookie= shape the reply
+//	GET /binary  256 bytes 0x00..0xff as application/octet-stream
+//	GET /healthz  ok
+//	POST /crash  exit at once, only if GOAPP_ALLOW_CRASH=1 (for tests)
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func main() {
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /work", work)
+	mux.HandleFunc("GET /stream", stream)
+	mux.HandleFunc("/echo", echo)
+	mux.HandleFunc("GET /binary", binary)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	if os.Getenv("GOAPP_ALLOW_CRASH") == "1" {
+		mux.HandleFunc("POST /crash", func(http.ResponseWriter, *http.Request) { os.Exit(3) })
+	}
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ferry sample app\n") })
+	srv := &http.Server{Addr: "127.0.0.1:" + port, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Fatal(srv.ListenAndServe())
+}
+
+func intParam(r *http.Request, name string, max int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > max {
+		return 0, fmt.Errorf("%s must be an integer in 0..%d", name, max)
+	}
+	return n, nil
+}
+
+func work(w http.ResponseWriter, r *http.Request) {
+	cpuMs, err1 := intParam(r, "cpu_ms", 60_000)
+	waitMs, err2 := intParam(r, "wait_ms", 600_000)
+	if err := firstErr(err1, err2); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	start := time.Now()
+	burned := burnCPU(time.Duration(cpuMs) * time.Millisecond)
+	select {
+	case <-time.After(time.Duration(waitMs) * time.Millisecond):
+	case <-r.Context().Done():
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{
+		"cpu_ms": burned.Milliseconds(), "wait_ms": waitMs, "took_ms": time.Since(start).Milliseconds(), "pid": os.Getpid(),
+	})
+}
+
+// burnCPU spins until this thread has used d of CPU time (not wall time: a
+// busy machine must not shorten the burn) and returns the CPU time used.
+func burnCPU(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	start := threadCPU()
+	sum := sha256.Sum256(nil)
+	for {
+		for range 200 {
+			sum = sha256.Sum256(sum[:])
+		}
+		if used := threadCPU() - start; used >= d {
+			return used
+		}
+	}
+}
+
+func threadCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_THREAD, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func stream(w http.ResponseWriter, r *http.Request) {
+	chunks, err1 := intParam(r, "chunks", 1000)
+	interval, err2 := intParam(r, "interval_ms", 60_000)
+	if err := firstErr(err1, err2); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if chunks == 0 {
+		chunks = 5
+	}
+	if r.URL.Query().Get("interval_ms") == "" {
+		interval = 200
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	rc := http.NewResponseController(w)
+	for i := range chunks {
+		if i > 0 {
+			select {
+			case <-time.After(time.Duration(interval) * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprintf(w, "chunk %d at %d\n", i, time.Now().UnixMilli())
+		rc.Flush()
+	}
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 10<<20))
+	if err != nil {
+		http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	q := r.URL.Query()
+	for _, c := range q["cookie"] {
+		w.Header().Add("Set-Cookie", c)
+	}
+	w.Header().Set("X-Echo", "yes")
+	w.Header().Set("Content-Type", "application/json")
+	status := http.StatusOK
+	if s, err := strconv.Atoi(q.Get("status")); err == nil && s >= 200 && s <= 599 {
+		status = s
+	}
+	cookies := map[string]string{}
+	for _, c := range r.Cookies() {
+		cookies[c.Name] = c.Value
+	}
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{
+		"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery, "host": r.Host,
+		"headers": r.Header, "cookies": cookies, "body": string(body), "body_bytes": len(body),
+	})
+}
+
+func binary(w http.ResponseWriter, _ *http.Request) {
+	b := make([]byte, 256)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(b)
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Started by ferry's bootstrap with PORT set.
+exec node "$(dirname "$0")/index.js"
