@@ -49,19 +49,11 @@ func (c *Conn) Limit() int {
 	return c.hello.MaxConcurrency
 }
 
-// InFlight returns the streams open or reserved on the tunnel.
+// InFlight returns the streams open on the tunnel, as HTTP/2 counts them
+// (a stream counts until fully closed, a little after its response ends).
+// The router's pool keeps its own count for scheduling.
 func (c *Conn) InFlight() int {
-	st := c.cc.State()
-	return st.StreamsActive + st.StreamsReserved
-}
-
-// Reserve reserves a stream for a later RoundTrip. It returns false when the
-// instance is full, draining or closed.
-func (c *Conn) Reserve() bool {
-	if c.draining.Load() {
-		return false
-	}
-	return c.cc.ReserveNewRequest()
+	return c.cc.State().StreamsActive
 }
 
 // CanTakeStream reports whether a RoundTrip would start a stream now.

@@ -349,8 +349,8 @@ func TestDrainFinishesInFlightAndClosesPromptly(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if c.Reserve() {
-		t.Error("Reserve() succeeded on a draining instance")
+	if c.CanTakeStream() {
+		t.Error("CanTakeStream() on a draining instance")
 	}
 	if _, err := get(t, c, "/late"); !Unprocessed(err) {
 		t.Errorf("late request error = %v, want one Unprocessed reports", err)

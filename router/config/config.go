@@ -1,0 +1,240 @@
+// Package config loads ferry-router's configuration from the environment
+// and an optional JSON routes file, validating everything at start.
+package config
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferryrun/ferry/router/pool"
+)
+
+// Environment variables ferry-router reads. README's router table lists
+// exactly these; a test keeps the two in step.
+const (
+	EnvListen          = "FERRY_ROUTER_LISTEN"
+	EnvTunnelListen    = "FERRY_ROUTER_TUNNEL_LISTEN"
+	EnvAdminListen     = "FERRY_ROUTER_ADMIN_LISTEN"
+	EnvAdvertise       = "FERRY_ROUTER_ADVERTISE"
+	EnvRoutes          = "FERRY_ROUTER_ROUTES"
+	EnvConfigFile      = "FERRY_ROUTER_CONFIG"
+	EnvMaxConcurrency  = "FERRY_ROUTER_MAX_CONCURRENCY"
+	EnvPolicy          = "FERRY_ROUTER_POLICY"
+	EnvQueueLimit      = "FERRY_ROUTER_QUEUE_LIMIT"
+	EnvQueueTimeout    = "FERRY_ROUTER_QUEUE_TIMEOUT"
+	EnvLaunchTimeout   = "FERRY_ROUTER_LAUNCH_TIMEOUT"
+	EnvMaxInstances    = "FERRY_ROUTER_MAX_INSTANCES"
+	EnvMaxHeaderBytes  = "FERRY_ROUTER_MAX_HEADER_BYTES"
+	EnvMaxBodyBytes    = "FERRY_ROUTER_MAX_BODY_BYTES"
+	EnvTLSCert         = "FERRY_ROUTER_TLS_CERT"
+	EnvTLSKey          = "FERRY_ROUTER_TLS_KEY"
+	EnvTokenSecret     = "FERRY_ROUTER_TOKEN_SECRET"
+	EnvMetricsInterval = "FERRY_ROUTER_METRICS_INTERVAL"
+	EnvShutdownTimeout = "FERRY_ROUTER_SHUTDOWN_TIMEOUT"
+	EnvLogLevel        = "FERRY_ROUTER_LOG_LEVEL"
+)
+
+// Names lists every variable above.
+var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, EnvRoutes, EnvConfigFile,
+	EnvMaxConcurrency, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
+	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
+	EnvShutdownTimeout, EnvLogLevel}
+
+// Route maps requests to a function, with that function's pool options.
+type Route struct {
+	Function       string      `json:"function"`
+	Host           string      `json:"host,omitempty"`
+	PathPrefix     string      `json:"path_prefix,omitempty"`
+	MaxConcurrency int         `json:"max_concurrency,omitempty"` // 0: the router default
+	Policy         pool.Policy `json:"policy,omitempty"`          // "": the router default
+}
+
+// Config is ferry-router's configuration.
+type Config struct {
+	Listen, TunnelListen, AdminListen string
+	Advertise                         string // host:port bootstraps dial; in every invoke payload
+	Routes                            []Route
+	MaxConcurrency                    int
+	Policy                            pool.Policy
+	QueueLimit                        int
+	QueueTimeout                      time.Duration
+	LaunchTimeout                     time.Duration
+	MaxInstances                      int
+	MaxHeaderBytes                    int
+	MaxBodyBytes                      int64
+	TLSCert, TLSKey                   string // files; both or neither (then a key is generated)
+	TokenSecret                       []byte // nil: generated at start (tokens then verify on this router only)
+	MetricsInterval                   time.Duration
+	ShutdownTimeout                   time.Duration
+	LogLevel                          slog.Level
+}
+
+// Load reads the configuration through getenv (os.Getenv in production).
+// An error names the variable and the value it could not use.
+func Load(getenv func(string) string) (Config, error) {
+	c := Config{
+		Listen: ":8080", TunnelListen: ":8443", AdminListen: ":9090",
+		MaxConcurrency: 10, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
+		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
+		MetricsInterval: time.Minute, ShutdownTimeout: 25 * time.Second,
+	}
+	var err error
+	fail := func(name, value, why string) {
+		if err == nil {
+			err = fmt.Errorf("%s=%q: %s", name, value, why)
+		}
+	}
+	str := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	num := func(name string, dst *int, lo, hi int) {
+		if v := getenv(name); v != "" {
+			n, e := strconv.Atoi(v)
+			if e != nil || n < lo || n > hi {
+				fail(name, v, fmt.Sprintf("want an integer in %d..%d", lo, hi))
+				return
+			}
+			*dst = n
+		}
+	}
+	dur := func(name string, dst *time.Duration, lo, hi time.Duration) {
+		if v := getenv(name); v != "" {
+			d, e := time.ParseDuration(v)
+			if e != nil || d < lo || d > hi {
+				fail(name, v, fmt.Sprintf("want a duration in %v..%v", lo, hi))
+				return
+			}
+			*dst = d
+		}
+	}
+	str(EnvListen, &c.Listen)
+	str(EnvTunnelListen, &c.TunnelListen)
+	str(EnvAdminListen, &c.AdminListen)
+	str(EnvAdvertise, &c.Advertise)
+	str(EnvTLSCert, &c.TLSCert)
+	str(EnvTLSKey, &c.TLSKey)
+	num(EnvMaxConcurrency, &c.MaxConcurrency, 1, 1600)
+	if v := getenv(EnvPolicy); v != "" {
+		c.Policy = pool.Policy(v)
+		if c.Policy != pool.Pack && c.Policy != pool.Spread {
+			fail(EnvPolicy, v, "want pack or spread")
+		}
+	}
+	num(EnvQueueLimit, &c.QueueLimit, 1, 1_000_000)
+	dur(EnvQueueTimeout, &c.QueueTimeout, 10*time.Millisecond, 15*time.Minute)
+	dur(EnvLaunchTimeout, &c.LaunchTimeout, time.Second, 15*time.Minute)
+	num(EnvMaxInstances, &c.MaxInstances, 1, 100_000)
+	num(EnvMaxHeaderBytes, &c.MaxHeaderBytes, 1024, 1<<20)
+	maxBody := int(c.MaxBodyBytes)
+	num(EnvMaxBodyBytes, &maxBody, 1, 1<<30)
+	c.MaxBodyBytes = int64(maxBody)
+	dur(EnvMetricsInterval, &c.MetricsInterval, time.Second, time.Hour)
+	dur(EnvShutdownTimeout, &c.ShutdownTimeout, 0, 15*time.Minute)
+	if v := getenv(EnvLogLevel); v != "" && c.LogLevel.UnmarshalText([]byte(v)) != nil {
+		fail(EnvLogLevel, v, "want debug, info, warn or error")
+	}
+	if v := getenv(EnvTokenSecret); v != "" {
+		b, e := hex.DecodeString(v)
+		if e != nil || len(b) < 32 {
+			fail(EnvTokenSecret, "(redacted)", "want at least 32 bytes, hex-encoded")
+		}
+		c.TokenSecret = b
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		fail(EnvTLSCert, c.TLSCert, EnvTLSCert+" and "+EnvTLSKey+" go together")
+	}
+	if v := getenv(EnvRoutes); v != "" {
+		rs, e := ParseRoutes(v)
+		if e != nil {
+			fail(EnvRoutes, v, e.Error())
+		}
+		c.Routes = append(c.Routes, rs...)
+	}
+	if path := getenv(EnvConfigFile); path != "" {
+		rs, e := readRoutesFile(path)
+		if e != nil {
+			fail(EnvConfigFile, path, e.Error())
+		}
+		c.Routes = append(c.Routes, rs...)
+	}
+	if err != nil {
+		return Config{}, err
+	}
+	if len(c.Routes) == 0 {
+		return Config{}, fmt.Errorf("no routes: set %s (e.g. \"app=/\") or %s", EnvRoutes, EnvConfigFile)
+	}
+	if c.Advertise == "" {
+		host, _, e := net.SplitHostPort(c.TunnelListen)
+		if e != nil || host == "" || host == "0.0.0.0" || host == "::" {
+			return Config{}, fmt.Errorf("%s is required when %s=%q listens on every address: bootstraps need an address they can reach", EnvAdvertise, EnvTunnelListen, c.TunnelListen)
+		}
+		c.Advertise = c.TunnelListen // refined to the bound port at start if it is :0
+	}
+	return c, nil
+}
+
+// ParseRoutes parses "function=[host]/prefix" entries separated by commas:
+// "app=/", "api=api.example.com/v1", "web=example.com".
+func ParseRoutes(s string) ([]Route, error) {
+	var out []Route
+	for entry := range strings.SplitSeq(s, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		fn, spec, ok := strings.Cut(entry, "=")
+		if !ok || fn == "" || spec == "" {
+			return nil, fmt.Errorf("route %q: want function=[host]/prefix", entry)
+		}
+		r := Route{Function: fn}
+		if i := strings.IndexByte(spec, '/'); i >= 0 {
+			r.Host, r.PathPrefix = spec[:i], spec[i:]
+		} else {
+			r.Host = spec
+		}
+		out = append(out, r)
+	}
+	return out, validateRoutes(out)
+}
+
+func readRoutesFile(path string) ([]Route, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f struct {
+		Routes []Route `json:"routes"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, err
+	}
+	return f.Routes, validateRoutes(f.Routes)
+}
+
+func validateRoutes(rs []Route) error {
+	for _, r := range rs {
+		switch {
+		case r.Function == "":
+			return fmt.Errorf("route %+v: missing function", r)
+		case r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/"):
+			return fmt.Errorf("route to %s: path prefix %q must start with /", r.Function, r.PathPrefix)
+		case r.MaxConcurrency < 0 || r.MaxConcurrency > 1600:
+			return fmt.Errorf("route to %s: max_concurrency %d outside 1..1600", r.Function, r.MaxConcurrency)
+		case r.Policy != "" && r.Policy != pool.Pack && r.Policy != pool.Spread:
+			return fmt.Errorf("route to %s: policy %q: want pack or spread", r.Function, r.Policy)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,81 @@
+package config
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoad(t *testing.T) {
+	c, err := Load(env(map[string]string{EnvRoutes: "app=/, api=api.example.com/v1", EnvTunnelListen: "127.0.0.1:0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Routes) != 2 || c.Routes[1] != (Route{Function: "api", Host: "api.example.com", PathPrefix: "/v1"}) {
+		t.Errorf("routes = %+v", c.Routes)
+	}
+	if c.Advertise != "127.0.0.1:0" || c.MaxConcurrency != 10 || c.Policy != "pack" {
+		t.Errorf("config = %+v", c)
+	}
+}
+
+func TestLoadErrorsNameTheVariable(t *testing.T) {
+	base := func(m map[string]string) map[string]string {
+		m[EnvTunnelListen] = "127.0.0.1:0"
+		if _, ok := m[EnvRoutes]; !ok {
+			m[EnvRoutes] = "app=/"
+		}
+		return m
+	}
+	cases := map[string]map[string]string{
+		EnvRoutes:         base(map[string]string{EnvRoutes: "app"}),
+		EnvPolicy:         base(map[string]string{EnvPolicy: "random"}),
+		EnvQueueTimeout:   base(map[string]string{EnvQueueTimeout: "forever"}),
+		EnvTokenSecret:    base(map[string]string{EnvTokenSecret: "abcd"}),
+		EnvMaxConcurrency: base(map[string]string{EnvMaxConcurrency: "0"}),
+		EnvTLSCert:        base(map[string]string{EnvTLSCert: "cert.pem"}),
+		EnvConfigFile:     base(map[string]string{EnvConfigFile: "/does/not/exist.json"}),
+	}
+	for name, vars := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(env(vars))
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("error = %v, want one naming %s", err, name)
+			}
+			if name == EnvTokenSecret && strings.Contains(err.Error(), "abcd") {
+				t.Errorf("error %q shows the secret", err)
+			}
+		})
+	}
+	if _, err := Load(env(map[string]string{EnvRoutes: "app=/"})); err == nil || !strings.Contains(err.Error(), EnvAdvertise) {
+		t.Errorf("wildcard tunnel listen without advertise: error = %v", err)
+	}
+}
+
+func TestREADMEListsEveryVariable(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(FERRY_ROUTER_[A-Z_]+)` \\|").FindAllStringSubmatch(string(b), -1) {
+		documented[m[1]] = true
+	}
+	for _, n := range Names {
+		if !documented[n] {
+			t.Errorf("README lacks a table row for %s", n)
+		}
+	}
+	for n := range documented {
+		found := false
+		for _, k := range Names {
+			found = found || k == n
+		}
+		if !found {
+			t.Errorf("README documents %s, which the router does not read", n)
+		}
+	}
+}

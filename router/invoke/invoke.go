@@ -1,0 +1,205 @@
+// Package invoke starts dial-back invocations with the Lambda Invoke API:
+// it mints the tunnel token, builds the payload, invokes RequestResponse and
+// retries throttles and service errors with backoff.
+package invoke
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/ferryrun/ferry/internal/dialback"
+	"github.com/ferryrun/ferry/internal/tunnel"
+)
+
+// API is the part of the Lambda client the Invoker uses.
+type API interface {
+	Invoke(ctx context.Context, in *lambda.InvokeInput, opts ...func(*lambda.Options)) (*lambda.InvokeOutput, error)
+}
+
+// Result describes one invocation that ran.
+type Result struct {
+	Function string
+	BilledMs int64 // from the REPORT line of the log tail; 0 if absent
+	InitMs   int64 // Init Duration, when the invocation started a sandbox
+	Cold     bool
+	Err      error // the function error, if any
+}
+
+// Invoker implements pool.Launcher.
+type Invoker struct {
+	// static after construction
+	api        API
+	issuer     *tunnel.Issuer
+	router     string // host:port bootstraps dial
+	pin        string
+	retryFor   time.Duration
+	log        *slog.Logger
+	onResult   func(Result)
+	onThrottle func(function string)
+}
+
+// Config configures an Invoker.
+type Config struct {
+	API    API            // required
+	Issuer *tunnel.Issuer // required
+	Router string         // host:port of the tunnel listener as bootstraps reach it; required
+	Pin    string         // pin of the tunnel certificate; required
+	// RetryFor bounds retries of throttles and service errors for one
+	// invocation. If zero, 10s.
+	RetryFor time.Duration
+	Logger   *slog.Logger // if nil, slog.Default()
+	// OnResult and OnThrottle, if not nil, observe outcomes for metrics.
+	OnResult   func(Result)
+	OnThrottle func(function string)
+}
+
+// New returns an Invoker.
+func New(c Config) (*Invoker, error) {
+	if c.API == nil || c.Issuer == nil || c.Router == "" || c.Pin == "" {
+		return nil, errors.New("invoke: API, Issuer, Router and Pin are required")
+	}
+	if c.RetryFor <= 0 {
+		c.RetryFor = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.OnResult == nil {
+		c.OnResult = func(Result) {}
+	}
+	if c.OnThrottle == nil {
+		c.OnThrottle = func(string) {}
+	}
+	return &Invoker{api: c.API, issuer: c.Issuer, router: c.Router, pin: c.Pin, retryFor: c.RetryFor,
+		log: c.Logger, onResult: c.OnResult, onThrottle: c.OnThrottle}, nil
+}
+
+// Prepare mints a token for function and returns its id and the
+// invocation to run.
+func (i *Invoker) Prepare(function string, maxConcurrency int) (string, func(context.Context) error, error) {
+	tok, claims, err := i.issuer.Mint(function)
+	if err != nil {
+		return "", nil, fmt.Errorf("minting token: %w", err)
+	}
+	payload, err := dialback.Marshal(dialback.Payload{
+		Router: i.router, Token: tok, Pin: i.pin, Function: function, MaxConcurrency: maxConcurrency,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return claims.ID, func(ctx context.Context) error { return i.invoke(ctx, function, payload) }, nil
+}
+
+func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 50*time.Millisecond, 2*time.Second, i.retryFor
+	var out *lambda.InvokeOutput
+	op := func() error {
+		var err error
+		out, err = i.api.Invoke(ctx, &lambda.InvokeInput{
+			FunctionName:   aws.String(function),
+			InvocationType: types.InvocationTypeRequestResponse,
+			LogType:        types.LogTypeTail,
+			Payload:        payload,
+		})
+		if err == nil {
+			return nil
+		}
+		if retryable(err) {
+			if isThrottle(err) {
+				i.onThrottle(function)
+			}
+			i.log.Debug("invoke retrying", "function", function, "err", err)
+			return err
+		}
+		return backoff.Permanent(err)
+	}
+	if err := backoff.Retry(op, backoff.WithContext(b, ctx)); err != nil {
+		return fmt.Errorf("invoking %s: %w", function, err)
+	}
+	r := Result{Function: function}
+	if out.LogResult != nil {
+		if tail, err := base64.StdEncoding.DecodeString(*out.LogResult); err == nil {
+			r.BilledMs, r.InitMs = parseReport(string(tail))
+			r.Cold = r.InitMs > 0
+		}
+	}
+	if out.FunctionError != nil {
+		r.Err = fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), errorMessage(out.Payload))
+	}
+	i.onResult(r)
+	return r.Err
+}
+
+var (
+	billedRE = regexp.MustCompile(`Billed Duration: (\d+) ms`)
+	initRE   = regexp.MustCompile(`Init Duration: ([\d.]+) ms`)
+)
+
+// parseReport reads the last REPORT line's billed and init durations.
+func parseReport(tail string) (billedMs, initMs int64) {
+	if m := billedRE.FindAllStringSubmatch(tail, -1); len(m) > 0 {
+		billedMs, _ = strconv.ParseInt(m[len(m)-1][1], 10, 64)
+	}
+	if m := initRE.FindAllStringSubmatch(tail, -1); len(m) > 0 {
+		f, _ := strconv.ParseFloat(m[len(m)-1][1], 64)
+		initMs = int64(f + 0.999)
+	}
+	return billedMs, initMs
+}
+
+func errorMessage(payload []byte) string {
+	var e struct {
+		Type    string `json:"errorType"`
+		Message string `json:"errorMessage"`
+	}
+	if json.Unmarshal(payload, &e) == nil && e.Message != "" {
+		if e.Type != "" {
+			return e.Type + ": " + e.Message
+		}
+		return e.Message
+	}
+	if len(payload) > 512 {
+		payload = payload[:512]
+	}
+	return string(payload)
+}
+
+// retryable reports throttles, Lambda's own 5xx errors and transport
+// failures: everything that may succeed when tried again.
+func retryable(err error) bool {
+	if isThrottle(err) {
+		return true
+	}
+	var svc *types.ServiceException
+	var notReady *types.ResourceNotReadyException
+	if errors.As(err, &svc) || errors.As(err, &notReady) {
+		return true
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode() >= 500
+	}
+	var api smithy.APIError
+	return !errors.As(err, &api) // no API answer at all: a transport error
+}
+
+func isThrottle(err error) bool {
+	var tm *types.TooManyRequestsException
+	var ec2 *types.EC2ThrottledException
+	return errors.As(err, &tm) || errors.As(err, &ec2)
+}

@@ -1,0 +1,70 @@
+// Command ferry-router takes client HTTP traffic, packs it into live AWS
+// Lambda invocations over their tunnels, and invokes new ones only when the
+// live ones are full. Configuration comes from FERRY_ROUTER_* variables
+// (see README) and the AWS SDK's own (AWS_REGION, AWS_ENDPOINT_URL_LAMBDA).
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+
+	"github.com/ferryrun/ferry/router/config"
+	"github.com/ferryrun/ferry/router/server"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "ferry-router:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		return err
+	}
+	// Logs go to stderr; stdout carries only EMF metric lines.
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var ls server.Listeners
+	for _, l := range []struct {
+		addr string
+		dst  *net.Listener
+	}{{cfg.Listen, &ls.Ingress}, {cfg.TunnelListen, &ls.Tunnel}, {cfg.AdminListen, &ls.Admin}} {
+		if *l.dst, err = net.Listen("tcp", l.addr); err != nil {
+			return err
+		}
+	}
+	// An advertised port of 0 means the tunnel listener's actual port.
+	if host, port, err := net.SplitHostPort(cfg.Advertise); err == nil && port == "0" {
+		cfg.Advertise = net.JoinHostPort(host, strconv.Itoa(ls.Tunnel.Addr().(*net.TCPAddr).Port))
+	}
+
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("loading AWS configuration: %w", err)
+	}
+	// Invoke retries are the invoker's (backoff within the request's wait),
+	// not the SDK's.
+	api := lambda.NewFromConfig(awsCfg, func(o *lambda.Options) { o.Retryer = aws.NopRetryer{} })
+
+	r, err := server.New(cfg, api, log, os.Stdout)
+	if err != nil {
+		return err
+	}
+	return r.Run(ctx, ls)
+}

@@ -1,0 +1,473 @@
+// Package pool keeps one function's live instances (tunnels to running
+// invocations), hands each request a free slot on one of them, and starts
+// new invocations only when the live and pending ones cannot cover the
+// requests waiting.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/ferryrun/ferry/internal/tunnel"
+)
+
+// Policy chooses among instances with a free slot.
+type Policy string
+
+const (
+	// Pack picks the busiest instance with a free slot: fewer instances,
+	// more compute saved. The default.
+	Pack Policy = "pack"
+	// Spread picks the least busy instance: latency first.
+	Spread Policy = "spread"
+)
+
+// Launcher starts invocations that dial back.
+type Launcher interface {
+	// Prepare readies one invocation of function asking for maxConcurrency
+	// streams. It returns the id its tunnel will present (Claims.ID) and a
+	// run function that invokes and blocks until the invocation ends.
+	Prepare(function string, maxConcurrency int) (id string, run func(ctx context.Context) error, err error)
+}
+
+// Errors from Acquire.
+var (
+	ErrQueueFull  = errors.New("too many requests waiting for this function")
+	ErrNoCapacity = errors.New("no instance had a free slot in time")
+	ErrClosed     = errors.New("pool closed")
+)
+
+// Config configures a Pool.
+type Config struct {
+	Function       string
+	MaxConcurrency int           // streams asked of each instance; if zero, 10
+	Policy         Policy        // if empty, Pack
+	QueueLimit     int           // requests waiting at once; if zero, 1000
+	MaxInstances   int           // live plus pending; if zero, 1000
+	MinTimeLeft    time.Duration // an instance with less left is not picked; if zero, 500ms
+	CPUHot         float64       // an instance hinting more CPU is not picked while busy; if zero, 0.9
+	// LaunchTimeout bounds one invocation's start, retries included. If
+	// zero, 30s.
+	LaunchTimeout time.Duration
+	Launcher      Launcher
+	Logger        *slog.Logger
+	// Now is the clock; if nil, time.Now.
+	Now func() time.Time
+}
+
+// Pool is one function's instances. Its methods are safe for concurrent use.
+type Pool struct {
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	instances []*instance        // guarded by mu; joined, not yet gone
+	launches  map[string]*launch // guarded by mu; prepared, tunnel not yet arrived
+	waiters   []*waiter          // guarded by mu; FIFO
+	failures  int                // guarded by mu; consecutive launches that brought no tunnel
+	closed    bool               // guarded by mu
+	stats     Stats              // guarded by mu
+}
+
+type instance struct {
+	conn     *tunnel.Conn
+	limit    int
+	inflight int       // guarded by Pool.mu
+	hotUntil time.Time // guarded by Pool.mu; set by a CPU nack
+	served   int64     // guarded by Pool.mu
+}
+
+type launch struct {
+	arrived bool
+	started time.Time
+}
+
+type waiter struct {
+	exclude *instance
+	ch      chan *instance // buffered 1; receives the assigned instance
+}
+
+// Stats are counters since the pool was made.
+type Stats struct {
+	Launches       int64 `json:"launches"`
+	LaunchFailures int64 `json:"launch_failures"`
+	Joined         int64 `json:"joined"`
+}
+
+// New returns an empty pool.
+func New(cfg Config) (*Pool, error) {
+	if cfg.Function == "" || cfg.Launcher == nil {
+		return nil, errors.New("pool: Function and Launcher are required")
+	}
+	if cfg.MaxConcurrency <= 0 {
+		cfg.MaxConcurrency = 10
+	}
+	if cfg.Policy == "" {
+		cfg.Policy = Pack
+	}
+	if cfg.Policy != Pack && cfg.Policy != Spread {
+		return nil, fmt.Errorf("pool: unknown policy %q", cfg.Policy)
+	}
+	if cfg.QueueLimit <= 0 {
+		cfg.QueueLimit = 1000
+	}
+	if cfg.MaxInstances <= 0 {
+		cfg.MaxInstances = 1000
+	}
+	if cfg.MinTimeLeft <= 0 {
+		cfg.MinTimeLeft = 500 * time.Millisecond
+	}
+	if cfg.CPUHot <= 0 {
+		cfg.CPUHot = 0.9
+	}
+	if cfg.LaunchTimeout <= 0 {
+		cfg.LaunchTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]*launch{}}, nil
+}
+
+// Lease is one stream slot on one instance. Release it exactly once, when
+// the stream has ended.
+type Lease struct {
+	p    *Pool
+	inst *instance
+	once sync.Once
+}
+
+// Conn returns the leased instance's tunnel.
+func (l *Lease) Conn() *tunnel.Conn { return l.inst.conn }
+
+// Release frees the slot for the next waiting request.
+func (l *Lease) Release() {
+	l.once.Do(func() {
+		l.p.mu.Lock()
+		l.inst.inflight--
+		l.p.dispatchLocked()
+		l.p.mu.Unlock()
+	})
+}
+
+// MarkHot keeps the instance out of picks for d, after it nacked for CPU.
+func (l *Lease) MarkHot(d time.Duration) {
+	l.p.mu.Lock()
+	l.inst.hotUntil = l.p.cfg.Now().Add(d)
+	l.p.mu.Unlock()
+}
+
+// Acquire returns a slot on a live instance, waiting for one while ctx
+// allows and starting invocations if the live and pending ones cannot cover
+// the waiting requests. avoid, if not nil, is an earlier lease whose
+// instance this request should not go to again (it nacked).
+func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
+	var exclude *instance
+	if avoid != nil {
+		exclude = avoid.inst
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if inst := p.pickLocked(exclude); inst != nil {
+		inst.inflight++
+		inst.served++
+		p.mu.Unlock()
+		return &Lease{p: p, inst: inst}, nil
+	}
+	if len(p.waiters) >= p.cfg.QueueLimit {
+		p.mu.Unlock()
+		return nil, ErrQueueFull
+	}
+	w := &waiter{exclude: exclude, ch: make(chan *instance, 1)}
+	p.waiters = append(p.waiters, w)
+	p.launchLocked()
+	p.mu.Unlock()
+
+	select {
+	case inst, ok := <-w.ch:
+		if !ok {
+			return nil, ErrClosed
+		}
+		return &Lease{p: p, inst: inst}, nil
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case inst, ok := <-w.ch: // assigned while we were giving up: hand it back
+		if ok {
+			inst.inflight--
+			inst.served--
+			p.dispatchLocked()
+		}
+	default:
+		p.removeWaiterLocked(w)
+	}
+	if p.closed {
+		return nil, ErrClosed
+	}
+	return nil, fmt.Errorf("%w: %w", ErrNoCapacity, context.Cause(ctx))
+}
+
+// pickLocked returns the instance the policy prefers among those with a
+// free slot and healthy hints, or nil.
+func (p *Pool) pickLocked(exclude *instance) *instance {
+	now := p.cfg.Now()
+	var best *instance
+	for _, in := range p.instances {
+		if in == exclude || in.inflight >= in.limit || !in.conn.CanTakeStream() {
+			continue
+		}
+		if in.conn.Deadline().Sub(now) < p.cfg.MinTimeLeft || now.Before(in.hotUntil) {
+			continue
+		}
+		if l, ok := in.conn.Load(); ok && in.inflight > 0 && l.CPU >= p.cfg.CPUHot {
+			continue
+		}
+		if best == nil ||
+			(p.cfg.Policy == Pack && in.inflight > best.inflight) ||
+			(p.cfg.Policy == Spread && in.inflight < best.inflight) {
+			best = in
+		}
+	}
+	return best
+}
+
+// dispatchLocked hands free slots to waiters, oldest first. A waiter that
+// avoids the only free instance is passed over, not allowed to block the
+// queue behind it.
+func (p *Pool) dispatchLocked() {
+	kept := p.waiters[:0]
+	for i, w := range p.waiters {
+		inst := p.pickLocked(w.exclude)
+		if inst == nil {
+			kept = append(kept, w)
+			if w.exclude == nil { // no slot for anyone: keep the rest as is
+				kept = append(kept, p.waiters[i+1:]...)
+				break
+			}
+			continue
+		}
+		inst.inflight++
+		inst.served++
+		w.ch <- inst
+	}
+	clear(p.waiters[len(kept):])
+	p.waiters = kept
+}
+
+func (p *Pool) removeWaiterLocked(w *waiter) {
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
+// LaunchesNeeded is how many invocations to start so that pending ones
+// cover the waiting requests: ceil(max(0, waiting - pending*limit) / limit).
+func LaunchesNeeded(waiting, pending, limit int) int {
+	uncovered := waiting - pending*limit
+	if uncovered <= 0 {
+		return 0
+	}
+	return (uncovered + limit - 1) / limit
+}
+
+// launchLocked starts the invocations the waiting requests need.
+func (p *Pool) launchLocked() {
+	pending := len(p.launches)
+	need := LaunchesNeeded(len(p.waiters), pending, p.cfg.MaxConcurrency)
+	if room := p.cfg.MaxInstances - len(p.instances) - pending; need > room {
+		need = max(room, 0)
+	}
+	for range need {
+		id, run, err := p.cfg.Launcher.Prepare(p.cfg.Function, p.cfg.MaxConcurrency)
+		if err != nil {
+			p.log.Error("preparing invocation", "err", err)
+			return
+		}
+		p.launches[id] = &launch{started: p.cfg.Now()}
+		p.stats.Launches++
+		go p.run(id, run, p.failureDelayLocked())
+	}
+}
+
+// failureDelayLocked backs off launches after consecutive failures, so a
+// broken function is not invoked in a tight loop while requests wait.
+func (p *Pool) failureDelayLocked() time.Duration {
+	if p.failures == 0 {
+		return 0
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.RandomizationFactor = 100*time.Millisecond, 5*time.Second, 0.2
+	b.Reset()
+	var d time.Duration
+	for range min(p.failures, 10) {
+		d = b.NextBackOff()
+	}
+	return d
+}
+
+func (p *Pool) run(id string, run func(context.Context) error, delay time.Duration) {
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	// The invocation itself lasts until the instance ends it; the timeout
+	// bounds only the wait for the tunnel, enforced below.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx) }()
+
+	timer := time.NewTimer(p.cfg.LaunchTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case err = <-errc:
+	case <-timer.C:
+		p.mu.Lock()
+		arrived := p.launches[id] == nil
+		p.mu.Unlock()
+		if !arrived {
+			p.log.Error("instance never dialed back", "after", p.cfg.LaunchTimeout)
+			p.launchEnded(id, errors.New("no tunnel within the launch timeout"))
+		}
+		err = <-errc
+	}
+	p.launchEnded(id, err)
+}
+
+// launchEnded settles a launch whose invocation ended (or timed out) before
+// its tunnel arrived: the capacity it promised is gone, so the waiting
+// requests may need another.
+func (p *Pool) launchEnded(id string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, pending := p.launches[id]; !pending {
+		if err != nil {
+			p.log.Warn("invocation ended with an error", "err", err)
+		}
+		return
+	}
+	delete(p.launches, id)
+	p.failures++
+	p.stats.LaunchFailures++
+	p.log.Error("invocation ended without a tunnel", "err", err, "waiting", len(p.waiters))
+	if !p.closed {
+		p.launchLocked()
+	}
+}
+
+// Add puts an instance in the pool. Call it only once the tunnel is fully
+// established (tunnel.ServerConfig.OnConn guarantees that): an instance in
+// the pool must be able to take a stream at once.
+func (p *Pool) Add(conn *tunnel.Conn) {
+	inst := &instance{conn: conn, limit: conn.Limit()}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		conn.Close()
+		return
+	}
+	delete(p.launches, conn.Claims().ID)
+	p.failures = 0
+	p.stats.Joined++
+	p.instances = append(p.instances, inst)
+	p.dispatchLocked()
+	// The instance may take fewer streams than were asked of it.
+	p.launchLocked()
+	p.mu.Unlock()
+	p.log.Debug("instance joined", "instance", conn.Hello().RequestID, "limit", inst.limit)
+
+	go func() {
+		<-conn.Done()
+		p.remove(inst)
+	}()
+}
+
+// remove forgets an instance whose tunnel is gone; requests waiting for it
+// may need a new invocation.
+func (p *Pool) remove(inst *instance) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, x := range p.instances {
+		if x == inst {
+			p.instances = append(p.instances[:i], p.instances[i+1:]...)
+			break
+		}
+	}
+	if len(p.waiters) > 0 && !p.closed {
+		p.launchLocked()
+	}
+}
+
+// State is a snapshot of the pool for the admin endpoint.
+type State struct {
+	Function  string          `json:"function"`
+	Instances []InstanceState `json:"instances"`
+	Pending   int             `json:"pending_invocations"`
+	Waiting   int             `json:"waiting_requests"`
+	Stats     Stats           `json:"stats"`
+}
+
+// InstanceState describes one live instance.
+type InstanceState struct {
+	RequestID string  `json:"request_id"`
+	Limit     int     `json:"limit"`
+	InFlight  int     `json:"in_flight"`
+	Served    int64   `json:"served"`
+	LeftMs    int64   `json:"left_ms"`
+	Draining  bool    `json:"draining"`
+	CPU       float64 `json:"cpu"`
+}
+
+// State returns a snapshot.
+func (p *Pool) State() State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := State{Function: p.cfg.Function, Pending: len(p.launches), Waiting: len(p.waiters), Stats: p.stats}
+	now := p.cfg.Now()
+	for _, in := range p.instances {
+		l, _ := in.conn.Load()
+		s.Instances = append(s.Instances, InstanceState{
+			RequestID: in.conn.Hello().RequestID, Limit: in.limit, InFlight: in.inflight, Served: in.served,
+			LeftMs: in.conn.Deadline().Sub(now).Milliseconds(), Draining: in.conn.Draining(), CPU: l.CPU,
+		})
+	}
+	sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].RequestID < s.Instances[j].RequestID })
+	return s
+}
+
+// Close stops the pool: waiters fail with ErrClosed, and every tunnel is
+// shut down gracefully (in-flight streams finish) within ctx.
+func (p *Pool) Close(ctx context.Context) {
+	p.mu.Lock()
+	p.closed = true
+	insts := append([]*instance(nil), p.instances...)
+	waiters := p.waiters
+	p.waiters = nil
+	p.mu.Unlock()
+	for _, w := range waiters {
+		close(w.ch)
+	}
+	var wg sync.WaitGroup
+	for _, in := range insts {
+		wg.Go(func() { in.conn.Shutdown(ctx) })
+	}
+	wg.Wait()
+}

@@ -1,0 +1,419 @@
+// Package proxy is the router's ingress: it routes each client request to a
+// function, places it on a live instance through the function's pool, and
+// streams the response back, built on httputil.ReverseProxy.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferryrun/ferry/internal/tunnel"
+	"github.com/ferryrun/ferry/router/metrics"
+	"github.com/ferryrun/ferry/router/pool"
+)
+
+// Route sends requests whose host and path match to a function. An empty
+// Host matches any host; PathPrefix matches whole path segments.
+type Route struct {
+	Function   string
+	Host       string
+	PathPrefix string
+}
+
+func (r Route) matches(host, path string) bool {
+	if r.Host != "" && !strings.EqualFold(r.Host, host) {
+		return false
+	}
+	p := strings.TrimSuffix(r.PathPrefix, "/")
+	return p == "" || path == p || strings.HasPrefix(path, p+"/")
+}
+
+// Config configures a Handler.
+type Config struct {
+	Routes []Route               // most specific wins: a host route over any-host, then the longer prefix
+	Pools  map[string]*pool.Pool // by function; one for every route's function
+	// QueueTimeout bounds the wait for a slot, retries included. If zero, 10s.
+	QueueTimeout time.Duration
+	// MaxBodyBytes bounds a request body. If zero, 32 MiB.
+	MaxBodyBytes int64
+	// MaxHeaderBytes bounds the request line and headers, counted as on
+	// the wire. If zero, 64 KiB. (http.Server's own limit allows 4 KiB of
+	// slack; this one is exact.)
+	MaxHeaderBytes int
+	// MaxAttempts bounds tries of one request after nacks and unprocessed
+	// streams. If zero, 5.
+	MaxAttempts int
+	Metrics     *metrics.Recorder // required
+	Logger      *slog.Logger      // if nil, slog.Default()
+}
+
+// replayLimit is the largest request body kept in memory so the request
+// can be retried after a nack. Larger bodies stream and are not retried.
+const replayLimit = 64 << 10
+
+// Handler is the ingress http.Handler.
+type Handler struct {
+	cfg   Config
+	proxy *httputil.ReverseProxy
+	log   *slog.Logger
+}
+
+// New returns the ingress handler.
+func New(cfg Config) (*Handler, error) {
+	for _, r := range cfg.Routes {
+		if cfg.Pools[r.Function] == nil {
+			return nil, fmt.Errorf("proxy: route to %s has no pool", r.Function)
+		}
+	}
+	if cfg.Metrics == nil {
+		return nil, errors.New("proxy: Metrics is required")
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = 10 * time.Second
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 32 << 20
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 64 << 10
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Routes = sortRoutes(cfg.Routes)
+	h := &Handler{cfg: cfg, log: cfg.Logger}
+	h.proxy = &httputil.ReverseProxy{
+		Rewrite:        h.rewrite,
+		Transport:      &tunnelTransport{h: h},
+		FlushInterval:  -1, // flush every write: streaming responses stream
+		ModifyResponse: stripFerryHeaders,
+		ErrorHandler:   h.errorHandler,
+	}
+	return h, nil
+}
+
+func sortRoutes(rs []Route) []Route {
+	out := append([]Route(nil), rs...)
+	// Stable insertion sort: few routes, and ties keep config order.
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && moreSpecific(out[j], out[j-1]); j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+func moreSpecific(a, b Route) bool {
+	if (a.Host != "") != (b.Host != "") {
+		return a.Host != ""
+	}
+	return len(a.PathPrefix) > len(b.PathPrefix)
+}
+
+type ctxKey struct{}
+
+// reqState travels in the request context from ServeHTTP to the transport.
+type reqState struct {
+	function string
+	start    time.Time
+	queue    time.Duration // time spent waiting for a slot
+	appStart time.Time     // when the winning stream was opened
+	appEnd   time.Time     // when its response body ended
+	status   int
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host := r.Host
+	if i := strings.LastIndexByte(host, ':'); i > 0 && !strings.HasSuffix(host, "]") {
+		host = host[:i]
+	}
+	var route *Route
+	for i := range h.cfg.Routes {
+		if h.cfg.Routes[i].matches(host, r.URL.Path) {
+			route = &h.cfg.Routes[i]
+			break
+		}
+	}
+	if route == nil {
+		http.Error(w, fmt.Sprintf("ferry: no route for host %q and path %q", host, r.URL.Path), http.StatusNotFound)
+		return
+	}
+	if n := headerBytes(r); n > h.cfg.MaxHeaderBytes {
+		http.Error(w, fmt.Sprintf("ferry: request headers of %d bytes exceed the limit of %d (431 Request Header Fields Too Large)", n, h.cfg.MaxHeaderBytes), http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		http.Error(w, fmt.Sprintf("ferry: request body of %d bytes exceeds the limit of %d", r.ContentLength, h.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	}
+	st := &reqState{function: route.Function, start: time.Now()}
+	sw := &statusWriter{ResponseWriter: w}
+	h.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+	st.status = sw.status
+	var app time.Duration
+	if !st.appStart.IsZero() {
+		end := st.appEnd
+		if end.IsZero() {
+			end = time.Now()
+		}
+		app = end.Sub(st.appStart)
+	}
+	h.cfg.Metrics.Request(route.Function, sw.status, time.Since(st.start), app, st.queue)
+}
+
+// headerBytes counts the request line and headers as HTTP/1.1 sends them.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.URL.RequestURI()) + len(r.Host) + 20
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(&url.URL{Scheme: "http", Host: "instance"})
+	pr.Out.URL.Path, pr.Out.URL.RawPath = pr.In.URL.Path, pr.In.URL.RawPath
+	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+	pr.Out.Host = pr.In.Host // the app sees the client's Host
+	pr.SetXForwarded()
+	for k := range pr.Out.Header {
+		if strings.HasPrefix(k, tunnel.HeaderPrefix) {
+			pr.Out.Header.Del(k) // clients do not speak the tunnel protocol
+		}
+	}
+}
+
+// stripFerryHeaders keeps the tunnel protocol's headers from the client.
+func stripFerryHeaders(resp *http.Response) error {
+	for _, h := range []http.Header{resp.Header, resp.Trailer} {
+		for k := range h {
+			if strings.HasPrefix(k, tunnel.HeaderPrefix) {
+				h.Del(k)
+			}
+		}
+	}
+	return nil
+}
+
+// Errors the transport returns; errorHandler turns each into a status.
+var (
+	errNackedOut     = errors.New("every instance tried refused the request")
+	errNotReplayable = errors.New("an instance refused the request and its body was too large to send again")
+)
+
+// startedError is a failure after the request may have reached the app.
+type startedError struct{ err error }
+
+func (e *startedError) Error() string { return e.err.Error() }
+func (e *startedError) Unwrap() error { return e.err }
+
+func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := r.Context().Value(ctxKey{}).(*reqState)
+	fn := ""
+	if st != nil {
+		fn = st.function
+	}
+	var mbe *http.MaxBytesError
+	var started *startedError
+	switch {
+	case r.Context().Err() != nil:
+		// The client went away; its stream was cancelled. Nobody to answer.
+		w.WriteHeader(499) // recorded in metrics only; the connection is gone
+		return
+	case errors.As(err, &mbe):
+		http.Error(w, fmt.Sprintf("ferry: request body exceeds the limit of %d bytes", mbe.Limit), http.StatusRequestEntityTooLarge)
+	case errors.Is(err, pool.ErrQueueFull):
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, fmt.Sprintf("ferry: too many requests are waiting for function %s; try again shortly", fn), http.StatusServiceUnavailable)
+	case errors.Is(err, pool.ErrNoCapacity), errors.Is(err, errNackedOut), errors.Is(err, errNotReplayable):
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, fmt.Sprintf("ferry: no instance of function %s could take this request within %v (%v)", fn, h.cfg.QueueTimeout, err), http.StatusServiceUnavailable)
+	case errors.Is(err, pool.ErrClosed):
+		http.Error(w, "ferry: the router is shutting down", http.StatusServiceUnavailable)
+	case errors.As(err, &started):
+		h.log.Warn("instance failed mid-request", "function", fn, "path", r.URL.Path, "err", err)
+		http.Error(w, "ferry: the function instance failed after the request reached it; it was not retried: "+err.Error(), http.StatusBadGateway)
+	default:
+		h.log.Warn("proxy error", "function", fn, "path", r.URL.Path, "err", err)
+		http.Error(w, "ferry: "+err.Error(), http.StatusBadGateway)
+	}
+}
+
+// tunnelTransport places a request on an instance and retries it elsewhere
+// when the instance proves it never processed it.
+type tunnelTransport struct{ h *Handler }
+
+func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := req.Context().Value(ctxKey{}).(*reqState)
+	p := t.h.cfg.Pools[st.function]
+	body, err := newReplayBody(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	qctx, cancel := context.WithTimeout(req.Context(), t.h.cfg.QueueTimeout)
+	defer cancel()
+
+	var avoid *pool.Lease
+	for attempt := 1; ; attempt++ {
+		waitStart := time.Now()
+		lease, err := p.Acquire(qctx, avoid)
+		st.queue += time.Since(waitStart)
+		if err != nil {
+			return nil, err
+		}
+		out := req.Clone(req.Context())
+		out.Body = body.attempt()
+		if out.Body == nil {
+			out.ContentLength = 0
+		}
+		st.appStart = time.Now()
+		resp, err := lease.Conn().RoundTrip(out)
+		if err != nil {
+			lease.Release()
+			if tunnel.Unprocessed(err) && body.replayable() && attempt < t.h.cfg.MaxAttempts {
+				avoid = lease
+				continue
+			}
+			if tunnel.Unprocessed(err) {
+				return nil, errNotReplayable
+			}
+			return nil, &startedError{err}
+		}
+		if reason, ok := tunnel.IsNack(resp); ok {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			lease.Release()
+			t.h.cfg.Metrics.Nack(st.function)
+			if reason == tunnel.NackCPU {
+				lease.MarkHot(100 * time.Millisecond)
+			}
+			switch {
+			case !body.replayable():
+				return nil, errNotReplayable
+			case attempt >= t.h.cfg.MaxAttempts:
+				return nil, errNackedOut
+			}
+			avoid = lease
+			continue
+		}
+		resp.Body = &leasedBody{ReadCloser: resp.Body, lease: lease, st: st}
+		return resp, nil
+	}
+}
+
+// leasedBody releases the instance slot when the response ends.
+type leasedBody struct {
+	io.ReadCloser
+	lease *pool.Lease
+	st    *reqState
+	once  sync.Once
+}
+
+func (b *leasedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.done()
+	}
+	return n, err
+}
+
+func (b *leasedBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.done()
+	return err
+}
+
+func (b *leasedBody) done() {
+	b.once.Do(func() {
+		b.st.appEnd = time.Now()
+		b.lease.Release()
+	})
+}
+
+// replayBody keeps a small request body in memory so that a nacked request
+// can be sent again; a body over replayLimit streams once.
+type replayBody struct {
+	buf    []byte        // the whole body, when it fit
+	stream io.ReadCloser // the body, when it did not; nil once handed out
+	used   bool
+}
+
+func newReplayBody(rc io.ReadCloser) (*replayBody, error) {
+	if rc == nil || rc == http.NoBody {
+		return &replayBody{}, nil
+	}
+	head := make([]byte, replayLimit+1)
+	n, err := io.ReadFull(rc, head)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		rc.Close()
+		return &replayBody{buf: head[:n]}, nil
+	case err != nil:
+		rc.Close()
+		return nil, err
+	}
+	return &replayBody{stream: &joinedBody{Reader: io.MultiReader(bytes.NewReader(head[:n]), rc), c: rc}}, nil
+}
+
+func (b *replayBody) replayable() bool { return b.stream == nil || !b.used }
+
+// attempt returns the body for one try, or nil for no body.
+func (b *replayBody) attempt() io.ReadCloser {
+	if b.stream != nil {
+		b.used = true
+		return b.stream
+	}
+	if b.buf == nil {
+		return nil
+	}
+	return io.NopCloser(bytes.NewReader(b.buf))
+}
+
+type joinedBody struct {
+	io.Reader
+	c io.Closer
+}
+
+func (j *joinedBody) Close() error { return j.c.Close() }
+
+// statusWriter remembers the status sent to the client, for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }

@@ -1,0 +1,532 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ferryrun/ferry/internal/testbin"
+	"github.com/ferryrun/ferry/localstack/lambdaemu"
+	"github.com/ferryrun/ferry/router/pool"
+)
+
+// bins holds the real binaries every test runs as processes.
+var bins struct {
+	dir, router, emulator, layer, code string
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "router-test-")
+	if err != nil {
+		panic(err)
+	}
+	bins.dir = dir
+	bins.layer, bins.code = filepath.Join(dir, "layer"), filepath.Join(dir, "code")
+	os.MkdirAll(bins.layer, 0o755)
+	os.MkdirAll(bins.code, 0o755)
+	var out []string
+	out, err = testbin.Build(dir, "./router", "./localstack/cmd/lambda-emulator")
+	if err == nil {
+		bins.router, bins.emulator = out[0], out[1]
+		_, err = testbin.Build(bins.layer, "./bootstrap")
+	}
+	if err == nil {
+		_, err = testbin.Build(bins.code, "./examples/goapp")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// stack is one emulator and one router, as processes, stopped by the test.
+type stack struct {
+	t         *testing.T
+	ingress   string // http://host:port
+	admin     string
+	emulator  string
+	routerOut *syncBuf // stdout: EMF lines
+	routerLog *syncBuf
+	router    *exec.Cmd
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// stackOpts shape the function and the router.
+type stackOpts struct {
+	timeout     time.Duration
+	concurrency int               // the function's concurrency limit
+	fnEnv       map[string]string // the function's environment
+	routerEnv   map[string]string
+}
+
+func startStack(t *testing.T, o stackOpts) *stack {
+	t.Helper()
+	if o.timeout == 0 {
+		o.timeout = 30 * time.Second
+	}
+	if o.concurrency == 0 {
+		o.concurrency = 50
+	}
+	env := map[string]string{"FERRY_APP_CMD": filepath.Join(bins.code, "goapp"), "FERRY_READINESS_PATH": "/healthz"}
+	for k, v := range o.fnEnv {
+		env[k] = v
+	}
+	cfg, _ := json.Marshal(lambdaemu.Config{Functions: []lambdaemu.Function{{
+		Name: "app", CodeDir: bins.code, Layers: []string{bins.layer}, Runtime: "provided.al2023",
+		Timeout: lambdaemu.Duration{Duration: o.timeout}, MemoryMB: 1024, Concurrency: o.concurrency, Env: env,
+	}}})
+	cfgPath := filepath.Join(t.TempDir(), "functions.json")
+	os.WriteFile(cfgPath, cfg, 0o644)
+
+	s := &stack{t: t, routerOut: &syncBuf{}, routerLog: &syncBuf{}}
+	emuAddr := freeAddr(t)
+	s.emulator = "http://" + emuAddr
+	emu := exec.Command(bins.emulator, "-config", cfgPath, "-listen", emuAddr)
+	emuLog := &syncBuf{}
+	emu.Stdout, emu.Stderr = emuLog, emuLog
+	if err := emu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		emu.Process.Signal(syscall.SIGTERM)
+		emu.Wait()
+		if t.Failed() {
+			t.Logf("emulator log (tail):\n%s", tail(emuLog.String(), 3000))
+		}
+	})
+	waitHTTP(t, s.emulator+"/_emulator/health")
+
+	ingress, admin := freeAddr(t), freeAddr(t)
+	s.ingress, s.admin = "http://"+ingress, "http://"+admin
+	s.router = exec.Command(bins.router)
+	s.router.Env = append(os.Environ(),
+		"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_ENDPOINT_URL_LAMBDA="+s.emulator,
+		"FERRY_ROUTER_ROUTES=app=/", "FERRY_ROUTER_LISTEN="+ingress, "FERRY_ROUTER_ADMIN_LISTEN="+admin,
+		"FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_METRICS_INTERVAL=1s", "FERRY_ROUTER_SHUTDOWN_TIMEOUT=5s")
+	for k, v := range o.routerEnv {
+		s.router.Env = append(s.router.Env, k+"="+v)
+	}
+	s.router.Stdout, s.router.Stderr = s.routerOut, s.routerLog
+	if err := s.router.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.router.Process.Signal(syscall.SIGTERM)
+		s.router.Wait()
+		if t.Failed() {
+			t.Logf("router log (tail):\n%s", tail(s.routerLog.String(), 3000))
+		}
+	})
+	waitHTTP(t, s.admin+"/readyz")
+	return s
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func waitHTTP(t *testing.T, url string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+	}
+	t.Fatalf("%s never answered", url)
+}
+
+var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512}, Timeout: 60 * time.Second}
+
+type reply struct {
+	status int
+	body   string
+	header http.Header
+	err    error
+}
+
+func (s *stack) do(method, path string, body io.Reader, hdr http.Header) reply {
+	req, _ := http.NewRequest(method, s.ingress+path, body)
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return reply{err: err}
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return reply{status: resp.StatusCode, body: string(b), header: resp.Header, err: err}
+}
+
+func (s *stack) get(path string) reply { return s.do("GET", path, nil, nil) }
+
+func (s *stack) stats() lambdaemu.Stats {
+	s.t.Helper()
+	var out map[string]lambdaemu.Stats
+	resp, err := http.Get(s.emulator + "/_emulator/stats")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(&out)
+	return out["app"]
+}
+
+func (s *stack) pool() pool.State {
+	s.t.Helper()
+	var out []pool.State
+	resp, err := http.Get(s.admin + "/pool")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(&out)
+	if len(out) != 1 {
+		s.t.Fatalf("pool state %+v", out)
+	}
+	return out[0]
+}
+
+// quiesce waits until the function has no live instance and no pending
+// invocation, so emulator totals are final.
+func (s *stack) quiesce() {
+	s.t.Helper()
+	for deadline := time.Now().Add(40 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if p := s.pool(); len(p.Instances) == 0 && p.Pending == 0 {
+			time.Sleep(100 * time.Millisecond) // the last Invoke answer reaches the emulator's totals
+			return
+		}
+	}
+	s.t.Fatal("instances never ended")
+}
+
+// emfSum adds up metric name over the router's EMF lines.
+func (s *stack) emfSum(name string) float64 {
+	var total float64
+	sc := bufio.NewScanner(strings.NewReader(s.routerOut.String()))
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			if v, ok := m[name].(float64); ok {
+				total += v
+			}
+		}
+	}
+	return total
+}
+
+func noFerryHeaders(t *testing.T, h http.Header) {
+	t.Helper()
+	for k := range h {
+		if strings.HasPrefix(k, "Ferry-") {
+			t.Errorf("client saw header %s", k)
+		}
+	}
+}
+
+// load runs workers that each send path in a loop until stop closes.
+func (s *stack) load(workers int, path string, stop <-chan struct{}) (results chan reply, wait func()) {
+	results = make(chan reply, 100_000)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				results <- s.get(path)
+			}
+		})
+	}
+	return results, func() { wg.Wait(); close(results) }
+}
+
+func TestWarmPath(t *testing.T) {
+	s := startStack(t, stackOpts{})
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	var wg sync.WaitGroup
+	for w := range 5 {
+		wg.Go(func() {
+			for i := range 40 {
+				r := s.get(fmt.Sprintf("/work?wait_ms=5&w=%d&i=%d", w, i))
+				if r.err != nil || r.status != 200 || !strings.Contains(r.body, `"wait_ms":5`) {
+					t.Errorf("request: %d %q %v", r.status, r.body, r.err)
+				}
+				noFerryHeaders(t, r.header)
+				mu.Lock()
+				statuses[r.status]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	s.quiesce()
+	st := s.stats()
+	if statuses[200] != 200 {
+		t.Errorf("statuses %v, want 200 x 200", statuses)
+	}
+	if st.Invocations != 1 || st.SandboxesStarted != 1 {
+		t.Errorf("emulator %+v; want the 200 requests in one invocation", st)
+	}
+}
+
+func TestBurstIntoColdFunction(t *testing.T) {
+	s := startStack(t, stackOpts{routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "10"}})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for range 200 {
+		wg.Go(func() {
+			r := s.get("/work?wait_ms=300")
+			mu.Lock()
+			statuses[r.status]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	s.quiesce()
+	st := s.stats()
+	t.Logf("200 concurrent requests, limit 10: %d invocations, statuses %v", st.Invocations, statuses)
+	if statuses[200] != 200 {
+		t.Errorf("statuses %v, want all 200", statuses)
+	}
+	if st.Invocations > 22 {
+		t.Errorf("%d invocations, want at most 22 (ceil(200/10) = 20)", st.Invocations)
+	}
+}
+
+func TestNackRetriedOnAnotherInstance(t *testing.T) {
+	// A low guard: one CPU-burning request makes the instance refuse more.
+	s := startStack(t, stackOpts{fnEnv: map[string]string{"FERRY_CPU_GUARD": "0.2", "FERRY_CPU_WINDOW": "100ms"}})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for round := range 3 {
+		for range 6 {
+			wg.Go(func() {
+				r := s.get(fmt.Sprintf("/work?cpu_ms=300&wait_ms=100&round=%d", round))
+				noFerryHeaders(t, r.header)
+				mu.Lock()
+				statuses[r.status]++
+				mu.Unlock()
+			})
+			time.Sleep(30 * time.Millisecond)
+		}
+		wg.Wait()
+	}
+	time.Sleep(1500 * time.Millisecond) // one more metrics interval
+	nacks := s.emfSum("Nacks")
+	t.Logf("statuses %v, nacks %v", statuses, nacks)
+	if statuses[200] != 18 {
+		t.Errorf("statuses %v, want all 18 to succeed", statuses)
+	}
+	if nacks == 0 {
+		t.Error("no nack happened: the test did not exercise the retry")
+	}
+}
+
+func TestTurnoverUnderContinuousLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("30 s of load")
+	}
+	s := startStack(t, stackOpts{timeout: 5 * time.Second})
+	stop := make(chan struct{})
+	results, wait := s.load(8, "/work?wait_ms=50", stop)
+	time.Sleep(30 * time.Second)
+	close(stop)
+	wait()
+	ok, failed := 0, map[string]int{}
+	for r := range results {
+		if r.err == nil && r.status == 200 {
+			ok++
+		} else {
+			failed[fmt.Sprintf("%d %v %.80s", r.status, r.err, r.body)]++
+		}
+	}
+	s.quiesce()
+	st := s.stats()
+	t.Logf("%d requests succeeded over %d invocations (5 s timeout)", ok, st.Invocations)
+	if len(failed) > 0 {
+		t.Errorf("failed requests: %v", failed)
+	}
+	if st.Invocations < 6 {
+		t.Errorf("only %d invocations in 30 s with a 5 s timeout: instances did not turn over", st.Invocations)
+	}
+}
+
+func TestSandboxKilledMidLoad(t *testing.T) {
+	s := startStack(t, stackOpts{routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "32"}})
+	stop := make(chan struct{})
+	results, wait := s.load(10, "/work?wait_ms=400", stop)
+	var victim pool.InstanceState
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if p := s.pool(); len(p.Instances) == 1 && p.Instances[0].InFlight >= 5 {
+			victim = p.Instances[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no busy instance: %+v", s.pool())
+		}
+	}
+	var sb []lambdaemu.SandboxInfo
+	resp, err := http.Get(s.emulator + "/_emulator/sandboxes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&sb)
+	resp.Body.Close()
+	if len(sb) != 1 {
+		t.Fatalf("sandboxes %+v, want one", sb)
+	}
+	syscall.Kill(-sb[0].PID, syscall.SIGKILL) // the whole sandbox: bootstrap and app
+	killedAt := time.Now()
+
+	// The pool forgets the instance.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		gone := true
+		for _, in := range s.pool().Instances {
+			gone = gone && in.RequestID != victim.RequestID
+		}
+		if gone {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("pool still lists the killed instance")
+		}
+	}
+	time.Sleep(2 * time.Second) // the router keeps serving
+	close(stop)
+	wait()
+	statuses := map[int]int{}
+	okAfter := 0
+	for r := range results {
+		statuses[r.status]++
+		if r.status == 502 && !strings.Contains(r.body, "failed after the request reached it") {
+			t.Errorf("502 body %q does not say what happened", r.body)
+		}
+		if r.status != 200 && r.status != 502 {
+			t.Errorf("unexpected reply %d %q %v", r.status, r.body, r.err)
+		}
+		if r.status == 200 {
+			okAfter++
+		}
+	}
+	t.Logf("statuses %v (killed at %s)", statuses, killedAt.Format(time.StampMilli))
+	if statuses[502] == 0 || statuses[502] > 10 {
+		t.Errorf("%d requests got 502, want the ones in flight on the killed sandbox (1..10)", statuses[502])
+	}
+	if statuses[200] < 20 {
+		t.Errorf("only %d requests succeeded: the router did not keep serving", statuses[200])
+	}
+}
+
+func TestStreamingThroughRouter(t *testing.T) {
+	s := startStack(t, stackOpts{})
+	resp, err := client.Get(s.ingress + "/stream?chunks=3&interval_ms=400")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	noFerryHeaders(t, resp.Header)
+	br := bufio.NewReader(resp.Body)
+	first, err := br.ReadString('\n')
+	gotFirst := time.Now().UnixMilli()
+	if err != nil || !strings.HasPrefix(first, "chunk 0") {
+		t.Fatalf("first chunk %q, %v", first, err)
+	}
+	rest, _ := io.ReadAll(br)
+	var lastAt int64
+	lines := strings.Split(strings.TrimSpace(string(rest)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("rest %q", rest)
+	}
+	fmt.Sscanf(lines[1], "chunk 2 at %d", &lastAt)
+	if lastAt <= gotFirst {
+		t.Errorf("first chunk reached the client at %d, after the app wrote its last at %d", gotFirst, lastAt)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	s := startStack(t, stackOpts{routerEnv: map[string]string{
+		"FERRY_ROUTER_MAX_HEADER_BYTES": "4096", "FERRY_ROUTER_MAX_BODY_BYTES": "100000", "FERRY_ROUTER_ROUTES": "app=/work,app=/echo,app=/healthz",
+	}})
+	stop := make(chan struct{})
+	results, wait := s.load(4, "/work?wait_ms=20", stop) // other traffic, which must not suffer
+	type tc struct {
+		req        func() reply
+		wantStatus int
+		wantBody   string
+	}
+	big := bytes.Repeat([]byte("x"), 200_000)
+	cases := map[string]tc{
+		"oversized headers": {func() reply {
+			return s.do("GET", "/echo", nil, http.Header{"X-Big": {strings.Repeat("h", 8000)}})
+		}, 431, "Request Header Fields Too Large"},
+		"oversized body with length": {func() reply {
+			return s.do("POST", "/echo", bytes.NewReader(big), nil)
+		}, 413, "exceeds the limit of 100000"},
+		"oversized chunked body": {func() reply {
+			return s.do("POST", "/echo", io.MultiReader(bytes.NewReader(big)), nil) // no length: chunked
+		}, 413, "exceeds the limit of 100000"},
+		"unknown route": {func() reply { return s.get("/nowhere") }, 404, `no route for host "127.0.0.1" and path "/nowhere"`},
+		"body within limits": {func() reply {
+			return s.do("POST", "/echo", bytes.NewReader(big[:90_000]), nil)
+		}, 200, `"body_bytes":90000`},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := c.req()
+			if r.status != c.wantStatus || !strings.Contains(r.body, c.wantBody) {
+				t.Errorf("got %d %.200q, want %d containing %q", r.status, r.body, c.wantStatus, c.wantBody)
+			}
+		})
+	}
+	close(stop)
+	wait()
+	for r := range results {
+		if r.status != 200 {
+			t.Errorf("concurrent good request got %d %q %v", r.status, r.body, r.err)
+		}
+	}
+}

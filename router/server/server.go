@@ -1,0 +1,252 @@
+// Package server assembles ferry-router: the tunnel listener, one pool per
+// function, the ingress proxy, the admin endpoints and metrics, with a
+// graceful shutdown.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ferryrun/ferry/internal/tunnel"
+	"github.com/ferryrun/ferry/router/config"
+	"github.com/ferryrun/ferry/router/invoke"
+	"github.com/ferryrun/ferry/router/metrics"
+	"github.com/ferryrun/ferry/router/pool"
+	"github.com/ferryrun/ferry/router/proxy"
+)
+
+// Listeners are the router's three ports. The router does not listen on
+// its own; Run closes them.
+type Listeners struct {
+	Ingress, Tunnel, Admin net.Listener
+}
+
+// Router is a configured ferry-router.
+type Router struct {
+	// static after New
+	cfg     config.Config
+	log     *slog.Logger
+	pin     string
+	tunnels *tunnel.Server
+	pools   map[string]*pool.Pool
+	ingress http.Handler
+	metrics *metrics.Recorder
+
+	shuttingDown atomic.Bool
+}
+
+// New builds a router. api is the Lambda client; metricsOut receives EMF.
+func New(cfg config.Config, api invoke.API, log *slog.Logger, metricsOut io.Writer) (*Router, error) {
+	cert, err := certificate(cfg)
+	if err != nil {
+		return nil, err
+	}
+	secret := cfg.TokenSecret
+	if secret == nil {
+		secret = make([]byte, 32)
+		rand.Read(secret)
+		log.Info("token secret generated for this process; set " + config.EnvTokenSecret + " to share one")
+	}
+	// Tokens live long enough for invoke retries (10s) plus Lambda's init
+	// (10s); each is still single-use and bound to its function.
+	issuer, err := tunnel.NewIssuer(secret, 30*time.Second, nil)
+	if err != nil {
+		return nil, err
+	}
+	r := &Router{cfg: cfg, log: log, pin: tunnel.Pin(cert.Leaf), pools: map[string]*pool.Pool{},
+		metrics: metrics.New(metricsOut, cfg.MetricsInterval)}
+
+	inv, err := invoke.New(invoke.Config{
+		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Logger: log,
+		OnResult: func(res invoke.Result) {
+			r.metrics.Invocation(res.Function, res.BilledMs, res.Cold)
+		},
+		OnThrottle: r.metrics.Throttle,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var routes []proxy.Route
+	for _, rt := range cfg.Routes {
+		routes = append(routes, proxy.Route{Function: rt.Function, Host: rt.Host, PathPrefix: rt.PathPrefix})
+		if r.pools[rt.Function] != nil {
+			continue
+		}
+		pc := pool.Config{
+			Function: rt.Function, MaxConcurrency: cfg.MaxConcurrency, Policy: cfg.Policy,
+			QueueLimit: cfg.QueueLimit, MaxInstances: cfg.MaxInstances, LaunchTimeout: cfg.LaunchTimeout,
+			Launcher: inv, Logger: log,
+		}
+		if rt.MaxConcurrency > 0 {
+			pc.MaxConcurrency = rt.MaxConcurrency
+		}
+		if rt.Policy != "" {
+			pc.Policy = rt.Policy
+		}
+		if r.pools[rt.Function], err = pool.New(pc); err != nil {
+			return nil, err
+		}
+	}
+	r.ingress, err = proxy.New(proxy.Config{
+		Routes: routes, Pools: r.pools, QueueTimeout: cfg.QueueTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
+		MaxHeaderBytes: cfg.MaxHeaderBytes,
+		Metrics:        r.metrics, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.tunnels, err = tunnel.NewServer(tunnel.ServerConfig{
+		TLS: tunnel.ServerTLSConfig(cert),
+		Authenticate: func(_ context.Context, h tunnel.Hello) (tunnel.Claims, error) {
+			c, err := issuer.Redeem(h.Token, h.FunctionARN)
+			if err == nil && r.pools[c.Function] == nil {
+				err = fmt.Errorf("function %s has no route on this router", c.Function)
+			}
+			return c, err
+		},
+		// OnConn runs once the tunnel is fully established (TLS, hello,
+		// SETTINGS): only then may the instance join its pool.
+		OnConn: func(c *tunnel.Conn) { r.pools[c.Claims().Function].Add(c) },
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func certificate(cfg config.Config) (tls.Certificate, error) {
+	if cfg.TLSCert == "" {
+		return tunnel.GenerateCertificate(365 * 24 * time.Hour)
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("loading tunnel certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// Pin returns the tunnel certificate's pin.
+func (r *Router) Pin() string { return r.pin }
+
+// Run serves until ctx ends, then shuts down gracefully: it stops taking
+// client requests, lets those in flight finish within the shutdown timeout,
+// then drains every tunnel.
+func (r *Router) Run(ctx context.Context, ls Listeners) error {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true) // h2c on the same port
+	ingress := &http.Server{
+		Handler: r.ingress, Protocols: &protos, MaxHeaderBytes: r.cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+		ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
+	}
+	admin := &http.Server{Handler: r.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+
+	tunnelCtx, stopTunnels := context.WithCancel(context.Background())
+	defer stopTunnels()
+	metricsCtx, stopMetrics := context.WithCancel(context.Background())
+	metricsDone := make(chan struct{})
+	go func() { r.metrics.Run(metricsCtx); close(metricsDone) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveHTTP(ingress, ls.Ingress) })
+	g.Go(func() error { return serveHTTP(admin, ls.Admin) })
+	g.Go(func() error { return r.tunnels.Serve(tunnelCtx, ls.Tunnel) })
+	g.Go(func() error { r.sampleInFlight(gctx); return nil })
+	g.Go(func() error {
+		<-gctx.Done()
+		r.shuttingDown.Store(true)
+		r.log.Info("shutting down", "timeout", r.cfg.ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := ingress.Shutdown(sctx); err != nil {
+			r.log.Warn("requests still running at the shutdown timeout", "err", err)
+			ingress.Close()
+		}
+		for _, p := range r.pools {
+			p.Close(sctx)
+		}
+		stopTunnels()
+		admin.Close()
+		return nil
+	})
+	r.log.Info("ferry-router serving", "ingress", ls.Ingress.Addr().String(), "tunnel", ls.Tunnel.Addr().String(),
+		"admin", ls.Admin.Addr().String(), "advertise", r.cfg.Advertise, "pin", r.pin)
+	err := g.Wait()
+	stopMetrics()
+	<-metricsDone
+	return err
+}
+
+func serveHTTP(s *http.Server, ln net.Listener) error {
+	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// sampleInFlight feeds InFlightPerInstance once a second.
+func (r *Router) sampleInFlight(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for fn, p := range r.pools {
+			st := p.State()
+			if len(st.Instances) == 0 {
+				continue
+			}
+			total := 0
+			for _, in := range st.Instances {
+				total += in.InFlight
+			}
+			r.metrics.InFlight(fn, float64(total)/float64(len(st.Instances)))
+		}
+	}
+}
+
+func (r *Router) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if r.shuttingDown.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.HandleFunc("GET /pool", func(w http.ResponseWriter, _ *http.Request) {
+		names := make([]string, 0, len(r.pools))
+		for n := range r.pools {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		out := make([]pool.State, 0, len(names))
+		for _, n := range names {
+			out = append(out, r.pools[n].State())
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+	})
+	return mux
+}
