@@ -16,7 +16,18 @@ build:
 	GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/linux-arm64/bootstrap ./bootstrap
 	$(GO) build -trimpath -o $(DIST)/lambda-emulator ./localstack/cmd/lambda-emulator
 	$(GO) build -trimpath -o $(DIST)/goapp ./examples/goapp
+	$(GO) build -trimpath -o $(DIST)/ferry-router ./router
 	@ls -l $(DIST)/linux-amd64/bootstrap $(DIST)/linux-arm64/bootstrap | awk '{printf "%-32s %6.2f MB\n", $$9, $$5/1048576}'
+
+## demo: ferry vs one request per invocation, side by side, on this machine.
+demo:
+	@mkdir -p $(DIST)/demo
+	$(GO) build -trimpath -o $(DIST)/demo/bootstrap ./bootstrap
+	$(GO) build -trimpath -o $(DIST)/demo/goapp ./examples/goapp
+	$(GO) build -trimpath -o $(DIST)/demo/lambda-emulator ./localstack/cmd/lambda-emulator
+	$(GO) build -trimpath -o $(DIST)/demo/ferry-router ./router
+	$(GO) build -trimpath -o $(DIST)/demo/demo ./examples/demo
+	$(DIST)/demo/demo -dist $(DIST)/demo $(DEMO_FLAGS)
 
 ## test: vet, then every test with the race detector (needs cgo for -race).
 test:

@@ -476,3 +476,44 @@ func TestAppFailures(t *testing.T) {
 		summaryOf(t, waitResult(t, done))
 	})
 }
+
+// TestAppFreezesAndDiesWithItsSandbox checks the app process is part of the
+// sandbox: stopped between invocations like Lambda's frozen VM, and gone
+// when the sandbox ends. (sh forks the app, so this depends on the app
+// staying in the sandbox's process group.)
+func TestAppFreezesAndDiesWithItsSandbox(t *testing.T) {
+	emu, err := lambdaemu.New(lambdaemu.Config{Functions: []lambdaemu.Function{goFunction("app", 10*time.Second, nil)}}, lambdaemu.Options{FunctionLog: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	res, err := emu.Invoke(context.Background(), "app", httpEvent("GET", "/work", "", nil, nil, ""), "")
+	if err != nil || res.FunctionError != "" {
+		t.Fatalf("%v %s", err, res.Payload)
+	}
+	var out events.LambdaFunctionURLResponse
+	json.Unmarshal(res.Payload, &out)
+	var work struct{ PID int }
+	if json.Unmarshal([]byte(out.Body), &work); work.PID == 0 {
+		t.Fatalf("no app pid in %q", out.Body)
+	}
+	state := func() string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", work.PID))
+		if err != nil {
+			return "gone"
+		}
+		s := string(b)
+		return s[strings.LastIndexByte(s, ')')+2:][:1]
+	}
+	for deadline := time.Now().Add(2 * time.Second); state() != "T"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("app state %q between invocations, want T (frozen with its sandbox)", state())
+		}
+	}
+	emu.Close()
+	for deadline := time.Now().Add(2 * time.Second); state() != "gone" && state() != "Z"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("app pid %d still %q after its sandbox ended", work.PID, state())
+		}
+	}
+}

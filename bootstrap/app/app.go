@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ferryrun/ferry/internal/proctree"
 )
 
 // Config describes the app process.
@@ -105,8 +107,10 @@ func (s *Supervisor) startLocked(ctx context.Context) error {
 	cmd := exec.Command("/bin/sh", "-c", s.cfg.Cmd)
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(s.cfg.Port))
 	cmd.Stdout, cmd.Stderr = s.cfg.Stdout, s.cfg.Stdout
-	// Own process group, so a stop reaches the app's children; dies with us.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// The app stays in our process group: whatever freezes or kills the
+	// sandbox (Lambda's VM freeze, the emulator's group signals) reaches it
+	// too. Pdeathsig covers sh only; sh forks the app, so Stop kills the tree.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting app %q: %w", s.cfg.Cmd, err)
@@ -122,7 +126,7 @@ func (s *Supervisor) startLocked(ctx context.Context) error {
 	}()
 	s.proc = p
 	if err := s.awaitReady(ctx, p); err != nil {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		proctree.Signal(cmd.Process.Pid, syscall.SIGKILL)
 		return err
 	}
 	s.log.Info("app ready", "cmd", s.cfg.Cmd, "port", s.cfg.Port, "took", time.Since(start).Round(time.Millisecond))
@@ -231,7 +235,8 @@ func (s *Supervisor) proxyError(w http.ResponseWriter, r *http.Request, err erro
 	http.Error(w, "ferry: app failed this request: "+reason, http.StatusBadGateway)
 }
 
-// PIDs returns the app's process id, for CPU accounting, or nil.
+// PIDs returns the app's root process id (its tree counts), for CPU
+// accounting, or nil.
 func (s *Supervisor) PIDs() []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -241,12 +246,12 @@ func (s *Supervisor) PIDs() []int {
 	return []int{s.proc.cmd.Process.Pid}
 }
 
-// Stop kills the app's process group.
+// Stop kills the app and everything it started.
 func (s *Supervisor) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc != nil && s.proc.alive() {
-		syscall.Kill(-s.proc.cmd.Process.Pid, syscall.SIGKILL)
+		proctree.Signal(s.proc.cmd.Process.Pid, syscall.SIGKILL)
 		<-s.proc.exited
 	}
 }

@@ -5,7 +5,6 @@ package cpuguard
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ferryrun/ferry/internal/proctree"
 )
 
 // clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat. It is
@@ -71,7 +72,7 @@ func (m *Meter) Reset() {
 func (m *Meter) sample() {
 	s := sample{at: time.Now(), cpu: selfCPU()}
 	for _, pid := range m.pids() {
-		s.cpu += treeCPU(pid, 0)
+		s.cpu += treeCPU(pid)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -108,16 +109,10 @@ func selfCPU() time.Duration {
 }
 
 // treeCPU returns the CPU time of pid and its descendants.
-func treeCPU(pid, depth int) time.Duration {
-	if depth > 8 {
-		return 0
-	}
+func treeCPU(pid int) time.Duration {
 	total := procCPU(pid)
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	for f := range strings.FieldsSeq(string(b)) {
-		if c, err := strconv.Atoi(f); err == nil {
-			total += treeCPU(c, depth+1)
-		}
+	for _, c := range proctree.Descendants(pid) {
+		total += procCPU(c)
 	}
 	return total
 }

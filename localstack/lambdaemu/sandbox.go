@@ -13,11 +13,12 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ferryrun/ferry/internal/proctree"
 )
 
 // sandbox is one execution environment: a process group running the
@@ -167,17 +168,19 @@ func (sb *sandbox) wait() {
 	}
 }
 
-// kill ends the whole process group, including any app the bootstrap
-// started.
+// kill ends the sandbox: its process group and every descendant, including
+// any that left the group, as the end of Lambda's VM would.
 func (sb *sandbox) kill() {
 	sb.mu.Lock()
 	sb.killed = true
 	sb.mu.Unlock()
-	syscall.Kill(-sb.pid, syscall.SIGKILL)
+	proctree.Signal(sb.pid, syscall.SIGKILL)
 }
 
-func (sb *sandbox) freeze() { syscall.Kill(-sb.pid, syscall.SIGSTOP) }
-func (sb *sandbox) thaw()   { syscall.Kill(-sb.pid, syscall.SIGCONT) }
+// freeze and thaw stand in for Lambda's VM freeze: every process of the
+// sandbox stops between invocations.
+func (sb *sandbox) freeze() { proctree.Signal(sb.pid, syscall.SIGSTOP) }
+func (sb *sandbox) thaw()   { proctree.Signal(sb.pid, syscall.SIGCONT) }
 
 // awaitInit waits for the runtime's first /next, bounded by the init timeout.
 func (sb *sandbox) awaitInit(ctx context.Context) error {
@@ -373,29 +376,13 @@ func (sb *sandbox) logLine(line string) {
 	}
 }
 
-// memoryUsedMB sums the resident memory of the sandbox's processes.
+// memoryUsedMB sums the peak resident memory of the sandbox's processes.
 func (sb *sandbox) memoryUsedMB() int {
-	var kb int
-	var walk func(pid int, depth int)
-	walk = func(pid int, depth int) {
-		if depth > 8 {
-			return
-		}
-		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); err == nil {
-			for l := range strings.SplitSeq(string(b), "\n") {
-				if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-					n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-					kb += n
-				}
-			}
-		}
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-		for f := range strings.FieldsSeq(string(b)) {
-			if c, err := strconv.Atoi(f); err == nil {
-				walk(c, depth+1)
-			}
-		}
+	kb := 0
+	for _, pid := range append([]int{sb.pid}, proctree.Descendants(sb.pid)...) {
+		var n int
+		fmt.Sscanf(proctree.Status(pid, "VmHWM"), "%d", &n)
+		kb += n
 	}
-	walk(sb.pid, 0)
 	return (kb + 1023) / 1024
 }
