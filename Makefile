@@ -4,7 +4,7 @@ DIST    ?= dist
 LDFLAGS := -s -w
 export CGO_ENABLED := 0
 
-.PHONY: all build test lint demo bench clean
+.PHONY: all build layer test lint demo bench clean
 
 all: build
 
@@ -28,6 +28,10 @@ demo:
 	$(GO) build -trimpath -o $(DIST)/demo/ferry-router ./router
 	$(GO) build -trimpath -o $(DIST)/demo/demo ./examples/demo
 	$(DIST)/demo/demo -dist $(DIST)/demo $(DEMO_FLAGS)
+
+## layer: dist/ferry-layer-{arm64,x86_64}.zip and dist/sample-app-arm64.zip, reproducibly.
+layer:
+	$(GO) run ./layers -out $(DIST)
 
 ## test: vet, then every test with the race detector (needs cgo for -race).
 test:

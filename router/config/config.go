@@ -144,11 +144,15 @@ func Load(getenv func(string) string) (Config, error) {
 		fail(EnvLogLevel, v, "want debug, info, warn or error")
 	}
 	if v := getenv(EnvTokenSecret); v != "" {
-		b, e := hex.DecodeString(v)
-		if e != nil || len(b) < 32 {
-			fail(EnvTokenSecret, "(redacted)", "want at least 32 bytes, hex-encoded")
+		// Hex if it decodes to 32 bytes or more; otherwise the string's own
+		// bytes (Secrets Manager's generator cannot be limited to hex).
+		if b, e := hex.DecodeString(v); e == nil && len(b) >= 32 {
+			c.TokenSecret = b
+		} else if len(v) >= 32 {
+			c.TokenSecret = []byte(v)
+		} else {
+			fail(EnvTokenSecret, "(redacted)", "want at least 32 characters, or 32 bytes hex-encoded")
 		}
-		c.TokenSecret = b
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		fail(EnvTLSCert, c.TLSCert, EnvTLSCert+" and "+EnvTLSKey+" go together")

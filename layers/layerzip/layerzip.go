@@ -1,0 +1,134 @@
+// Package layerzip builds ferry's Lambda artifacts reproducibly: the layer
+// zip per architecture (bootstrap at the root, which Lambda mounts as
+// /opt/bootstrap, plus the exec wrapper) and the sample function's code zip.
+// The same source gives byte-identical zips: fixed timestamps, sorted
+// entries, -trimpath builds with no build id.
+package layerzip
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+// Arch is a Lambda architecture and its Go name.
+type Arch struct {
+	Lambda string // "arm64" or "x86_64"
+	GOARCH string
+}
+
+// Arches are the architectures ferry ships.
+var Arches = []Arch{{"arm64", "arm64"}, {"x86_64", "amd64"}}
+
+// epoch is every entry's timestamp (zip's earliest representable date).
+var epoch = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Artifact is one built zip.
+type Artifact struct {
+	Path string
+	Size int64
+}
+
+// LayerZip names the layer zip for an architecture.
+func LayerZip(dir string, a Arch) string {
+	return filepath.Join(dir, "ferry-layer-"+a.Lambda+".zip")
+}
+
+// SampleZip names the sample function's code zip for an architecture.
+func SampleZip(dir string, a Arch) string {
+	return filepath.Join(dir, "sample-app-"+a.Lambda+".zip")
+}
+
+// Build writes both layer zips and the arm64 sample zip into outDir. root
+// is the module root.
+func Build(ctx context.Context, root, outDir string) ([]Artifact, error) {
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, err
+	}
+	wrapper, err := os.ReadFile(filepath.Join(root, "bootstrap", "wrapper", "ferry-exec-wrapper"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Artifact
+	for _, a := range Arches {
+		boot, err := goBuild(ctx, root, "./bootstrap", a.GOARCH)
+		if err != nil {
+			return nil, err
+		}
+		art, err := writeZip(LayerZip(outDir, a), map[string]entry{
+			"bootstrap":          {boot, 0o755},
+			"ferry-exec-wrapper": {wrapper, 0o755},
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, art)
+	}
+	app, err := goBuild(ctx, root, "./examples/goapp", "arm64")
+	if err != nil {
+		return nil, err
+	}
+	art, err := writeZip(SampleZip(outDir, Arches[0]), map[string]entry{
+		"goapp":  {app, 0o755},
+		"run.sh": {[]byte("#!/bin/sh\nexec \"$LAMBDA_TASK_ROOT/goapp\"\n"), 0o755},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(out, art), nil
+}
+
+type entry struct {
+	data []byte
+	mode os.FileMode
+}
+
+func goBuild(ctx context.Context, root, pkg, goarch string) ([]byte, error) {
+	tmp, err := os.CreateTemp("", "ferry-build-")
+	if err != nil {
+		return nil, err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", tmp.Name(), pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build %s for %s: %v\n%s", pkg, goarch, err, msg)
+	}
+	return os.ReadFile(tmp.Name())
+}
+
+func writeZip(path string, entries map[string]entry) (Artifact, error) {
+	names := make([]string, 0, len(entries))
+	for n := range entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, n := range names {
+		h := &zip.FileHeader{Name: n, Method: zip.Deflate, Modified: epoch}
+		h.SetMode(entries[n].mode)
+		w, err := zw.CreateHeader(h)
+		if err != nil {
+			return Artifact{}, err
+		}
+		if _, err := w.Write(entries[n].data); err != nil {
+			return Artifact{}, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return Artifact{}, err
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return Artifact{}, err
+	}
+	return Artifact{Path: path, Size: int64(buf.Len())}, nil
+}
