@@ -4,7 +4,7 @@ DIST    ?= dist
 LDFLAGS := -s -w
 export CGO_ENABLED := 0
 
-.PHONY: all build layer test lint demo bench clean
+.PHONY: all build layer synth deploy destroy test lint demo bench clean
 
 all: build
 
@@ -33,6 +33,26 @@ demo:
 layer:
 	$(GO) run ./layers -out $(DIST)
 
+CDK := .cdk/node_modules/.bin/cdk
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_VERSION_CHECK := 1
+
+$(CDK): .cdk/package.json .cdk/package-lock.json
+	cd .cdk && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+## synth: the CloudFormation templates in cdk.out, offline, no AWS credentials needed.
+synth: layer $(CDK)
+	$(CDK) synth --all --quiet --no-notices --no-version-reporting
+	@ls cdk.out/*.template.json
+
+## deploy: cdk deploy --all (after cdk bootstrap; see README "Deploy to AWS").
+deploy: layer $(CDK)
+	$(CDK) deploy --all --no-notices $(CDK_FLAGS)
+
+destroy: $(CDK)
+	$(CDK) destroy --all --no-notices $(CDK_FLAGS)
+
 ## test: vet, then every test with the race detector (needs cgo for -race).
 test:
 	$(GO) vet ./...
@@ -44,4 +64,4 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf $(DIST)
+	rm -rf $(DIST) cdk.out

@@ -1,0 +1,76 @@
+package ferrycdk
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+)
+
+// Context keys the app reads (cdk -c key=value, or cdk.json).
+const (
+	CtxRegions        = "regions"        // comma-separated; default us-east-1
+	CtxVpcID          = "vpcId"          // use an existing VPC
+	CtxNatGateways    = "natGateways"    // in a new VPC; default 1
+	CtxCertificateArn = "certificateArn" // HTTPS at the ALB
+	CtxRouterTasks    = "routerTasks"    // desired router tasks; default 2
+	CtxArtifactsDir   = "artifactsDir"   // make layer's output; default dist
+)
+
+// NewRegionStacks adds one FerryStack per region in the app's context,
+// named Ferry-<region>. repoRoot locates router/Dockerfile and dist/.
+func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
+	ctx := func(k string) string {
+		if v, ok := app.Node().TryGetContext(str(k)).(string); ok {
+			return strings.TrimSpace(v)
+		}
+		return ""
+	}
+	atoi := func(k string) (int, error) {
+		v := ctx(k)
+		if v == "" {
+			return 0, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("context %s=%q: want a non-negative integer", k, v)
+		}
+		return n, nil
+	}
+	nat, err := atoi(CtxNatGateways)
+	if err != nil {
+		return nil, err
+	}
+	tasks, err := atoi(CtxRouterTasks)
+	if err != nil {
+		return nil, err
+	}
+	regions := ctx(CtxRegions)
+	if regions == "" {
+		regions = "us-east-1"
+	}
+	artifacts := ctx(CtxArtifactsDir)
+	var stacks []*FerryStack
+	for r := range strings.SplitSeq(regions, ",") {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		env := &awscdk.Environment{Region: str(r)}
+		if acct := os.Getenv("CDK_DEFAULT_ACCOUNT"); acct != "" {
+			env.Account = str(acct)
+		}
+		stacks = append(stacks, NewFerryStack(app, "Ferry-"+r, &FerryStackProps{
+			StackProps:         awscdk.StackProps{Env: env, Description: str("ferry: many requests per Lambda invocation (" + r + ")")},
+			RepoRoot:           repoRoot,
+			ArtifactsDir:       artifacts,
+			VpcID:              ctx(CtxVpcID),
+			NatGateways:        nat,
+			CertificateArn:     ctx(CtxCertificateArn),
+			DesiredRouterTasks: tasks,
+		}))
+	}
+	return stacks, nil
+}

@@ -1,0 +1,25 @@
+// Package ferrycdk holds ferry's CDK constructs and the per-region stack:
+// a VPC, the router on ECS Fargate behind a public ALB, a private NLB for
+// tunnels, the tunnel secret, the bootstrap layer for both architectures,
+// functions that use it, and a dashboard with alarms.
+//
+// Each construct takes typed props with documented defaults and can be used
+// from other CDK apps: FerryLayer and FerryFunction put ferry in front of
+// your own functions.
+package ferrycdk
+
+import "github.com/aws/jsii-runtime-go"
+
+// Ports the router listens on; see router/config.
+const (
+	IngressPort = 8080
+	TunnelPort  = 8443
+	AdminPort   = 9090
+)
+
+var (
+	str = jsii.String
+	num = jsii.Number[float64]
+	yes = jsii.Bool(true)
+	no  = func() *bool { return jsii.Bool(false) }
+)

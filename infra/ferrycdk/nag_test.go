@@ -1,0 +1,39 @@
+package ferrycdk_test
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/ferryrun/ferry/infra/ferrycdk"
+	"github.com/ferryrun/ferry/internal/testbin"
+)
+
+// TestAwsSolutionsNag applies cdk-nag's AwsSolutions pack: no error may be
+// left unsuppressed, and every suppression carries a written reason
+// (cdk-nag itself rejects a reason under 10 characters).
+func TestAwsSolutionsNag(t *testing.T) {
+	app := newApp(map[string]any{})
+	stacks, err := ferrycdk.NewRegionStacks(app, testbin.ModuleRoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
+	for _, s := range stacks {
+		errs := assertions.Annotations_FromStack(s.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
+		var lines []string
+		for _, e := range *errs {
+			lines = append(lines, fmt.Sprintf("%s: %v", *e.Id, strings.SplitN(fmt.Sprint(e.Entry.Data), "\n", 2)[0]))
+		}
+		sort.Strings(lines)
+		for _, l := range lines {
+			t.Errorf("unsuppressed: %s", l)
+		}
+	}
+}

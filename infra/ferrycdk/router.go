@@ -1,0 +1,239 @@
+package ferrycdk
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsapplicationautoscaling"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscertificatemanager"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsecrassets"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsecs"
+	elb "github.com/aws/aws-cdk-go/awscdk/v2/awselasticloadbalancingv2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
+	"github.com/aws/constructs-go/constructs/v10"
+)
+
+// TunnelEndpointProps configure NewTunnelEndpoint.
+type TunnelEndpointProps struct {
+	Vpc awsec2.IVpc // required
+}
+
+// TunnelEndpoint is the private address functions dial back to: an
+// internal NLB on the tunnel port, reachable only from ferry functions'
+// security groups (FerryFunction adds each). TLS passes through to the
+// router, which holds the pinned key.
+type TunnelEndpoint struct {
+	LoadBalancer  elb.NetworkLoadBalancer
+	SecurityGroup awsec2.SecurityGroup
+}
+
+// NewTunnelEndpoint makes the internal NLB. Its listener is added by the
+// router service.
+func NewTunnelEndpoint(scope constructs.Construct, id string, p *TunnelEndpointProps) *TunnelEndpoint {
+	sg := awsec2.NewSecurityGroup(scope, str(id+"Sg"), &awsec2.SecurityGroupProps{
+		Vpc: p.Vpc, AllowAllOutbound: no(),
+		Description: str("ferry tunnel endpoint: from ferry functions only, to the router only"),
+	})
+	nlb := elb.NewNetworkLoadBalancer(scope, str(id), &elb.NetworkLoadBalancerProps{
+		Vpc: p.Vpc, InternetFacing: no(), SecurityGroups: &[]awsec2.ISecurityGroup{sg},
+		VpcSubnets:       &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS},
+		CrossZoneEnabled: yes,
+	})
+	suppress(nlb, "AwsSolutions-ELB2", "NLB access logs exist only for TLS listeners; the tunnel listener is TCP pass-through "+
+		"(TLS ends at the router, which holds the pinned key) and the router logs every rejected handshake")
+	return &TunnelEndpoint{LoadBalancer: nlb, SecurityGroup: sg}
+}
+
+// RouterServiceProps configure NewRouterService.
+type RouterServiceProps struct {
+	Vpc       awsec2.IVpc     // required
+	Tunnel    *TunnelEndpoint // required
+	Functions []*FerryFunction
+	// RepoRoot is the build context for router/Dockerfile. If empty, ".".
+	RepoRoot string
+	// DesiredCount of router tasks; autoscaling keeps between it and 4x it.
+	// If zero, 2.
+	DesiredCount int
+	// CertificateArn, if set, serves HTTPS on 443 and redirects 80 to it.
+	CertificateArn string
+	// MaxConcurrency per instance the router asks for. If zero, 10.
+	MaxConcurrency int
+}
+
+// RouterService is ferry-router on Fargate (ARM64) with its client ALB.
+type RouterService struct {
+	Cluster      awsecs.Cluster
+	Service      awsecs.FargateService
+	TaskRole     awsiam.Role
+	LogGroup     awslogs.LogGroup
+	Secret       awssecretsmanager.Secret
+	LoadBalancer elb.ApplicationLoadBalancer
+	TargetGroup  elb.ApplicationTargetGroup
+	URL          string
+}
+
+// NewRouterService makes the cluster, the tunnel secret, the task and
+// service, the ALB and the tunnel listener.
+func NewRouterService(scope constructs.Construct, id string, p *RouterServiceProps) *RouterService {
+	root, desired, conc := p.RepoRoot, p.DesiredCount, p.MaxConcurrency
+	if root == "" {
+		root = "."
+	}
+	if desired <= 0 {
+		desired = 2
+	}
+	if conc <= 0 {
+		conc = 10
+	}
+	r := &RouterService{}
+	r.Cluster = awsecs.NewCluster(scope, str(id+"Cluster"), &awsecs.ClusterProps{
+		Vpc: p.Vpc, ContainerInsightsV2: awsecs.ContainerInsights_ENABLED,
+	})
+	r.Secret = awssecretsmanager.NewSecret(scope, str(id+"TunnelSecret"), &awssecretsmanager.SecretProps{
+		Description: str("ferry: signs single-use tunnel tokens; read by the router only"),
+		GenerateSecretString: &awssecretsmanager.SecretStringGenerator{
+			PasswordLength: num(64), ExcludePunctuation: yes,
+		},
+	})
+	r.LogGroup = awslogs.NewLogGroup(scope, str(id+"Logs"), &awslogs.LogGroupProps{
+		Retention: awslogs.RetentionDays_ONE_MONTH, RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
+	r.TaskRole = awsiam.NewRole(scope, str(id+"TaskRole"), &awsiam.RoleProps{
+		AssumedBy:   awsiam.NewServicePrincipal(str("ecs-tasks.amazonaws.com"), nil),
+		Description: str("ferry-router: invoke exactly the ferry functions, publish Ferry metrics"),
+	})
+	var routes []string
+	for _, f := range p.Functions {
+		f.Function.GrantInvoke(r.TaskRole)
+		routes = append(routes, f.Route())
+	}
+	r.TaskRole.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Actions:    &[]*string{str("cloudwatch:PutMetricData")},
+		Resources:  &[]*string{str("*")},
+		Conditions: &map[string]any{"StringEquals": map[string]any{"cloudwatch:namespace": "Ferry"}},
+	}))
+	suppress(r.TaskRole, "AwsSolutions-IAM5", "cloudwatch:PutMetricData has no resource-level permissions; "+
+		"the statement is limited to the Ferry namespace by condition", "Resource::*")
+	for _, f := range p.Functions {
+		suppress(r.TaskRole, "AwsSolutions-IAM5", "invoke exactly this ferry function, any of its versions or aliases "+
+			"(the :* is the qualifier)", "Resource::<"+*awscdk.Stack_Of(f.Function).GetLogicalId(f.Function.Node().DefaultChild().(awscdk.CfnElement))+".Arn>:*")
+	}
+	suppress(r.Secret, "AwsSolutions-SMG4", "the token-signing key is read at task start; rotate it by updating the secret "+
+		"and redeploying the service: tokens live 30 s, so no coordination is needed")
+
+	task := awsecs.NewFargateTaskDefinition(scope, str(id+"Task"), &awsecs.FargateTaskDefinitionProps{
+		Cpu: num(1024), MemoryLimitMiB: num(2048), TaskRole: r.TaskRole,
+		RuntimePlatform: &awsecs.RuntimePlatform{
+			CpuArchitecture: awsecs.CpuArchitecture_ARM64(), OperatingSystemFamily: awsecs.OperatingSystemFamily_LINUX(),
+		},
+	})
+	task.AddContainer(str("router"), &awsecs.ContainerDefinitionOptions{
+		Image: awsecs.ContainerImage_FromAsset(str(root), &awsecs.AssetImageProps{
+			File: str("router/Dockerfile"), Platform: awsecrassets.Platform_LINUX_ARM64(),
+			Exclude: &[]*string{str(".git"), str("dist"), str("cdk.out"), str(".cdk"), str("node_modules"), str("**/*.test")},
+		}),
+		Logging: awsecs.LogDrivers_AwsLogs(&awsecs.AwsLogDriverProps{StreamPrefix: str("router"), LogGroup: r.LogGroup}),
+		Environment: &map[string]*string{
+			"FERRY_ROUTER_LISTEN":          str(":" + strconv.Itoa(IngressPort)),
+			"FERRY_ROUTER_TUNNEL_LISTEN":   str(":" + strconv.Itoa(TunnelPort)),
+			"FERRY_ROUTER_ADMIN_LISTEN":    str(":" + strconv.Itoa(AdminPort)),
+			"FERRY_ROUTER_ADVERTISE":       str(*p.Tunnel.LoadBalancer.LoadBalancerDnsName() + ":" + strconv.Itoa(TunnelPort)),
+			"FERRY_ROUTER_ROUTES":          str(strings.Join(routes, ",")),
+			"FERRY_ROUTER_MAX_CONCURRENCY": str(strconv.Itoa(conc)),
+		},
+		Secrets: &map[string]awsecs.Secret{
+			"FERRY_ROUTER_TOKEN_SECRET": awsecs.Secret_FromSecretsManager(r.Secret, nil),
+		},
+		PortMappings: &[]*awsecs.PortMapping{
+			{ContainerPort: num(IngressPort)}, {ContainerPort: num(TunnelPort)}, {ContainerPort: num(AdminPort)},
+		},
+		StopTimeout: awscdk.Duration_Seconds(num(30)),
+	})
+
+	suppress(task, "AwsSolutions-ECS2", "the environment holds only non-secret configuration (ports, routes, the tunnel "+
+		"address); the token secret comes from Secrets Manager through the container's secrets")
+	suppress(task, "AwsSolutions-IAM5", "the execution role's ecr:GetAuthorizationToken, added by CDK for the image "+
+		"asset, has no resource-level permissions", "Resource::*")
+
+	routerSg := awsec2.NewSecurityGroup(scope, str(id+"Sg"), &awsec2.SecurityGroupProps{
+		Vpc: p.Vpc, AllowAllOutbound: yes,
+		Description: str("ferry-router tasks: clients from the ALB, tunnels from the NLB; egress to the Lambda API"),
+	})
+	r.Service = awsecs.NewFargateService(scope, str(id+"Service"), &awsecs.FargateServiceProps{
+		Cluster: r.Cluster, TaskDefinition: task, DesiredCount: num(float64(desired)),
+		SecurityGroups:    &[]awsec2.ISecurityGroup{routerSg},
+		VpcSubnets:        &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS},
+		CircuitBreaker:    &awsecs.DeploymentCircuitBreaker{Rollback: yes},
+		MinHealthyPercent: num(100),
+	})
+	scaling := r.Service.AutoScaleTaskCount(&awsapplicationautoscaling.EnableScalingProps{
+		MinCapacity: num(float64(desired)), MaxCapacity: num(float64(4 * desired)),
+	})
+	scaling.ScaleOnCpuUtilization(str("Cpu"), &awsecs.CpuUtilizationScalingProps{TargetUtilizationPercent: num(60)})
+
+	// Clients: a public ALB to the ingress port, health-checked on /readyz.
+	albSg := awsec2.NewSecurityGroup(scope, str(id+"AlbSg"), &awsec2.SecurityGroupProps{
+		Vpc: p.Vpc, AllowAllOutbound: no(), Description: str("ferry client ALB: HTTP(S) from anywhere"),
+	})
+	suppress(albSg, "AwsSolutions-EC23", "the client load balancer is public by design: it takes HTTP(S) from the "+
+		"internet on 80/443 only and can reach nothing but the router")
+	r.LoadBalancer = elb.NewApplicationLoadBalancer(scope, str(id+"Alb"), &elb.ApplicationLoadBalancerProps{
+		Vpc: p.Vpc, InternetFacing: yes, SecurityGroup: albSg, DropInvalidHeaderFields: yes,
+	})
+	logs := awss3.NewBucket(scope, str(id+"AccessLogs"), &awss3.BucketProps{
+		BlockPublicAccess: awss3.BlockPublicAccess_BLOCK_ALL(), Encryption: awss3.BucketEncryption_S3_MANAGED,
+		EnforceSSL: yes, ObjectOwnership: awss3.ObjectOwnership_BUCKET_OWNER_ENFORCED,
+		LifecycleRules: &[]*awss3.LifecycleRule{{Expiration: awscdk.Duration_Days(num(90))}},
+	})
+	suppress(logs, "AwsSolutions-S1", "this bucket receives the ALB's access logs; logging it into itself would loop")
+	r.LoadBalancer.LogAccessLogs(logs, str("alb"))
+	r.TargetGroup = elb.NewApplicationTargetGroup(scope, str(id+"Targets"), &elb.ApplicationTargetGroupProps{
+		Vpc: p.Vpc, Port: num(IngressPort), Protocol: elb.ApplicationProtocol_HTTP, TargetType: elb.TargetType_IP,
+		Targets: &[]elb.IApplicationLoadBalancerTarget{r.Service.LoadBalancerTarget(&awsecs.LoadBalancerTargetOptions{
+			ContainerName: str("router"), ContainerPort: num(IngressPort),
+		})},
+		HealthCheck: &elb.HealthCheck{Path: str("/readyz"), Port: str(strconv.Itoa(AdminPort)), HealthyThresholdCount: num(2),
+			Interval: awscdk.Duration_Seconds(num(10))},
+		DeregistrationDelay: awscdk.Duration_Seconds(num(30)),
+	})
+	if p.CertificateArn != "" {
+		cert := awscertificatemanager.Certificate_FromCertificateArn(scope, str(id+"Cert"), str(p.CertificateArn))
+		r.LoadBalancer.AddListener(str("Https"), &elb.BaseApplicationListenerProps{
+			Port: num(443), Protocol: elb.ApplicationProtocol_HTTPS, Certificates: &[]elb.IListenerCertificate{
+				elb.ListenerCertificate_FromCertificateManager(cert)},
+			SslPolicy: elb.SslPolicy_RECOMMENDED_TLS, DefaultTargetGroups: &[]elb.IApplicationTargetGroup{r.TargetGroup},
+		})
+		r.LoadBalancer.AddRedirect(&elb.ApplicationLoadBalancerRedirectConfig{})
+		r.URL = "https://" + *r.LoadBalancer.LoadBalancerDnsName()
+	} else {
+		r.LoadBalancer.AddListener(str("Http"), &elb.BaseApplicationListenerProps{
+			Port: num(80), Protocol: elb.ApplicationProtocol_HTTP,
+			DefaultTargetGroups: &[]elb.IApplicationTargetGroup{r.TargetGroup},
+		})
+		r.URL = "http://" + *r.LoadBalancer.LoadBalancerDnsName()
+	}
+	routerSg.AddIngressRule(albSg, awsec2.Port_Tcp(num(IngressPort)), str("clients from the ALB"), nil)
+	routerSg.AddIngressRule(albSg, awsec2.Port_Tcp(num(AdminPort)), str("ALB health checks"), nil)
+	albSg.AddEgressRule(routerSg, awsec2.Port_Tcp(num(IngressPort)), str("to the router"), nil)
+	albSg.AddEgressRule(routerSg, awsec2.Port_Tcp(num(AdminPort)), str("health checks"), nil)
+
+	// Tunnels: the NLB forwards TCP to the router; TLS ends at the router.
+	p.Tunnel.LoadBalancer.AddListener(str("Tunnel"), &elb.BaseNetworkListenerProps{
+		Port: num(TunnelPort), Protocol: elb.Protocol_TCP,
+		DefaultTargetGroups: &[]elb.INetworkTargetGroup{elb.NewNetworkTargetGroup(scope, str(id+"TunnelTargets"), &elb.NetworkTargetGroupProps{
+			Vpc: p.Vpc, Port: num(TunnelPort), Protocol: elb.Protocol_TCP, TargetType: elb.TargetType_IP,
+			Targets: &[]elb.INetworkLoadBalancerTarget{r.Service.LoadBalancerTarget(&awsecs.LoadBalancerTargetOptions{
+				ContainerName: str("router"), ContainerPort: num(TunnelPort),
+			})},
+			HealthCheck: &elb.HealthCheck{Protocol: elb.Protocol_TCP, Interval: awscdk.Duration_Seconds(num(10))},
+		})},
+	})
+	routerSg.AddIngressRule(p.Tunnel.SecurityGroup, awsec2.Port_Tcp(num(TunnelPort)), str("tunnels from the NLB"), nil)
+	p.Tunnel.SecurityGroup.AddEgressRule(routerSg, awsec2.Port_Tcp(num(TunnelPort)), str("to the router"), nil)
+	return r
+}

@@ -1,0 +1,79 @@
+package ferrycdk
+
+import (
+	"path/filepath"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/constructs-go/constructs/v10"
+)
+
+// FerryStackProps configure NewFerryStack. The zero value deploys with the
+// defaults documented on each field.
+type FerryStackProps struct {
+	awscdk.StackProps
+	// RepoRoot is where router/Dockerfile lives. If empty, ".".
+	RepoRoot string
+	// ArtifactsDir holds make layer's zips. If empty, RepoRoot/dist.
+	ArtifactsDir string
+	// VpcID uses an existing VPC; NatGateways sizes a new one (default 1).
+	VpcID       string
+	NatGateways int
+	// CertificateArn turns on HTTPS at the ALB.
+	CertificateArn string
+	// DesiredRouterTasks; if zero, 2.
+	DesiredRouterTasks int
+}
+
+// FerryStack is one region's deployment.
+type FerryStack struct {
+	awscdk.Stack
+	Layer         *FerryLayer
+	Router        *RouterService
+	Sample        *FerryFunction
+	Observability *Observability
+}
+
+// NewFerryStack builds ferry in one region: network, tunnel endpoint,
+// layer, the Go sample app as a ferry function, the router, and the
+// dashboard with alarms.
+func NewFerryStack(scope constructs.Construct, id string, props *FerryStackProps) *FerryStack {
+	if props == nil {
+		props = &FerryStackProps{}
+	}
+	root := props.RepoRoot
+	if root == "" {
+		root = "."
+	}
+	artifacts := props.ArtifactsDir
+	if artifacts == "" {
+		artifacts = filepath.Join(root, "dist")
+	}
+	stack := awscdk.NewStack(scope, str(id), &props.StackProps)
+	s := &FerryStack{Stack: stack}
+
+	vpc := NewNetwork(stack, "Vpc", &NetworkProps{VpcID: props.VpcID, NatGateways: props.NatGateways})
+	tunnel := NewTunnelEndpoint(stack, "TunnelEndpoint", &TunnelEndpointProps{Vpc: vpc})
+	s.Layer = NewFerryLayer(stack, "FerryLayer", &FerryLayerProps{ArtifactsDir: artifacts})
+	s.Sample = NewFerryFunction(stack, "SampleApp", &FerryFunctionProps{
+		Code:   awslambda.Code_FromAsset(str(filepath.Join(artifacts, "sample-app-arm64.zip")), nil),
+		AppCmd: "$LAMBDA_TASK_ROOT/goapp", Layer: s.Layer, Vpc: vpc, TunnelPeer: tunnel.SecurityGroup,
+		Environment: map[string]string{"FERRY_READINESS_PATH": "/healthz"},
+	})
+	s.Router = NewRouterService(stack, "Router", &RouterServiceProps{
+		Vpc: vpc, Tunnel: tunnel, Functions: []*FerryFunction{s.Sample}, RepoRoot: root,
+		DesiredCount: props.DesiredRouterTasks, CertificateArn: props.CertificateArn,
+	})
+	s.Observability = NewObservability(stack, "Dashboard", &ObservabilityProps{
+		Router: s.Router, Functions: []*FerryFunction{s.Sample}, Name: "ferry-" + *stack.Region(),
+	})
+
+	awscdk.NewCfnOutput(stack, str("ClientUrl"), &awscdk.CfnOutputProps{Value: str(s.Router.URL), Description: str("send client traffic here")})
+	awscdk.NewCfnOutput(stack, str("LayerArnArm64"), &awscdk.CfnOutputProps{Value: s.Layer.Arm64.LayerVersionArn()})
+	awscdk.NewCfnOutput(stack, str("LayerArnX8664"), &awscdk.CfnOutputProps{Value: s.Layer.X8664.LayerVersionArn()})
+	awscdk.NewCfnOutput(stack, str("DashboardUrl"), &awscdk.CfnOutputProps{Value: str(
+		"https://" + *stack.Region() + ".console.aws.amazon.com/cloudwatch/home?region=" + *stack.Region() +
+			"#dashboards:name=" + *s.Observability.Dashboard.DashboardName())})
+	awscdk.NewCfnOutput(stack, str("SampleFunctionName"), &awscdk.CfnOutputProps{Value: s.Sample.Function.FunctionName()})
+	return s
+}

@@ -1,0 +1,224 @@
+package ferrycdk_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/ferryrun/ferry/infra/ferrycdk"
+	"github.com/ferryrun/ferry/internal/testbin"
+	"github.com/ferryrun/ferry/layers/layerzip"
+)
+
+// artifacts holds real layer and sample zips, built once.
+var artifacts string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "infra-test-")
+	if err == nil {
+		_, err = layerzip.Build(context.Background(), testbin.ModuleRoot(), dir)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	artifacts = dir
+	code := m.Run()
+	jsii.Close()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func newApp(ctx map[string]any) awscdk.App {
+	ctx[ferrycdk.CtxArtifactsDir] = artifacts
+	return awscdk.NewApp(&awscdk.AppProps{Context: &ctx})
+}
+
+var (
+	oneStack     *ferrycdk.FerryStack
+	oneTemplate  assertions.Template
+	oneStackOnce sync.Once
+)
+
+// stack synthesizes the default one-region stack once for the tests that
+// only read it.
+func stack(t *testing.T) (*ferrycdk.FerryStack, assertions.Template) {
+	t.Helper()
+	oneStackOnce.Do(func() {
+		stacks, err := ferrycdk.NewRegionStacks(newApp(map[string]any{}), testbin.ModuleRoot())
+		if err != nil {
+			panic(err)
+		}
+		oneStack = stacks[0]
+		oneTemplate = assertions.Template_FromStack(oneStack.Stack, nil)
+	})
+	return oneStack, oneTemplate
+}
+
+// resources returns the template's resources of one type as plain JSON.
+func resources(tmpl assertions.Template, typ string) map[string]map[string]any {
+	raw := tmpl.FindResources(jsii.String(typ), nil)
+	b, _ := json.Marshal(raw)
+	var out map[string]map[string]any
+	json.Unmarshal(b, &out)
+	return out
+}
+
+func TestResourcesPerRegionStack(t *testing.T) {
+	// GIVEN the default context, WHEN synthesized, THEN one of each part.
+	_, tmpl := stack(t)
+	counts := map[string]int{
+		"AWS::Lambda::LayerVersion":                   2,
+		"AWS::Lambda::Function":                       1,
+		"AWS::ECS::Cluster":                           1,
+		"AWS::ECS::Service":                           1,
+		"AWS::ElasticLoadBalancingV2::LoadBalancer":   2, // client ALB, tunnel NLB
+		"AWS::SecretsManager::Secret":                 1,
+		"AWS::CloudWatch::Dashboard":                  1,
+		"AWS::CloudWatch::Alarm":                      3,
+		"AWS::ApplicationAutoScaling::ScalableTarget": 1,
+	}
+	for typ, n := range counts {
+		t.Run(typ, func(t *testing.T) { tmpl.ResourceCountIs(jsii.String(typ), jsii.Number(n)) })
+	}
+}
+
+func TestLayerArchitectures(t *testing.T) {
+	_, tmpl := stack(t)
+	for _, arch := range []string{"arm64", "x86_64"} {
+		tmpl.HasResourceProperties(jsii.String("AWS::Lambda::LayerVersion"), map[string]any{
+			"CompatibleArchitectures": []string{arch},
+			"CompatibleRuntimes":      []string{"provided.al2023", "nodejs22.x", "python3.13"},
+		})
+	}
+	tmpl.HasResourceProperties(jsii.String("AWS::Lambda::Function"), map[string]any{
+		"Architectures": []string{"arm64"}, "Runtime": "provided.al2023",
+		"Layers":    assertions.Match_AnyValue(),
+		"VpcConfig": assertions.Match_ObjectLike(&map[string]any{"SubnetIds": assertions.Match_AnyValue()}),
+	})
+}
+
+func TestRouterRunsOnARM64Fargate(t *testing.T) {
+	_, tmpl := stack(t)
+	tmpl.HasResourceProperties(jsii.String("AWS::ECS::TaskDefinition"), map[string]any{
+		"RequiresCompatibilities": []string{"FARGATE"},
+		"RuntimePlatform":         map[string]any{"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"},
+		"ContainerDefinitions": assertions.Match_ArrayWith(&[]any{assertions.Match_ObjectLike(&map[string]any{
+			"Secrets": assertions.Match_ArrayWith(&[]any{assertions.Match_ObjectLike(&map[string]any{"Name": "FERRY_ROUTER_TOKEN_SECRET"})}),
+		})}),
+	})
+}
+
+func TestEveryLogGroupHasRetention(t *testing.T) {
+	_, tmpl := stack(t)
+	groups := resources(tmpl, "AWS::Logs::LogGroup")
+	if len(groups) < 3 {
+		t.Fatalf("%d log groups, want router, function and flow logs", len(groups))
+	}
+	for id, g := range groups {
+		props, _ := g["Properties"].(map[string]any)
+		if props["RetentionInDays"] != float64(30) {
+			t.Errorf("log group %s retention = %v, want 30 days", id, props["RetentionInDays"])
+		}
+	}
+}
+
+func TestRouterMayInvokeExactlyTheFerryFunctions(t *testing.T) {
+	_, tmpl := stack(t)
+	fns := resources(tmpl, "AWS::Lambda::Function")
+	var fnID string
+	for id := range fns {
+		fnID = id
+	}
+	invokes := 0
+	for id, p := range resources(tmpl, "AWS::IAM::Policy") {
+		doc, _ := json.Marshal(p["Properties"].(map[string]any)["PolicyDocument"])
+		var pd struct{ Statement []map[string]any }
+		json.Unmarshal(doc, &pd)
+		for _, st := range pd.Statement {
+			if !strings.Contains(fmt.Sprint(st["Action"]), "lambda:InvokeFunction") {
+				continue
+			}
+			invokes++
+			res, _ := json.Marshal(st["Resource"])
+			if strings.Contains(string(res), `"*"`) || !strings.Contains(string(res), fnID) {
+				t.Errorf("policy %s: lambda:InvokeFunction on %s, want only function %s", id, res, fnID)
+			}
+		}
+	}
+	if invokes != 1 {
+		t.Errorf("%d statements allow lambda:InvokeFunction, want exactly the router's one", invokes)
+	}
+}
+
+func TestTunnelPathIsTheOnlyWayIn(t *testing.T) {
+	_, tmpl := stack(t)
+	// Every rule opening the tunnel port names a security group as source:
+	// function -> NLB, NLB -> router. None is open to an address range.
+	n := 0
+	for id, r := range resources(tmpl, "AWS::EC2::SecurityGroupIngress") {
+		p := r["Properties"].(map[string]any)
+		if p["FromPort"] != float64(ferrycdk.TunnelPort) {
+			continue
+		}
+		n++
+		if p["SourceSecurityGroupId"] == nil || p["CidrIp"] != nil {
+			t.Errorf("ingress %s to the tunnel port from %v, want a security group", id, p)
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d ingress rules on the tunnel port, want 2 (function->NLB, NLB->router)", n)
+	}
+	for id, sg := range resources(tmpl, "AWS::EC2::SecurityGroup") {
+		p := sg["Properties"].(map[string]any)
+		b, _ := json.Marshal(p["SecurityGroupIngress"])
+		if strings.Contains(string(b), fmt.Sprint(ferrycdk.TunnelPort)) && strings.Contains(string(b), "0.0.0.0/0") {
+			t.Errorf("security group %s opens the tunnel port to the internet: %s", id, b)
+		}
+	}
+}
+
+func TestTwoRegions(t *testing.T) {
+	app := newApp(map[string]any{ferrycdk.CtxRegions: "us-east-1, eu-west-1"})
+	stacks, err := ferrycdk.NewRegionStacks(app, testbin.ModuleRoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stacks) != 2 {
+		t.Fatalf("%d stacks, want 2", len(stacks))
+	}
+	for i, want := range []string{"us-east-1", "eu-west-1"} {
+		if got := *stacks[i].Region(); got != want || *stacks[i].StackName() != "Ferry-"+want {
+			t.Errorf("stack %d: %s in %s, want Ferry-%s in %s", i, *stacks[i].StackName(), got, want, want)
+		}
+	}
+}
+
+func TestBadContextIsAClearError(t *testing.T) {
+	_, err := ferrycdk.NewRegionStacks(newApp(map[string]any{ferrycdk.CtxNatGateways: "lots"}), testbin.ModuleRoot())
+	if err == nil || !strings.Contains(err.Error(), ferrycdk.CtxNatGateways) {
+		t.Errorf("error = %v, want one naming %s", err, ferrycdk.CtxNatGateways)
+	}
+}
+
+// TestSecurityGroupDescriptionsAreValid holds descriptions to the pattern
+// CloudFormation enforces at deploy time (an apostrophe fails the stack).
+func TestSecurityGroupDescriptionsAreValid(t *testing.T) {
+	_, tmpl := stack(t)
+	valid := regexp.MustCompile(`^([a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*])*$`)
+	for id, sg := range resources(tmpl, "AWS::EC2::SecurityGroup") {
+		d, _ := sg["Properties"].(map[string]any)["GroupDescription"].(string)
+		if !valid.MatchString(d) {
+			t.Errorf("security group %s description %q has characters CloudFormation rejects", id, d)
+		}
+	}
+}
