@@ -517,3 +517,50 @@ func TestAppFreezesAndDiesWithItsSandbox(t *testing.T) {
 		}
 	}
 }
+
+// TestInProcessGoHandler runs examples/inprocess, a Go program built around
+// serve.Start, as the function's own bootstrap (no layer, no app process):
+// a direct event and a dial-back both reach its handler.
+func TestInProcessGoHandler(t *testing.T) {
+	dir := t.TempDir()
+	bins, err := testbin.Build(dir, "./examples/inprocess")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bins[0], filepath.Join(dir, "bootstrap")); err != nil {
+		t.Fatal(err)
+	}
+	emu := newEmulator(t, lambdaemu.Function{Name: "inproc", CodeDir: dir, Runtime: "provided.al2023",
+		Timeout: lambdaemu.Duration{Duration: 10 * time.Second}, Env: map[string]string{"FERRY_IDLE_LINGER": "50ms"}})
+
+	res, err := emu.Invoke(context.Background(), "inproc", httpEvent("GET", "/hello", "name=go", nil, nil, ""), "")
+	if err != nil || res.FunctionError != "" {
+		t.Fatalf("%v %s", err, res.Payload)
+	}
+	var out events.LambdaFunctionURLResponse
+	json.Unmarshal(res.Payload, &out)
+	if out.StatusCode != 200 || out.Body != "hello, go, from one process\n" {
+		t.Errorf("direct: %+v", out)
+	}
+
+	c, done := newTestRouter(t).dialBack(t, emu, "inproc", 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			resp, err := get(c, "/slow")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != "done\n" {
+				t.Errorf("tunnel: %d %q", resp.StatusCode, b)
+			}
+		})
+	}
+	wg.Wait()
+	if sum := summaryOf(t, waitResult(t, done)); sum.Requests != 8 {
+		t.Errorf("summary %+v, want 8 requests", sum)
+	}
+}

@@ -3,6 +3,8 @@ package main_test
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
@@ -144,7 +148,7 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	}
 	t.Cleanup(func() {
 		s.router.Process.Signal(syscall.SIGTERM)
-		s.router.Wait()
+		s.router.Wait() // an error if a test already waited: fine
 		if t.Failed() {
 			t.Logf("router log (tail):\n%s", tail(s.routerLog.String(), 3000))
 		}
@@ -528,5 +532,129 @@ func TestLimits(t *testing.T) {
 		if r.status != 200 {
 			t.Errorf("concurrent good request got %d %q %v", r.status, r.body, r.err)
 		}
+	}
+}
+
+func TestProxyBehaviour(t *testing.T) {
+	s := startStack(t, stackOpts{})
+
+	t.Run("h2c on the ingress port, with X-Forwarded headers", func(t *testing.T) {
+		h2c := &http.Client{Transport: &http2.Transport{AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}}}
+		req, _ := http.NewRequest("GET", s.ingress+"/echo", nil)
+		req.Host = "app.example.com"
+		resp, err := h2c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var echo struct{ Headers map[string][]string }
+		json.NewDecoder(resp.Body).Decode(&echo)
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+			t.Fatalf("got %s %d, want HTTP/2 200", resp.Proto, resp.StatusCode)
+		}
+		want := map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "app.example.com"}
+		for k, v := range want {
+			if got := echo.Headers[k]; len(got) != 1 || got[0] != v {
+				t.Errorf("app saw %s = %v, want %q", k, got, v)
+			}
+		}
+	})
+
+	t.Run("client Ferry headers do not reach the app", func(t *testing.T) {
+		r := s.do("GET", "/echo", nil, http.Header{"Ferry-Nack": {"forged"}})
+		if r.status != 200 || strings.Contains(r.body, "Ferry-Nack") {
+			t.Errorf("got %d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("trailers pass through", func(t *testing.T) {
+		resp, err := client.Get(s.ingress + "/echo?trailer=t1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if got := resp.Trailer.Get("X-Echo-Trailer"); got != "t1" {
+			t.Errorf("trailer = %q, want t1", got)
+		}
+	})
+
+	t.Run("client disconnect cancels the stream", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.ingress+"/work?wait_ms=10000", nil)
+		if _, err := client.Do(req); err == nil {
+			t.Fatal("request outlived its context")
+		}
+		// The slot frees long before the app's 10 s wait would end.
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			busy := 0
+			for _, in := range s.pool().Instances {
+				busy += in.InFlight
+			}
+			if busy == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stream still in flight 3 s after the client left: %+v", s.pool())
+			}
+		}
+	})
+}
+
+func TestThrottledInvokesAreRetried(t *testing.T) {
+	// One concurrent invocation allowed, one stream per instance: every
+	// launch past the first is throttled until an instance ends.
+	s := startStack(t, stackOpts{concurrency: 1, routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "1"}})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for range 4 {
+		wg.Go(func() {
+			r := s.get("/work?wait_ms=200")
+			mu.Lock()
+			statuses[r.status]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	s.quiesce()
+	time.Sleep(1200 * time.Millisecond)
+	throttles := s.emfSum("Throttles")
+	t.Logf("statuses %v, throttled invokes %v", statuses, throttles)
+	if statuses[200] != 4 {
+		t.Errorf("statuses %v, want all 4 to succeed", statuses)
+	}
+	if throttles == 0 {
+		t.Error("no invoke was throttled: the test did not exercise the retry")
+	}
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	s := startStack(t, stackOpts{})
+	done := make(chan reply, 1)
+	go func() { done <- s.get("/work?wait_ms=1500") }()
+	time.Sleep(400 * time.Millisecond)
+	if err := s.router.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.status != 200 {
+		t.Errorf("in-flight request during shutdown: %d %q %v", r.status, r.body, r.err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- s.router.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("router exit: %v", err)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("router did not exit within its shutdown timeout")
+	}
+	if _, err := http.Get(s.ingress + "/work"); err == nil {
+		t.Error("router still accepts requests after shutdown")
 	}
 }

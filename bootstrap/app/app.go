@@ -87,6 +87,14 @@ func New(cfg Config) (*Supervisor, error) {
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(s.target)
 			r.Out.Host = r.In.Host // the app sees the client's Host
+			// Rewrite drops inbound X-Forwarded-* by design. Ours come from
+			// the router (an authenticated tunnel peer) or from the Lambda
+			// event, so they describe the real client: keep them.
+			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v := r.In.Header.Values(h); len(v) > 0 {
+					r.Out.Header[h] = v
+				}
+			}
 		},
 		Transport:     &restartingTransport{base: transport, s: s},
 		FlushInterval: -1, // stream: flush every write

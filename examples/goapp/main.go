@@ -3,7 +3,7 @@
 //
 //	GET /work?cpu_ms=N&wait_ms=M  burn N ms of CPU, then wait M ms
 //	GET /stream?chunks=N&interval_ms=M  send N chunks, M ms apart
-//	ANY /echo  the request as JSON; ?status= and ?cookie= shape the reply
+//	ANY /echo  the request as JSON; ?status=, ?cookie= and ?trailer= shape the reply
 //	GET /binary  256 bytes 0x00..0xff as application/octet-stream
 //	GET /healthz  ok
 //	POST /crash  exit at once, only if GOAPP_ALLOW_CRASH=1 (for tests)
@@ -140,6 +140,10 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-Echo", "yes")
 	w.Header().Set("Content-Type", "application/json")
+	trailer := q.Get("trailer")
+	if trailer != "" {
+		w.Header().Set("Trailer", "X-Echo-Trailer")
+	}
 	status := http.StatusOK
 	if s, err := strconv.Atoi(q.Get("status")); err == nil && s >= 200 && s <= 599 {
 		status = s
@@ -153,6 +157,9 @@ func echo(w http.ResponseWriter, r *http.Request) {
 		"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery, "host": r.Host,
 		"headers": r.Header, "cookies": cookies, "body": string(body), "body_bytes": len(body),
 	})
+	if trailer != "" {
+		w.Header().Set("X-Echo-Trailer", trailer)
+	}
 }
 
 func binary(w http.ResponseWriter, _ *http.Request) {

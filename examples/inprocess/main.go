@@ -1,0 +1,34 @@
+// Command inprocess shows ferry's in-process mode for Go: build this as
+// your function's `bootstrap` (provided.al2023, no layer needed) and your
+// http.Handler serves both ferry's tunnels and ordinary HTTP events.
+//
+//	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 go build -o bootstrap ./examples/inprocess
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/ferryrun/ferry/bootstrap/serve"
+)
+
+func main() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("name")
+		if name == "" {
+			name = "world"
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "hello, %s, from one process\n", name)
+	})
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(100 * time.Millisecond):
+			fmt.Fprintln(w, "done")
+		case <-r.Context().Done():
+		}
+	})
+	serve.Start(mux)
+}
