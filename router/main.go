@@ -49,9 +49,14 @@ func run() error {
 			return err
 		}
 	}
-	// An advertised port of 0 means the tunnel listener's actual port.
-	if host, port, err := net.SplitHostPort(cfg.Advertise); err == nil && port == "0" {
-		cfg.Advertise = net.JoinHostPort(host, strconv.Itoa(ls.Tunnel.Addr().(*net.TCPAddr).Port))
+	tunnelPort := strconv.Itoa(ls.Tunnel.Addr().(*net.TCPAddr).Port)
+	switch host, port, err := net.SplitHostPort(cfg.Advertise); {
+	case cfg.Advertise == config.AdvertiseECS:
+		if cfg.Advertise, err = config.ResolveECSAdvertise(ctx, os.Getenv("ECS_CONTAINER_METADATA_URI_V4"), tunnelPort); err != nil {
+			return err
+		}
+	case err == nil && port == "0": // the tunnel listener's actual port
+		cfg.Advertise = net.JoinHostPort(host, tunnelPort)
 	}
 
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)

@@ -266,6 +266,23 @@ func noFerryHeaders(t *testing.T, h http.Header) {
 	}
 }
 
+// concurrently sends n requests for path at once and tallies the statuses.
+func (s *stack) concurrently(n int, path string) map[int]int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for range n {
+		wg.Go(func() {
+			r := s.get(path)
+			mu.Lock()
+			statuses[r.status]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return statuses
+}
+
 // load runs workers that each send path in a loop until stop closes.
 func (s *stack) load(workers int, path string, stop <-chan struct{}) (results chan reply, wait func()) {
 	results = make(chan reply, 100_000)
@@ -317,18 +334,7 @@ func TestWarmPath(t *testing.T) {
 
 func TestBurstIntoColdFunction(t *testing.T) {
 	s := startStack(t, stackOpts{routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "10"}})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	statuses := map[int]int{}
-	for range 200 {
-		wg.Go(func() {
-			r := s.get("/work?wait_ms=300")
-			mu.Lock()
-			statuses[r.status]++
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	statuses := s.concurrently(200, "/work?wait_ms=300")
 	s.quiesce()
 	st := s.stats()
 	t.Logf("200 concurrent requests, limit 10: %d invocations, statuses %v", st.Invocations, statuses)
@@ -609,18 +615,7 @@ func TestThrottledInvokesAreRetried(t *testing.T) {
 	// One concurrent invocation allowed, one stream per instance: every
 	// launch past the first is throttled until an instance ends.
 	s := startStack(t, stackOpts{concurrency: 1, routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "1"}})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	statuses := map[int]int{}
-	for range 4 {
-		wg.Go(func() {
-			r := s.get("/work?wait_ms=200")
-			mu.Lock()
-			statuses[r.status]++
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	statuses := s.concurrently(4, "/work?wait_ms=200")
 	s.quiesce()
 	time.Sleep(1200 * time.Millisecond)
 	throttles := s.emfSum("Throttles")

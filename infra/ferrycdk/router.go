@@ -23,30 +23,24 @@ type TunnelEndpointProps struct {
 	Vpc awsec2.IVpc // required
 }
 
-// TunnelEndpoint is the private address functions dial back to: an
-// internal NLB on the tunnel port, reachable only from ferry functions'
-// security groups (FerryFunction adds each). TLS passes through to the
-// router, which holds the pinned key.
+// TunnelEndpoint is where functions dial back: each router task's own
+// private address on the tunnel port (the router advertises it from the
+// ECS task metadata). A tunnel must return to the task that invoked it,
+// whose pool holds the waiting requests, so no load balancer sits in
+// between. The security group, attached to the router tasks, admits the
+// tunnel port from ferry functions' security groups only (FerryFunction
+// adds each) and nothing else.
 type TunnelEndpoint struct {
-	LoadBalancer  elb.NetworkLoadBalancer
 	SecurityGroup awsec2.SecurityGroup
 }
 
-// NewTunnelEndpoint makes the internal NLB. Its listener is added by the
-// router service.
+// NewTunnelEndpoint makes the tunnel security group.
 func NewTunnelEndpoint(scope constructs.Construct, id string, p *TunnelEndpointProps) *TunnelEndpoint {
 	sg := awsec2.NewSecurityGroup(scope, str(id+"Sg"), &awsec2.SecurityGroupProps{
 		Vpc: p.Vpc, AllowAllOutbound: no(),
-		Description: str("ferry tunnel endpoint: from ferry functions only, to the router only"),
+		Description: str("ferry tunnel endpoint on the router tasks: the tunnel port from ferry functions only"),
 	})
-	nlb := elb.NewNetworkLoadBalancer(scope, str(id), &elb.NetworkLoadBalancerProps{
-		Vpc: p.Vpc, InternetFacing: no(), SecurityGroups: &[]awsec2.ISecurityGroup{sg},
-		VpcSubnets:       &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS},
-		CrossZoneEnabled: yes,
-	})
-	suppress(nlb, "AwsSolutions-ELB2", "NLB access logs exist only for TLS listeners; the tunnel listener is TCP pass-through "+
-		"(TLS ends at the router, which holds the pinned key) and the router logs every rejected handshake")
-	return &TunnelEndpoint{LoadBalancer: nlb, SecurityGroup: sg}
+	return &TunnelEndpoint{SecurityGroup: sg}
 }
 
 // RouterServiceProps configure NewRouterService.
@@ -142,7 +136,7 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 			"FERRY_ROUTER_LISTEN":          str(":" + strconv.Itoa(IngressPort)),
 			"FERRY_ROUTER_TUNNEL_LISTEN":   str(":" + strconv.Itoa(TunnelPort)),
 			"FERRY_ROUTER_ADMIN_LISTEN":    str(":" + strconv.Itoa(AdminPort)),
-			"FERRY_ROUTER_ADVERTISE":       str(*p.Tunnel.LoadBalancer.LoadBalancerDnsName() + ":" + strconv.Itoa(TunnelPort)),
+			"FERRY_ROUTER_ADVERTISE":       str("ecs"), // this task's own address: tunnels return to their launcher
 			"FERRY_ROUTER_ROUTES":          str(strings.Join(routes, ",")),
 			"FERRY_ROUTER_MAX_CONCURRENCY": str(strconv.Itoa(conc)),
 		},
@@ -162,7 +156,7 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 
 	routerSg := awsec2.NewSecurityGroup(scope, str(id+"Sg"), &awsec2.SecurityGroupProps{
 		Vpc: p.Vpc, AllowAllOutbound: yes,
-		Description: str("ferry-router tasks: clients from the ALB, tunnels from the NLB; egress to the Lambda API"),
+		Description: str("ferry-router tasks: clients and health checks from the ALB; egress to the Lambda API"),
 	})
 	r.Service = awsecs.NewFargateService(scope, str(id+"Service"), &awsecs.FargateServiceProps{
 		Cluster: r.Cluster, TaskDefinition: task, DesiredCount: num(float64(desired)),
@@ -222,18 +216,5 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 	albSg.AddEgressRule(routerSg, awsec2.Port_Tcp(num(IngressPort)), str("to the router"), nil)
 	albSg.AddEgressRule(routerSg, awsec2.Port_Tcp(num(AdminPort)), str("health checks"), nil)
 
-	// Tunnels: the NLB forwards TCP to the router; TLS ends at the router.
-	p.Tunnel.LoadBalancer.AddListener(str("Tunnel"), &elb.BaseNetworkListenerProps{
-		Port: num(TunnelPort), Protocol: elb.Protocol_TCP,
-		DefaultTargetGroups: &[]elb.INetworkTargetGroup{elb.NewNetworkTargetGroup(scope, str(id+"TunnelTargets"), &elb.NetworkTargetGroupProps{
-			Vpc: p.Vpc, Port: num(TunnelPort), Protocol: elb.Protocol_TCP, TargetType: elb.TargetType_IP,
-			Targets: &[]elb.INetworkLoadBalancerTarget{r.Service.LoadBalancerTarget(&awsecs.LoadBalancerTargetOptions{
-				ContainerName: str("router"), ContainerPort: num(TunnelPort),
-			})},
-			HealthCheck: &elb.HealthCheck{Protocol: elb.Protocol_TCP, Interval: awscdk.Duration_Seconds(num(10))},
-		})},
-	})
-	routerSg.AddIngressRule(p.Tunnel.SecurityGroup, awsec2.Port_Tcp(num(TunnelPort)), str("tunnels from the NLB"), nil)
-	p.Tunnel.SecurityGroup.AddEgressRule(routerSg, awsec2.Port_Tcp(num(TunnelPort)), str("to the router"), nil)
 	return r
 }

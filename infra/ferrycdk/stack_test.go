@@ -82,7 +82,7 @@ func TestResourcesPerRegionStack(t *testing.T) {
 		"AWS::Lambda::Function":                       1,
 		"AWS::ECS::Cluster":                           1,
 		"AWS::ECS::Service":                           1,
-		"AWS::ElasticLoadBalancingV2::LoadBalancer":   2, // client ALB, tunnel NLB
+		"AWS::ElasticLoadBalancingV2::LoadBalancer":   1, // the client ALB; tunnels reach the tasks directly
 		"AWS::SecretsManager::Secret":                 1,
 		"AWS::CloudWatch::Dashboard":                  1,
 		"AWS::CloudWatch::Alarm":                      3,
@@ -164,7 +164,7 @@ func TestRouterMayInvokeExactlyTheFerryFunctions(t *testing.T) {
 func TestTunnelPathIsTheOnlyWayIn(t *testing.T) {
 	_, tmpl := stack(t)
 	// Every rule opening the tunnel port names a security group as source:
-	// function -> NLB, NLB -> router. None is open to an address range.
+	// function -> router tasks. None is open to an address range.
 	n := 0
 	for id, r := range resources(tmpl, "AWS::EC2::SecurityGroupIngress") {
 		p := r["Properties"].(map[string]any)
@@ -176,8 +176,8 @@ func TestTunnelPathIsTheOnlyWayIn(t *testing.T) {
 			t.Errorf("ingress %s to the tunnel port from %v, want a security group", id, p)
 		}
 	}
-	if n != 2 {
-		t.Errorf("%d ingress rules on the tunnel port, want 2 (function->NLB, NLB->router)", n)
+	if n != 1 {
+		t.Errorf("%d ingress rules on the tunnel port, want 1 (the sample function to the router tasks)", n)
 	}
 	for id, sg := range resources(tmpl, "AWS::EC2::SecurityGroup") {
 		p := sg["Properties"].(map[string]any)
@@ -186,6 +186,15 @@ func TestTunnelPathIsTheOnlyWayIn(t *testing.T) {
 			t.Errorf("security group %s opens the tunnel port to the internet: %s", id, b)
 		}
 	}
+}
+
+func TestRouterAdvertisesItsOwnTaskAddress(t *testing.T) {
+	_, tmpl := stack(t)
+	tmpl.HasResourceProperties(jsii.String("AWS::ECS::TaskDefinition"), map[string]any{
+		"ContainerDefinitions": assertions.Match_ArrayWith(&[]any{assertions.Match_ObjectLike(&map[string]any{
+			"Environment": assertions.Match_ArrayWith(&[]any{map[string]any{"Name": "FERRY_ROUTER_ADVERTISE", "Value": "ecs"}}),
+		})}),
+	})
 }
 
 func TestTwoRegions(t *testing.T) {

@@ -177,6 +177,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if len(c.Routes) == 0 {
 		return Config{}, fmt.Errorf("no routes: set %s (e.g. \"app=/\") or %s", EnvRoutes, EnvConfigFile)
 	}
+	if c.Advertise == AdvertiseECS {
+		return c, nil // resolved at start, from the task metadata
+	}
 	if c.Advertise == "" {
 		host, _, e := net.SplitHostPort(c.TunnelListen)
 		if e != nil || host == "" || host == "0.0.0.0" || host == "::" {
