@@ -653,3 +653,29 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Error("router still accepts requests after shutdown")
 	}
 }
+
+func TestBrokenFunctionFailsClearlyNotSilently(t *testing.T) {
+	// The app cannot start: every invocation ends in an init error, no
+	// instance ever dials back.
+	s := startStack(t, stackOpts{
+		fnEnv:     map[string]string{"FERRY_APP_CMD": "echo no such server; exit 7"},
+		routerEnv: map[string]string{"FERRY_ROUTER_QUEUE_TIMEOUT": "2s"},
+	})
+	start := time.Now()
+	r := s.get("/work")
+	if r.status != 503 || !strings.Contains(r.body, "no instance of function app could take this request within 2s") {
+		t.Errorf("got %d %q, want 503 saying no instance could take it", r.status, r.body)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("answered after %v, want about the 2 s queue timeout", took)
+	}
+	if r.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	// The router says why, with the function's own error.
+	for deadline := time.Now().Add(3 * time.Second); !strings.Contains(s.routerLog.String(), "Ferry.AppStartFailed"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("router log lacks the function's error:\n%s", tail(s.routerLog.String(), 2000))
+		}
+	}
+}
