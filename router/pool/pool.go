@@ -68,12 +68,12 @@ type Pool struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	instances []*instance        // guarded by mu; joined, not yet gone
-	launches  map[string]*launch // guarded by mu; prepared, tunnel not yet arrived
-	waiters   []*waiter          // guarded by mu; FIFO
-	failures  int                // guarded by mu; consecutive launches that brought no tunnel
-	closed    bool               // guarded by mu
-	stats     Stats              // guarded by mu
+	instances []*instance         // guarded by mu; joined, not yet gone
+	launches  map[string]struct{} // guarded by mu; ids prepared whose tunnel has not arrived
+	waiters   []*waiter           // guarded by mu; FIFO
+	failures  int                 // guarded by mu; consecutive launches that brought no tunnel
+	closed    bool                // guarded by mu
+	stats     Stats               // guarded by mu
 }
 
 type instance struct {
@@ -82,11 +82,6 @@ type instance struct {
 	inflight int       // guarded by Pool.mu
 	hotUntil time.Time // guarded by Pool.mu; set by a CPU nack
 	served   int64     // guarded by Pool.mu
-}
-
-type launch struct {
-	arrived bool
-	started time.Time
 }
 
 type waiter struct {
@@ -136,7 +131,7 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]*launch{}}, nil
+	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]struct{}{}}, nil
 }
 
 // Lease is one stream slot on one instance. Release it exactly once, when
@@ -301,7 +296,7 @@ func (p *Pool) launchLocked() {
 			p.log.Error("preparing invocation", "err", err)
 			return
 		}
-		p.launches[id] = &launch{started: p.cfg.Now()}
+		p.launches[id] = struct{}{}
 		p.stats.Launches++
 		go p.run(id, run, p.failureDelayLocked())
 	}
@@ -341,9 +336,9 @@ func (p *Pool) run(id string, run func(context.Context) error, delay time.Durati
 	case err = <-errc:
 	case <-timer.C:
 		p.mu.Lock()
-		arrived := p.launches[id] == nil
+		_, pending := p.launches[id]
 		p.mu.Unlock()
-		if !arrived {
+		if pending {
 			p.log.Error("instance never dialed back", "after", p.cfg.LaunchTimeout)
 			p.launchEnded(id, errors.New("no tunnel within the launch timeout"))
 		}
