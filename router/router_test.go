@@ -257,6 +257,16 @@ func (s *stack) emfSum(name string) float64 {
 	return total
 }
 
+// awaitEMF returns emfSum(name) once it is non-zero, waiting up to three
+// metrics intervals for the router to flush it; 0 if it never is.
+func (s *stack) awaitEMF(name string) float64 {
+	for deadline := time.Now().Add(3500 * time.Millisecond); ; time.Sleep(50 * time.Millisecond) {
+		if v := s.emfSum(name); v != 0 || time.Now().After(deadline) {
+			return v
+		}
+	}
+}
+
 func noFerryHeaders(t *testing.T, h http.Header) {
 	t.Helper()
 	for k := range h {
@@ -365,8 +375,7 @@ func TestNackRetriedOnAnotherInstance(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	time.Sleep(1500 * time.Millisecond) // one more metrics interval
-	nacks := s.emfSum("Nacks")
+	nacks := s.awaitEMF("Nacks")
 	t.Logf("statuses %v, nacks %v", statuses, nacks)
 	if statuses[200] != 18 {
 		t.Errorf("statuses %v, want all 18 to succeed", statuses)
@@ -617,8 +626,7 @@ func TestThrottledInvokesAreRetried(t *testing.T) {
 	s := startStack(t, stackOpts{concurrency: 1, routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "1"}})
 	statuses := s.concurrently(4, "/work?wait_ms=200")
 	s.quiesce()
-	time.Sleep(1200 * time.Millisecond)
-	throttles := s.emfSum("Throttles")
+	throttles := s.awaitEMF("Throttles")
 	t.Logf("statuses %v, throttled invokes %v", statuses, throttles)
 	if statuses[200] != 4 {
 		t.Errorf("statuses %v, want all 4 to succeed", statuses)
