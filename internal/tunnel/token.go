@@ -8,9 +8,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/ferryrun/ferry/internal/lambdaarn"
 )
 
 // Token errors. Each names why a hello was rejected; none carries the token.
@@ -77,7 +78,7 @@ func (i *Issuer) Mint(function string) (string, Claims, error) {
 	}
 	exp := i.now().Add(i.ttl).Truncate(time.Millisecond)
 	binary.BigEndian.PutUint64(raw[tokenIDLen:], uint64(exp.UnixMilli()))
-	name := FunctionName(function)
+	name := lambdaarn.FunctionName(function)
 	copy(raw[tokenIDLen+8:], i.mac(raw[:tokenIDLen+8], name))
 	c := Claims{ID: hex.EncodeToString(raw[:tokenIDLen]), Function: name, Expires: exp}
 	return base64.RawURLEncoding.EncodeToString(raw), c, nil
@@ -90,7 +91,7 @@ func (i *Issuer) Redeem(token, function string) (Claims, error) {
 	if err != nil || len(raw) != tokenRawLen {
 		return Claims{}, ErrTokenMalformed
 	}
-	name := FunctionName(function)
+	name := lambdaarn.FunctionName(function)
 	if !hmac.Equal(raw[tokenIDLen+8:], i.mac(raw[:tokenIDLen+8], name)) {
 		// Forged, or minted for another function: the MAC cannot tell which.
 		return Claims{}, ErrTokenSignature
@@ -121,17 +122,4 @@ func (i *Issuer) mac(idExp []byte, function string) []byte {
 	m.Write(idExp)
 	m.Write([]byte(function))
 	return m.Sum(nil)
-}
-
-// FunctionName returns the bare function name of a name, partial ARN or
-// full ARN, without a version or alias qualifier:
-// "arn:aws:lambda:us-east-1:123:function:app:live" -> "app".
-func FunctionName(s string) string {
-	if i := strings.Index(s, "function:"); i >= 0 {
-		s = s[i+len("function:"):]
-	}
-	if i := strings.IndexByte(s, ':'); i >= 0 {
-		s = s[:i]
-	}
-	return s
 }

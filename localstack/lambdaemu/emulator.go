@@ -15,6 +15,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/ferryrun/ferry/internal/lambdaarn"
 )
 
 const maxPayload = 6 << 20 // synchronous invoke payload limit, both ways
@@ -151,7 +153,7 @@ func (e *Emulator) function(ref string) (*function, bool) {
 	if u, err := url.PathUnescape(ref); err == nil {
 		ref = u
 	}
-	fn, ok := e.functions[functionName(ref)]
+	fn, ok := e.functions[lambdaarn.FunctionName(ref)]
 	return fn, ok
 }
 
@@ -249,7 +251,7 @@ func (e *Emulator) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	fn, ok := e.function(name)
 	if !ok {
 		writeAPIError(w, http.StatusNotFound, "ResourceNotFoundException",
-			fmt.Sprintf("Function not found: arn:aws:lambda:%s:%s:function:%s", e.region, e.account, functionName(name)))
+			fmt.Sprintf("Function not found: arn:aws:lambda:%s:%s:function:%s", e.region, e.account, lambdaarn.FunctionName(name)))
 		return
 	}
 	payload, err := io.ReadAll(io.LimitReader(r.Body, maxPayload+1))

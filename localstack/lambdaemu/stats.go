@@ -1,7 +1,5 @@
 package lambdaemu
 
-import "strings"
-
 // Stats are a function's totals since the emulator started.
 type Stats struct {
 	Invocations      int64 `json:"invocations"`
@@ -29,15 +27,4 @@ func (fn *function) count(f func(*Stats)) {
 	fn.mu.Lock()
 	defer fn.mu.Unlock()
 	f(&fn.stats)
-}
-
-// functionName returns the bare name of a name, partial ARN or ARN.
-func functionName(ref string) string {
-	if i := strings.Index(ref, "function:"); i >= 0 {
-		ref = ref[i+len("function:"):]
-	}
-	if i := strings.IndexByte(ref, ':'); i >= 0 {
-		ref = ref[:i]
-	}
-	return ref
 }
