@@ -3,10 +3,11 @@ package config
 import (
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferryrun/ferry/internal/testbin"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -70,20 +71,10 @@ func TestDrainMarginFor(t *testing.T) {
 	}
 }
 
-// TestREADMEListsEveryVariable fails when a variable the bootstrap reads has
-// no row in README's configuration table.
+// TestREADMEListsEveryVariable keeps README's bootstrap table and Names in
+// step, both ways.
 func TestREADMEListsEveryVariable(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	documented := map[string]bool{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `(FERRY_[A-Z_]+)` \\|").FindAllStringSubmatch(string(b), -1) {
-		documented[m[1]] = true
-	}
-	for _, n := range Names {
-		if !documented[n] {
-			t.Errorf("README lacks a table row for %s", n)
-		}
-	}
+	testbin.CheckEnvTable(t, Names, func(n string) bool {
+		return strings.HasPrefix(n, "FERRY_") && !strings.HasPrefix(n, "FERRY_ROUTER_")
+	})
 }

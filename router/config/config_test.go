@@ -5,10 +5,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/ferryrun/ferry/internal/testbin"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -60,28 +60,7 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 }
 
 func TestREADMEListsEveryVariable(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	documented := map[string]bool{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `(FERRY_ROUTER_[A-Z_]+)` \\|").FindAllStringSubmatch(string(b), -1) {
-		documented[m[1]] = true
-	}
-	for _, n := range Names {
-		if !documented[n] {
-			t.Errorf("README lacks a table row for %s", n)
-		}
-	}
-	for n := range documented {
-		found := false
-		for _, k := range Names {
-			found = found || k == n
-		}
-		if !found {
-			t.Errorf("README documents %s, which the router does not read", n)
-		}
-	}
+	testbin.CheckEnvTable(t, Names, func(n string) bool { return strings.HasPrefix(n, "FERRY_ROUTER_") })
 }
 
 func TestResolveECSAdvertise(t *testing.T) {
