@@ -132,7 +132,6 @@ type reqState struct {
 	queue    time.Duration // time spent waiting for a slot
 	appStart time.Time     // when the winning stream was opened
 	appEnd   time.Time     // when its response body ended
-	status   int
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -165,7 +164,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{function: route.Function, start: time.Now()}
 	sw := &statusWriter{ResponseWriter: w}
 	h.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
-	st.status = sw.status
 	var app time.Duration
 	if !st.appStart.IsZero() {
 		end := st.appEnd
@@ -189,10 +187,8 @@ func headerBytes(r *http.Request) int {
 }
 
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(&url.URL{Scheme: "http", Host: "instance"})
-	pr.Out.URL.Path, pr.Out.URL.RawPath = pr.In.URL.Path, pr.In.URL.RawPath
-	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
-	pr.Out.Host = pr.In.Host // the app sees the client's Host
+	pr.SetURL(&url.URL{Scheme: "http", Host: "instance"}) // keeps the inbound path and query
+	pr.Out.Host = pr.In.Host                              // the app sees the client's Host
 	pr.SetXForwarded()
 	for k := range pr.Out.Header {
 		if strings.HasPrefix(k, tunnel.HeaderPrefix) {
