@@ -57,8 +57,10 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	if n == 1 {
 		s.mu.Lock()
-		now := time.Now()
-		s.busySince, s.lastChange = now, now
+		if s.busySince.IsZero() { // else the last stream's period has not closed yet: it continues
+			now := time.Now()
+			s.busySince, s.lastChange = now, now
+		}
 		s.mu.Unlock()
 	}
 	defer s.done()
@@ -71,6 +73,9 @@ func (s *streams) done() {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.inflight.Load() != 0 {
+		return // a new stream started meanwhile: the busy period goes on
+	}
 	now := time.Now()
 	if !s.busySince.IsZero() {
 		s.busy += now.Sub(s.busySince)
