@@ -29,7 +29,7 @@ demo:
 	$(GO) build -trimpath -o $(DIST)/demo/demo ./examples/demo
 	$(DIST)/demo/demo -dist $(DIST)/demo $(DEMO_FLAGS)
 
-## layer: dist/ferry-layer-{arm64,x86_64}.zip and dist/sample-app-arm64.zip, reproducibly.
+## layer: dist/ferry-layer-{arm64,x86_64}.zip and dist/sample-app-{arm64,x86_64}.zip, reproducibly.
 layer:
 	$(GO) run ./layers -out $(DIST)
 

@@ -1,6 +1,6 @@
 // Command layers builds ferry's Lambda artifacts into a directory (default
-// dist/): ferry-layer-arm64.zip, ferry-layer-x86_64.zip and
-// sample-app-arm64.zip, reproducibly, and prints their sizes.
+// dist/): ferry-layer-{arm64,x86_64}.zip and sample-app-{arm64,x86_64}.zip,
+// reproducibly, and prints their sizes.
 package main
 
 import (

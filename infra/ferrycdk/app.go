@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 )
 
 // Context keys the app reads (cdk -c key=value, or cdk.json).
@@ -17,6 +18,8 @@ const (
 	CtxCertificateArn = "certificateArn" // HTTPS at the ALB
 	CtxRouterTasks    = "routerTasks"    // desired router tasks; default 2
 	CtxArtifactsDir   = "artifactsDir"   // make layer's output; default dist
+	CtxRouterImage    = "routerImage"    // a built router image; default: build router/Dockerfile
+	CtxSampleArch     = "sampleArch"     // the sample function's architecture: arm64 (default) or x86_64
 )
 
 // NewRegionStacks adds one FerryStack per region in the app's context,
@@ -52,6 +55,15 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 		regions = "us-east-1"
 	}
 	artifacts := ctx(CtxArtifactsDir)
+	var arch awslambda.Architecture
+	switch a := ctx(CtxSampleArch); a {
+	case "", "arm64":
+		arch = awslambda.Architecture_ARM_64()
+	case "x86_64":
+		arch = awslambda.Architecture_X86_64()
+	default:
+		return nil, fmt.Errorf("context %s=%q: want arm64 or x86_64", CtxSampleArch, a)
+	}
 	var stacks []*FerryStack
 	for r := range strings.SplitSeq(regions, ",") {
 		r = strings.TrimSpace(r)
@@ -70,6 +82,8 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 			NatGateways:        nat,
 			CertificateArn:     ctx(CtxCertificateArn),
 			DesiredRouterTasks: tasks,
+			RouterImage:        ctx(CtxRouterImage),
+			SampleArch:         arch,
 		}))
 	}
 	return stacks, nil

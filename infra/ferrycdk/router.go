@@ -50,6 +50,9 @@ type RouterServiceProps struct {
 	Functions []*FerryFunction
 	// RepoRoot is the build context for router/Dockerfile. If empty, ".".
 	RepoRoot string
+	// Image is a built router image (a registry URI); if set, RepoRoot is
+	// not used and cdk deploy builds no image.
+	Image string
 	// DesiredCount of router tasks; autoscaling keeps between it and 4x it.
 	// If zero, 2.
 	DesiredCount int
@@ -126,11 +129,17 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 			CpuArchitecture: awsecs.CpuArchitecture_ARM64(), OperatingSystemFamily: awsecs.OperatingSystemFamily_LINUX(),
 		},
 	})
-	task.AddContainer(str("router"), &awsecs.ContainerDefinitionOptions{
-		Image: awsecs.ContainerImage_FromAsset(str(root), &awsecs.AssetImageProps{
+	var image awsecs.ContainerImage
+	if p.Image != "" {
+		image = awsecs.ContainerImage_FromRegistry(str(p.Image), nil)
+	} else {
+		image = awsecs.ContainerImage_FromAsset(str(root), &awsecs.AssetImageProps{
 			File: str("router/Dockerfile"), Platform: awsecrassets.Platform_LINUX_ARM64(),
 			Exclude: &[]*string{str(".git"), str("dist"), str("cdk.out"), str(".cdk"), str("node_modules"), str("**/*.test")},
-		}),
+		})
+	}
+	task.AddContainer(str("router"), &awsecs.ContainerDefinitionOptions{
+		Image:   image,
 		Logging: awsecs.LogDrivers_AwsLogs(&awsecs.AwsLogDriverProps{StreamPrefix: str("router"), LogGroup: r.LogGroup}),
 		Environment: &map[string]*string{
 			"FERRY_ROUTER_LISTEN":          str(":" + strconv.Itoa(IngressPort)),

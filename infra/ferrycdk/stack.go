@@ -23,6 +23,11 @@ type FerryStackProps struct {
 	CertificateArn string
 	// DesiredRouterTasks; if zero, 2.
 	DesiredRouterTasks int
+	// RouterImage is a built router image (a registry URI). If empty, cdk
+	// deploy builds router/Dockerfile as an image asset.
+	RouterImage string
+	// SampleArch is the sample function's architecture; if nil, ARM64.
+	SampleArch awslambda.Architecture
 }
 
 // FerryStack is one region's deployment.
@@ -55,14 +60,19 @@ func NewFerryStack(scope constructs.Construct, id string, props *FerryStackProps
 	vpc := NewNetwork(stack, "Vpc", &NetworkProps{VpcID: props.VpcID, NatGateways: props.NatGateways})
 	tunnel := NewTunnelEndpoint(stack, "TunnelEndpoint", &TunnelEndpointProps{Vpc: vpc})
 	s.Layer = NewFerryLayer(stack, "FerryLayer", &FerryLayerProps{ArtifactsDir: artifacts})
+	arch := props.SampleArch
+	if arch == nil {
+		arch = awslambda.Architecture_ARM_64()
+	}
 	s.Sample = NewFerryFunction(stack, "SampleApp", &FerryFunctionProps{
-		Code:   awslambda.Code_FromAsset(str(filepath.Join(artifacts, "sample-app-arm64.zip")), nil),
+		Code:   awslambda.Code_FromAsset(str(filepath.Join(artifacts, "sample-app-"+*arch.Name()+".zip")), nil),
 		AppCmd: "$LAMBDA_TASK_ROOT/goapp", Layer: s.Layer, Vpc: vpc, TunnelPeer: tunnel.SecurityGroup,
-		Environment: map[string]string{"FERRY_READINESS_PATH": "/healthz"},
+		Architecture: arch,
+		Environment:  map[string]string{"FERRY_READINESS_PATH": "/healthz"},
 	})
 	s.Router = NewRouterService(stack, "Router", &RouterServiceProps{
 		Vpc: vpc, Tunnel: tunnel, Functions: []*FerryFunction{s.Sample}, RepoRoot: root,
-		DesiredCount: props.DesiredRouterTasks, CertificateArn: props.CertificateArn,
+		DesiredCount: props.DesiredRouterTasks, CertificateArn: props.CertificateArn, Image: props.RouterImage,
 	})
 	s.Observability = NewObservability(stack, "Dashboard", &ObservabilityProps{
 		Router: s.Router, Functions: []*FerryFunction{s.Sample}, Name: "ferry-" + *stack.Region(),

@@ -45,7 +45,8 @@ func SampleZip(dir string, a Arch) string {
 	return filepath.Join(dir, "sample-app-"+a.Lambda+".zip")
 }
 
-// Build writes both layer zips and the arm64 sample zip into outDir. root
+// Build writes the layer zip and the sample app zip for each architecture
+// into outDir. root
 // is the module root.
 func Build(ctx context.Context, root, outDir string) ([]Artifact, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
@@ -70,18 +71,21 @@ func Build(ctx context.Context, root, outDir string) ([]Artifact, error) {
 		}
 		out = append(out, art)
 	}
-	app, err := goBuild(ctx, root, "./examples/goapp", "arm64")
-	if err != nil {
-		return nil, err
+	for _, a := range Arches {
+		app, err := goBuild(ctx, root, "./examples/goapp", a.GOARCH)
+		if err != nil {
+			return nil, err
+		}
+		art, err := writeZip(SampleZip(outDir, a), map[string]entry{
+			"goapp":  {app, 0o755},
+			"run.sh": {[]byte("#!/bin/sh\nexec \"$LAMBDA_TASK_ROOT/goapp\"\n"), 0o755},
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, art)
 	}
-	art, err := writeZip(SampleZip(outDir, Arches[0]), map[string]entry{
-		"goapp":  {app, 0o755},
-		"run.sh": {[]byte("#!/bin/sh\nexec \"$LAMBDA_TASK_ROOT/goapp\"\n"), 0o755},
-	})
-	if err != nil {
-		return nil, err
-	}
-	return append(out, art), nil
+	return out, nil
 }
 
 type entry struct {

@@ -1,0 +1,261 @@
+"""moto_server with the CloudFormation resource types ferry's stack needs and
+moto's CloudFormation lacks.
+
+moto implements the service APIs of these types (Secrets Manager, CloudWatch
+alarms, security-group egress, Application Auto Scaling) but not their
+CloudFormation resources: it skips them and leaves any Ref to them
+unresolved, which fails the stack. LocalStack fills the same gap with its
+own resource providers. Each class below creates the real resource through
+moto's own service backend, so the AWS API then shows it exactly as if
+CloudFormation had made it.
+
+Still skipped, on purpose:
+- AWS::CDK::Metadata: no resource in AWS either.
+- AWS::S3::BucketPolicy: the policies CDK writes deny requests without TLS
+  (aws:SecureTransport), moto enforces that, and the local endpoint is plain
+  HTTP on loopback: every asset upload would be refused.
+
+Run: python3 ferry_moto.py -H 127.0.0.1 -p 4566 (moto_server's flags).
+"""
+
+import json
+import sys
+
+from moto.core.common_models import CloudFormationModel
+
+# moto files every model under the service named by its module's second
+# dotted part (moto.<service>.models); these file under "ferry".
+_MAIN = __name__ == "__main__"
+__name__ = "moto_ext.ferry"
+
+
+def _props(cfn):
+    return cfn.get("Properties") or {}
+
+
+class Secret(CloudFormationModel):
+    """AWS::SecretsManager::Secret, with GenerateSecretString."""
+
+    def __init__(self, arn, name):
+        self.arn, self.name = arn, name
+
+    @staticmethod
+    def cloudformation_type():
+        return "AWS::SecretsManager::Secret"
+
+    @staticmethod
+    def cloudformation_name_type():
+        return "Name"
+
+    @classmethod
+    def has_cfn_attr(cls, attr):
+        return attr in ("Id",)
+
+    def get_cfn_attribute(self, attr):
+        return self.arn
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        backend = secretsmanager_backends[account_id][region_name]
+        p = _props(cloudformation_json)
+        value = p.get("SecretString")
+        gen = p.get("GenerateSecretString")
+        if value is None and gen is not None:
+            value = backend.get_random_password(
+                password_length=int(gen.get("PasswordLength", 32)),
+                exclude_characters=gen.get("ExcludeCharacters", ""),
+                exclude_numbers=bool(gen.get("ExcludeNumbers", False)),
+                exclude_punctuation=bool(gen.get("ExcludePunctuation", False)),
+                exclude_uppercase=bool(gen.get("ExcludeUppercase", False)),
+                exclude_lowercase=bool(gen.get("ExcludeLowercase", False)),
+                include_space=bool(gen.get("IncludeSpace", False)),
+                require_each_included_type=bool(gen.get("RequireEachIncludedType", True)),
+            )
+            value = json.loads(value)["RandomPassword"]
+            if gen.get("SecretStringTemplate") and gen.get("GenerateStringKey"):
+                doc = json.loads(gen["SecretStringTemplate"])
+                doc[gen["GenerateStringKey"]] = value
+                value = json.dumps(doc)
+        out = json.loads(backend.create_secret(
+            name=p.get("Name") or resource_name, secret_string=value, secret_binary=None,
+            description=p.get("Description"), tags=p.get("Tags"), kms_key_id=p.get("KmsKeyId"),
+            client_request_token=None, replica_regions=[], force_overwrite=False,
+        ))
+        return cls(out["ARN"], out["Name"])
+
+    @classmethod
+    def delete_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name):
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        secretsmanager_backends[account_id][region_name].delete_secret(
+            secret_id=resource_name, recovery_window_in_days=None, force_delete_without_recovery=True)
+
+    @property
+    def physical_resource_id(self):
+        return self.arn  # Ref gives the ARN, as in AWS
+
+
+class Alarm(CloudFormationModel):
+    """AWS::CloudWatch::Alarm for a single metric (what ferry's stack uses)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    @staticmethod
+    def cloudformation_type():
+        return "AWS::CloudWatch::Alarm"
+
+    @staticmethod
+    def cloudformation_name_type():
+        return "AlarmName"
+
+    @classmethod
+    def has_cfn_attr(cls, attr):
+        return attr == "Arn"
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        p = _props(cloudformation_json)
+        if "Metrics" in p:
+            raise NotImplementedError("ferry_moto: metric-math alarms are not provided")
+        name = p.get("AlarmName") or resource_name
+        cloudwatch_backends[account_id][region_name].put_metric_alarm(
+            name=name, namespace=p["Namespace"], metric_name=p["MetricName"],
+            comparison_operator=p["ComparisonOperator"], evaluation_periods=int(p["EvaluationPeriods"]),
+            period=int(p["Period"]), threshold=float(p["Threshold"]), statistic=p.get("Statistic"),
+            description=p.get("AlarmDescription"), dimensions=p.get("Dimensions", []),
+            alarm_actions=p.get("AlarmActions", []), ok_actions=p.get("OKActions", []),
+            insufficient_data_actions=p.get("InsufficientDataActions", []),
+            datapoints_to_alarm=p.get("DatapointsToAlarm"), extended_statistic=p.get("ExtendedStatistic"),
+            unit=p.get("Unit"), treat_missing_data=p.get("TreatMissingData"),
+        )
+        return cls(name)
+
+    @classmethod
+    def delete_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name):
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        cloudwatch_backends[account_id][region_name].delete_alarms([resource_name])
+
+    @property
+    def physical_resource_id(self):
+        return self.name
+
+
+class SecurityGroupEgress(CloudFormationModel):
+    """AWS::EC2::SecurityGroupEgress to a CIDR or a security group."""
+
+    def __init__(self, rule_id):
+        self.rule_id = rule_id
+
+    @staticmethod
+    def cloudformation_type():
+        return "AWS::EC2::SecurityGroupEgress"
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.ec2.models import ec2_backends
+
+        p = _props(cloudformation_json)
+        ranges = [{"CidrIp": p["CidrIp"]}] if p.get("CidrIp") else []
+        groups = [{"GroupId": p["DestinationSecurityGroupId"]}] if p.get("DestinationSecurityGroupId") else []
+        rules, _ = ec2_backends[account_id][region_name].authorize_security_group_egress(
+            group_name_or_id=p["GroupId"], ip_protocol=str(p["IpProtocol"]),
+            from_port=p.get("FromPort"), to_port=p.get("ToPort"), ip_ranges=ranges, source_groups=groups)
+        return cls(rules[0].id if rules else resource_name)
+
+    @property
+    def physical_resource_id(self):
+        return self.rule_id
+
+
+class ScalableTarget(CloudFormationModel):
+    """AWS::ApplicationAutoScaling::ScalableTarget."""
+
+    def __init__(self, namespace, resource_id, dimension):
+        self.namespace, self.resource_id, self.dimension = namespace, resource_id, dimension
+
+    @staticmethod
+    def cloudformation_type():
+        return "AWS::ApplicationAutoScaling::ScalableTarget"
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.applicationautoscaling.models import applicationautoscaling_backends
+
+        p = _props(cloudformation_json)
+        applicationautoscaling_backends[account_id][region_name].register_scalable_target(
+            namespace=p["ServiceNamespace"], r_id=p["ResourceId"], dimension=p["ScalableDimension"],
+            min_capacity=int(p["MinCapacity"]), max_capacity=int(p["MaxCapacity"]),
+            role_arn=p.get("RoleARN", ""), suspended_state=p.get("SuspendedState"))
+        return cls(p["ServiceNamespace"], p["ResourceId"], p["ScalableDimension"])
+
+    @property
+    def physical_resource_id(self):
+        # AWS's form: the resource id, the dimension and the namespace.
+        return "|".join((self.resource_id, self.dimension, self.namespace))
+
+
+class ScalingPolicy(CloudFormationModel):
+    """AWS::ApplicationAutoScaling::ScalingPolicy, target tracking or step."""
+
+    def __init__(self, arn):
+        self.arn = arn
+
+    @staticmethod
+    def cloudformation_type():
+        return "AWS::ApplicationAutoScaling::ScalingPolicy"
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.applicationautoscaling.models import applicationautoscaling_backends
+
+        p = _props(cloudformation_json)
+        if p.get("ScalingTargetId"):
+            resource_id, dimension, namespace = p["ScalingTargetId"].split("|")
+        else:
+            resource_id, dimension, namespace = p["ResourceId"], p["ScalableDimension"], p["ServiceNamespace"]
+        body = p.get("StepScalingPolicyConfiguration", p.get("TargetTrackingScalingPolicyConfiguration"))
+        policy = applicationautoscaling_backends[account_id][region_name].put_scaling_policy(
+            policy_name=p.get("PolicyName") or resource_name, service_namespace=namespace,
+            resource_id=resource_id, scalable_dimension=dimension, policy_body=body,
+            policy_type=p.get("PolicyType"))
+        return cls(policy.policy_arn)
+
+    @property
+    def physical_resource_id(self):
+        return self.arn
+
+
+def _target_group_attribute(self, attr):
+    """Fn::GetAtt on AWS::ElasticLoadBalancingV2::TargetGroup, which moto's
+    model lacks (an alarm on a target group's health needs its full name)."""
+    if attr == "TargetGroupFullName":
+        return self.arn.split(":")[-1]  # targetgroup/<name>/<id>
+    if attr == "TargetGroupName":
+        return self.name
+    if attr == "TargetGroupArn":
+        return self.arn
+    if attr == "LoadBalancerArns":
+        return list(self.load_balancer_arns)
+    from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
+
+    raise UnformattedGetAttTemplateException()
+
+
+def _install():
+    from moto.elbv2.models import FakeTargetGroup
+
+    if not hasattr(FakeTargetGroup, "get_cfn_attribute"):
+        FakeTargetGroup.get_cfn_attribute = _target_group_attribute
+
+
+if _MAIN:
+    _install()
+    from moto.server import main
+
+    main(sys.argv[1:])
