@@ -16,9 +16,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 
 	"github.com/ferryrun/ferry/router/config"
+	"github.com/ferryrun/ferry/router/metrics"
 	"github.com/ferryrun/ferry/router/server"
 )
 
@@ -67,7 +69,14 @@ func run() error {
 	// not the SDK's.
 	api := lambda.NewFromConfig(awsCfg, func(o *lambda.Options) { o.Retryer = aws.NopRetryer{} })
 
-	r, err := server.New(cfg, api, log, os.Stdout)
+	var sinks []metrics.Sink
+	if cfg.MetricsEMF {
+		sinks = append(sinks, metrics.EMF(os.Stdout))
+	}
+	if cfg.MetricsCloudWatch {
+		sinks = append(sinks, metrics.CloudWatch(cloudwatch.NewFromConfig(awsCfg)))
+	}
+	r, err := server.New(cfg, api, log, sinks...)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ const (
 	EnvTLSKey          = "FERRY_ROUTER_TLS_KEY"
 	EnvTokenSecret     = "FERRY_ROUTER_TOKEN_SECRET"
 	EnvMetricsInterval = "FERRY_ROUTER_METRICS_INTERVAL"
+	EnvMetrics         = "FERRY_ROUTER_METRICS"
 	EnvShutdownTimeout = "FERRY_ROUTER_SHUTDOWN_TIMEOUT"
 	EnvLogLevel        = "FERRY_ROUTER_LOG_LEVEL"
 )
@@ -46,7 +47,7 @@ const (
 var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, EnvRoutes, EnvConfigFile,
 	EnvMaxConcurrency, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
-	EnvShutdownTimeout, EnvLogLevel}
+	EnvMetrics, EnvShutdownTimeout, EnvLogLevel}
 
 // Route maps requests to a function, with that function's pool options.
 type Route struct {
@@ -73,6 +74,9 @@ type Config struct {
 	TLSCert, TLSKey                   string // files; both or neither (then a key is generated)
 	TokenSecret                       []byte // nil: generated at start (tokens then verify on this router only)
 	MetricsInterval                   time.Duration
+	// Where metrics go: EMF lines on stdout, PutMetricData, both, or
+	// neither (all false).
+	MetricsEMF, MetricsCloudWatch bool
 	ShutdownTimeout                   time.Duration
 	LogLevel                          slog.Level
 }
@@ -84,7 +88,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Listen: ":8080", TunnelListen: ":8443", AdminListen: ":9090",
 		MaxConcurrency: 10, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
-		MetricsInterval: time.Minute, ShutdownTimeout: 25 * time.Second,
+		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second,
 	}
 	var err error
 	fail := func(name, value, why string) {
@@ -139,6 +143,20 @@ func Load(getenv func(string) string) (Config, error) {
 	num(EnvMaxBodyBytes, &maxBody, 1, 1<<30)
 	c.MaxBodyBytes = int64(maxBody)
 	dur(EnvMetricsInterval, &c.MetricsInterval, time.Second, time.Hour)
+	if v := getenv(EnvMetrics); v != "" {
+		c.MetricsEMF = false
+		for _, sink := range strings.Split(v, ",") {
+			switch strings.TrimSpace(sink) {
+			case "emf":
+				c.MetricsEMF = true
+			case "cloudwatch":
+				c.MetricsCloudWatch = true
+			case "off":
+			default:
+				fail(EnvMetrics, v, "want emf, cloudwatch, emf,cloudwatch or off")
+			}
+		}
+	}
 	dur(EnvShutdownTimeout, &c.ShutdownTimeout, 0, 15*time.Minute)
 	if v := getenv(EnvLogLevel); v != "" && c.LogLevel.UnmarshalText([]byte(v)) != nil {
 		fail(EnvLogLevel, v, "want debug, info, warn or error")

@@ -24,6 +24,12 @@ func TestLoad(t *testing.T) {
 	if c.Advertise != "127.0.0.1:0" || c.MaxConcurrency != 10 || c.Policy != "pack" {
 		t.Errorf("config = %+v", c)
 	}
+	for v, want := range map[string][2]bool{"": {true, false}, "cloudwatch": {false, true}, "emf, cloudwatch": {true, true}, "off": {}} {
+		c, err := Load(env(map[string]string{EnvRoutes: "app=/", EnvTunnelListen: "127.0.0.1:0", EnvMetrics: v}))
+		if err != nil || [2]bool{c.MetricsEMF, c.MetricsCloudWatch} != want {
+			t.Errorf("%s=%q: emf, cloudwatch = %v, %v, %v; want %v", EnvMetrics, v, c.MetricsEMF, c.MetricsCloudWatch, err, want)
+		}
+	}
 }
 
 func TestLoadErrorsNameTheVariable(t *testing.T) {
@@ -42,6 +48,7 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		EnvMaxConcurrency: base(map[string]string{EnvMaxConcurrency: "0"}),
 		EnvTLSCert:        base(map[string]string{EnvTLSCert: "cert.pem"}),
 		EnvConfigFile:     base(map[string]string{EnvConfigFile: "/does/not/exist.json"}),
+		EnvMetrics:        base(map[string]string{EnvMetrics: "emf,statsd"}),
 	}
 	for name, vars := range cases {
 		t.Run(name, func(t *testing.T) {

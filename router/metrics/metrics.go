@@ -1,14 +1,19 @@
-// Package metrics aggregates the router's per-function metrics and writes
-// them once per interval in CloudWatch Embedded Metric Format (EMF), one
-// JSON line per function, never one per request.
+// Package metrics aggregates the router's per-function metrics and hands
+// them, once per interval and never once per request, to sinks: CloudWatch
+// Embedded Metric Format lines on stdout (EMF), or PutMetricData calls
+// (CloudWatch) where no log pipeline extracts EMF.
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -23,8 +28,9 @@ const maxSamples = 100
 // Recorder collects metrics. Its methods are safe for concurrent use.
 type Recorder struct {
 	// static after New
-	out      io.Writer
+	sinks    []Sink
 	interval time.Duration
+	log      *slog.Logger
 	now      func() time.Time
 
 	mu  sync.Mutex
@@ -39,12 +45,16 @@ type window struct {
 	inflightSum, inflightN                                         float64
 }
 
-// New returns a Recorder writing to out every interval (if zero, 60s).
-func New(out io.Writer, interval time.Duration) *Recorder {
+// New returns a Recorder that hands each interval's aggregates (if
+// interval is zero, 60s) to every sink. log reports sinks that fail.
+func New(interval time.Duration, log *slog.Logger, sinks ...Sink) *Recorder {
 	if interval <= 0 {
 		interval = time.Minute
 	}
-	return &Recorder{out: out, interval: interval, now: time.Now, fns: map[string]*window{}}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Recorder{sinks: sinks, interval: interval, log: log, now: time.Now, fns: map[string]*window{}}
 }
 
 func (r *Recorder) win(fn string) *window {
@@ -116,75 +126,152 @@ func (r *Recorder) InFlight(fn string, perInstance float64) {
 	r.mu.Unlock()
 }
 
-// Run flushes every interval until ctx ends, then flushes once more.
+// Run flushes every interval until ctx ends, then flushes once more. It is
+// the only caller of the sinks: no request waits on a sink.
 func (r *Recorder) Run(ctx context.Context) {
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			r.Flush()
+			// The last flush outlives ctx, within a bound.
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			r.Flush(final)
+			cancel()
 			return
 		case <-t.C:
-			r.Flush()
+			r.Flush(ctx)
 		}
 	}
 }
 
-// Flush writes one EMF line per function with activity and resets.
-func (r *Recorder) Flush() {
+// Flush hands the aggregates of every function with activity since the
+// last flush to the sinks, and resets.
+func (r *Recorder) Flush(ctx context.Context) {
 	r.mu.Lock()
 	fns := r.fns
 	r.fns = map[string]*window{}
 	r.mu.Unlock()
+	if len(fns) == 0 {
+		return
+	}
 	names := make([]string, 0, len(fns))
 	for n := range fns {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	ts := r.now().UnixMilli()
+	at := r.now()
+	snaps := make([]Snapshot, 0, len(names))
 	for _, n := range names {
-		line, _ := json.Marshal(fns[n].emf(n, ts))
-		r.out.Write(append(line, '\n'))
+		snaps = append(snaps, Snapshot{Function: n, Time: at, Values: fns[n].values()})
+	}
+	for _, s := range r.sinks {
+		if err := s.Publish(ctx, snaps); err != nil {
+			r.log.Warn("metrics not published", "sink", fmt.Sprintf("%T", s), "functions", len(snaps), "err", err)
+		}
 	}
 }
+
+// Snapshot is one function's aggregates over one interval.
+type Snapshot struct {
+	Function string
+	Time     time.Time
+	Values   []Value
+}
+
+// Value is one metric of a Snapshot: a single figure, or for Latency the
+// sampled request latencies.
+type Value struct {
+	Name, Unit string
+	V          float64
+	Samples    []float64
+}
+
+// Sink receives the aggregates of each interval.
+type Sink interface {
+	Publish(ctx context.Context, snaps []Snapshot) error
+}
+
+// values lists w's metrics. Counts and sums are always present (a zero is
+// a figure); the rest only when measured.
+func (w *window) values() []Value {
+	vs := []Value{
+		{Name: "Requests", Unit: "Count", V: float64(w.requests)},
+		{Name: "Errors5xx", Unit: "Count", V: float64(w.errors5xx)},
+		{Name: "Nacks", Unit: "Count", V: float64(w.nacks)},
+		{Name: "Invocations", Unit: "Count", V: float64(w.invocations)},
+		{Name: "ColdStarts", Unit: "Count", V: float64(w.coldStarts)},
+		{Name: "Throttles", Unit: "Count", V: float64(w.throttles)},
+		{Name: "RequestMs", Unit: "Milliseconds", V: w.requestMs},
+		{Name: "InvocationMs", Unit: "Milliseconds", V: w.invocationMs},
+		{Name: "QueueWaitMs", Unit: "Milliseconds", V: w.queueWaitMs},
+		{Name: "RouterAddedMs", Unit: "Milliseconds", V: w.routerAddedMs},
+	}
+	if len(w.latencies) > 0 {
+		sorted := slices.Clone(w.latencies)
+		slices.Sort(sorted)
+		vs = append(vs,
+			Value{Name: "Latency", Unit: "Milliseconds", Samples: w.latencies},
+			// The interval's own percentiles, for stores that cannot
+			// compute percentiles from Latency's samples (moto, say).
+			Value{Name: "LatencyP50", Unit: "Milliseconds", V: Percentile(sorted, 0.50)},
+			Value{Name: "LatencyP99", Unit: "Milliseconds", V: Percentile(sorted, 0.99)},
+		)
+	}
+	if w.inflightN > 0 {
+		vs = append(vs, Value{Name: "InFlightPerInstance", Unit: "Count", V: w.inflightSum / w.inflightN})
+	}
+	if w.requestMs > 0 && w.invocations > 0 {
+		vs = append(vs, Value{Name: "ComputeSavedPercent", Unit: "Percent", V: 100 * (1 - w.invocationMs/w.requestMs)})
+	}
+	return vs
+}
+
+// Percentile is the nearest-rank p-quantile (0 < p <= 1) of sorted values.
+func Percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// EMF is a Sink writing one Embedded Metric Format line per function to
+// w, which CloudWatch Logs turns into metrics (Lambda and ECS awslogs).
+func EMF(w io.Writer) Sink { return emfSink{w} }
+
+type emfSink struct{ w io.Writer }
 
 type metricDef struct {
 	Name string `json:"Name"`
 	Unit string `json:"Unit"`
 }
 
-func (w *window) emf(fn string, ts int64) map[string]any {
-	m := map[string]any{"Function": fn}
-	var defs []metricDef
-	put := func(name, unit string, v any) {
-		defs = append(defs, metricDef{name, unit})
-		m[name] = v
+func (e emfSink) Publish(_ context.Context, snaps []Snapshot) error {
+	var buf bytes.Buffer
+	for _, s := range snaps {
+		m := map[string]any{"Function": s.Function}
+		defs := make([]metricDef, 0, len(s.Values))
+		for _, v := range s.Values {
+			defs = append(defs, metricDef{v.Name, v.Unit})
+			if v.Samples != nil {
+				m[v.Name] = v.Samples
+			} else {
+				m[v.Name] = v.V
+			}
+		}
+		m["_aws"] = map[string]any{
+			"Timestamp": s.Time.UnixMilli(),
+			"CloudWatchMetrics": []map[string]any{{
+				"Namespace": Namespace, "Dimensions": [][]string{{"Function"}}, "Metrics": defs,
+			}},
+		}
+		line, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		buf.Write(append(line, '\n'))
 	}
-	put("Requests", "Count", w.requests)
-	put("Errors5xx", "Count", w.errors5xx)
-	put("Nacks", "Count", w.nacks)
-	put("Invocations", "Count", w.invocations)
-	put("ColdStarts", "Count", w.coldStarts)
-	put("Throttles", "Count", w.throttles)
-	put("RequestMs", "Milliseconds", w.requestMs)
-	put("InvocationMs", "Milliseconds", w.invocationMs)
-	put("QueueWaitMs", "Milliseconds", w.queueWaitMs)
-	put("RouterAddedMs", "Milliseconds", w.routerAddedMs)
-	if len(w.latencies) > 0 {
-		put("Latency", "Milliseconds", w.latencies)
-	}
-	if w.inflightN > 0 {
-		put("InFlightPerInstance", "Count", w.inflightSum/w.inflightN)
-	}
-	if w.requestMs > 0 && w.invocations > 0 {
-		put("ComputeSavedPercent", "Percent", 100*(1-w.invocationMs/w.requestMs))
-	}
-	m["_aws"] = map[string]any{
-		"Timestamp": ts,
-		"CloudWatchMetrics": []map[string]any{{
-			"Namespace": Namespace, "Dimensions": [][]string{{"Function"}}, "Metrics": defs,
-		}},
-	}
-	return m
+	_, err := e.w.Write(buf.Bytes())
+	return err
 }

@@ -2,14 +2,21 @@ package metrics
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
+	"github.com/ferryrun/ferry/internal/testbin"
 )
 
 func TestFlushWritesOneEMFLinePerFunction(t *testing.T) {
 	var out bytes.Buffer
-	r := New(&out, time.Hour)
+	r := New(time.Hour, nil, EMF(&out))
 	for range 150 {
 		r.Request("app", 200, 120*time.Millisecond, 100*time.Millisecond, 5*time.Millisecond)
 	}
@@ -17,20 +24,21 @@ func TestFlushWritesOneEMFLinePerFunction(t *testing.T) {
 	r.Invocation("app", 5000, true)
 	r.Nack("app")
 	r.Request("other", 200, time.Millisecond, time.Millisecond, 0)
-	r.Flush()
+	r.Flush(t.Context())
 
 	lines := bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n"))
 	if len(lines) != 2 {
 		t.Fatalf("got %d lines, want one per function:\n%s", len(lines), out.String())
 	}
 	var m struct {
-		Function            string
-		Requests, Errors5xx int64
-		RequestMs           float64
-		InvocationMs        float64
-		ComputeSavedPercent float64
-		Latency             []float64
-		AWS                 struct {
+		Function               string
+		Requests, Errors5xx    int64
+		RequestMs              float64
+		InvocationMs           float64
+		ComputeSavedPercent    float64
+		Latency                []float64
+		LatencyP50, LatencyP99 float64
+		AWS                    struct {
 			CloudWatchMetrics []struct {
 				Namespace string
 				Metrics   []struct{ Name string }
@@ -49,12 +57,90 @@ func TestFlushWritesOneEMFLinePerFunction(t *testing.T) {
 	if len(m.Latency) != maxSamples {
 		t.Errorf("latency samples = %d, want EMF's cap of %d", len(m.Latency), maxSamples)
 	}
-	if len(m.AWS.CloudWatchMetrics) != 1 || m.AWS.CloudWatchMetrics[0].Namespace != Namespace {
+	if m.LatencyP50 != 120 || m.LatencyP99 != 120 {
+		t.Errorf("LatencyP50, P99 = %v, %v; want 120, 120", m.LatencyP50, m.LatencyP99)
+	}
+	if len(m.AWS.CloudWatchMetrics) != 1 || m.AWS.CloudWatchMetrics[0].Namespace != Namespace ||
+		len(m.AWS.CloudWatchMetrics[0].Metrics) < 10 {
 		t.Errorf("EMF directive = %+v", m.AWS)
 	}
 	out.Reset()
-	r.Flush()
+	r.Flush(t.Context())
 	if out.Len() != 0 {
 		t.Errorf("second flush wrote %q, want nothing after reset", out.String())
 	}
+}
+
+func TestPercentile(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		p    float64
+		want float64
+	}{
+		{nil, 0.5, 0},
+		{[]float64{7}, 0.99, 7},
+		{[]float64{1, 2, 3, 4}, 0.5, 2},
+		{[]float64{1, 2, 3, 4}, 0.99, 4},
+		{[]float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 0.9, 9},
+	} {
+		if got := Percentile(tc.in, tc.p); got != tc.want {
+			t.Errorf("Percentile(%v, %v) = %v, want %v", tc.in, tc.p, got, tc.want)
+		}
+	}
+}
+
+// The CloudWatch sink against the local AWS (moto): more functions than
+// one PutMetricData call may carry, all of them readable back.
+func TestCloudWatchSinkPublishesEveryFunction(t *testing.T) {
+	endpoint := testbin.Moto(t)
+	api := cloudwatch.New(cloudwatch.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(endpoint),
+		// moto tells services apart by the signature's scope, and reads no
+		// gzip bodies.
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"}, nil
+		}),
+		DisableRequestCompression: true,
+	})
+	r := New(time.Hour, nil, CloudWatch(api))
+	const fns = 80 // x 15 metrics: two calls
+	for i := range fns {
+		fn := fmt.Sprintf("fn-%02d", i)
+		for range 3 {
+			r.Request(fn, 200, 20*time.Millisecond, 10*time.Millisecond, 0)
+		}
+		r.Invocation(fn, 12, false)
+	}
+	r.Flush(t.Context())
+
+	ctx := t.Context()
+	now := time.Now()
+	for _, fn := range []string{"fn-00", "fn-79"} {
+		out, err := api.GetMetricData(ctx, &cloudwatch.GetMetricDataInput{
+			StartTime: aws.Time(now.Add(-5 * time.Minute)), EndTime: aws.Time(now.Add(time.Minute)),
+			MetricDataQueries: []types.MetricDataQuery{
+				query("req", fn, "Requests"), query("inv", fn, "InvocationMs"), query("lat", fn, "Latency"),
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, res := range out.MetricDataResults {
+			for _, v := range res.Values {
+				got[*res.Id] += v
+			}
+		}
+		if got["req"] != 3 || got["inv"] != 12 || got["lat"] != 60 {
+			t.Errorf("%s read back %v, want req 3, inv 12, lat 60 (3 x 20ms)", fn, got)
+		}
+	}
+}
+
+func query(id, fn, name string) types.MetricDataQuery {
+	return types.MetricDataQuery{Id: aws.String(id), MetricStat: &types.MetricStat{
+		Metric: &types.Metric{Namespace: aws.String(Namespace), MetricName: aws.String(name),
+			Dimensions: []types.Dimension{{Name: aws.String("Function"), Value: aws.String(fn)}}},
+		Period: aws.Int32(60), Stat: aws.String("Sum"),
+	}}
 }

@@ -48,8 +48,9 @@ type Router struct {
 	shuttingDown atomic.Bool
 }
 
-// New builds a router. api is the Lambda client; metricsOut receives EMF.
-func New(cfg config.Config, api invoke.API, log *slog.Logger, metricsOut io.Writer) (*Router, error) {
+// New builds a router. api is the Lambda client; sinks receive the
+// metrics once per cfg.MetricsInterval.
+func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.Sink) (*Router, error) {
 	cert, err := certificate(cfg)
 	if err != nil {
 		return nil, err
@@ -67,7 +68,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, metricsOut io.Writ
 		return nil, err
 	}
 	r := &Router{cfg: cfg, log: log, pin: tunnel.Pin(cert.Leaf), pools: map[string]*pool.Pool{},
-		metrics: metrics.New(metricsOut, cfg.MetricsInterval)}
+		metrics: metrics.New(cfg.MetricsInterval, log, sinks...)}
 
 	inv, err := invoke.New(invoke.Config{
 		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Logger: log,
