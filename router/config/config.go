@@ -77,8 +77,8 @@ type Config struct {
 	// Where metrics go: EMF lines on stdout, PutMetricData, both, or
 	// neither (all false).
 	MetricsEMF, MetricsCloudWatch bool
-	ShutdownTimeout                   time.Duration
-	LogLevel                          slog.Level
+	ShutdownTimeout               time.Duration
+	LogLevel                      slog.Level
 }
 
 // Load reads the configuration through getenv (os.Getenv in production).
