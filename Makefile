@@ -4,7 +4,7 @@ DIST    ?= dist
 LDFLAGS := -s -w
 export CGO_ENABLED := 0
 
-.PHONY: all build layer synth deploy destroy test lint demo bench clean
+.PHONY: all build layer synth deploy destroy test e2e lint demo bench clean local-up local-down local-deploy local-stop local-destroy metrics
 
 all: build
 
@@ -17,6 +17,7 @@ build:
 	$(GO) build -trimpath -o $(DIST)/lambda-emulator ./localstack/cmd/lambda-emulator
 	$(GO) build -trimpath -o $(DIST)/goapp ./examples/goapp
 	$(GO) build -trimpath -o $(DIST)/ferry-router ./router
+	$(GO) build -trimpath -o $(DIST)/ferry ./cmd/ferry
 	@ls -l $(DIST)/linux-amd64/bootstrap $(DIST)/linux-arm64/bootstrap | awk '{printf "%-32s %6.2f MB\n", $$9, $$5/1048576}'
 
 ## demo: ferry vs one request per invocation, side by side, on this machine.
@@ -53,10 +54,71 @@ deploy: layer $(CDK)
 destroy: $(CDK)
 	$(CDK) destroy --all --no-notices $(CDK_FLAGS)
 
-## test: vet, then every test with the race detector (needs cgo for -race).
-test:
+## test: vet, then every test with the race detector (needs cgo for -race),
+## the e2e suite over the local AWS among them (it needs the CDK CLI).
+test: $(CDK)
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+## e2e: only the end-to-end suite: deploy to a local AWS, load, metrics, teardown.
+e2e: $(CDK)
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -v ./e2e/
+
+## Local AWS (README "Local AWS"): moto on LocalStack's edge port, the stack
+## deployed onto it with the CDK CLI, and its data plane run on this machine.
+LOCAL_PORT     ?= 4566
+LOCAL_DIR      ?= .local
+LOCAL_ENDPOINT ?= http://localhost:$(LOCAL_PORT)
+LOCAL_INGRESS  ?= 127.0.0.1:8080
+LOCAL_STACK    ?= Ferry-us-east-1
+HOST_LAMBDA_ARCH := $(if $(filter arm64,$(shell $(GO) env GOARCH)),arm64,x86_64)
+# The CDK CLI (Node's SDK) and ferry read the endpoint from AWS_ENDPOINT_URL.
+# S3 goes to the IP so the SDK uses path-style bucket addresses; the rest to
+# localhost, whose template URLs moto's CloudFormation can read back.
+LOCAL_AWS = AWS_ENDPOINT_URL=$(LOCAL_ENDPOINT) AWS_ENDPOINT_URL_S3=$(subst localhost,127.0.0.1,$(LOCAL_ENDPOINT)) \
+	AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+# No Docker engine builds the router image, and the emulator runs native
+# binaries: a prebuilt image name, and the sample for this machine's arch.
+LOCAL_CDK = $(LOCAL_AWS) $(CDK) --no-notices --output $(LOCAL_DIR)/cdk.out -c regions=us-east-1 \
+	-c routerImage=ferry-router:local -c sampleArch=$(HOST_LAMBDA_ARCH) -c routerTasks=1 -c artifactsDir=$(DIST)
+LOCAL_BIN = $(DIST)/ferry $(DIST)/ferry-router $(DIST)/lambda-emulator
+
+# Always handed to go build, whose cache makes an unchanged build free.
+.PHONY: FORCE
+$(DIST)/ferry: FORCE
+	$(GO) build -trimpath -o $@ ./cmd/ferry
+$(DIST)/ferry-router: FORCE
+	$(GO) build -trimpath -o $@ ./router
+$(DIST)/lambda-emulator: FORCE
+	$(GO) build -trimpath -o $@ ./localstack/cmd/lambda-emulator
+
+## local-up / local-down: start / stop the local AWS on 127.0.0.1:$(LOCAL_PORT).
+local-up:
+	LOCAL_PORT=$(LOCAL_PORT) LOCAL_DIR=$(LOCAL_DIR) localstack/scripts/local-up.sh
+
+local-down: local-stop
+	LOCAL_DIR=$(LOCAL_DIR) localstack/scripts/local-down.sh
+
+## local-deploy: cdk bootstrap + cdk deploy onto the local AWS, then run the
+## deployed data plane (Lambda emulator + ferry-router) on this machine.
+local-deploy: layer $(CDK) $(LOCAL_BIN)
+	$(LOCAL_CDK) bootstrap
+	$(LOCAL_CDK) deploy --all --require-approval never
+	$(DIST)/ferry local stop -state $(LOCAL_DIR)
+	$(LOCAL_AWS) $(DIST)/ferry local start -stack $(LOCAL_STACK) -state $(LOCAL_DIR) -bin $(DIST) -ingress $(LOCAL_INGRESS)
+
+## local-stop: stop the local data plane (the local AWS keeps running).
+local-stop: $(DIST)/ferry
+	$(DIST)/ferry local stop -state $(LOCAL_DIR)
+
+## local-destroy: stop the data plane and cdk destroy the local stack.
+local-destroy: local-stop $(CDK)
+	$(LOCAL_CDK) destroy --all --force
+
+## metrics: ferry metrics against the local AWS, e.g.
+##   make metrics METRICS_FLAGS="-function NAME -since 15m -png metrics.png"
+metrics: $(DIST)/ferry
+	$(LOCAL_AWS) $(DIST)/ferry metrics $(METRICS_FLAGS)
 
 ## lint: formatting and vet.
 lint:

@@ -248,10 +248,90 @@ def _target_group_attribute(self, attr):
 
 
 def _install():
+    from moto.awslambda.models import LambdaFunction, LayerVersion
     from moto.elbv2.models import FakeTargetGroup
+
+    # A Ref to AWS::Lambda::LayerVersion is its ARN in AWS; moto's model
+    # has no physical id, so the Ref gave the model object itself.
+    if "physical_resource_id" not in LayerVersion.__dict__:
+        LayerVersion.physical_resource_id = property(lambda self: self.arn)
 
     if not hasattr(FakeTargetGroup, "get_cfn_attribute"):
         FakeTargetGroup.get_cfn_attribute = _target_group_attribute
+
+    # moto's AWS::Lambda::Function drops Layers and Architectures; the
+    # function then runs without ferry's layer and claims x86_64.
+    create = LambdaFunction.create_from_cloudformation_json.__func__
+
+    def create_with_layers(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        fn = create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        p = _props(cloudformation_json)
+        if p.get("Layers"):
+            fn.layers = fn._get_layers_data(p["Layers"])
+        if p.get("Architectures"):
+            fn.architectures = list(p["Architectures"])
+        return fn
+
+    LambdaFunction.create_from_cloudformation_json = classmethod(create_with_layers)
+
+    # A stack made by executing a CREATE change set (how cdk deploy
+    # deploys) shows no Outputs in moto: its output map was built before
+    # the change set's template was applied.
+    from moto.cloudformation.models import CloudFormationBackend
+
+    execute = CloudFormationBackend.execute_change_set
+
+    def execute_with_outputs(self, change_set_name, stack_name=None):
+        execute(self, change_set_name, stack_name)
+        for stack in self.stacks.values():
+            if stack.status in ("CREATE_COMPLETE", "UPDATE_COMPLETE") and not stack.outputs:
+                stack._parse_template()
+                stack.output_map = stack._create_output_map()
+
+    CloudFormationBackend.execute_change_set = execute_with_outputs
+
+    _install_network_deletes()
+
+
+def _install_network_deletes():
+    """moto's CloudFormation deletes none of a VPC's route tables, NAT
+    gateway, internet gateway attachment or Elastic IP with the stack, so
+    the VPC's own delete fails on them and cdk destroy with it. Each gets
+    the delete AWS would do; a delete that still has dependents raises, and
+    moto retries it after the others, as CloudFormation orders deletes."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.elastic_ip_addresses import ElasticAddress
+    from moto.ec2.models.internet_gateways import InternetGateway
+    from moto.ec2.models.nat_gateways import NatGateway
+    from moto.ec2.models.route_tables import RouteTable
+    from moto.ec2.models.vpn_gateway import VPCGatewayAttachment
+
+    def route_table(self, account_id, region_name):
+        ec2 = ec2_backends[account_id][region_name]
+        for assoc in list(self._associations):
+            ec2.disassociate_route_table(assoc)
+        ec2.delete_route_table(self.id)
+
+    def nat_gateway(self, account_id, region_name):
+        ec2 = ec2_backends[account_id][region_name]
+        ec2.delete_nat_gateway(self.id)
+        ec2.nat_gateways.pop(self.id, None)
+
+    def attachment(self, account_id, region_name):
+        ec2 = ec2_backends[account_id][region_name]
+        if self.gateway_id in ec2.internet_gateways:
+            ec2.detach_internet_gateway(self.gateway_id, self.vpc_id)
+
+    def internet_gateway(self, account_id, region_name):
+        ec2_backends[account_id][region_name].delete_internet_gateway(self.id)
+
+    def address(self, account_id, region_name):
+        ec2_backends[account_id][region_name].release_address(allocation_id=self.allocation_id)
+
+    for cls, fn in ((RouteTable, route_table), (NatGateway, nat_gateway), (VPCGatewayAttachment, attachment),
+                    (InternetGateway, internet_gateway), (ElasticAddress, address)):
+        if "delete" not in cls.__dict__:
+            cls.delete = fn
 
 
 if _MAIN:

@@ -1,0 +1,161 @@
+// Command ferry is ferry's command line:
+//
+//	ferry metrics -function NAME [-since 1h | -start T -end T] [-period 1m] [-json] [-png FILE]
+//	ferry local start -stack Ferry-us-east-1 [-state .local] [-bin dist] [-ingress 127.0.0.1:8080]
+//	ferry local stop [-state .local]
+//
+// metrics reads a function's ferry metrics from CloudWatch and prints what
+// ferry saved. local start runs, on this machine, the data plane of a stack
+// deployed to a local AWS (see localstack/dataplane); local stop ends it.
+// AWS endpoint, region and credentials come from the environment
+// (AWS_ENDPOINT_URL, AWS_REGION, ...), as for any AWS tool.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
+
+	"github.com/ferryrun/ferry/internal/review"
+	"github.com/ferryrun/ferry/localstack/dataplane"
+)
+
+const usage = `usage:
+  ferry metrics -function NAME [-since 1h | -start RFC3339 -end RFC3339] [-period 1m] [-json] [-png FILE]
+  ferry local start -stack NAME [-state .local] [-bin dist] [-ingress 127.0.0.1:8080]
+  ferry local stop [-state .local]`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "ferry:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return errors.New("no command")
+	}
+	switch {
+	case args[0] == "metrics":
+		return metrics(ctx, args[1:], stdout, stderr)
+	case args[0] == "local" && len(args) > 1 && args[1] == "start":
+		return localStart(ctx, args[2:], stdout, stderr)
+	case args[0] == "local" && len(args) > 1 && args[1] == "stop":
+		fs := flag.NewFlagSet("ferry local stop", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		state := fs.String("state", ".local", "state directory of the data plane")
+		if err := fs.Parse(args[2:]); err != nil {
+			return err
+		}
+		return dataplane.Stop(*state)
+	}
+	fmt.Fprintln(stderr, usage)
+	return fmt.Errorf("unknown command %q", strings.Join(args[:min(2, len(args))], " "))
+}
+
+func metrics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ferry metrics", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fn := fs.String("function", "", "the function's name (required)")
+	since := fs.Duration("since", time.Hour, "review the last `duration` (ignored with -start)")
+	start := fs.String("start", "", "window start, RFC 3339")
+	end := fs.String("end", "", "window end, RFC 3339 (default now)")
+	period := fs.Duration("period", time.Minute, "step of the series, a multiple of 1m")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	png := fs.String("png", "", "also chart compute saved and requests over time into this PNG `file`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *fn == "" {
+		fs.Usage()
+		return errors.New("-function is required")
+	}
+	w := review.Window{End: time.Now(), Period: *period}
+	var err error
+	if *end != "" {
+		if w.End, err = time.Parse(time.RFC3339, *end); err != nil {
+			return fmt.Errorf("-end: %w", err)
+		}
+	}
+	w.Start = w.End.Add(-*since)
+	if *start != "" {
+		if w.Start, err = time.Parse(time.RFC3339, *start); err != nil {
+			return fmt.Errorf("-start: %w", err)
+		}
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("AWS configuration: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	rep, err := review.Fetch(ctx, cloudwatch.NewFromConfig(cfg), *fn, w)
+	if err != nil {
+		return err
+	}
+	if *png != "" {
+		if err := rep.WritePNG(*png); err != nil {
+			return fmt.Errorf("-png: %w", err)
+		}
+	}
+	if *asJSON {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteTable(stdout)
+}
+
+func localStart(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ferry local start", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stack := fs.String("stack", "", "the deployed stack (required), e.g. Ferry-us-east-1")
+	state := fs.String("state", ".local", "state directory: code, logs, pid files")
+	bin := fs.String("bin", "dist", "directory holding lambda-emulator and ferry-router")
+	ingress := fs.String("ingress", "127.0.0.1:8080", "the router's client address")
+	interval := fs.Duration("metrics-interval", 10*time.Second, "the router's metrics interval")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *stack == "" {
+		fs.Usage()
+		return errors.New("-stack is required")
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("AWS configuration: %w", err)
+	}
+	endpoint := os.Getenv("AWS_ENDPOINT_URL")
+	if endpoint == "" {
+		return errors.New("AWS_ENDPOINT_URL is not set: ferry local runs against a local AWS only")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	st, err := dataplane.Start(ctx, dataplane.NewClients(cfg), dataplane.Options{
+		Stack: *stack, StateDir: *state, BinDir: *bin, Endpoint: endpoint, Region: cfg.Region,
+		Ingress: *ingress, MetricsInterval: *interval, Log: stdout,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nsend traffic:   curl %s/work?cpu_ms=5\\&wait_ms=100\n", st.ClientURL)
+	for _, f := range st.Functions {
+		fmt.Fprintf(stdout, "review metrics: ferry metrics -function %s -since 15m\n", f)
+	}
+	return nil
+}

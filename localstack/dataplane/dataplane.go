@@ -1,0 +1,568 @@
+// Package dataplane runs, on this machine, what AWS would run for a ferry
+// stack deployed to a local AWS: the stack's Lambda functions under the
+// Lambda emulator, with the code and layers the stack deployed, and
+// ferry-router configured from the stack's ECS task definition and its
+// secret, as the Fargate task would be.
+//
+// Everything is read back from the local AWS through its APIs
+// (CloudFormation, Lambda, S3, ECS, Secrets Manager), never from the CDK
+// app's source, so the data plane runs exactly what was deployed. The
+// processes it starts are recorded in pid files in the state directory;
+// Stop ends exactly those.
+package dataplane
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
+	cftypes "github.com/aws/aws-sdk-go-v2/service/cloudformation/types"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/ferryrun/ferry/localstack/lambdaemu"
+)
+
+// Options configure Start.
+type Options struct {
+	Stack    string // the deployed stack's name, e.g. Ferry-us-east-1
+	StateDir string // code, config, logs and pid files go here
+	BinDir   string // holds lambda-emulator and ferry-router
+	// Endpoint is the local AWS the router publishes metrics to, and
+	// Region the stack's region.
+	Endpoint, Region string
+	// Ingress is the router's client address; if empty, 127.0.0.1:8080.
+	Ingress string
+	// MetricsInterval is the router's FERRY_ROUTER_METRICS_INTERVAL; if
+	// zero, 10s (the deployed default, 60s, is long to wait for locally).
+	MetricsInterval time.Duration
+	// Concurrency is each function's concurrent invocation limit in the
+	// emulator; if zero, 50.
+	Concurrency int
+	Log         io.Writer // progress lines; if nil, discarded
+}
+
+// State is what Start started, saved as StateDir/dataplane.json.
+type State struct {
+	Stack     string   `json:"stack"`
+	ClientURL string   `json:"client_url"` // the router's ingress
+	AdminURL  string   `json:"admin_url"`
+	LambdaURL string   `json:"lambda_url"` // the emulator's Invoke API
+	Functions []string `json:"functions"`
+	// Skipped lists template resources the local AWS did not create.
+	Skipped []string `json:"skipped,omitempty"`
+}
+
+// Clients are the local AWS's APIs Start reads.
+type Clients struct {
+	CloudFormation *cloudformation.Client
+	Lambda         *lambda.Client
+	S3             *s3.Client
+	ECS            *ecs.Client
+	SecretsManager *secretsmanager.Client
+}
+
+// NewClients makes the clients from one AWS configuration (endpoint,
+// region and credentials from the environment, as for any AWS tool).
+func NewClients(cfg aws.Config) Clients {
+	return Clients{
+		CloudFormation: cloudformation.NewFromConfig(cfg),
+		Lambda:         lambda.NewFromConfig(cfg),
+		S3:             s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true }),
+		ECS:            ecs.NewFromConfig(cfg),
+		SecretsManager: secretsmanager.NewFromConfig(cfg),
+	}
+}
+
+const (
+	stateFile   = "dataplane.json"
+	emulatorPid = "lambda-emulator.pid"
+	routerPid   = "ferry-router.pid"
+)
+
+// Start reads the stack from the local AWS and starts the emulator and
+// the router. It fails if a data plane from StateDir still runs.
+func Start(ctx context.Context, c Clients, o Options) (State, error) {
+	logf := func(format string, args ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", args...)
+		}
+	}
+	if o.Ingress == "" {
+		o.Ingress = "127.0.0.1:8080"
+	}
+	if o.MetricsInterval == 0 {
+		o.MetricsInterval = 10 * time.Second
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = 50
+	}
+	for _, p := range []string{emulatorPid, routerPid} {
+		if pid, ok := running(filepath.Join(o.StateDir, p)); ok {
+			return State{}, fmt.Errorf("a local data plane already runs (pid %d from %s): stop it first (make local-stop)", pid, filepath.Join(o.StateDir, p))
+		}
+	}
+	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
+		return State{}, err
+	}
+	st := State{Stack: o.Stack}
+
+	stacks, err := c.CloudFormation.DescribeStacks(ctx, &cloudformation.DescribeStacksInput{StackName: &o.Stack})
+	if err != nil {
+		return st, fmt.Errorf("stack %s: %w (deploy it first: make local-deploy)", o.Stack, err)
+	}
+	if s := stacks.Stacks[0].StackStatus; s != cftypes.StackStatusCreateComplete && s != cftypes.StackStatusUpdateComplete {
+		return st, fmt.Errorf("stack %s is %s, not deployed", o.Stack, s)
+	}
+	// arn:aws:cloudformation:<region>:<account>:stack/<name>/<id>
+	arn := strings.Split(aws.ToString(stacks.Stacks[0].StackId), ":")
+	if len(arn) < 6 {
+		return st, fmt.Errorf("stack %s: unexpected id %q", o.Stack, aws.ToString(stacks.Stacks[0].StackId))
+	}
+	pseudo := strings.NewReplacer("${AWS::AccountId}", arn[4], "${AWS::Region}", arn[3],
+		"${AWS::Partition}", arn[1], "${AWS::URLSuffix}", "amazonaws.com")
+	tmpl, err := template(ctx, c.CloudFormation, o.Stack)
+	if err != nil {
+		return st, err
+	}
+	res, err := resources(ctx, c.CloudFormation, o.Stack)
+	if err != nil {
+		return st, err
+	}
+	for _, id := range slices.Sorted(maps.Keys(tmpl.Resources)) {
+		if _, ok := res[id]; !ok {
+			st.Skipped = append(st.Skipped, id+" ("+tmpl.Resources[id].Type+")")
+		}
+	}
+	if len(st.Skipped) > 0 {
+		logf("not created by the local AWS (no effect on the data plane): %s", strings.Join(st.Skipped, ", "))
+	}
+
+	// Functions, with their code and layers from the stack's assets.
+	layerDirs := map[string]string{} // layer version ARN -> unpacked dir
+	var fns []lambdaemu.Function
+	for _, id := range slices.Sorted(maps.Keys(tmpl.Resources)) {
+		r := tmpl.Resources[id]
+		switch r.Type {
+		case "AWS::Lambda::LayerVersion":
+			dir := filepath.Join(o.StateDir, "layers", id)
+			if err := fetchZip(ctx, c.S3, r.Properties.Content, pseudo, dir); err != nil {
+				return st, fmt.Errorf("layer %s: %w", id, err)
+			}
+			layerDirs[res[id]] = dir
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(tmpl.Resources)) {
+		r := tmpl.Resources[id]
+		if r.Type != "AWS::Lambda::Function" {
+			continue
+		}
+		name := res[id]
+		fn, err := c.Lambda.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: &name})
+		if err != nil {
+			return st, fmt.Errorf("function %s: %w", name, err)
+		}
+		cfg := fn.Configuration
+		if arch := hostArch(); len(cfg.Architectures) > 0 && string(cfg.Architectures[0]) != arch {
+			return st, fmt.Errorf("function %s is deployed for %s; this machine runs %s binaries: deploy with -c sampleArch=%s (make local-deploy does)",
+				name, cfg.Architectures[0], arch, arch)
+		}
+		code := filepath.Join(o.StateDir, "functions", name)
+		if err := fetchZip(ctx, c.S3, r.Properties.Code, pseudo, code); err != nil {
+			return st, fmt.Errorf("function %s code: %w", name, err)
+		}
+		f := lambdaemu.Function{
+			Name: name, CodeDir: code, Runtime: string(cfg.Runtime), Handler: aws.ToString(cfg.Handler),
+			Timeout:  lambdaemu.Duration{Duration: time.Duration(aws.ToInt32(cfg.Timeout)) * time.Second},
+			MemoryMB: int(aws.ToInt32(cfg.MemorySize)), Concurrency: o.Concurrency,
+		}
+		if cfg.Environment != nil {
+			f.Env = cfg.Environment.Variables
+		}
+		for _, l := range cfg.Layers {
+			dir, ok := layerDirs[aws.ToString(l.Arn)]
+			if !ok {
+				return st, fmt.Errorf("function %s: layer %s is not one of the stack's layers", name, aws.ToString(l.Arn))
+			}
+			f.Layers = append(f.Layers, dir)
+		}
+		fns = append(fns, f)
+		st.Functions = append(st.Functions, name)
+		logf("function %s: %s, %s, %ds, %d MB, %d layer(s)", name, f.Runtime, cfg.Architectures, aws.ToInt32(cfg.Timeout), f.MemoryMB, len(f.Layers))
+	}
+	if len(fns) == 0 {
+		return st, fmt.Errorf("stack %s has no Lambda functions", o.Stack)
+	}
+
+	// The emulator.
+	emuAddr, err := freeAddr()
+	if err != nil {
+		return st, err
+	}
+	emuConfig := filepath.Join(o.StateDir, "functions.json")
+	b, _ := json.MarshalIndent(lambdaemu.Config{Functions: fns, Region: o.Region}, "", "  ")
+	if err := os.WriteFile(emuConfig, b, 0o644); err != nil {
+		return st, err
+	}
+	st.LambdaURL = "http://" + emuAddr
+	if err := spawn(o.StateDir, emulatorPid, nil, filepath.Join(o.BinDir, "lambda-emulator"),
+		"-config", emuConfig, "-listen", emuAddr); err != nil {
+		return st, err
+	}
+	if err := await(ctx, st.LambdaURL+"/_emulator/health"); err != nil {
+		Stop(o.StateDir)
+		return st, fmt.Errorf("lambda-emulator: %w (see %s)", err, filepath.Join(o.StateDir, "lambda-emulator.log"))
+	}
+
+	// The router, from the task definition the stack deployed.
+	env, err := routerEnv(ctx, c, tmpl, res)
+	if err != nil {
+		Stop(o.StateDir)
+		return st, err
+	}
+	adminAddr, err := freeAddr()
+	if err != nil {
+		Stop(o.StateDir)
+		return st, err
+	}
+	env = append(env,
+		// Where the Fargate task listens on its own address, the local
+		// router listens on loopback and advertises its tunnel port there.
+		"FERRY_ROUTER_LISTEN="+o.Ingress,
+		"FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0",
+		"FERRY_ROUTER_ADVERTISE=127.0.0.1:0",
+		"FERRY_ROUTER_ADMIN_LISTEN="+adminAddr,
+		// No log pipeline extracts EMF locally: publish with PutMetricData.
+		"FERRY_ROUTER_METRICS=emf,cloudwatch",
+		"FERRY_ROUTER_METRICS_INTERVAL="+o.MetricsInterval.String(),
+		"AWS_ENDPOINT_URL="+o.Endpoint,
+		"AWS_ENDPOINT_URL_LAMBDA="+st.LambdaURL,
+		"AWS_REGION="+o.Region,
+		"AWS_DISABLE_REQUEST_COMPRESSION=true", // moto reads no gzip bodies
+	)
+	st.ClientURL = "http://" + o.Ingress
+	st.AdminURL = "http://" + adminAddr
+	if err := spawn(o.StateDir, routerPid, env, filepath.Join(o.BinDir, "ferry-router")); err != nil {
+		Stop(o.StateDir)
+		return st, err
+	}
+	if err := await(ctx, st.AdminURL+"/readyz"); err != nil {
+		Stop(o.StateDir)
+		return st, fmt.Errorf("ferry-router: %w (see %s)", err, filepath.Join(o.StateDir, "ferry-router.log"))
+	}
+	b, _ = json.MarshalIndent(st, "", "  ")
+	if err := os.WriteFile(filepath.Join(o.StateDir, stateFile), b, 0o644); err != nil {
+		Stop(o.StateDir)
+		return st, err
+	}
+	logf("router: clients %s, admin %s; Lambda API %s", st.ClientURL, st.AdminURL, st.LambdaURL)
+	return st, nil
+}
+
+// Load reads the State a running data plane saved in dir.
+func Load(dir string) (State, error) {
+	var st State
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		return st, fmt.Errorf("no local data plane in %s: %w", dir, err)
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+// Stop ends the processes Start recorded in dir (each with its whole
+// process group: the emulator's sandboxes and their apps go too) and
+// removes their pid files. Stopping what is not running is no error.
+func Stop(dir string) error {
+	var errs []error
+	// The router first: it drains its tunnels while the emulator lives.
+	for _, p := range []string{routerPid, emulatorPid} {
+		path := filepath.Join(dir, p)
+		pid, ok := running(path)
+		if ok {
+			syscall.Kill(-pid, syscall.SIGTERM)
+			deadline := time.Now().Add(15 * time.Second)
+			for alive(pid) && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if alive(pid) {
+				syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	os.Remove(filepath.Join(dir, stateFile))
+	return errors.Join(errs...)
+}
+
+// routerEnv is the router container's environment, with its secrets read
+// from Secrets Manager as ECS would inject them.
+func routerEnv(ctx context.Context, c Clients, tmpl tmplDoc, res map[string]string) ([]string, error) {
+	var arn string
+	for id, r := range tmpl.Resources {
+		if r.Type == "AWS::ECS::TaskDefinition" {
+			if arn != "" {
+				return nil, errors.New("the stack has more than one ECS task definition")
+			}
+			arn = res[id]
+		}
+	}
+	if arn == "" {
+		return nil, errors.New("the stack has no ECS task definition for the router")
+	}
+	td, err := c.ECS.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: &arn})
+	if err != nil {
+		return nil, fmt.Errorf("task definition %s: %w", arn, err)
+	}
+	for _, cd := range td.TaskDefinition.ContainerDefinitions {
+		if aws.ToString(cd.Name) != "router" {
+			continue
+		}
+		var env []string
+		for _, kv := range cd.Environment {
+			env = append(env, aws.ToString(kv.Name)+"="+aws.ToString(kv.Value))
+		}
+		for _, s := range cd.Secrets {
+			v, err := c.SecretsManager.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: s.ValueFrom})
+			if err != nil {
+				return nil, fmt.Errorf("secret for %s: %w", aws.ToString(s.Name), err)
+			}
+			env = append(env, aws.ToString(s.Name)+"="+aws.ToString(v.SecretString))
+		}
+		return env, nil
+	}
+	return nil, fmt.Errorf("task definition %s has no container named router", arn)
+}
+
+type tmplDoc struct {
+	Resources map[string]struct {
+		Type       string
+		Properties struct {
+			Code    s3Location // AWS::Lambda::Function
+			Content s3Location // AWS::Lambda::LayerVersion
+		}
+	}
+}
+
+// s3Location is a Code or Content property. CDK names the bootstrap
+// bucket with Fn::Sub over pseudo parameters.
+type s3Location struct {
+	S3Bucket json.RawMessage
+	S3Key    string
+}
+
+func template(ctx context.Context, cf *cloudformation.Client, stack string) (tmplDoc, error) {
+	out, err := cf.GetTemplate(ctx, &cloudformation.GetTemplateInput{StackName: &stack, TemplateStage: cftypes.TemplateStageProcessed})
+	if err != nil {
+		return tmplDoc{}, fmt.Errorf("template of %s: %w", stack, err)
+	}
+	var t tmplDoc
+	if err := json.Unmarshal([]byte(aws.ToString(out.TemplateBody)), &t); err != nil {
+		return t, fmt.Errorf("template of %s: %w", stack, err)
+	}
+	return t, nil
+}
+
+// resources maps the stack's logical ids to physical ids (empty for
+// resources that have none, such as security-group rules in moto).
+func resources(ctx context.Context, cf *cloudformation.Client, stack string) (map[string]string, error) {
+	m := map[string]string{}
+	p := cloudformation.NewListStackResourcesPaginator(cf, &cloudformation.ListStackResourcesInput{StackName: &stack})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("resources of %s: %w", stack, err)
+		}
+		for _, r := range page.StackResourceSummaries {
+			if id := aws.ToString(r.LogicalResourceId); id != "" {
+				m[id] = aws.ToString(r.PhysicalResourceId)
+			}
+		}
+	}
+	return m, nil
+}
+
+// maxZip bounds a downloaded code or layer zip (Lambda's own limit on
+// unzipped code is 250 MB).
+const maxZip = 250 << 20
+
+func fetchZip(ctx context.Context, api *s3.Client, loc s3Location, pseudo *strings.Replacer, dir string) error {
+	var bucket string
+	var sub struct {
+		Sub string `json:"Fn::Sub"`
+	}
+	if json.Unmarshal(loc.S3Bucket, &bucket) != nil && json.Unmarshal(loc.S3Bucket, &sub) == nil {
+		bucket = pseudo.Replace(sub.Sub)
+	}
+	if bucket == "" || strings.Contains(bucket, "${") || loc.S3Key == "" {
+		return fmt.Errorf("no S3 location in the deployed template (bucket %s, key %q)", loc.S3Bucket, loc.S3Key)
+	}
+	obj, err := api.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &loc.S3Key})
+	if err != nil {
+		return fmt.Errorf("s3://%s/%s: %w", bucket, loc.S3Key, err)
+	}
+	defer obj.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(obj.Body, maxZip+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > maxZip {
+		return fmt.Errorf("s3://%s/%s is over %d MB", bucket, loc.S3Key, maxZip>>20)
+	}
+	return unzip(b, dir)
+}
+
+func unzip(b []byte, dir string) error {
+	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(mkdir(dir))
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	var total int64
+	for _, f := range zr.File {
+		if total += int64(f.UncompressedSize64); total > maxZip {
+			return fmt.Errorf("unzipped size over %d MB", maxZip>>20)
+		}
+		if strings.HasSuffix(f.Name, "/") {
+			if err := root.MkdirAll(f.Name, 0o755); err != nil {
+				return err
+			}
+			continue
+		}
+		if d := filepath.Dir(f.Name); d != "." {
+			if err := root.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+		// os.Root refuses names that leave dir ("../x", absolute paths).
+		w, err := root.OpenFile(f.Name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, f.Mode().Perm()|0o200)
+		if err != nil {
+			return err
+		}
+		r, err := f.Open()
+		if err == nil {
+			_, err = io.Copy(w, io.LimitReader(r, int64(f.UncompressedSize64)))
+			r.Close()
+		}
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mkdir(dir string) string {
+	os.MkdirAll(dir, 0o755)
+	return dir
+}
+
+// spawn starts bin detached in its own process group, logging to
+// StateDir/<name>.log, and records its pid.
+func spawn(dir, pidFile string, env []string, bin string, args ...string) error {
+	name := filepath.Base(bin)
+	logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	go cmd.Wait() // reaped if this process outlives it (tests)
+	return os.WriteFile(filepath.Join(dir, pidFile), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+}
+
+// running reports the pid recorded in path, if that process still runs.
+func running(path string) (int, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0, false
+	}
+	return pid, alive(pid)
+}
+
+func alive(pid int) bool {
+	// A zombie (exited, not yet reaped) counts as gone.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) {
+		return b[i+2] != 'Z' && b[i+2] != 'X'
+	}
+	return true
+}
+
+func await(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready within 30s", url)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func hostArch() string {
+	if runtime.GOARCH == "arm64" {
+		return "arm64"
+	}
+	return "x86_64"
+}
