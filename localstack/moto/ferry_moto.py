@@ -274,6 +274,20 @@ def _install():
 
     LambdaFunction.create_from_cloudformation_json = classmethod(create_with_layers)
 
+    # moto's AWS::ECS::Service drops LaunchType; a Fargate service then
+    # describes itself as EC2.
+    from moto.ecs.models import Service
+
+    create_service = Service.create_from_cloudformation_json.__func__
+
+    def create_with_launch_type(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        svc = create_service(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        if _props(cloudformation_json).get("LaunchType"):
+            svc.launch_type = _props(cloudformation_json)["LaunchType"]
+        return svc
+
+    Service.create_from_cloudformation_json = classmethod(create_with_launch_type)
+
     # A stack made by executing a CREATE change set (how cdk deploy
     # deploys) shows no Outputs in moto: its output map was built before
     # the change set's template was applied.
