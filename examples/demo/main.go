@@ -7,15 +7,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -24,6 +21,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ferryrun/ferry/internal/localrun"
 )
 
 type options struct {
@@ -65,62 +64,14 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "ferry-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	layer, code := filepath.Join(work, "layer"), filepath.Join(work, "code")
-	for _, d := range []string{layer, code} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	if err := os.Symlink(filepath.Join(dist, "bootstrap"), filepath.Join(layer, "bootstrap")); err != nil {
-		return err
-	}
-	if err := os.Symlink(filepath.Join(dist, "goapp"), filepath.Join(code, "goapp")); err != nil {
-		return err
-	}
-
-	fn := func(name string) map[string]any {
-		return map[string]any{"name": name, "code_dir": code, "layers": []string{layer}, "runtime": "provided.al2023",
-			"timeout": "60s", "memory_mb": 1769, "concurrency": 200,
-			"env": map[string]string{"FERRY_APP_CMD": filepath.Join(code, "goapp"), "FERRY_READINESS_PATH": "/healthz"}}
-	}
-	emuCfg := filepath.Join(work, "functions.json")
-	writeJSON(emuCfg, map[string]any{"functions": []any{fn("ferry"), fn("single")}})
-	routes := filepath.Join(work, "routes.json")
-	writeJSON(routes, map[string]any{"routes": []map[string]any{
-		{"function": "ferry", "host": "ferry.localhost", "max_concurrency": o.limit},
-		{"function": "single", "host": "single.localhost", "max_concurrency": 1},
+	fmt.Fprintln(out, "starting the Lambda emulator and ferry-router")
+	st, err := localrun.Start(ctx, localrun.Config{Dist: dist, Functions: []localrun.Function{
+		{Name: "ferry", Limit: o.limit}, {Name: "single", Limit: 1},
 	}})
-
-	emuAddr, ingress, admin := freeAddr(), freeAddr(), freeAddr()
-	logs, err := os.Create(filepath.Join(work, "processes.log"))
 	if err != nil {
 		return err
 	}
-	defer logs.Close()
-	procs := &processes{}
-	defer procs.stop()
-	fmt.Fprintf(out, "starting the Lambda emulator on %s and ferry-router on %s\n", emuAddr, ingress)
-	if err := procs.start(logs, nil, filepath.Join(dist, "lambda-emulator"), "-config", emuCfg, "-listen", emuAddr); err != nil {
-		return err
-	}
-	if err := waitHTTP(ctx, "http://"+emuAddr+"/_emulator/health"); err != nil {
-		return err
-	}
-	routerEnv := []string{"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=demo", "AWS_SECRET_ACCESS_KEY=demo",
-		"AWS_ENDPOINT_URL_LAMBDA=http://" + emuAddr, "FERRY_ROUTER_CONFIG=" + routes,
-		"FERRY_ROUTER_LISTEN=" + ingress, "FERRY_ROUTER_ADMIN_LISTEN=" + admin, "FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0",
-		"FERRY_ROUTER_METRICS_INTERVAL=10s"}
-	if err := procs.start(io.Discard, routerEnv, filepath.Join(dist, "ferry-router")); err != nil {
-		return err
-	}
-	if err := waitHTTP(ctx, "http://"+admin+"/readyz"); err != nil {
-		return err
-	}
+	defer st.Stop()
 
 	var rows []result
 	for _, r := range []struct {
@@ -128,20 +79,20 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		limit      int
 	}{{"ferry", "ferry.localhost", o.limit}, {"single", "single.localhost", 1}} {
 		fmt.Fprintf(out, "\n%s (limit %d): %d clients x %v of GET %s\n", r.name, r.limit, o.concurrency, o.duration, o.path)
-		row, err := drive(ctx, out, "http://"+ingress, r.host, o)
+		row, err := drive(ctx, out, st.Ingress, r.host, o)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "  waiting for %s's invocations to end...\n", r.name)
-		if err := quiesce(ctx, "http://"+admin, r.name); err != nil {
+		if err := st.Quiesce(ctx, r.name); err != nil {
 			return err
 		}
-		st, err := emulatorStats(ctx, "http://"+emuAddr, r.name)
+		stats, err := st.Stats(ctx, r.name)
 		if err != nil {
 			return err
 		}
 		row.name, row.limit = r.name, r.limit
-		row.invocations, row.sandboxes, row.billedMs = st.Invocations, st.SandboxesStarted, st.BilledMs
+		row.invocations, row.sandboxes, row.billedMs = stats.Invocations, stats.SandboxesStarted, stats.BilledMs
 		rows = append(rows, row)
 	}
 	printTable(out, rows)
@@ -232,122 +183,6 @@ func printTable(out io.Writer, rows []result) {
 		fmt.Fprintf(out, "\ncompute saved = 1 - ferry billed / limit-1 billed (per request) = %.1f%%\n", 100*(1-f/s))
 		if rows[1].p99 > 0 {
 			fmt.Fprintf(out, "p99 latency ferry / limit-1 = %.2fx\n", float64(rows[0].p99)/float64(rows[1].p99))
-		}
-	}
-}
-
-type emuStats struct {
-	Invocations      int64 `json:"invocations"`
-	SandboxesStarted int64 `json:"sandboxes_started"`
-	BilledMs         int64 `json:"billed_ms"`
-}
-
-func emulatorStats(ctx context.Context, base, fn string) (emuStats, error) {
-	var all map[string]emuStats
-	if err := getJSON(ctx, base+"/_emulator/stats", &all); err != nil {
-		return emuStats{}, err
-	}
-	return all[fn], nil
-}
-
-// quiesce waits until fn has no live or starting instance.
-func quiesce(ctx context.Context, admin, fn string) error {
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		var pools []struct {
-			Function  string `json:"function"`
-			Instances []any  `json:"instances"`
-			Pending   int    `json:"pending_invocations"`
-		}
-		if err := getJSON(ctx, admin+"/pool", &pools); err != nil {
-			return err
-		}
-		idle := true
-		for _, p := range pools {
-			if p.Function == fn && (len(p.Instances) > 0 || p.Pending > 0) {
-				idle = false
-			}
-		}
-		if idle {
-			time.Sleep(200 * time.Millisecond) // the last invoke answer reaches the emulator's totals
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s's invocations did not end", fn)
-}
-
-func getJSON(ctx context.Context, url string, v any) error {
-	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-func waitHTTP(ctx context.Context, url string) error {
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
-		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s did not answer", url)
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func writeJSON(path string, v any) {
-	b, _ := json.MarshalIndent(v, "", "  ")
-	os.WriteFile(path, b, 0o644)
-}
-
-// processes are the children the demo started; stop ends them all.
-type processes struct{ cmds []*exec.Cmd }
-
-func (p *processes) start(logs io.Writer, env []string, bin string, args ...string) error {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", filepath.Base(bin), err)
-	}
-	p.cmds = append(p.cmds, cmd)
-	return nil
-}
-
-func (p *processes) stop() {
-	for _, c := range slices.Backward(p.cmds) {
-		c.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { c.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			c.Process.Kill()
-			<-done
 		}
 	}
 }

@@ -21,7 +21,9 @@ type Conn struct {
 	remote string
 	cc     *http2.ClientConn
 	nc     net.Conn
-	start  time.Time
+	// accepted is when the TCP connection arrived, start when the
+	// handshake (TLS, hello, answer) was done.
+	accepted, start time.Time
 
 	done      chan struct{} // closed when the connection is gone; never reopened
 	closeOnce sync.Once
@@ -31,6 +33,12 @@ type Conn struct {
 
 // Hello returns the hello the instance sent.
 func (c *Conn) Hello() Hello { return c.hello }
+
+// Handshake returns when the tunnel's TCP connection was accepted and how
+// long TLS, the hello and the answer took after that.
+func (c *Conn) Handshake() (accepted time.Time, took time.Duration) {
+	return c.accepted, c.start.Sub(c.accepted)
+}
 
 // Claims returns what the instance's token proved.
 func (c *Conn) Claims() Claims { return c.claims }

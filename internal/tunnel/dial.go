@@ -21,6 +21,9 @@ type DialConfig struct {
 	Hello Hello
 	// Timeout bounds TCP, TLS and the hello together. If zero, 5s.
 	Timeout time.Duration
+	// LocalAddr, if set, is the source address (benchmarks spread many
+	// tunnels over several loopback addresses).
+	LocalAddr net.Addr
 }
 
 // Dial opens a tunnel to the router and completes the handshake. The
@@ -39,7 +42,7 @@ func Dial(ctx context.Context, cfg DialConfig) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
-	var d net.Dialer
+	d := net.Dialer{LocalAddr: cfg.LocalAddr}
 	nc, err := d.DialContext(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dialing router: %w", err)

@@ -115,6 +115,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // handshake runs TLS, the hello and the HTTP/2 preface on nc. Every failure
 // is logged here with its reason, and nc is left for the caller to close.
 func (s *Server) handshake(ctx context.Context, nc net.Conn) (*Conn, error) {
+	accepted := time.Now()
 	log := s.cfg.Logger.With("remote", nc.RemoteAddr().String())
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
@@ -161,7 +162,7 @@ func (s *Server) handshake(ctx context.Context, nc net.Conn) (*Conn, error) {
 		return nil, err
 	}
 
-	c := &Conn{hello: h, claims: claims, remote: nc.RemoteAddr().String(), start: time.Now(), done: make(chan struct{})}
+	c := &Conn{hello: h, claims: claims, remote: nc.RemoteAddr().String(), accepted: accepted, start: time.Now(), done: make(chan struct{})}
 	c.nc = &watchedConn{Conn: tc, gone: c.markDone}
 	cc, err := s.t2.NewClientConn(c.nc)
 	if err != nil {

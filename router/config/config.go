@@ -39,6 +39,7 @@ const (
 	EnvTokenSecret     = "FERRY_ROUTER_TOKEN_SECRET"
 	EnvMetricsInterval = "FERRY_ROUTER_METRICS_INTERVAL"
 	EnvMetrics         = "FERRY_ROUTER_METRICS"
+	EnvPprof           = "FERRY_ROUTER_PPROF"
 	EnvShutdownTimeout = "FERRY_ROUTER_SHUTDOWN_TIMEOUT"
 	EnvLogLevel        = "FERRY_ROUTER_LOG_LEVEL"
 )
@@ -47,7 +48,7 @@ const (
 var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, EnvRoutes, EnvConfigFile,
 	EnvMaxConcurrency, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
-	EnvMetrics, EnvShutdownTimeout, EnvLogLevel}
+	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel}
 
 // Route maps requests to a function, with that function's pool options.
 type Route struct {
@@ -77,6 +78,7 @@ type Config struct {
 	// Where metrics go: EMF lines on stdout, PutMetricData, both, or
 	// neither (all false).
 	MetricsEMF, MetricsCloudWatch bool
+	Pprof                         bool // /debug/pprof/ on the admin listener
 	ShutdownTimeout               time.Duration
 	LogLevel                      slog.Level
 }
@@ -156,6 +158,13 @@ func Load(getenv func(string) string) (Config, error) {
 				fail(EnvMetrics, v, "want emf, cloudwatch, emf,cloudwatch or off")
 			}
 		}
+	}
+	if v := getenv(EnvPprof); v != "" {
+		b, e := strconv.ParseBool(v)
+		if e != nil {
+			fail(EnvPprof, v, "want true or false")
+		}
+		c.Pprof = b
 	}
 	dur(EnvShutdownTimeout, &c.ShutdownTimeout, 0, 15*time.Minute)
 	if v := getenv(EnvLogLevel); v != "" && c.LogLevel.UnmarshalText([]byte(v)) != nil {

@@ -68,12 +68,12 @@ type Pool struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	instances []*instance         // guarded by mu; joined, not yet gone
-	launches  map[string]struct{} // guarded by mu; ids prepared whose tunnel has not arrived
-	waiters   []*waiter           // guarded by mu; FIFO
-	failures  int                 // guarded by mu; consecutive launches that brought no tunnel
-	closed    bool                // guarded by mu
-	stats     Stats               // guarded by mu
+	instances []*instance          // guarded by mu; joined, not yet gone
+	launches  map[string]time.Time // guarded by mu; ids prepared whose tunnel has not arrived, and when
+	waiters   []*waiter            // guarded by mu; FIFO
+	failures  int                  // guarded by mu; consecutive launches that brought no tunnel
+	closed    bool                 // guarded by mu
+	stats     Stats                // guarded by mu
 }
 
 type instance struct {
@@ -131,7 +131,7 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]struct{}{}}, nil
+	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]time.Time{}}, nil
 }
 
 // Lease is one stream slot on one instance. Release it exactly once, when
@@ -296,7 +296,7 @@ func (p *Pool) launchLocked() {
 			p.log.Error("preparing invocation", "err", err)
 			return
 		}
-		p.launches[id] = struct{}{}
+		p.launches[id] = time.Now()
 		p.stats.Launches++
 		go p.run(id, run, p.failureDelayLocked())
 	}
@@ -379,6 +379,7 @@ func (p *Pool) Add(conn *tunnel.Conn) {
 		conn.Close()
 		return
 	}
+	launched, pending := p.launches[conn.Claims().ID]
 	delete(p.launches, conn.Claims().ID)
 	p.failures = 0
 	p.stats.Joined++
@@ -387,7 +388,16 @@ func (p *Pool) Add(conn *tunnel.Conn) {
 	// The instance may take fewer streams than were asked of it.
 	p.launchLocked()
 	p.mu.Unlock()
-	p.log.Debug("instance joined", "instance", conn.Hello().RequestID, "limit", inst.limit)
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		// The cold path, for make bench: launch (invoke, sandbox start,
+		// bootstrap init, TCP connect) then the tunnel handshake.
+		accepted, handshake := conn.Handshake()
+		attrs := []any{"instance", conn.Hello().RequestID, "limit", inst.limit, "handshake_us", handshake.Microseconds()}
+		if pending {
+			attrs = append(attrs, "launch_to_accept_us", accepted.Sub(launched).Microseconds())
+		}
+		p.log.Debug("instance joined", attrs...)
+	}
 
 	go func() {
 		<-conn.Done()

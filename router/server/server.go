@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -234,6 +235,12 @@ func (r *Router) adminHandler() http.Handler {
 		}
 		io.WriteString(w, "ready\n")
 	})
+	if r.cfg.Pprof {
+		// Profiles on the admin port only, which faces no client.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	}
 	mux.HandleFunc("GET /pool", func(w http.ResponseWriter, _ *http.Request) {
 		names := make([]string, 0, len(r.pools))
 		for n := range r.pools {

@@ -1,0 +1,275 @@
+// Package localrun starts ferry on this machine for the demo and the
+// benchmarks: the Lambda emulator serving the real bootstrap and the Go
+// sample app as one or more functions, and ferry-router routing to them by
+// host, all as real processes on loopback.
+package localrun
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+)
+
+// Function is one function of a Stack, reached through the router with
+// Host: <Name>.localhost.
+type Function struct {
+	Name  string
+	Limit int // the router's streams per instance
+	// Concurrency is the emulator's limit on concurrent invocations; if
+	// zero, 200.
+	Concurrency int
+	Timeout     time.Duration     // if zero, 60s
+	Env         map[string]string // added to the bootstrap's environment
+}
+
+// Config configures Start.
+type Config struct {
+	Dist      string // holds bootstrap, goapp, lambda-emulator and ferry-router
+	Functions []Function
+	RouterEnv []string  // added to the router's environment
+	RouterLog io.Writer // the router's stderr (JSON logs); if nil, discarded
+	Log       io.Writer // the emulator's and the functions' output; if nil, discarded
+}
+
+// Stack is a running emulator and router.
+type Stack struct {
+	Ingress, Admin, Emulator string // http://host:port
+	RouterPID                int
+	work                     string
+	procs                    []*exec.Cmd
+}
+
+// Start starts the stack and waits until both processes answer.
+func Start(ctx context.Context, c Config) (*Stack, error) {
+	dist, err := filepath.Abs(c.Dist)
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "ferry-local-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{work: work}
+	layer, code := filepath.Join(work, "layer"), filepath.Join(work, "code")
+	for _, l := range [][2]string{{"bootstrap", layer}, {"goapp", code}} {
+		if err := os.MkdirAll(l[1], 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Symlink(filepath.Join(dist, l[0]), filepath.Join(l[1], l[0])); err != nil {
+			return nil, err
+		}
+	}
+	var fns []map[string]any
+	var routes []map[string]any
+	for _, f := range c.Functions {
+		env := map[string]string{"FERRY_APP_CMD": filepath.Join(code, "goapp"), "FERRY_READINESS_PATH": "/healthz"}
+		for k, v := range f.Env {
+			env[k] = v
+		}
+		conc, timeout := f.Concurrency, f.Timeout
+		if conc == 0 {
+			conc = 200
+		}
+		if timeout == 0 {
+			timeout = time.Minute
+		}
+		fns = append(fns, map[string]any{"name": f.Name, "code_dir": code, "layers": []string{layer},
+			"runtime": "provided.al2023", "timeout": timeout.String(), "memory_mb": 1769, "concurrency": conc, "env": env})
+		routes = append(routes, map[string]any{"function": f.Name, "host": f.Name + ".localhost", "max_concurrency": f.Limit})
+	}
+	emuCfg, routesFile := filepath.Join(work, "functions.json"), filepath.Join(work, "routes.json")
+	if err := writeJSON(emuCfg, map[string]any{"functions": fns}); err != nil {
+		return nil, err
+	}
+	if err := writeJSON(routesFile, map[string]any{"routes": routes}); err != nil {
+		return nil, err
+	}
+	var emu, ingress, admin string
+	for _, a := range []*string{&emu, &ingress, &admin} {
+		if *a, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	s.Ingress, s.Admin, s.Emulator = "http://"+ingress, "http://"+admin, "http://"+emu
+	if _, err := s.start(c.Log, nil, filepath.Join(dist, "lambda-emulator"), "-config", emuCfg, "-listen", emu); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	if err := WaitHTTP(ctx, s.Emulator+"/_emulator/health"); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	env := append([]string{"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
+		"AWS_ENDPOINT_URL_LAMBDA=" + s.Emulator, "FERRY_ROUTER_CONFIG=" + routesFile,
+		"FERRY_ROUTER_LISTEN=" + ingress, "FERRY_ROUTER_ADMIN_LISTEN=" + admin, "FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0",
+		"FERRY_ROUTER_METRICS=off"}, c.RouterEnv...)
+	cmd, err := s.start(c.RouterLog, env, filepath.Join(dist, "ferry-router"))
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	s.RouterPID = cmd.Process.Pid
+	if err := WaitHTTP(ctx, s.Admin+"/readyz"); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stack) start(logs io.Writer, env []string, bin string, args ...string) (*exec.Cmd, error) {
+	if logs == nil {
+		logs = io.Discard
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", filepath.Base(bin), err)
+	}
+	s.procs = append(s.procs, cmd)
+	return cmd, nil
+}
+
+// Stop ends the router, then the emulator (which ends its sandboxes).
+func (s *Stack) Stop() {
+	for _, c := range slices.Backward(s.procs) {
+		c.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			c.Process.Kill()
+			<-done
+		}
+	}
+	s.procs = nil
+	os.RemoveAll(s.work)
+}
+
+// EmulatorStats are one function's totals in the emulator.
+type EmulatorStats struct {
+	Invocations      int64 `json:"invocations"`
+	ColdStarts       int64 `json:"cold_starts"`
+	SandboxesStarted int64 `json:"sandboxes_started"`
+	BilledMs         int64 `json:"billed_ms"`
+	InitMs           int64 `json:"init_ms"`
+}
+
+// Stats returns fn's totals in the emulator.
+func (s *Stack) Stats(ctx context.Context, fn string) (EmulatorStats, error) {
+	var all map[string]EmulatorStats
+	if err := GetJSON(ctx, s.Emulator+"/_emulator/stats", &all); err != nil {
+		return EmulatorStats{}, err
+	}
+	return all[fn], nil
+}
+
+// Quiesce waits until fn has no live or starting instance, so that every
+// invocation has been billed.
+func (s *Stack) Quiesce(ctx context.Context, fn string) error {
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		var pools []struct {
+			Function  string `json:"function"`
+			Instances []any  `json:"instances"`
+			Pending   int    `json:"pending_invocations"`
+		}
+		if err := GetJSON(ctx, s.Admin+"/pool", &pools); err != nil {
+			return err
+		}
+		idle := true
+		for _, p := range pools {
+			if p.Function == fn && (len(p.Instances) > 0 || p.Pending > 0) {
+				idle = false
+			}
+		}
+		if idle {
+			time.Sleep(200 * time.Millisecond) // the last invoke answer reaches the emulator's totals
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s's invocations did not end", fn)
+}
+
+// RSS is the router process's resident memory in bytes.
+func (s *Stack) RSS() (int64, error) { return RSS(s.RouterPID) }
+
+// RSS is a process's resident memory in bytes, from /proc.
+func RSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
+	if err != nil {
+		return 0, err
+	}
+	var size, resident int64
+	if _, err := fmt.Sscan(string(b), &size, &resident); err != nil {
+		return 0, err
+	}
+	return resident * int64(os.Getpagesize()), nil
+}
+
+// GetJSON decodes url's JSON answer into v.
+func GetJSON(ctx context.Context, url string, v any) error {
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// WaitHTTP waits up to 15s for url to answer 200.
+func WaitHTTP(ctx context.Context, url string) error {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not answer", url)
+}
+
+// FreeAddr is a loopback address with a port free at the time of asking.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
