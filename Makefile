@@ -30,6 +30,17 @@ demo:
 	$(GO) build -trimpath -o $(DIST)/demo/demo ./examples/demo
 	$(DIST)/demo/demo -dist $(DIST)/demo $(DEMO_FLAGS)
 
+## bench: what ferry saves and what it costs, side by side, into bench/RESULTS.md
+## (about 15 minutes; BENCH_FLAGS=-short for about 3).
+bench:
+	@mkdir -p $(DIST)/bench
+	$(GO) build -trimpath -o $(DIST)/bench/bootstrap ./bootstrap
+	$(GO) build -trimpath -o $(DIST)/bench/goapp ./examples/goapp
+	$(GO) build -trimpath -o $(DIST)/bench/lambda-emulator ./localstack/cmd/lambda-emulator
+	$(GO) build -trimpath -o $(DIST)/bench/ferry-router ./router
+	$(GO) build -trimpath -o $(DIST)/bench/bench ./bench
+	$(DIST)/bench/bench -dist $(DIST)/bench $(BENCH_FLAGS)
+
 ## layer: dist/ferry-layer-{arm64,x86_64}.zip and dist/sample-app-{arm64,x86_64}.zip, reproducibly.
 layer:
 	$(GO) run ./layers -out $(DIST)

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -35,9 +36,13 @@ type Function struct {
 type Config struct {
 	Dist      string // holds bootstrap, goapp, lambda-emulator and ferry-router
 	Functions []Function
-	RouterEnv []string  // added to the router's environment
-	RouterLog io.Writer // the router's stderr (JSON logs); if nil, discarded
-	Log       io.Writer // the emulator's and the functions' output; if nil, discarded
+	// LambdaEndpoint, if set, is a Lambda Invoke API the router calls
+	// instead of the emulator, which is then not started (the benchmarks'
+	// stand-in control plane for thousands of instances).
+	LambdaEndpoint string
+	RouterEnv      []string  // added to the router's environment
+	RouterLog      io.Writer // the router's stderr (JSON logs); if nil, discarded
+	Log            io.Writer // the emulator's and the functions' output; if nil, discarded
 }
 
 // Stack is a running emulator and router.
@@ -71,7 +76,10 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 	var fns []map[string]any
 	var routes []map[string]any
 	for _, f := range c.Functions {
-		env := map[string]string{"FERRY_APP_CMD": filepath.Join(code, "goapp"), "FERRY_READINESS_PATH": "/healthz"}
+		// 1769 MB is one vCPU on Lambda; the emulator's sandboxes share
+		// every core, so hold the Go bootstrap and app to one.
+		env := map[string]string{"FERRY_APP_CMD": filepath.Join(code, "goapp"), "FERRY_READINESS_PATH": "/healthz",
+			"GOMAXPROCS": "1", "FERRY_MAX_CONCURRENCY": strconv.Itoa(max(f.Limit, 1))}
 		for k, v := range f.Env {
 			env[k] = v
 		}
@@ -100,16 +108,20 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 		}
 	}
 	s.Ingress, s.Admin, s.Emulator = "http://"+ingress, "http://"+admin, "http://"+emu
-	if _, err := s.start(c.Log, nil, filepath.Join(dist, "lambda-emulator"), "-config", emuCfg, "-listen", emu); err != nil {
-		s.Stop()
-		return nil, err
-	}
-	if err := WaitHTTP(ctx, s.Emulator+"/_emulator/health"); err != nil {
-		s.Stop()
-		return nil, err
+	lambdaURL := c.LambdaEndpoint
+	if lambdaURL == "" {
+		lambdaURL = s.Emulator
+		if _, err := s.start(c.Log, nil, filepath.Join(dist, "lambda-emulator"), "-config", emuCfg, "-listen", emu); err != nil {
+			s.Stop()
+			return nil, err
+		}
+		if err := WaitHTTP(ctx, s.Emulator+"/_emulator/health"); err != nil {
+			s.Stop()
+			return nil, err
+		}
 	}
 	env := append([]string{"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
-		"AWS_ENDPOINT_URL_LAMBDA=" + s.Emulator, "FERRY_ROUTER_CONFIG=" + routesFile,
+		"AWS_ENDPOINT_URL_LAMBDA=" + lambdaURL, "FERRY_ROUTER_CONFIG=" + routesFile,
 		"FERRY_ROUTER_LISTEN=" + ingress, "FERRY_ROUTER_ADMIN_LISTEN=" + admin, "FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0",
 		"FERRY_ROUTER_METRICS=off"}, c.RouterEnv...)
 	cmd, err := s.start(c.RouterLog, env, filepath.Join(dist, "ferry-router"))
