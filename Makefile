@@ -21,23 +21,24 @@ build:
 	@ls -l $(DIST)/linux-amd64/bootstrap $(DIST)/linux-arm64/bootstrap | awk '{printf "%-32s %6.2f MB\n", $$9, $$5/1048576}'
 
 ## demo: ferry vs one request per invocation, side by side, on this machine.
+# The binaries make demo and make bench run, built into $(1).
+define local-binaries
+	@mkdir -p $(1)
+	$(GO) build -trimpath -o $(1)/bootstrap ./bootstrap
+	$(GO) build -trimpath -o $(1)/goapp ./examples/goapp
+	$(GO) build -trimpath -o $(1)/lambda-emulator ./localstack/cmd/lambda-emulator
+	$(GO) build -trimpath -o $(1)/ferry-router ./router
+endef
+
 demo:
-	@mkdir -p $(DIST)/demo
-	$(GO) build -trimpath -o $(DIST)/demo/bootstrap ./bootstrap
-	$(GO) build -trimpath -o $(DIST)/demo/goapp ./examples/goapp
-	$(GO) build -trimpath -o $(DIST)/demo/lambda-emulator ./localstack/cmd/lambda-emulator
-	$(GO) build -trimpath -o $(DIST)/demo/ferry-router ./router
+	$(call local-binaries,$(DIST)/demo)
 	$(GO) build -trimpath -o $(DIST)/demo/demo ./examples/demo
 	$(DIST)/demo/demo -dist $(DIST)/demo $(DEMO_FLAGS)
 
 ## bench: what ferry saves and what it costs, side by side, into bench/RESULTS.md
 ## (about 15 minutes; BENCH_FLAGS=-short for about 3).
 bench:
-	@mkdir -p $(DIST)/bench
-	$(GO) build -trimpath -o $(DIST)/bench/bootstrap ./bootstrap
-	$(GO) build -trimpath -o $(DIST)/bench/goapp ./examples/goapp
-	$(GO) build -trimpath -o $(DIST)/bench/lambda-emulator ./localstack/cmd/lambda-emulator
-	$(GO) build -trimpath -o $(DIST)/bench/ferry-router ./router
+	$(call local-binaries,$(DIST)/bench)
 	$(GO) build -trimpath -o $(DIST)/bench/bench ./bench
 	$(DIST)/bench/bench -dist $(DIST)/bench $(BENCH_FLAGS)
 

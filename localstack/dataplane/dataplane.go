@@ -20,8 +20,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +38,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/ferryrun/ferry/internal/localrun"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
 )
 
@@ -215,7 +214,7 @@ func Start(ctx context.Context, c Clients, o Options) (State, error) {
 	}
 
 	// The emulator.
-	emuAddr, err := freeAddr()
+	emuAddr, err := localrun.FreeAddr()
 	if err != nil {
 		return st, err
 	}
@@ -229,7 +228,7 @@ func Start(ctx context.Context, c Clients, o Options) (State, error) {
 		"-config", emuConfig, "-listen", emuAddr); err != nil {
 		return st, err
 	}
-	if err := await(ctx, st.LambdaURL+"/_emulator/health"); err != nil {
+	if err := localrun.WaitHTTP(ctx, st.LambdaURL+"/_emulator/health"); err != nil {
 		Stop(o.StateDir)
 		return st, fmt.Errorf("lambda-emulator: %w (see %s)", err, filepath.Join(o.StateDir, "lambda-emulator.log"))
 	}
@@ -240,7 +239,7 @@ func Start(ctx context.Context, c Clients, o Options) (State, error) {
 		Stop(o.StateDir)
 		return st, err
 	}
-	adminAddr, err := freeAddr()
+	adminAddr, err := localrun.FreeAddr()
 	if err != nil {
 		Stop(o.StateDir)
 		return st, err
@@ -266,7 +265,7 @@ func Start(ctx context.Context, c Clients, o Options) (State, error) {
 		Stop(o.StateDir)
 		return st, err
 	}
-	if err := await(ctx, st.AdminURL+"/readyz"); err != nil {
+	if err := localrun.WaitHTTP(ctx, st.AdminURL+"/readyz"); err != nil {
 		Stop(o.StateDir)
 		return st, fmt.Errorf("ferry-router: %w (see %s)", err, filepath.Join(o.StateDir, "ferry-router.log"))
 	}
@@ -530,34 +529,6 @@ func alive(pid int) bool {
 		return b[i+2] != 'Z' && b[i+2] != 'X'
 	}
 	return true
-}
-
-func await(ctx context.Context, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready within 30s", url)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 func hostArch() string {
