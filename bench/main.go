@@ -27,6 +27,7 @@ type options struct {
 	dist, out string
 	short     bool
 	only      map[string]bool
+	savedEnv  map[string]string // extra bootstrap environment in section 1
 }
 
 // section is one part of the suite.
@@ -46,12 +47,21 @@ var sections = []section{
 
 func main() {
 	var o options
-	var only string
+	var only, savedEnv string
 	flag.StringVar(&o.dist, "dist", "dist/bench", "directory with bootstrap, goapp, lambda-emulator and ferry-router")
 	flag.StringVar(&o.out, "out", "bench/RESULTS.md", "results file (Markdown); empty for none")
 	flag.BoolVar(&o.short, "short", false, "fewer and shorter trials (about 3 minutes)")
 	flag.StringVar(&only, "only", "", "comma-separated sections to run (default all): "+names())
+	flag.StringVar(&savedEnv, "saved-env", "", "K=V,... added to the ferry functions' environment in section saved (try FERRY_CPU_GUARD=0.97)")
 	flag.Parse()
+	for kv := range strings.SplitSeq(savedEnv, ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
+			if o.savedEnv == nil {
+				o.savedEnv = map[string]string{}
+			}
+			o.savedEnv[k] = v
+		}
+	}
 	if only != "" {
 		o.only = map[string]bool{}
 		for _, s := range strings.Split(only, ",") {

@@ -41,7 +41,7 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 	fns := []localrun.Function{{Name: "single", Limit: 1}}
 	for _, w := range workloads {
 		if !slices.ContainsFunc(fns, func(f localrun.Function) bool { return f.Limit == w.limit }) {
-			fns = append(fns, localrun.Function{Name: fmt.Sprintf("ferry%d", w.limit), Limit: w.limit})
+			fns = append(fns, localrun.Function{Name: fmt.Sprintf("ferry%d", w.limit), Limit: w.limit, Env: o.savedEnv})
 		}
 	}
 	st, err := localrun.Start(ctx, localrun.Config{Dist: o.dist, Functions: fns})
@@ -100,6 +100,7 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 		fmt.Sprintf("Closed-loop clients (vegeta), %v per run, median of %d trials; ferry and limit 1 alternate within each trial.", runFor, trials),
 		"billed ms/req is the emulator's REPORT Billed Duration total over the run's requests; saved = 1 - ferry / limit 1.",
 		"physical limit: what ferry would save if billed time were only CPU time (the wait costs nothing).",
+		fmt.Sprintf("ferry functions' extra environment: %v (-saved-env).", o.savedEnv),
 		"Each sandbox's Go runs on one core (GOMAXPROCS=1: 1769 MB is one vCPU on Lambda), but all sandboxes share this machine's 2 cores, where Lambda gives each its own: CPU-heavy load contends here in both runs alike.")
 	return t, nil
 }
