@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -12,56 +11,76 @@ import (
 
 // logPipe copies a sandbox's output pipe into a lineWriter.
 type logPipe struct {
-	r       *os.File
-	fd      int // r's descriptor, for FIONREAD; valid until close
-	w       *lineWriter
-	copying atomic.Bool   // a read's bytes are being emitted
-	eof     chan struct{} // closed when the pipe reached EOF
+	r   *os.File
+	w   *lineWriter
+	eof chan struct{} // closed when the pipe reached EOF
+
+	// mu is held across each read from the pipe and the emitting of what
+	// it read, so settle, holding it, sees every byte either still in the
+	// pipe or already emitted: never in between.
+	mu sync.Mutex
 }
 
 func newLogPipe(r *os.File, w *lineWriter) *logPipe {
-	return &logPipe{r: r, fd: int(r.Fd()), w: w, eof: make(chan struct{})}
+	return &logPipe{r: r, w: w, eof: make(chan struct{})}
 }
 
 // copy runs until EOF, when every process holding the write end is gone.
 func (p *logPipe) copy() {
 	defer close(p.eof)
+	defer p.w.flush()
+	rc, err := p.r.SyscallConn()
+	if err != nil {
+		return
+	}
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := p.r.Read(buf)
-		if n > 0 {
-			p.copying.Store(true)
-			p.w.Write(buf[:n])
-			p.copying.Store(false)
-		}
-		if err != nil {
-			p.w.flush()
-			return
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			for {
+				n, rerr = unix.Read(int(fd), buf)
+				if rerr != unix.EINTR {
+					break
+				}
+			}
+			if rerr == unix.EAGAIN {
+				return false // wait until readable, then call again
+			}
+			if n > 0 {
+				p.w.Write(buf[:n])
+			}
+			return true
+		})
+		if err != nil || rerr != nil || n <= 0 {
+			return // n == 0: EOF
 		}
 	}
 }
 
 // settle waits, at most 50ms, until everything written to the pipe so far
-// has been emitted: nothing is left unread and no read is being emitted, on
-// two checks a millisecond apart (a read may have just returned).
+// has been emitted.
 func (p *logPipe) settle() {
-	quiet := 0
-	for deadline := time.Now().Add(50 * time.Millisecond); quiet < 2 && time.Now().Before(deadline); {
+	rc, err := p.r.SyscallConn()
+	if err != nil {
+		return
+	}
+	for deadline := time.Now().Add(50 * time.Millisecond); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		select {
 		case <-p.eof:
 			return
 		default:
 		}
-		n, err := unix.IoctlGetInt(p.fd, unix.TIOCINQ) // FIONREAD
-		if err != nil {
+		var n int
+		var ierr error
+		p.mu.Lock()
+		cerr := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }) // FIONREAD
+		p.mu.Unlock()
+		if cerr != nil || ierr != nil || n == 0 {
 			return
 		}
-		if n == 0 && !p.copying.Load() {
-			quiet++
-		} else {
-			quiet = 0
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

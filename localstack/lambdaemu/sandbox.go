@@ -272,8 +272,11 @@ func (sb *sandbox) handleNext(w http.ResponseWriter, r *http.Request) {
 	w.Write(inv.payload)
 }
 
-// current returns the invocation id names, or writes Lambda's error.
+// current returns the invocation id names, or writes Lambda's error. It
+// ends the invocation's hold on the sandbox's output, first taking in what
+// the function wrote before it answered: that belongs to the log tail.
 func (sb *sandbox) current(w http.ResponseWriter, id string) *invocation {
+	sb.logs.settle()
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	if sb.cur == nil || sb.cur.id != id {
