@@ -16,8 +16,9 @@ func TestBusyRisesWithLoad(t *testing.T) {
 	defer cancel()
 	go idle.Run(ctx)
 	time.Sleep(300 * time.Millisecond)
-	if b := idle.Busy(); b > 0.5 {
-		t.Errorf("idle process Busy() = %.2f, want near 0", b)
+	idleBusy := idle.Busy()
+	if idleBusy > 0.5 {
+		t.Errorf("idle process Busy() = %.2f, want near 0", idleBusy)
 	}
 
 	hogs := make([]*exec.Cmd, runtime.GOMAXPROCS(0))
@@ -37,9 +38,11 @@ func TestBusyRisesWithLoad(t *testing.T) {
 	})
 	go busy.Run(ctx)
 	time.Sleep(400 * time.Millisecond)
-	// The machine is shared: demand a clear majority, not saturation.
-	if b := busy.Busy(); b < 0.5 {
-		t.Errorf("with one hog per CPU, Busy() = %.2f, want > 0.5", b)
+	// The machine is shared (make test runs packages side by side): the
+	// hogs may get far less than their CPUs. Demand that the meter sees
+	// them clearly, not how much they got.
+	if b := busy.Busy(); b < 0.15 || b < 2*idleBusy {
+		t.Errorf("with one hog per CPU, Busy() = %.2f, want over 0.15 and twice the idle %.2f", b, idleBusy)
 	}
 }
 

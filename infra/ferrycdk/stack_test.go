@@ -214,9 +214,39 @@ func TestTwoRegions(t *testing.T) {
 }
 
 func TestBadContextIsAClearError(t *testing.T) {
-	_, err := ferrycdk.NewRegionStacks(newApp(map[string]any{ferrycdk.CtxNatGateways: "lots"}), testbin.ModuleRoot())
-	if err == nil || !strings.Contains(err.Error(), ferrycdk.CtxNatGateways) {
-		t.Errorf("error = %v, want one naming %s", err, ferrycdk.CtxNatGateways)
+	for key, value := range map[string]string{ferrycdk.CtxNatGateways: "lots", ferrycdk.CtxSampleArch: "sparc"} {
+		_, err := ferrycdk.NewRegionStacks(newApp(map[string]any{key: value}), testbin.ModuleRoot())
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s=%s: error = %v, want one naming %s", key, value, err, key)
+		}
+	}
+}
+
+// TestLocalContext is what make local-deploy synthesizes: a built router
+// image (no Docker build) and the sample for x86_64 with that layer.
+func TestLocalContext(t *testing.T) {
+	stacks, err := ferrycdk.NewRegionStacks(newApp(map[string]any{
+		ferrycdk.CtxRouterImage: "ferry-router:local", ferrycdk.CtxSampleArch: "x86_64"}), testbin.ModuleRoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := assertions.Template_FromStack(stacks[0].Stack, nil)
+	for id, td := range resources(tmpl, "AWS::ECS::TaskDefinition") {
+		b, _ := json.Marshal(td["Properties"].(map[string]any)["ContainerDefinitions"])
+		if !strings.Contains(string(b), `"Image":"ferry-router:local"`) {
+			t.Errorf("task definition %s: containers %s, want image ferry-router:local", id, b)
+		}
+	}
+	fns := resources(tmpl, "AWS::Lambda::Function")
+	if len(fns) != 1 {
+		t.Fatalf("%d functions, want 1", len(fns))
+	}
+	for id, fn := range fns {
+		props := fn["Properties"].(map[string]any)
+		b, _ := json.Marshal(props["Layers"])
+		if arch, _ := json.Marshal(props["Architectures"]); string(arch) != `["x86_64"]` || !strings.Contains(string(b), "FerryLayerX8664") {
+			t.Errorf("function %s: architectures %s, layers %s; want x86_64 with the x86_64 layer", id, arch, b)
+		}
 	}
 }
 
