@@ -56,7 +56,7 @@ $(CDK): .cdk/package.json .cdk/package-lock.json
 
 ## synth: the CloudFormation templates in cdk.out, offline, no AWS credentials needed.
 synth: layer $(CDK)
-	$(CDK) synth --all --quiet --no-notices --no-version-reporting
+	$(CDK) synth --quiet --no-notices --no-version-reporting
 	@ls cdk.out/*.template.json
 
 ## deploy: cdk deploy --all (after cdk bootstrap; see README "Deploy to AWS").

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -348,12 +349,8 @@ func (l *loadResult) pct(p float64) time.Duration {
 	if len(l.latencies) == 0 {
 		return 0
 	}
-	s := append([]time.Duration(nil), l.latencies...)
-	for i := 1; i < len(s); i++ { // insertion sort is plenty for a few thousand
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
+	s := slices.Clone(l.latencies)
+	slices.Sort(s)
 	return s[min(len(s)-1, int(math.Ceil(p*float64(len(s))))-1)]
 }
 

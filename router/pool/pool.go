@@ -77,6 +77,7 @@ type Pool struct {
 	waiters  []*waiter            // guarded by mu; FIFO
 	failures int                  // guarded by mu; consecutive launches that brought no tunnel
 	closed   bool                 // guarded by mu
+	warned   bool                 // guarded by mu; told that instances take fewer streams than asked
 	stats    Stats                // guarded by mu
 }
 
@@ -420,6 +421,13 @@ func (p *Pool) Add(conn *tunnel.Conn) {
 	delete(p.launches, conn.Claims().ID)
 	p.failures = 0
 	p.stats.Joined++
+	if inst.limit < p.cfg.MaxConcurrency && !p.warned {
+		// Each instance then covers fewer requests than launches assumed:
+		// the pool launches more. Usually the function's own limit.
+		p.warned = true
+		p.log.Info("instances take fewer streams than the router asks: raise the function's FERRY_MAX_CONCURRENCY to match",
+			"asked", p.cfg.MaxConcurrency, "took", inst.limit)
+	}
 	p.instances = append(p.instances, inst)
 	p.placeLocked(inst)
 	p.dispatchLocked()
