@@ -74,8 +74,11 @@ func overheadSection(ctx context.Context, o options) (*table, error) {
 
 	// ferry: a warm instance that stays for the whole section.
 	st, err := localrun.Start(ctx, localrun.Config{Dist: o.dist,
-		Functions: []localrun.Function{{Name: "warm", Limit: 64, Timeout: 10 * time.Minute,
-			Env: map[string]string{"FERRY_IDLE_LINGER": "5m", "FERRY_CPU_GUARD": "1"}}}})
+		Functions: []localrun.Function{
+			{Name: "warm", Limit: 64, Timeout: 10 * time.Minute, Env: map[string]string{"FERRY_IDLE_LINGER": "5m", "FERRY_CPU_GUARD": "1"}},
+			{Name: "inproc", Limit: 64, Timeout: 10 * time.Minute, InProcess: true,
+				Env: map[string]string{"FERRY_IDLE_LINGER": "5m", "FERRY_CPU_GUARD": "1"}},
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -87,6 +90,7 @@ func overheadSection(ctx context.Context, o options) (*table, error) {
 		{"Go httputil.ReverseProxy", "http://" + rpLn.Addr().String(), ""},
 		{"nginx", nginxURL, ""},
 		{"ferry-router + tunnel + bootstrap", st.Ingress, "warm.localhost"},
+		{"ferry, app in process (serve.Start)", st.Ingress, "inproc.localhost"},
 	}
 	type agg struct{ p50, p99, rps []float64 }
 	results := make([]agg, len(paths))
@@ -106,7 +110,7 @@ func overheadSection(ctx context.Context, o options) (*table, error) {
 		}
 	}
 	t := &table{
-		title:   "2. Warm-path overhead: the same app, four ways",
+		title:   "2. Warm-path overhead: the same app, five ways",
 		command: "go run ./bench -dist dist/bench -only overhead",
 		header:  []string{"path", "p50", "p99", "added p50", "added p99", "requests/s", "vs direct"},
 	}
@@ -122,7 +126,8 @@ func overheadSection(ctx context.Context, o options) (*table, error) {
 	}
 	t.notes = append(t.notes,
 		fmt.Sprintf("GET %s, %d closed-loop clients (vegeta) for %v, median of %d trials; load generator, proxies and app share 2 cores.", warmPath, clients, runFor, trials),
-		"ferry's app is the same goapp binary, started by the bootstrap inside an emulator sandbox; the path adds the router, the TLS tunnel's HTTP/2 stream and the bootstrap's proxy to the app.")
+		"ferry's app is the same goapp binary, started by the bootstrap inside an emulator sandbox; the path adds the router, the TLS tunnel's HTTP/2 stream and the bootstrap's proxy to the app.",
+		"in process: the same goapp built as the function's own bootstrap (GOAPP_IN_PROCESS=1 calls serve.Start): no proxy hop to an app process.")
 	if nginxErr != nil {
 		t.notes = append(t.notes, "nginx not measured: "+nginxErr.Error())
 	}

@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/ferryrun/ferry/bootstrap/serve"
 )
 
 func main() {
@@ -38,6 +40,12 @@ func main() {
 		mux.HandleFunc("POST /crash", func(http.ResponseWriter, *http.Request) { os.Exit(3) })
 	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ferry sample app\n") })
+	if os.Getenv("GOAPP_IN_PROCESS") == "1" {
+		// Built as the function's own bootstrap: ferry's in-process mode
+		// serves the same routes with no app process behind a proxy.
+		serve.Start(mux)
+		return
+	}
 	srv := &http.Server{Addr: "127.0.0.1:" + port, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	log.Fatal(srv.ListenAndServe())
 }

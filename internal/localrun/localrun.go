@@ -30,6 +30,9 @@ type Function struct {
 	Concurrency int
 	Timeout     time.Duration     // if zero, 60s
 	Env         map[string]string // added to the bootstrap's environment
+	// InProcess runs the sample app as the function's own bootstrap
+	// (ferry's in-process mode, serve.Start) instead of behind the layer's.
+	InProcess bool
 }
 
 // Config configures Start.
@@ -73,6 +76,13 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 			return nil, err
 		}
 	}
+	inproc := filepath.Join(work, "code-inprocess")
+	if err := os.MkdirAll(inproc, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Symlink(filepath.Join(dist, "goapp"), filepath.Join(inproc, "bootstrap")); err != nil {
+		return nil, err
+	}
 	var fns []map[string]any
 	var routes []map[string]any
 	for _, f := range c.Functions {
@@ -90,7 +100,11 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 		if timeout == 0 {
 			timeout = time.Minute
 		}
-		fns = append(fns, map[string]any{"name": f.Name, "code_dir": code, "layers": []string{layer},
+		codeDir := code
+		if f.InProcess {
+			codeDir, env["GOAPP_IN_PROCESS"] = inproc, "1"
+		}
+		fns = append(fns, map[string]any{"name": f.Name, "code_dir": codeDir, "layers": []string{layer},
 			"runtime": "provided.al2023", "timeout": timeout.String(), "memory_mb": 1769, "concurrency": conc, "env": env})
 		routes = append(routes, map[string]any{"function": f.Name, "host": f.Name + ".localhost", "max_concurrency": f.Limit})
 	}
