@@ -56,6 +56,7 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 		header: []string{"workload", "clients", "run", "billed ms/req", "saved", "physical limit", "p50", "p99", "p99 ratio",
 			"invocations", "sandboxes", "requests", "errors"},
 	}
+	var errNotes []string
 	for _, w := range workloads {
 		type run struct {
 			perReq, p50, p99, inv, sbx, reqs, errs []float64
@@ -84,6 +85,9 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 				r.sbx = append(r.sbx, float64(after.SandboxesStarted-before.SandboxesStarted))
 				r.reqs = append(r.reqs, float64(res.requests))
 				r.errs = append(r.errs, float64(res.errors))
+				if res.errors > 0 {
+					errNotes = append(errNotes, fmt.Sprintf("%s %s: %d of %d requests failed, first: %s", w.name, fn, res.errors, res.requests, res.firstErr))
+				}
 			}
 		}
 		f, s := runs[ferry], runs["single"]
@@ -96,6 +100,7 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 		t.add("", "", "limit 1", fmt.Sprintf("%.1f", single), "", fmt.Sprintf("(%d ms/req)", w.cpuMs), time.Duration(median(s.p50)),
 			time.Duration(median(s.p99)), "", int(median(s.inv)), int(median(s.sbx)), int(median(s.reqs)), int(median(s.errs)))
 	}
+	t.notes = append(t.notes, errNotes...)
 	t.notes = append(t.notes,
 		fmt.Sprintf("Closed-loop clients (vegeta), %v per run, median of %d trials; ferry and limit 1 alternate within each trial.", runFor, trials),
 		"billed ms/req is the emulator's REPORT Billed Duration total over the run's requests; saved = 1 - ferry / limit 1.",
