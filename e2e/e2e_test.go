@@ -38,6 +38,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/ferryrun/ferry/internal/localrun"
 	"github.com/ferryrun/ferry/internal/review"
 	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/localstack/dataplane"
@@ -399,31 +400,8 @@ func load(t *testing.T, url string, c int, d time.Duration) *loadResult {
 // moment after their last stream) and returns the emulator's totals.
 func awaitIdle(t *testing.T, st dataplane.State, fn string) lambdaemu.Stats {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		var pools []struct {
-			Instances []json.RawMessage `json:"instances"`
-			Pending   int               `json:"pending_invocations"`
-		}
-		getJSON(t, st.AdminURL+"/pool", &pools)
-		busy := 0
-		for _, p := range pools {
-			busy += len(p.Instances) + p.Pending
-		}
-		var sandboxes []lambdaemu.SandboxInfo
-		getJSON(t, st.LambdaURL+"/_emulator/sandboxes", &sandboxes)
-		for _, s := range sandboxes {
-			if !s.Idle {
-				busy++
-			}
-		}
-		if busy == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("invocations still running 90s after the load ended")
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := localrun.Quiesce(t.Context(), st.AdminURL, st.LambdaURL, fn); err != nil {
+		t.Fatal(err)
 	}
 	var stats map[string]lambdaemu.Stats
 	getJSON(t, st.LambdaURL+"/_emulator/stats", &stats)

@@ -18,6 +18,9 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/ferryrun/ferry/localstack/lambdaemu"
+	"github.com/ferryrun/ferry/router/config"
 )
 
 // Function is one function of a Stack, reached through the router with
@@ -83,8 +86,8 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 	if err := os.Symlink(filepath.Join(dist, "goapp"), filepath.Join(inproc, "bootstrap")); err != nil {
 		return nil, err
 	}
-	var fns []map[string]any
-	var routes []map[string]any
+	var fns []lambdaemu.Function
+	var routes []config.Route
 	for _, f := range c.Functions {
 		// 1769 MB is one vCPU on Lambda; the emulator's sandboxes share
 		// every core, so hold the Go bootstrap and app to one.
@@ -104,15 +107,17 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 		if f.InProcess {
 			codeDir, env["GOAPP_IN_PROCESS"] = inproc, "1"
 		}
-		fns = append(fns, map[string]any{"name": f.Name, "code_dir": codeDir, "layers": []string{layer},
-			"runtime": "provided.al2023", "timeout": timeout.String(), "memory_mb": 1769, "concurrency": conc, "env": env})
-		routes = append(routes, map[string]any{"function": f.Name, "host": f.Name + ".localhost", "max_concurrency": f.Limit})
+		fns = append(fns, lambdaemu.Function{Name: f.Name, CodeDir: codeDir, Layers: []string{layer},
+			Runtime: "provided.al2023", Timeout: lambdaemu.Duration{Duration: timeout}, MemoryMB: 1769, Concurrency: conc, Env: env})
+		routes = append(routes, config.Route{Function: f.Name, Host: f.Name + ".localhost", MaxConcurrency: f.Limit})
 	}
 	emuCfg, routesFile := filepath.Join(work, "functions.json"), filepath.Join(work, "routes.json")
-	if err := writeJSON(emuCfg, map[string]any{"functions": fns}); err != nil {
+	if err := writeJSON(emuCfg, lambdaemu.Config{Functions: fns}); err != nil {
 		return nil, err
 	}
-	if err := writeJSON(routesFile, map[string]any{"routes": routes}); err != nil {
+	if err := writeJSON(routesFile, struct {
+		Routes []config.Route `json:"routes"`
+	}{routes}); err != nil {
 		return nil, err
 	}
 	var emu, ingress, admin string
@@ -183,27 +188,19 @@ func (s *Stack) Stop() {
 	os.RemoveAll(s.work)
 }
 
-// EmulatorStats are one function's totals in the emulator.
-type EmulatorStats struct {
-	Invocations      int64 `json:"invocations"`
-	ColdStarts       int64 `json:"cold_starts"`
-	SandboxesStarted int64 `json:"sandboxes_started"`
-	BilledMs         int64 `json:"billed_ms"`
-	InitMs           int64 `json:"init_ms"`
-}
-
 // Stats returns fn's totals in the emulator.
-func (s *Stack) Stats(ctx context.Context, fn string) (EmulatorStats, error) {
-	var all map[string]EmulatorStats
+func (s *Stack) Stats(ctx context.Context, fn string) (lambdaemu.Stats, error) {
+	var all map[string]lambdaemu.Stats
 	if err := GetJSON(ctx, s.Emulator+"/_emulator/stats", &all); err != nil {
-		return EmulatorStats{}, err
+		return lambdaemu.Stats{}, err
 	}
 	return all[fn], nil
 }
 
-// Quiesce waits until fn has no live or starting instance, so that every
-// invocation has been billed.
-func (s *Stack) Quiesce(ctx context.Context, fn string) error {
+// Quiesce waits until fn has no live or starting instance in the router
+// at admin and no invocation running in the emulator at emulator, so that
+// every invocation is in the emulator's totals.
+func Quiesce(ctx context.Context, admin, emulator, fn string) error {
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
 		var pools []struct {
@@ -211,7 +208,7 @@ func (s *Stack) Quiesce(ctx context.Context, fn string) error {
 			Instances []any  `json:"instances"`
 			Pending   int    `json:"pending_invocations"`
 		}
-		if err := GetJSON(ctx, s.Admin+"/pool", &pools); err != nil {
+		if err := GetJSON(ctx, admin+"/pool", &pools); err != nil {
 			return err
 		}
 		idle := true
@@ -221,8 +218,15 @@ func (s *Stack) Quiesce(ctx context.Context, fn string) error {
 			}
 		}
 		if idle {
-			time.Sleep(200 * time.Millisecond) // the last invoke answer reaches the emulator's totals
-			return nil
+			// The tunnel closes before the invocation ends: wait for the
+			// emulator to have counted it.
+			var all map[string]lambdaemu.Stats
+			if err := GetJSON(ctx, emulator+"/_emulator/stats", &all); err != nil {
+				return err
+			}
+			if all[fn].Running == 0 {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -231,6 +235,11 @@ func (s *Stack) Quiesce(ctx context.Context, fn string) error {
 		}
 	}
 	return fmt.Errorf("%s's invocations did not end", fn)
+}
+
+// Quiesce is Quiesce for this stack.
+func (s *Stack) Quiesce(ctx context.Context, fn string) error {
+	return Quiesce(ctx, s.Admin, s.Emulator, fn)
 }
 
 // RSS is the router process's resident memory in bytes.

@@ -186,6 +186,7 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 		return InvokeResult{}, err
 	}
 	defer fn.release()
+	fn.count(func(s *Stats) { s.Running++ })
 
 	sb.next <- inv                                            // buffered; the sandbox's /next takes it
 	timer := time.NewTimer(inv.timeout + 50*time.Millisecond) // runtime start slack
@@ -231,6 +232,7 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 	e.logOut(fn.cfg.Name, sb.id, report)
 	inv.logs.WriteString(report + "\n")
 	fn.count(func(s *Stats) {
+		s.Running--
 		s.Invocations++
 		s.BilledMs += billed
 		s.DurationMs += dur.Milliseconds()

@@ -139,7 +139,24 @@ func TestAWSLambdaGoFunctionUnderEmulator(t *testing.T) {
 
 	t.Run("timeout kills the sandbox and answers like Lambda", func(t *testing.T) {
 		before, _ := h.emu.Stats("echo")
-		out, err := h.invoke(t, `{"sleep_ms":5000}`)
+		type answer struct {
+			out *lambda.InvokeOutput
+			err error
+		}
+		done := make(chan answer, 1)
+		go func() { out, err := h.invoke(t, `{"sleep_ms":5000}`); done <- answer{out, err} }()
+		// Under way, the invocation counts as running, and in no total yet.
+		for deadline := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if st, _ := h.emu.Stats("echo"); st.Running == 1 && st.Invocations == before.Invocations {
+				break
+			}
+			if time.Now().After(deadline) {
+				st, _ := h.emu.Stats("echo")
+				t.Fatalf("stats during an invocation = %+v, want running 1", st)
+			}
+		}
+		a := <-done
+		out, err := a.out, a.err
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,6 +164,9 @@ func TestAWSLambdaGoFunctionUnderEmulator(t *testing.T) {
 			t.Errorf("FunctionError = %q, payload %s; want a timeout", aws.ToString(out.FunctionError), out.Payload)
 		}
 		after, _ := h.emu.Stats("echo")
+		if after.Running != 0 || after.Invocations != before.Invocations+1 {
+			t.Errorf("stats after the invocation = %+v, want running 0 and one more invocation", after)
+		}
 		if got := after.BilledMs - before.BilledMs; got != 1000 {
 			t.Errorf("billed %d ms for a 1s timeout, want 1000", got)
 		}

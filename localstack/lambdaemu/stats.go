@@ -10,6 +10,9 @@ type Stats struct {
 	BilledMs         int64 `json:"billed_ms"`   // sum of Billed Duration
 	DurationMs       int64 `json:"duration_ms"` // sum of Duration
 	InitMs           int64 `json:"init_ms"`     // sum of Init Duration
+	// Running counts invocations under way: given a sandbox, not yet in
+	// the totals above. At 0, every invocation so far is in them.
+	Running int64 `json:"running"`
 }
 
 // Stats returns name's totals, and false if there is no such function.
