@@ -39,6 +39,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/ferryrun/ferry/internal/localrun"
+	"github.com/ferryrun/ferry/internal/proctree"
 	"github.com/ferryrun/ferry/internal/review"
 	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/localstack/dataplane"
@@ -97,13 +98,12 @@ func (e *env) aws() aws.Config {
 	}
 }
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func freeAddr(t *testing.T) string {
+	a, err := localrun.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return a
 }
 
 func TestLocalAWS(t *testing.T) {
@@ -117,13 +117,13 @@ func TestLocalAWS(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	e := &env{t: t, dir: filepath.Join(tmp, "local"), dist: filepath.Join(tmp, "dist")}
-	ingress := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ingress := freeAddr(t)
 	e.vars = []string{"LOCAL_DIR=" + e.dir, "DIST=" + e.dist, "LOCAL_INGRESS=" + ingress}
 	ownAWS := os.Getenv("AWS_ENDPOINT_URL") == ""
 	if ownAWS {
-		port := freePort(t)
-		e.vars = append(e.vars, "LOCAL_PORT="+strconv.Itoa(port))
-		e.endpoint = fmt.Sprintf("http://127.0.0.1:%d", port)
+		_, port, _ := net.SplitHostPort(freeAddr(t))
+		e.vars = append(e.vars, "LOCAL_PORT="+port)
+		e.endpoint = "http://127.0.0.1:" + port
 		e.make(time.Minute, "local-up")
 		// Whatever fails below, nothing started here outlives the test.
 		t.Cleanup(func() {
@@ -464,12 +464,8 @@ func processesUnder(dir string) []string {
 	var left []string
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
-		stat, err := os.ReadFile(p + "/stat")
-		if err != nil {
-			continue
-		}
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X') {
-			continue // exited, not yet reaped
+		if pid, err := strconv.Atoi(filepath.Base(p)); err != nil || !proctree.Alive(pid) {
+			continue // exited (perhaps not yet reaped)
 		}
 		cmdline, _ := os.ReadFile(p + "/cmdline")
 		exe, _ := os.Readlink(p + "/exe")

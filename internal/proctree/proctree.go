@@ -78,3 +78,10 @@ func Status(pid int, field string) string {
 	}
 	return ""
 }
+
+// Alive reports whether pid is a process that has not exited: a zombie
+// (exited, not yet reaped by its parent) counts as gone.
+func Alive(pid int) bool {
+	st := Status(pid, "State") // "S (sleeping)", "Z (zombie)", ...
+	return st != "" && st[0] != 'Z' && st[0] != 'X'
+}

@@ -2,6 +2,7 @@ package proctree
 
 import (
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,36 @@ func TestSignalReachesForkedGrandchild(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("grandchild %d survived", kids[0])
+		}
+	}
+}
+
+func TestAlive(t *testing.T) {
+	running := exec.Command("sleep", "30")
+	exited := exec.Command("true")
+	for _, c := range []*exec.Cmd{running, exited} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() { running.Process.Kill(); running.Wait(); exited.Wait() }()
+	// exited is a zombie until Wait reaps it.
+	for deadline := time.Now().Add(2 * time.Second); !strings.HasPrefix(Status(exited.Process.Pid, "State"), "Z"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("child did not exit: %s", Status(exited.Process.Pid, "State"))
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		pid  int
+		want bool
+	}{
+		{"running", running.Process.Pid, true},
+		{"zombie", exited.Process.Pid, false},
+		{"missing", 1 << 30, false},
+	} {
+		if got := Alive(tc.pid); got != tc.want {
+			t.Errorf("Alive(%s) = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/ferryrun/ferry/internal/localrun"
+	"github.com/ferryrun/ferry/internal/proctree"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
 )
 
@@ -300,10 +301,10 @@ func Stop(dir string) error {
 		if ok {
 			syscall.Kill(-pid, syscall.SIGTERM)
 			deadline := time.Now().Add(15 * time.Second)
-			for alive(pid) && time.Now().Before(deadline) {
+			for proctree.Alive(pid) && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
-			if alive(pid) {
+			if proctree.Alive(pid) {
 				syscall.Kill(-pid, syscall.SIGKILL)
 			}
 		}
@@ -440,7 +441,10 @@ func unzip(b []byte, dir string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	root, err := os.OpenRoot(mkdir(dir))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
@@ -481,11 +485,6 @@ func unzip(b []byte, dir string) error {
 	return nil
 }
 
-func mkdir(dir string) string {
-	os.MkdirAll(dir, 0o755)
-	return dir
-}
-
 // spawn starts bin detached in its own process group, logging to
 // StateDir/<name>.log, and records its pid.
 func spawn(dir, pidFile string, env []string, bin string, args ...string) error {
@@ -516,19 +515,7 @@ func running(path string) (int, bool) {
 	if err != nil || pid <= 1 {
 		return 0, false
 	}
-	return pid, alive(pid)
-}
-
-func alive(pid int) bool {
-	// A zombie (exited, not yet reaped) counts as gone.
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) {
-		return b[i+2] != 'Z' && b[i+2] != 'X'
-	}
-	return true
+	return pid, proctree.Alive(pid)
 }
 
 func hostArch() string {
