@@ -412,6 +412,10 @@ func TestTurnoverUnderContinuousLoad(t *testing.T) {
 	if st.Invocations < 6 {
 		t.Errorf("only %d invocations in 30 s with a 5 s timeout: instances did not turn over", st.Invocations)
 	}
+	// 8 clients kept streams in flight the whole time.
+	if v := s.awaitEMF("InFlightPerInstance"); v <= 0 {
+		t.Errorf("InFlightPerInstance summed %v over the run, want streams in flight", v)
+	}
 }
 
 func TestSandboxKilledMidLoad(t *testing.T) {

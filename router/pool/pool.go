@@ -489,6 +489,18 @@ type InstanceState struct {
 	CPU       float64 `json:"cpu"`
 }
 
+// InFlight returns the live instances and their streams in flight, from
+// the load lists: no walk over the instances.
+func (p *Pool) InFlight() (instances, streams int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for load, ins := range p.byLoad {
+		instances += len(ins)
+		streams += load * len(ins)
+	}
+	return instances, streams
+}
+
 // State returns a snapshot.
 func (p *Pool) State() State {
 	p.mu.Lock()

@@ -212,15 +212,10 @@ func (r *Router) sampleInFlight(ctx context.Context) {
 		case <-t.C:
 		}
 		for fn, p := range r.pools {
-			st := p.State()
-			if len(st.Instances) == 0 {
-				continue
+			// Not State(): that lists every instance, under the pool's lock.
+			if n, streams := p.InFlight(); n > 0 {
+				r.metrics.InFlight(fn, float64(streams)/float64(n))
 			}
-			total := 0
-			for _, in := range st.Instances {
-				total += in.InFlight
-			}
-			r.metrics.InFlight(fn, float64(total)/float64(len(st.Instances)))
 		}
 	}
 }
