@@ -113,7 +113,6 @@ func scaleSection(ctx context.Context, o options) (*table, error) {
 		return nil, err
 	}
 	t.add(1, mb(rssBase), "-", "-", base, "-", "-")
-	var heapTop []string
 	for _, n := range levels {
 		start := time.Now()
 		if err := si.ramp(ctx, h2c, st, n); err != nil {
@@ -126,13 +125,14 @@ func scaleSection(ctx context.Context, o options) (*table, error) {
 			return nil, err
 		}
 		rss, _ := st.RSS()
-		heapTop = topHeap(ctx, st, o.dist, work)
 		p50, err := pickTime()
 		if err != nil {
 			return nil, err
 		}
 		t.add(n, mb(rss), kb(float64(rss-rssBase)/float64(n)), kb(float64(mem-memBase)/float64(n)), p50, p50-base, ramp)
 	}
+	// Once, at the largest level reached: its tunnels are still live.
+	heapTop := topHeap(ctx, st, o.dist, work)
 	t.notes = append(t.notes,
 		"Instances are a stand-in (see bench/scale.go): the real router binary, each tunnel ferry's own TLS 1.3 + HTTP/2 tunnel code on loopback, from 8 source addresses 127.0.0.2-9.",
 		fmt.Sprintf("The largest level is this machine's open-file limit (%d per process) less 1,000: every tunnel is one descriptor in the router.", lim.Max),
