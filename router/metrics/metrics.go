@@ -140,7 +140,10 @@ func (r *Recorder) Run(ctx context.Context) {
 			cancel()
 			return
 		case <-t.C:
-			r.Flush(ctx)
+			// A sink call that hangs must not stop every later flush.
+			flush, cancel := context.WithTimeout(ctx, min(r.interval, 30*time.Second))
+			r.Flush(flush)
+			cancel()
 		}
 	}
 }

@@ -144,3 +144,29 @@ func query(id, fn, name string) types.MetricDataQuery {
 		Period: aws.Int32(60), Stat: aws.String("Sum"),
 	}}
 }
+
+// hangingSink stands in for a CloudWatch call that never answers, a fault
+// moto cannot be made to produce on demand: it blocks until ctx ends.
+type hangingSink struct{ calls chan int }
+
+func (h hangingSink) Publish(ctx context.Context, snaps []Snapshot) error {
+	h.calls <- len(snaps)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestRunOutlastsAHangingSink(t *testing.T) {
+	sink := hangingSink{calls: make(chan int, 10)}
+	r := New(50*time.Millisecond, nil, sink)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go r.Run(ctx)
+	for i := range 3 {
+		r.Request("app", 200, time.Millisecond, time.Millisecond, 0)
+		select {
+		case <-sink.calls:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("flush %d never reached the sink: a hung call stopped the flushes", i+1)
+		}
+	}
+}
