@@ -435,7 +435,16 @@ func awaitMetrics(t *testing.T, e *env, fn string, requests, invocations int64) 
 			return rep
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("ferry metrics did not reach %d requests, %d invocations within 2m; last:\n%s", requests, invocations, out)
+			// The router's own word on what it published, or failed to.
+			logs, _ := os.ReadFile(filepath.Join(e.dir, "ferry-router.log"))
+			var warn []string
+			for l := range strings.SplitSeq(string(logs), "\n") {
+				if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+					warn = append(warn, l)
+				}
+			}
+			t.Fatalf("ferry metrics did not reach %d requests, %d invocations within 2m; last:\n%s\nrouter warnings and errors:\n%s",
+				requests, invocations, out, strings.Join(warn, "\n"))
 		}
 		time.Sleep(3 * time.Second)
 	}
