@@ -2,6 +2,7 @@ package lambdaemu
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferryrun/ferry/internal/cgroup"
 	"github.com/ferryrun/ferry/internal/lambdaarn"
 )
 
@@ -30,6 +32,10 @@ type Options struct {
 	FunctionLog io.Writer
 	// IdleTTL is how long a warm sandbox is kept idle. If zero, 10 minutes.
 	IdleTTL time.Duration
+	// Unlimited runs sandboxes without cgroup limits even where they could
+	// be set. By default each sandbox gets memory_mb/1769 vCPU and
+	// memory_mb of memory, as on Lambda, wherever cgroups can be written.
+	Unlimited bool
 }
 
 // Emulator serves the Lambda Invoke API for its functions.
@@ -40,6 +46,8 @@ type Emulator struct {
 	account   string
 	functions map[string]*function
 	tmp       string
+	// cg makes each sandbox's cgroup; nil when sandboxes run unlimited.
+	cg *cgroup.Manager
 
 	outMu sync.Mutex // serializes FunctionLog writes
 	out   io.Writer
@@ -94,6 +102,16 @@ func New(cfg Config, opts Options) (*Emulator, error) {
 			arn: fmt.Sprintf("arn:aws:lambda:%s:%s:function:%s", e.region, e.account, f.Name),
 		}
 	}
+	if !opts.Unlimited {
+		var suffix [4]byte
+		rand.Read(suffix[:])
+		m, err := cgroup.NewManager(fmt.Sprintf("lambdaemu-%d-%x", os.Getpid(), suffix))
+		if err != nil {
+			e.log.Warn("sandboxes run WITHOUT CPU and memory limits: their vCPU share (memory/1769) and memory are not enforced, so CPU-heavy work measures this machine, not Lambda", "err", err)
+		} else {
+			e.cg = m
+		}
+	}
 	ttl := opts.IdleTTL
 	if ttl <= 0 {
 		ttl = 10 * time.Minute
@@ -131,7 +149,31 @@ func (e *Emulator) Close() error {
 	for _, fn := range e.functions {
 		fn.killAll()
 	}
-	return os.RemoveAll(e.tmp)
+	var err error
+	if e.cg != nil {
+		err = e.cg.Close()
+	}
+	return errors.Join(err, os.RemoveAll(e.tmp))
+}
+
+// Limited reports whether sandboxes run under cgroup CPU and memory limits.
+func (e *Emulator) Limited() bool { return e.cg != nil }
+
+// newGroup makes the cgroup of a sandbox of fn, or returns nil when
+// sandboxes run unlimited. A failure is logged, and the sandbox runs
+// without limits rather than not at all.
+func (e *Emulator) newGroup(fn *function, sandbox string) *cgroup.Group {
+	if e.cg == nil {
+		return nil
+	}
+	g, err := e.cg.New(fn.cfg.Name+"-"+sandbox, cgroup.Limits{
+		CPU: cgroup.LambdaCPU(fn.cfg.MemoryMB), MemoryBytes: int64(fn.cfg.MemoryMB) << 20,
+	})
+	if err != nil {
+		e.log.Warn("sandbox runs without limits", "function", fn.cfg.Name, "sandbox", sandbox, "err", err)
+		return nil
+	}
+	return g
 }
 
 // Handler serves the Invoke API at /2015-03-31/functions/{name}/invocations,
@@ -191,23 +233,49 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 	sb.next <- inv                                            // buffered; the sandbox's /next takes it
 	timer := time.NewTimer(inv.timeout + 50*time.Millisecond) // runtime start slack
 	defer timer.Stop()
+	// A process of the sandbox killed for memory ends the sandbox, as on
+	// Lambda; the kernel's kill may hit the app and spare the runtime, so
+	// look while the invocation runs.
+	var oomCheck <-chan time.Time
+	if sb.cg != nil {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		oomCheck = t.C
+	}
 	var r result
-	select {
-	case r = <-inv.result:
-	case <-sb.exited:
-		// The sandbox died with the invocation assigned; wait() has
-		// finished it, unless it died before the handoff.
+	for done := false; !done; {
+		done = true
 		select {
+		case <-oomCheck:
+			if !sb.outOfMemory() {
+				done = false
+				continue
+			}
+			sb.kill()
+			<-sb.exited
+			r = <-inv.result // wait() finished it as Runtime.OutOfMemory
 		case r = <-inv.result:
-		default:
-			r = result{funcError: "Unhandled", end: time.Now(), body: errorPayload("Runtime.ExitError",
-				fmt.Sprintf("RequestId: %s Error: Runtime exited before the invocation started", inv.id))}
+			if sb.outOfMemory() {
+				sb.kill()
+				<-sb.exited
+				r = result{funcError: "Unhandled", end: r.end, body: errorPayload("Runtime.OutOfMemory",
+					fmt.Sprintf("RequestId: %s Error: Runtime exited with error: signal: killed", inv.id))}
+			}
+		case <-sb.exited:
+			// The sandbox died with the invocation assigned; wait() has
+			// finished it, unless it died before the handoff.
+			select {
+			case r = <-inv.result:
+			default:
+				r = result{funcError: "Unhandled", end: time.Now(), body: errorPayload("Runtime.ExitError",
+					fmt.Sprintf("RequestId: %s Error: Runtime exited before the invocation started", inv.id))}
+			}
+		case <-timer.C:
+			sb.kill()
+			r = result{funcError: "Unhandled", end: time.Now(), body: errorPayload("Sandbox.Timedout",
+				fmt.Sprintf("RequestId: %s Error: Task timed out after %.2f seconds", inv.id, inv.timeout.Seconds()))}
+			e.logOut(fn.cfg.Name, sb.id, fmt.Sprintf("%s %s Task timed out after %.2f seconds", time.Now().UTC().Format(time.RFC3339Nano), inv.id, inv.timeout.Seconds()))
 		}
-	case <-timer.C:
-		sb.kill()
-		r = result{funcError: "Unhandled", end: time.Now(), body: errorPayload("Sandbox.Timedout",
-			fmt.Sprintf("RequestId: %s Error: Task timed out after %.2f seconds", inv.id, inv.timeout.Seconds()))}
-		e.logOut(fn.cfg.Name, sb.id, fmt.Sprintf("%s %s Task timed out after %.2f seconds", time.Now().UTC().Format(time.RFC3339Nano), inv.id, inv.timeout.Seconds()))
 	}
 	sb.logs.settle()
 	start := r.end

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferryrun/ferry/internal/cgroup"
 	"github.com/ferryrun/ferry/internal/proctree"
 )
 
@@ -33,6 +34,9 @@ type sandbox struct {
 	ln      net.Listener
 	srv     *http.Server
 	logs    *logPipe
+	// cg holds the sandbox's processes to its vCPU share and memory; nil
+	// where the emulator runs without cgroups.
+	cg *cgroup.Group
 
 	next   chan *invocation // the one invocation handed to the runtime; buffered 1
 	ready  chan struct{}    // closed at the runtime's first /next: init done
@@ -45,6 +49,7 @@ type sandbox struct {
 	exitErr  error         // guarded by mu; set before exited closes
 	idleFrom time.Time     // guarded by mu; when the sandbox last went idle
 	killed   bool          // guarded by mu
+	peakMB   int           // guarded by mu; the cgroup's peak memory, kept once it is gone
 }
 
 // invocation is one Invoke in flight.
@@ -104,7 +109,22 @@ func (fn *function) startSandbox() (*sandbox, error) {
 		ln.Close()
 		return nil, err
 	}
+	// The sandbox's first process waits behind a shell until the emulator
+	// has put it in its cgroup, so that nothing it starts escapes the limits.
+	var gate *os.File
+	cg := fn.emu.newGroup(fn, sb.id)
 	cmd := exec.Command(entry, args...)
+	if cg != nil {
+		var gateR *os.File
+		if gateR, gate, err = os.Pipe(); err != nil {
+			cg.Remove()
+			ln.Close()
+			return nil, err
+		}
+		defer gateR.Close()
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `read -r _ <&3 && exec 3<&- && exec "$0" "$@"`, entry}, args...)...)
+		cmd.ExtraFiles = []*os.File{gateR}
+	}
 	cmd.Dir = fn.cfg.CodeDir
 	cmd.Env = fn.environ(ln.Addr().String())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -118,11 +138,24 @@ func (fn *function) startSandbox() (*sandbox, error) {
 	cmd.Stdout, cmd.Stderr = pw, pw
 	err = cmd.Start()
 	pw.Close()
+	if err == nil && cg != nil {
+		if err = cg.Add(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		} else {
+			_, err = gate.Write([]byte("go\n"))
+		}
+		gate.Close()
+	}
 	if err != nil {
+		if cg != nil {
+			cg.Remove()
+		}
 		pr.Close()
 		ln.Close()
 		return nil, fmt.Errorf("starting %s: %w", entry, err)
 	}
+	sb.cg = cg
 	out := &lineWriter{emit: sb.logLine}
 	sb.logs = newLogPipe(pr, out)
 	go sb.logs.copy()
@@ -148,24 +181,48 @@ func (sb *sandbox) wait() {
 	inv := sb.cur
 	sb.mu.Unlock()
 	sb.fn.removeSandbox(sb)
-	if !killed {
-		sb.fn.emu.log.Warn("sandbox exited", "function", sb.fn.cfg.Name, "sandbox", sb.id, "err", err)
+	oom := sb.outOfMemory()
+	if !killed || oom {
+		sb.fn.emu.log.Warn("sandbox exited", "function", sb.fn.cfg.Name, "sandbox", sb.id, "err", err, "out_of_memory", oom)
+	}
+	if sb.cg != nil {
+		sb.cg.Kill() // whatever the runtime left behind dies with it
+		if b, err := sb.cg.MemoryPeak(); err == nil {
+			sb.mu.Lock()
+			sb.peakMB = int((b + 1<<20 - 1) >> 20)
+			sb.mu.Unlock()
+		}
+		defer sb.cg.Remove()
 	}
 	// Fail its work before announcing the exit, so a waiter that sees
 	// exited finds the result already there.
 	defer sb.srv.Close()
 	defer close(sb.exited)
+	exitType := "Runtime.ExitError"
+	if oom {
+		exitType = "Runtime.OutOfMemory"
+	}
 	if inv != nil {
-		inv.finish(result{funcError: "Unhandled", body: errorPayload("Runtime.ExitError",
+		inv.finish(result{funcError: "Unhandled", body: errorPayload(exitType,
 			fmt.Sprintf("RequestId: %s Error: Runtime exited with error: %v", inv.id, err))})
 	}
 	// Drain an invocation assigned but never picked up.
 	select {
 	case inv := <-sb.next:
-		inv.finish(result{funcError: "Unhandled", body: errorPayload("Runtime.ExitError",
+		inv.finish(result{funcError: "Unhandled", body: errorPayload(exitType,
 			fmt.Sprintf("RequestId: %s Error: Runtime exited with error: %v", inv.id, err))})
 	default:
 	}
+}
+
+// outOfMemory reports whether the kernel killed any of the sandbox's
+// processes for passing its memory limit.
+func (sb *sandbox) outOfMemory() bool {
+	if sb.cg == nil {
+		return false
+	}
+	n, err := sb.cg.OOMKills()
+	return err == nil && n > 0
 }
 
 // kill ends the sandbox: its process group and every descendant, including
@@ -175,12 +232,26 @@ func (sb *sandbox) kill() {
 	sb.killed = true
 	sb.mu.Unlock()
 	proctree.Signal(sb.pid, syscall.SIGKILL)
+	if sb.cg != nil {
+		sb.cg.Kill()
+	}
 }
 
 // freeze and thaw stand in for Lambda's VM freeze: every process of the
-// sandbox stops between invocations.
-func (sb *sandbox) freeze() { proctree.Signal(sb.pid, syscall.SIGSTOP) }
-func (sb *sandbox) thaw()   { proctree.Signal(sb.pid, syscall.SIGCONT) }
+// sandbox stops between invocations. The cgroup freezer stops the whole
+// group at once, as the VM's pause does; without one, the tree is sent
+// SIGSTOP and SIGCONT.
+func (sb *sandbox) freeze() {
+	if sb.cg == nil || sb.cg.Freeze() != nil {
+		proctree.Signal(sb.pid, syscall.SIGSTOP)
+	}
+}
+
+func (sb *sandbox) thaw() {
+	if sb.cg == nil || sb.cg.Thaw() != nil {
+		proctree.Signal(sb.pid, syscall.SIGCONT)
+	}
+}
 
 // awaitInit waits for the runtime's first /next, bounded by the init timeout.
 func (sb *sandbox) awaitInit(ctx context.Context) error {
@@ -379,8 +450,20 @@ func (sb *sandbox) logLine(line string) {
 	}
 }
 
-// memoryUsedMB sums the peak resident memory of the sandbox's processes.
+// memoryUsedMB is the sandbox's peak memory: its cgroup's, which counts
+// every process it ever ran, or else the sum of its live processes' peaks.
 func (sb *sandbox) memoryUsedMB() int {
+	if sb.cg != nil {
+		sb.mu.Lock()
+		peak := sb.peakMB
+		sb.mu.Unlock()
+		if peak > 0 {
+			return peak
+		}
+		if b, err := sb.cg.MemoryPeak(); err == nil {
+			return int((b + 1<<20 - 1) >> 20)
+		}
+	}
 	kb := 0
 	for _, pid := range append([]int{sb.pid}, proctree.Descendants(sb.pid)...) {
 		var n int

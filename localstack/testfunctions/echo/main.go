@@ -1,24 +1,32 @@
 // Command echo is a Lambda function written with aws-lambda-go's own
 // lambda.Start, used to prove the emulator runs unmodified Go functions.
 //
-// Event: {"sleep_ms": N, "fail": "message", "print": "line"}. It sleeps,
-// prints, then fails with the message or echoes the event with its request id.
+// Event: {"sleep_ms": N, "fail": "message", "print": "line", "burn_ms": N,
+// "threads": N, "alloc_mb": N}. It burns burn_ms of CPU on each of threads
+// threads, touches alloc_mb of memory, sleeps, prints, then fails with the
+// message or echoes the event with its request id and the wall time taken.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"github.com/ferryrun/ferry/internal/cpuburn"
 )
 
 type event struct {
 	SleepMs int    `json:"sleep_ms"`
 	Fail    string `json:"fail"`
 	Print   string `json:"print"`
+	BurnMs  int    `json:"burn_ms"`
+	Threads int    `json:"threads"`
+	AllocMB int    `json:"alloc_mb"`
 }
 
 type reply struct {
@@ -26,9 +34,26 @@ type reply struct {
 	Function    string `json:"function"`
 	Event       event  `json:"event"`
 	HasDeadline bool   `json:"has_deadline"`
+	TookMs      int64  `json:"took_ms"`
 }
 
+// keep holds allocated memory past the handler, as a leaking function does.
+var keep [][]byte
+
 func handle(ctx context.Context, ev event) (reply, error) {
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range max(ev.Threads, 1) * min(ev.BurnMs, 1) {
+		wg.Go(func() { cpuburn.Burn(time.Duration(ev.BurnMs) * time.Millisecond) })
+	}
+	wg.Wait()
+	for range ev.AllocMB {
+		b := make([]byte, 1<<20)
+		for i := 0; i < len(b); i += 4096 { // one write a page makes it resident
+			b[i] = 1
+		}
+		keep = append(keep, b)
+	}
 	if ev.Print != "" {
 		fmt.Println(ev.Print)
 	}
@@ -40,7 +65,8 @@ func handle(ctx context.Context, ev event) (reply, error) {
 	}
 	lc, _ := lambdacontext.FromContext(ctx)
 	_, hasDeadline := ctx.Deadline()
-	return reply{RequestID: lc.AwsRequestID, Function: lc.InvokedFunctionArn, Event: ev, HasDeadline: hasDeadline}, nil
+	return reply{RequestID: lc.AwsRequestID, Function: lc.InvokedFunctionArn, Event: ev, HasDeadline: hasDeadline,
+		TookMs: time.Since(start).Milliseconds()}, nil
 }
 
 func main() { lambda.Start(handle) }

@@ -1,0 +1,318 @@
+package cgroup
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferryrun/ferry/internal/cpuburn"
+)
+
+// The test binary doubles as the process put under limits: with
+// CGROUP_TEST_BURN=<ms> it burns that much CPU on each of
+// CGROUP_TEST_THREADS threads and prints the wall time; with
+// CGROUP_TEST_ALLOC=<MiB> it touches that much memory.
+func TestMain(m *testing.M) {
+	if v := os.Getenv("CGROUP_TEST_BURN"); v != "" {
+		ms, _ := strconv.Atoi(v)
+		threads, _ := strconv.Atoi(os.Getenv("CGROUP_TEST_THREADS"))
+		start := time.Now()
+		done := make(chan struct{})
+		for range max(threads, 1) {
+			go func() { cpuburn.Burn(time.Duration(ms) * time.Millisecond); done <- struct{}{} }()
+		}
+		for range max(threads, 1) {
+			<-done
+		}
+		fmt.Println(time.Since(start).Milliseconds())
+		os.Exit(0)
+	}
+	if v := os.Getenv("CGROUP_TEST_ALLOC"); v != "" {
+		mib, _ := strconv.Atoi(v)
+		var keep [][]byte
+		for range mib {
+			b := make([]byte, 1<<20)
+			for i := range b {
+				b[i] = 1
+			}
+			keep = append(keep, b)
+		}
+		fmt.Println(len(keep))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// fakeTree writes a /proc/self and cgroup mounts under a temporary root.
+func fakeTree(t *testing.T, mountinfo, cgroup string, dirs ...string) roots {
+	t.Helper()
+	root := t.TempDir()
+	self := filepath.Join(root, "proc", "self")
+	os.MkdirAll(self, 0o755)
+	os.WriteFile(filepath.Join(self, "mountinfo"), []byte(mountinfo), 0o644)
+	os.WriteFile(filepath.Join(self, "cgroup"), []byte(cgroup), 0o644)
+	for _, d := range dirs {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	return roots{proc: filepath.Join(root, "proc"), sys: root}
+}
+
+func TestDiscover(t *testing.T) {
+	tests := map[string]struct {
+		mountinfo, cgroup string
+		wantV2            bool
+		want              map[string]string // controller -> dir below the fake root
+	}{
+		"v1 with cpu and cpuacct apart, memory nested": {
+			mountinfo: "31 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n" +
+				"32 30 0:29 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct\n" +
+				"34 30 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n" +
+				"36 30 0:33 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer\n" +
+				"40 30 0:37 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+			cgroup: "6:freezer:/\n4:memory:/process_api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n",
+			want: map[string]string{"cpu": "/sys/fs/cgroup/cpu", "cpuacct": "/sys/fs/cgroup/cpuacct",
+				"memory": "/sys/fs/cgroup/memory/process_api/abc", "freezer": "/sys/fs/cgroup/freezer"},
+		},
+		"v1 with cpu,cpuacct co-mounted": {
+			mountinfo: "31 30 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n" +
+				"34 30 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+			cgroup: "4:memory:/a\n1:cpu,cpuacct:/a\n",
+			want: map[string]string{"cpu": "/sys/fs/cgroup/cpu,cpuacct/a", "cpuacct": "/sys/fs/cgroup/cpu,cpuacct/a",
+				"memory": "/sys/fs/cgroup/memory/a"},
+		},
+		"v2 in a container whose mount root is its own cgroup": {
+			mountinfo: "40 30 0:37 /kube/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+			cgroup:    "0::/kube/pod1/app\n",
+			wantV2:    true,
+			want: map[string]string{"cpu": "/sys/fs/cgroup/app", "cpuacct": "/sys/fs/cgroup/app",
+				"memory": "/sys/fs/cgroup/app", "freezer": "/sys/fs/cgroup/app"},
+		},
+		"mount point with an escaped space": {
+			mountinfo: "40 30 0:37 / /sys/fs/my\\040cgroup rw - cgroup2 cgroup2 rw\n",
+			cgroup:    "0::/x\n",
+			wantV2:    true,
+			want: map[string]string{"cpu": "/sys/fs/my cgroup/x", "cpuacct": "/sys/fs/my cgroup/x",
+				"memory": "/sys/fs/my cgroup/x", "freezer": "/sys/fs/my cgroup/x"},
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := fakeTree(t, tt.mountinfo, tt.cgroup)
+			fs, err := discover(r, "self")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fs.v2 != tt.wantV2 {
+				t.Errorf("v2 = %v, want %v", fs.v2, tt.wantV2)
+			}
+			for c, want := range tt.want {
+				if got := strings.TrimPrefix(fs.dirs[c], r.sys); got != want {
+					t.Errorf("%s dir = %q, want %q", c, got, want)
+				}
+			}
+		})
+	}
+	t.Run("no cgroups at all is an error", func(t *testing.T) {
+		r := fakeTree(t, "1 0 0:1 / / rw - ext4 /dev/sda rw\n", "")
+		if _, err := discover(r, "self"); err == nil {
+			t.Fatal("want an error")
+		}
+	})
+}
+
+// TestSelfLimitAlongAncestors reads the tightest quota on the way up.
+func TestSelfLimitAlongAncestors(t *testing.T) {
+	r := fakeTree(t, "31 30 0:28 / /cg/cpu rw - cgroup cgroup rw,cpu\n"+
+		"32 30 0:29 / /cg/cpuacct rw - cgroup cgroup rw,cpuacct\n"+
+		"34 30 0:31 / /cg/memory rw - cgroup cgroup rw,memory\n",
+		"1:cpu:/emu/sb\n2:cpuacct:/emu/sb\n4:memory:/emu/sb\n",
+		"cg/cpu/emu/sb", "cg/cpuacct/emu/sb", "cg/memory/emu/sb")
+	put := func(p, v string) { os.WriteFile(filepath.Join(r.sys, p), []byte(v), 0o644) }
+	put("cg/cpu/cpu.cfs_quota_us", "-1\n")
+	put("cg/cpu/cpu.cfs_period_us", "100000\n")
+	put("cg/cpu/emu/cpu.cfs_quota_us", "150000\n") // 1.5 vCPU for the whole emulator
+	put("cg/cpu/emu/cpu.cfs_period_us", "100000\n")
+	put("cg/cpu/emu/sb/cpu.cfs_quota_us", "5800\n") // 0.29 for the sandbox
+	put("cg/cpu/emu/sb/cpu.cfs_period_us", "20000\n")
+	put("cg/cpuacct/emu/sb/cpuacct.usage", "123456789\n")
+	s, err := openSelf(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.CPULimit(); got < 0.289 || got > 0.291 {
+		t.Errorf("CPULimit = %v, want 0.29", got)
+	}
+	if got, _ := s.CPUUsage(); got != 123456789 {
+		t.Errorf("CPUUsage = %v, want 123456789ns", got)
+	}
+	put("cg/cpuacct/emu/sb/cpuacct.usage", "223456789\n")
+	if got, _ := s.CPUUsage(); got != 223456789 {
+		t.Errorf("CPUUsage after a change = %v, want 223456789ns (read again, not cached)", got)
+	}
+}
+
+// newTestManager is a real manager under this process's cgroups. These
+// tests need Linux and root, as the Lambda emulator does to limit
+// sandboxes; this project's machines and CI have both.
+func newTestManager(t *testing.T) *Manager {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("cgroup limits need root; the emulator runs unlimited without it")
+	}
+	m, err := NewManager(fmt.Sprintf("ferry-test-%d", os.Getpid()))
+	if err != nil {
+		t.Fatalf("root on Linux, yet no cgroups to write: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return m
+}
+
+// runIn starts the test binary with env inside g, and returns its output
+// and exit error.
+func runIn(t *testing.T, g *Group, env ...string) (string, error) {
+	t.Helper()
+	// Gate the child until it is in the group: a shell that waits on a
+	// pipe, as the emulator starts sandboxes.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable()
+	cmd := exec.Command("/bin/sh", "-c", `read -r _ <&3 && exec 3<&- && exec "$0"`, self)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.ExtraFiles = []*os.File{r}
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if err := g.Add(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	w.Write([]byte("go\n"))
+	w.Close()
+	err = cmd.Wait()
+	return strings.TrimSpace(out.String()), err
+}
+
+func TestCPUQuota(t *testing.T) {
+	m := newTestManager(t)
+	tests := map[string]struct {
+		memoryMB, threads int
+		minWallMs         int64 // what the quota must at least make the burn take
+	}{
+		// 884 MB is half a vCPU: 100 ms of CPU takes about 200 ms.
+		"884 MB, one 100 ms burn": {884, 1, 180},
+		// 1769 MB is one vCPU: two 100 ms burns at once take about 200 ms.
+		"1769 MB, two 100 ms burns at once": {1769, 2, 180},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			g, err := m.New(strings.ReplaceAll(strings.ReplaceAll(name, " ", "-"), ",", ""), Limits{CPU: LambdaCPU(tt.memoryMB)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Remove()
+			out, err := runIn(t, g, "CGROUP_TEST_BURN=100", fmt.Sprintf("CGROUP_TEST_THREADS=%d", tt.threads))
+			if err != nil {
+				t.Fatalf("burn: %v (%s)", err, out)
+			}
+			wall, _ := strconv.ParseInt(out, 10, 64)
+			if wall < tt.minWallMs {
+				t.Errorf("%d ms of CPU took %d ms of wall time, want at least %d: the quota does not hold", 100*tt.threads, wall, tt.minWallMs)
+			}
+			used, err := g.CPUUsage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := time.Duration(tt.threads) * 100 * time.Millisecond; used < want {
+				t.Errorf("group CPU usage %v, want at least %v", used, want)
+			}
+			if n, _, err := g.Throttled(); err != nil || n == 0 {
+				t.Errorf("throttled periods = %d (%v), want some", n, err)
+			}
+		})
+	}
+}
+
+func TestMemoryLimitKills(t *testing.T) {
+	m := newTestManager(t)
+	g, err := m.New("oom", Limits{MemoryBytes: 128 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Remove()
+	out, err := runIn(t, g, "CGROUP_TEST_ALLOC=400")
+	if err == nil {
+		t.Fatalf("allocating 400 MiB under a 128 MiB limit succeeded (%s)", out)
+	}
+	if n, err := g.OOMKills(); err != nil || n < 1 {
+		t.Errorf("OOMKills = %d (%v), want at least 1", n, err)
+	}
+	if peak, _ := g.MemoryPeak(); peak < 100<<20 || peak > 129<<20 {
+		t.Errorf("MemoryPeak = %d MiB, want about the 128 MiB limit", peak>>20)
+	}
+}
+
+func TestFreezeThawKill(t *testing.T) {
+	m := newTestManager(t)
+	g, err := m.New("freeze", Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Remove()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := g.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.Procs(); len(got) != 1 || got[0] != cmd.Process.Pid {
+		t.Fatalf("Procs = %v, want [%d]", got, cmd.Process.Pid)
+	}
+	if err := g.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	state := func() byte {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
+			return s[i+2]
+		}
+		return 0
+	}
+	// A frozen task sleeps uninterruptibly (D) in v1, or is stopped in v2's
+	// freezer; either way it is no longer in its ordinary sleep (S).
+	for deadline := time.Now().Add(5 * time.Second); state() == 'S'; {
+		if time.Now().After(deadline) {
+			t.Fatalf("still sleeping normally after Freeze")
+		}
+		runtime.Gosched()
+	}
+	if err := g.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	g.Freeze()
+	g.Kill() // a frozen group must still die
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a frozen process did not die on Kill")
+	}
+}

@@ -1,0 +1,115 @@
+package lambdaemu_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/ferryrun/ferry/localstack/lambdaemu"
+)
+
+// limited starts the echo function at memoryMB under the emulator and
+// fails unless the emulator could put its sandboxes under cgroup limits,
+// as it can on Linux as root: this project's machines and CI.
+func limited(t *testing.T, memoryMB int) *harness {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("cgroup limits need root; without it the emulator runs sandboxes unlimited and says so")
+	}
+	fn := echo(10*time.Second, 2)
+	fn.MemoryMB = memoryMB
+	h := start(t, fn)
+	if !h.emu.Limited() {
+		t.Fatal("root on Linux, yet the emulator runs sandboxes without cgroup limits")
+	}
+	return h
+}
+
+// TestSandboxVCPU: a sandbox gets memory/1769 vCPU from the kernel, not
+// the machine's cores.
+func TestSandboxVCPU(t *testing.T) {
+	tests := map[string]struct {
+		memoryMB, burnMs, threads int
+		minWallMs                 int64
+	}{
+		"884 MB: 100 ms of CPU takes about 200 ms":             {884, 100, 1, 180},
+		"1769 MB: two 100 ms burns at once take about 200 ms":  {1769, 100, 2, 180},
+		"512 MB: 50 ms of CPU takes about 172 ms (0.29 vCPU)":  {512, 50, 1, 150},
+		"3538 MB: two 100 ms burns at once take about 100 ms":  {3538, 100, 2, 90},
+		"10240 MB gets 6 vCPU, so one burn runs at full speed": {10240, 100, 1, 90},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := limited(t, tt.memoryMB)
+			// A first invoke starts the sandbox, so the measured one is warm.
+			if _, err := h.invoke(t, `{}`); err != nil {
+				t.Fatal(err)
+			}
+			out, err := h.invoke(t, fmt.Sprintf(`{"burn_ms":%d,"threads":%d}`, tt.burnMs, tt.threads))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r struct {
+				TookMs int64 `json:"took_ms"`
+			}
+			if err := json.Unmarshal(out.Payload, &r); err != nil || out.FunctionError != nil {
+				t.Fatalf("payload %s: %v", out.Payload, err)
+			}
+			if r.TookMs < tt.minWallMs {
+				t.Errorf("%d x %d ms of CPU took %d ms of wall time, want at least %d", tt.threads, tt.burnMs, r.TookMs, tt.minWallMs)
+			}
+			// The other side of the rule: a whole vCPU per 1769 MB is given,
+			// so the burn must not take many times longer than its share
+			// (generous: this machine is shared).
+			share := min(float64(tt.memoryMB)/1769, 6)
+			ideal := float64(tt.burnMs*tt.threads) / min(share, float64(tt.threads))
+			if float64(r.TookMs) > 4*ideal {
+				t.Errorf("%d x %d ms of CPU took %d ms, over 4x the %.0f ms its %.2f vCPU allow", tt.threads, tt.burnMs, r.TookMs, ideal, share)
+			}
+		})
+	}
+}
+
+// TestSandboxOutOfMemory: past its memory the sandbox dies, the invoke
+// answers as Lambda does, and the next invoke gets a new sandbox.
+func TestSandboxOutOfMemory(t *testing.T) {
+	h := limited(t, 128)
+	out, err := h.invoke(t, `{"alloc_mb":400}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aws.ToString(out.FunctionError) != "Unhandled" || !strings.Contains(string(out.Payload), "Runtime.OutOfMemory") {
+		t.Fatalf("FunctionError %q, payload %s; want Unhandled Runtime.OutOfMemory", aws.ToString(out.FunctionError), out.Payload)
+	}
+	tail, _ := base64.StdEncoding.DecodeString(aws.ToString(out.LogResult))
+	if !strings.Contains(string(tail), "Max Memory Used: 128 MB") {
+		t.Errorf("REPORT should show the limit reached:\n%s", tail)
+	}
+	out, err = h.invoke(t, `{"alloc_mb":10}`)
+	if err != nil || out.FunctionError != nil {
+		t.Fatalf("invoke after the out-of-memory death: %v %s", err, out.Payload)
+	}
+	st, _ := h.emu.Stats("echo")
+	if st.SandboxesStarted != 2 {
+		t.Errorf("sandboxes started = %d, want 2 (the dead one replaced)", st.SandboxesStarted)
+	}
+}
+
+// TestUnlimitedOption: Options.Unlimited runs sandboxes with no cgroup.
+func TestUnlimitedOption(t *testing.T) {
+	emu, err := lambdaemu.New(lambdaemu.Config{Functions: []lambdaemu.Function{echo(time.Second, 1)}},
+		lambdaemu.Options{Unlimited: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	if emu.Limited() {
+		t.Error("Limited() = true with Options.Unlimited")
+	}
+}
