@@ -2,14 +2,17 @@
 // measured side by side in one run on this machine, written as tables to
 // stdout and to bench/RESULTS.md.
 //
-//	bench -dist dist/bench [-short] [-only saved,overhead,cold,burst,scale,profile] [-out bench/RESULTS.md]
+//	bench -dist dist/bench [-short] [-only saved,overhead,cold,burst,scale,profile]
+//	      [-workloads api,seed,...] [-out bench/RESULTS.md] [-json bench/results.json]
 //
 // Every figure is a median of repeated trials, compared within the same
-// run. Nothing here passes or fails on speed: it prints what it measured.
+// run. Nothing here passes or fails on speed: it prints what it measured,
+// as tables (RESULTS.md) and for programs (results.json).
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,10 +27,29 @@ import (
 )
 
 type options struct {
-	dist, out string
-	short     bool
-	only      map[string]bool
-	savedEnv  map[string]string // extra bootstrap environment in section 1
+	dist, out, json string
+	short           bool
+	only            map[string]bool
+	workloads       map[string]bool   // section saved's workloads; nil for all
+	savedEnv        map[string]string // extra bootstrap environment of ferry's functions in section saved
+	results         *results
+}
+
+// results is results.json: the machine, then each section's figures.
+type results struct {
+	Machine machine    `json:"machine"`
+	Saved   []savedRow `json:"saved"`
+}
+
+type machine struct {
+	Cores    int    `json:"cores"`
+	CPU      string `json:"cpu"`
+	OS       string `json:"os"`
+	Go       string `json:"go"`
+	Run      string `json:"run"`
+	Mode     string `json:"mode"`
+	Limited  bool   `json:"sandboxes_limited"` // sandboxes held to their vCPU and memory by cgroups
+	TookSecs int    `json:"took_s"`
 }
 
 // section is one part of the suite.
@@ -50,6 +72,9 @@ func main() {
 	var only, savedEnv string
 	flag.StringVar(&o.dist, "dist", "dist/bench", "directory with bootstrap, goapp, lambda-emulator and ferry-router")
 	flag.StringVar(&o.out, "out", "bench/RESULTS.md", "results file (Markdown); empty for none")
+	flag.StringVar(&o.json, "json", "bench/results.json", "results for programs (JSON); empty for none")
+	var wl string
+	flag.StringVar(&wl, "workloads", "", "comma-separated workloads of section saved (default all): "+workloadNames())
 	flag.BoolVar(&o.short, "short", false, "fewer and shorter trials (about 3 minutes)")
 	flag.StringVar(&only, "only", "", "comma-separated sections to run (default all): "+names())
 	flag.StringVar(&savedEnv, "saved-env", "", "K=V,... added to the ferry functions' environment in section saved (try FERRY_CPU_GUARD=0.97)")
@@ -60,6 +85,17 @@ func main() {
 				o.savedEnv = map[string]string{}
 			}
 			o.savedEnv[k] = v
+		}
+	}
+	if wl != "" {
+		o.workloads = map[string]bool{}
+		for _, w := range strings.Split(wl, ",") {
+			w = strings.TrimSpace(w)
+			if _, ok := workloadByName(w); !ok {
+				fmt.Fprintf(os.Stderr, "bench: -workloads: no workload %q (have %s)\n", w, workloadNames())
+				os.Exit(2)
+			}
+			o.workloads[w] = true
 		}
 	}
 	if only != "" {
@@ -74,6 +110,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+func workloadNames() string {
+	var n []string
+	for _, w := range savedWorkloads {
+		n = append(n, w.name)
+	}
+	return strings.Join(n, ",")
 }
 
 func names() string {
@@ -96,6 +140,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		}
 	}
 	started := time.Now()
+	o.results = &results{Machine: machineOf(o)}
 	facts := machineFacts(o)
 	fmt.Fprintln(out, facts)
 	var tables []*table
@@ -120,6 +165,17 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	total := time.Since(started)
 	fmt.Fprintf(out, "\nbench: %d sections in %v\n", len(tables), total.Round(time.Second))
+	if o.json != "" {
+		o.results.Machine.TookSecs = int(total.Seconds())
+		b, err := json.MarshalIndent(o.results, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.json, append(b, '\n'), 0o644); err != nil {
+			return errors.Join(errors.New("writing results"), err)
+		}
+		fmt.Fprintf(out, "bench: wrote %s\n", o.json)
+	}
 	if o.out == "" {
 		return nil
 	}
@@ -141,7 +197,18 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	return nil
 }
 
-func machineFacts(o options) string {
+func machineOf(o options) machine {
+	mode := "full"
+	if o.short {
+		mode = "short"
+	}
+	return machine{Cores: runtime.NumCPU(), CPU: cpuModel(), OS: runtime.GOOS + "/" + runtime.GOARCH, Go: runtime.Version(),
+		Run: time.Now().UTC().Format(time.RFC3339), Mode: mode, Limited: os.Geteuid() == 0 && runtime.GOOS == "linux"}
+}
+
+func machineCores() string { return fmt.Sprintf("%d-core machine", runtime.NumCPU()) }
+
+func cpuModel() string {
 	model := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
@@ -151,6 +218,11 @@ func machineFacts(o options) string {
 			}
 		}
 	}
+	return model
+}
+
+func machineFacts(o options) string {
+	model := cpuModel()
 	mode := "full"
 	if o.short {
 		mode = "short"

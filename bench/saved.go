@@ -3,45 +3,117 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
+	"hash/fnv"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/ferryrun/ferry/internal/localrun"
 )
 
-type workload struct {
-	name          string
-	cpuMs, waitMs int
-	// clients drive both runs; limit is ferry's streams per instance.
-	clients, limit int
+// blindEnv turns the bootstrap's CPU admission off: the fixed-limit runs
+// pack up to their limit whatever the CPU does, as a plain
+// concurrency-per-instance setting would.
+var blindEnv = map[string]string{"FERRY_CPU_ADMISSION": "off"}
+
+// savedRow is one run's figures in results.json.
+type savedRow struct {
+	Workload string  `json:"workload"`
+	MemoryMB int     `json:"memory_mb"`
+	Arrivals string  `json:"arrivals"` // open or closed
+	Rate     string  `json:"rate"`     // moderate or sparse (open); clients=N (closed)
+	RatePerS float64 `json:"rate_per_s,omitempty"`
+	Run      string  `json:"run"` // ferry, plain, limit1, limit2, limit4, limit8
+	SavedPct float64 `json:"saved_pct"`
+	// SavedVsMeasuredPct is against plain Lambda as measured in the same
+	// trial (which pays its own rounding and overhead).
+	SavedVsMeasuredPct float64 `json:"saved_vs_measured_pct"`
+	P50Ratio           float64 `json:"p50_ratio"`
+	P99Ratio           float64 `json:"p99_ratio"`
+	P50Ms              float64 `json:"p50_ms"`
+	P99Ms              float64 `json:"p99_ms"`
+	// IOP50Ratio and IOP99Ratio are the mix's I/O requests alone.
+	IOP50Ratio       float64 `json:"io_p50_ratio,omitempty"`
+	IOP99Ratio       float64 `json:"io_p99_ratio,omitempty"`
+	PhysicalLimitPct float64 `json:"physical_limit_pct"`
+	OraclePct        float64 `json:"oracle_pct"`
+	OracleRatio      float64 `json:"oracle_ratio"`
+	// OracleCurve is the oracle's saving at a CPU wait of 0, 5, 10, 25 ms.
+	OracleCurve map[string]float64 `json:"oracle_curve,omitempty"`
+	Requests    int                `json:"requests"`
+	Errors      int                `json:"errors"`
+	Invocations int                `json:"invocations"`
+	BilledMs    int64              `json:"billed_ms"`
+	Sandboxes   int                `json:"sandboxes"`
 }
 
-func (w workload) path() string {
-	return fmt.Sprintf("/work?cpu_ms=%d&wait_ms=%d", w.cpuMs, w.waitMs)
+// combo is one workload at one memory size and rate, and the runs it gets.
+type combo struct {
+	w      workload
+	mem    int
+	rate   string
+	runs   []string
+	trials int
+	runFor time.Duration
 }
 
-// Each workload gets the concurrency that suits it: an I/O-heavy service
-// waits on many requests at once (one instance can hold 32 of them, so 32
-// clients); for the others, the clients' CPU demand stays within this
-// machine's 2 cores (3 x 50 ms of every ~100 ms; 2 x 100%): past that the
-// load measures the machine, not ferry.
-var workloads = []workload{
-	{"seed", 50, 50, 3, 10},
-	{"I/O-heavy", 5, 500, 32, 32},
-	{"CPU-bound", 100, 0, 2, 10},
-}
+var oracleQs = []float64{0, 5, 10, 25}
 
-// savedSection: ferry (10 streams per instance) against one request per
-// invocation (Lambda's model) on the same emulator, app and load.
-func savedSection(ctx context.Context, o options) (*table, error) {
-	trials, runFor := 3, 10*time.Second
+func savedCombos(o options) []combo {
+	trials, moderate, sparse := 3, 12*time.Second, 20*time.Second
 	if o.short {
-		trials, runFor = 1, 5*time.Second
+		trials, moderate, sparse = 1, 6*time.Second, 10*time.Second
 	}
-	fns := []localrun.Function{{Name: "single", Limit: 1}}
-	for _, w := range workloads {
-		if !slices.ContainsFunc(fns, func(f localrun.Function) bool { return f.Limit == w.limit }) {
-			fns = append(fns, localrun.Function{Name: fmt.Sprintf("ferry%d", w.limit), Limit: w.limit, Env: o.savedEnv})
+	var out []combo
+	for _, w := range savedWorkloads {
+		if o.workloads != nil && !o.workloads[w.name] {
+			continue
+		}
+		runs := []string{"ferry", "plain", "limit1"}
+		if w.name == "seed" {
+			runs = append(runs, "limit2", "limit4", "limit8")
+		}
+		out = append(out, combo{w, 1769, "moderate", runs, trials, moderate})
+		out = append(out, combo{w, 1769, "sparse", []string{"ferry", "plain"}, trials, sparse})
+		if w.name == "api" || w.name == "cpu-bound" {
+			for _, rate := range []string{"moderate", "sparse"} {
+				d := moderate
+				if rate == "sparse" {
+					d = sparse
+				}
+				out = append(out, combo{w, 512, rate, []string{"ferry", "plain"}, trials, d})
+			}
+		}
+	}
+	return out
+}
+
+// fnName is the emulator function a run uses at mem.
+func fnName(run string, mem int) string { return fmt.Sprintf("%s-%d", run, mem) }
+
+// savedSection: ferry, limit 1 through the router, and plain Lambda, side by
+// side on the same emulator, app and Poisson arrivals; each against ideal
+// plain Lambda and the trace oracle.
+func savedSection(ctx context.Context, o options) (*table, error) {
+	combos := savedCombos(o)
+	var fns []localrun.Function
+	seen := map[string]bool{}
+	for _, c := range combos {
+		for _, run := range c.runs {
+			name := fnName(run, c.mem)
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			f := localrun.Function{Name: name, MemoryMB: c.mem, Concurrency: 300}
+			if n, ok := strings.CutPrefix(run, "limit"); ok {
+				fmt.Sscan(n, &f.Limit)
+				f.Env = blindEnv
+			}
+			if run == "ferry" {
+				f.Env = o.savedEnv
+			}
+			fns = append(fns, f)
 		}
 	}
 	st, err := localrun.Start(ctx, localrun.Config{Dist: o.dist, Functions: fns})
@@ -51,102 +123,204 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 	defer st.Stop()
 
 	t := &table{
-		title:   "1. Compute saved: ferry vs one request per invocation (limit 1)",
-		command: "go run ./bench -dist dist/bench -only saved",
-		header: []string{"workload", "clients", "run", "billed ms/req", "saved", "physical limit", "p50", "p99", "p99 ratio",
-			"invocations", "sandboxes", "requests", "errors"},
+		title:   "1. Compute saved: ferry against plain Lambda (one invocation per request), open loop",
+		command: "go run ./bench -dist dist/bench -only saved [-workloads api,seed]",
+		header: []string{"workload", "MB", "rate", "run", "saved", "vs measured", "oracle@10ms", "of oracle",
+			"p50", "p99", "p50 ratio", "p99 ratio", "invocations", "requests", "errors"},
 	}
-	var errNotes []string
-	for _, w := range workloads {
-		type run struct {
-			perReq, p50, p99, inv, sbx, reqs, errs []float64
+	curves := &table{
+		title:  "1b. The oracle: least billed time at a CPU wait of Q, on each run's own arrivals",
+		header: []string{"workload", "MB", "rate", "requests/s", "physical limit", "Q=0", "Q=5ms", "Q=10ms", "Q=25ms"},
+	}
+	for _, c := range combos {
+		rows, err := runCombo(ctx, st, c)
+		if err != nil {
+			return nil, err
 		}
-		ferry := fmt.Sprintf("ferry%d", w.limit)
-		runs := map[string]*run{ferry: {}, "single": {}}
-		for range trials {
-			for _, fn := range []string{ferry, "single"} {
-				before, err := st.Stats(ctx, fn)
-				if err != nil {
-					return nil, err
-				}
-				res := attack(ctx, st.Ingress+w.path(), fn+".localhost", w.clients, runFor)
-				if err := st.Quiesce(ctx, fn); err != nil {
-					return nil, err
-				}
-				after, err := st.Stats(ctx, fn)
-				if err != nil {
-					return nil, err
-				}
-				r := runs[fn]
-				r.perReq = append(r.perReq, float64(after.BilledMs-before.BilledMs)/float64(max(res.requests, 1)))
-				r.p50 = append(r.p50, float64(pct(res.latencies, 0.5)))
-				r.p99 = append(r.p99, float64(pct(res.latencies, 0.99)))
-				r.inv = append(r.inv, float64(after.Invocations-before.Invocations))
-				r.sbx = append(r.sbx, float64(after.SandboxesStarted-before.SandboxesStarted))
-				r.reqs = append(r.reqs, float64(res.requests))
-				r.errs = append(r.errs, float64(res.errors))
-				if res.errors > 0 {
-					errNotes = append(errNotes, fmt.Sprintf("%s %s: %d of %d requests failed, first: %s", w.name, fn, res.errors, res.requests, res.firstErr))
-				}
+		for _, r := range rows {
+			o.results.Saved = append(o.results.Saved, r)
+			label := ""
+			if r.Run == c.runs[0] {
+				label = c.w.label()
 			}
+			saved, vsMeasured, ofOracle := percent(r.SavedPct), percent(r.SavedVsMeasuredPct), fmt.Sprintf("%.2f", r.OracleRatio)
+			p50r, p99r := fmt.Sprintf("%.2fx", r.P50Ratio), fmt.Sprintf("%.2fx", r.P99Ratio)
+			if r.IOP50Ratio > 0 {
+				p50r += fmt.Sprintf(" (I/O %.2fx)", r.IOP50Ratio)
+				p99r += fmt.Sprintf(" (I/O %.2fx)", r.IOP99Ratio)
+			}
+			if r.Run == "plain" {
+				vsMeasured, ofOracle, p50r, p99r = "", "", "", ""
+			}
+			t.add(label, r.MemoryMB, fmt.Sprintf("%s %.1f/s", r.Rate, r.RatePerS), r.Run, saved, vsMeasured,
+				percent(r.OraclePct), ofOracle, msDur(r.P50Ms), msDur(r.P99Ms), p50r, p99r, r.Invocations, r.Requests, r.Errors)
 		}
-		f, s := runs[ferry], runs["single"]
-		single := median(s.perReq)
-		saved := 100 * (1 - median(f.perReq)/single)
-		limit := 100 * (1 - float64(w.cpuMs)/single) // billed time = CPU time
-		t.add(fmt.Sprintf("%s (%d+%d ms)", w.name, w.cpuMs, w.waitMs), w.clients, fmt.Sprintf("ferry, limit %d", w.limit), fmt.Sprintf("%.1f", median(f.perReq)), percent(saved),
-			percent(limit), time.Duration(median(f.p50)), time.Duration(median(f.p99)), ratio(median(f.p99), median(s.p99)),
-			int(median(f.inv)), int(median(f.sbx)), int(median(f.reqs)), int(median(f.errs)))
-		t.add("", "", "limit 1", fmt.Sprintf("%.1f", single), "", fmt.Sprintf("(%d ms/req)", w.cpuMs), time.Duration(median(s.p50)),
-			time.Duration(median(s.p99)), "", int(median(s.inv)), int(median(s.sbx)), int(median(s.reqs)), int(median(s.errs)))
+		r0 := rows[0]
+		curves.add(c.w.label(), c.mem, c.rate, fmt.Sprintf("%.1f", r0.RatePerS), percent(r0.PhysicalLimitPct),
+			percent(r0.OracleCurve["0"]), percent(r0.OracleCurve["5"]), percent(r0.OracleCurve["10"]), percent(r0.OracleCurve["25"]))
 	}
-	t.notes = append(t.notes, errNotes...)
+	trials := combos[0].trials
 	t.notes = append(t.notes,
-		fmt.Sprintf("Closed-loop clients (vegeta), %v per run, median of %d trials; ferry and limit 1 alternate within each trial.", runFor, trials),
-		"billed ms/req is the emulator's REPORT Billed Duration total over the run's requests; saved = 1 - ferry / limit 1.",
-		"physical limit: what ferry would save if billed time were only CPU time (the wait costs nothing).",
-		fmt.Sprintf("ferry functions' extra environment: %v (-saved-env).", o.savedEnv),
-		"Each sandbox's Go runs on one core (GOMAXPROCS=1: 1769 MB is one vCPU on Lambda), but all sandboxes share this machine's 2 cores, where Lambda gives each its own: CPU-heavy load contends here in both runs alike.")
+		fmt.Sprintf("Poisson arrivals, open loop: latency from each request's scheduled send time. Median of %d trials; every run of a trial replays the same arrivals, one run after another.", trials),
+		"saved: 1 - billed / ideal plain Lambda, where ideal plain bills each request its CPU at the function's vCPU plus its wait (what Lambda bills on an uncontended vCPU). vs measured: against plain Lambda as run here (one Invoke per request with a Function URL event).",
+		"oracle@10ms: what the least-billed placement of the same arrivals saves if a request's CPU may wait 10 ms in all (no overhead, no linger); of oracle = saved / oracle@10ms. p50/p99 ratios: against plain Lambda measured in the same trial.",
+		"runs: ferry (defaults: adaptive admission); plain (one invocation per request); limitN (the router's and bootstrap's limit N, CPU admission off: CPU-blind packing).",
+		fmt.Sprintf("Sandboxes get memory/1769 vCPU and their memory from the kernel (cgroups); moderate rates put about 0.8 cores of CPU demand on this %s. ferry's extra environment: %v (-saved-env).", machineCores(), o.savedEnv))
+	curves.notes = append(curves.notes, "physical limit: the saving if billed time were only CPU time. The curve shows what latency buys: no scheduler can beat the oracle at the same Q.")
+	t.extra = append(t.extra, curves)
 	return t, nil
 }
 
-// burstSection: 1,000 concurrent requests into a cold function with 32
-// streams per instance; the router should start ceil(N/C) invocations.
-func burstSection(ctx context.Context, o options) (*table, error) {
-	const n, limit = 1000, 32
-	trials := 3
-	if o.short {
-		trials = 1
+// runCombo runs a combo's trials and returns one row per run, medians.
+func runCombo(ctx context.Context, st *localrun.Stack, c combo) ([]savedRow, error) {
+	vcpu := min(float64(c.mem)/1769, 6)
+	rate := c.w.rate(c.rate)
+	type trial struct {
+		billed, p50, p99, ioP50, ioP99, requests, errors, invocations, sandboxes float64
 	}
-	t := &table{
-		title:   fmt.Sprintf("4. Burst: %d concurrent requests into a cold function, %d streams per instance", n, limit),
-		command: "go run ./bench -dist dist/bench -only burst",
-		header:  []string{"trial", "invocations", "ceil(N/C)", "ratio", "p50", "p99", "max", "errors"},
+	per := map[string][]trial{}
+	var oracle = map[float64][]float64{}
+	var ideal, physical []float64
+	paths := make([]string, len(c.w.kinds))
+	for i, k := range c.w.kinds {
+		paths[i] = k.path()
 	}
-	var ratios []float64
-	for i := range trials {
-		// A fresh stack each trial: no warm sandbox, no live instance.
-		st, err := localrun.Start(ctx, localrun.Config{Dist: o.dist,
-			Functions: []localrun.Function{{Name: "burst", Limit: limit, Concurrency: 200}},
-			RouterEnv: []string{"FERRY_ROUTER_QUEUE_LIMIT=5000", "FERRY_ROUTER_QUEUE_TIMEOUT=60s"}})
-		if err != nil {
+	// Warm each run's sandboxes first, off the books: a cold start is not
+	// what this section measures.
+	warm := poisson(1, rate, 2*time.Second, c.w.weights)
+	for _, run := range c.runs {
+		if _, err := measure(ctx, st, run, c.mem, warm, paths); err != nil {
 			return nil, err
 		}
-		lats, errs := burst(ctx, st.Ingress+"/work?cpu_ms=1&wait_ms=200", "burst.localhost", n)
-		if err := st.Quiesce(ctx, "burst"); err != nil {
-			st.Stop()
-			return nil, err
-		}
-		stats, err := st.Stats(ctx, "burst")
-		st.Stop()
-		if err != nil {
-			return nil, err
-		}
-		want := (n + limit - 1) / limit
-		ratios = append(ratios, float64(stats.Invocations)/float64(want))
-		t.add(i+1, stats.Invocations, want, ratio(float64(stats.Invocations), float64(want)),
-			pct(lats, 0.5), pct(lats, 0.99), pct(lats, 1), errs)
 	}
-	t.notes = append(t.notes, fmt.Sprintf("median invocations / ceil(N/C) = %.2f. Each request: 1 ms CPU + 200 ms wait; latency includes the cold start.", median(ratios)))
-	return t, nil
+	for tr := range c.trials {
+		s := poisson(seedOf(c, tr), rate, c.runFor, c.w.weights)
+		// The oracle and ideal plain Lambda, from the trace itself.
+		var reqs []oracleRequest
+		id, cpu := 0.0, 0.0
+		for i, at := range s.at {
+			k := c.w.kinds[s.kinds[i]]
+			reqs = append(reqs, oracleRequest{float64(at) / float64(time.Millisecond), k.phases})
+			id += nominal(k.phases, vcpu)
+			cpu += k.cpuMs() / min(1, vcpu)
+		}
+		ideal = append(ideal, id)
+		physical = append(physical, 100*(1-cpu/id))
+		for _, q := range oracleQs {
+			oracle[q] = append(oracle[q], 100*(1-oracleBilled(reqs, vcpu, q)/id))
+		}
+		for _, run := range c.runs {
+			m, err := measure(ctx, st, run, c.mem, s, paths)
+			if err != nil {
+				return nil, err
+			}
+			all := m.res.latencies(s, -1)
+			tt := trial{billed: float64(m.billed), p50: ms(pct(all, 0.5)), p99: ms(pct(all, 0.99)),
+				requests: float64(len(s.at)), errors: float64(m.res.failed), invocations: float64(m.invocations), sandboxes: float64(m.sandboxes)}
+			if len(c.w.kinds) > 1 {
+				io := m.res.latencies(s, 0)
+				tt.ioP50, tt.ioP99 = ms(pct(io, 0.5)), ms(pct(io, 0.99))
+			}
+			per[run] = append(per[run], tt)
+			if m.res.failed > 0 {
+				fmt.Printf("  %s %d MB %s %s trial %d: %d of %d failed, first: %s\n", c.w.name, c.mem, c.rate, run, tr+1, m.res.failed, len(s.at), m.res.first)
+			}
+		}
+	}
+	curve := map[string]float64{}
+	for _, q := range oracleQs {
+		curve[fmt.Sprint(q)] = median(oracle[q])
+	}
+	var rows []savedRow
+	plain := per["plain"]
+	for _, run := range c.runs {
+		ts := per[run]
+		var saved, vsMeasured, p50r, p99r, ioP50r, ioP99r, of []float64
+		for i, tt := range ts {
+			sv := 100 * (1 - tt.billed/ideal[i])
+			saved = append(saved, sv)
+			vsMeasured = append(vsMeasured, 100*(1-tt.billed/plain[i].billed))
+			p50r = append(p50r, tt.p50/plain[i].p50)
+			p99r = append(p99r, tt.p99/plain[i].p99)
+			if tt.ioP50 > 0 {
+				ioP50r = append(ioP50r, tt.ioP50/plain[i].ioP50)
+				ioP99r = append(ioP99r, tt.ioP99/plain[i].ioP99)
+			}
+			of = append(of, sv/oracle[10][i])
+		}
+		col := func(f func(trial) float64) float64 {
+			var v []float64
+			for _, tt := range ts {
+				v = append(v, f(tt))
+			}
+			return median(v)
+		}
+		rows = append(rows, savedRow{
+			Workload: c.w.name, MemoryMB: c.mem, Arrivals: "open", Rate: c.rate, RatePerS: round(rate, 1), Run: run,
+			SavedPct: round(median(saved), 1), SavedVsMeasuredPct: round(median(vsMeasured), 1),
+			P50Ratio: round(median(p50r), 3), P99Ratio: round(median(p99r), 3),
+			P50Ms: round(col(func(t trial) float64 { return t.p50 }), 1), P99Ms: round(col(func(t trial) float64 { return t.p99 }), 1),
+			IOP50Ratio: round(median(ioP50r), 3), IOP99Ratio: round(median(ioP99r), 3),
+			PhysicalLimitPct: round(median(physical), 1), OraclePct: round(curve["10"], 1), OracleRatio: round(median(of), 2),
+			OracleCurve: curve,
+			Requests:    int(col(func(t trial) float64 { return t.requests })), Errors: int(col(func(t trial) float64 { return t.errors })),
+			Invocations: int(col(func(t trial) float64 { return t.invocations })), BilledMs: int64(col(func(t trial) float64 { return t.billed })),
+			Sandboxes: int(col(func(t trial) float64 { return t.sandboxes })),
+		})
+	}
+	return rows, nil
+}
+
+// measured is one run of a trace against one function.
+type measured struct {
+	res                    openResult
+	billed                 int64
+	invocations, sandboxes int64
+}
+
+// measure sends s to run's function at mem, through the router or, for
+// plain, straight to the emulator's Invoke API, and reads what the
+// emulator billed once every invocation has ended.
+func measure(ctx context.Context, st *localrun.Stack, run string, mem int, s schedule, paths []string) (measured, error) {
+	fn := fnName(run, mem)
+	before, err := st.Stats(ctx, fn)
+	if err != nil {
+		return measured{}, err
+	}
+	path := func(i int) string { return paths[s.kinds[i]] }
+	var m measured
+	if run == "plain" {
+		m.res = openLoop(ctx, s, viaInvoke(st.Emulator, fn, path), invokeOK)
+	} else {
+		m.res = openLoop(ctx, s, viaRouter(st.Ingress, fn, path), routerOK)
+	}
+	if err := st.Quiesce(ctx, fn); err != nil {
+		return measured{}, err
+	}
+	after, err := st.Stats(ctx, fn)
+	if err != nil {
+		return measured{}, err
+	}
+	m.billed = after.BilledMs - before.BilledMs
+	m.invocations = after.Invocations - before.Invocations
+	m.sandboxes = after.SandboxesStarted - before.SandboxesStarted
+	return m, nil
+}
+
+func seedOf(c combo, trial int) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%d/%s/%d", c.w.name, c.mem, c.rate, trial)
+	return h.Sum64()
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func msDur(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+
+func round(v float64, places int) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	p := math.Pow(10, float64(places))
+	return math.Round(v*p) / p
 }

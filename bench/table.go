@@ -18,6 +18,7 @@ type table struct {
 	rows    [][]string
 	notes   []string
 	took    time.Duration
+	extra   []*table // printed after this one, in the same section
 }
 
 func (t *table) add(cells ...any) {
@@ -65,7 +66,12 @@ func (t *table) print(w io.Writer) {
 	for _, n := range t.notes {
 		fmt.Fprintln(w, "  "+n)
 	}
-	fmt.Fprintf(w, "  (%s; section took %v)\n", t.command, t.took.Round(time.Second))
+	for _, x := range t.extra {
+		x.print(w)
+	}
+	if t.command != "" {
+		fmt.Fprintf(w, "  (%s; section took %v)\n", t.command, t.took.Round(time.Second))
+	}
 }
 
 func (t *table) markdown(b *strings.Builder) {
@@ -85,7 +91,12 @@ func (t *table) markdown(b *strings.Builder) {
 			b.WriteString("- " + n + "\n")
 		}
 	}
-	fmt.Fprintf(b, "\nRepeat: `%s` (took %v).\n", t.command, t.took.Round(time.Second))
+	for _, x := range t.extra {
+		x.markdown(b)
+	}
+	if t.command != "" {
+		fmt.Fprintf(b, "\nRepeat: `%s` (took %v).\n", t.command, t.took.Round(time.Second))
+	}
 }
 
 // median of xs (0 for none).

@@ -1,7 +1,8 @@
 // Command goapp is ferry's I/O-bound sample app: a plain net/http server on
 // $PORT that the bootstrap runs as the function's app.
 //
-//	GET /work?cpu_ms=N&wait_ms=M  burn N ms of CPU, then wait M ms
+//	GET /work?cpu_ms=N&wait_ms=M&then_cpu_ms=K  burn N ms of CPU, wait M ms, burn K ms
+//	GET /render  server-side rendering's shape: /work with 10, 100 and 40 ms by default
 //	GET /stream?chunks=N&interval_ms=M  send N chunks, M ms apart
 //	ANY /echo  the request as JSON; ?status=, ?cookie= and ?trailer= shape the reply
 //	GET /binary  256 bytes 0x00..0xff as application/octet-stream
@@ -10,19 +11,17 @@
 package main
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"os"
-	"runtime"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/ferryrun/ferry/bootstrap/serve"
+	"github.com/ferryrun/ferry/internal/cpuburn"
 )
 
 func main() {
@@ -32,6 +31,7 @@ func main() {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /work", work)
+	mux.HandleFunc("GET /render", render)
 	mux.HandleFunc("GET /stream", stream)
 	mux.HandleFunc("/echo", echo)
 	mux.HandleFunc("GET /binary", binary)
@@ -62,50 +62,41 @@ func intParam(r *http.Request, name string, max int) (int, error) {
 	return n, nil
 }
 
-func work(w http.ResponseWriter, r *http.Request) {
-	cpuMs, err1 := intParam(r, "cpu_ms", 60_000)
-	waitMs, err2 := intParam(r, "wait_ms", 600_000)
-	if err := firstErr(err1, err2); err != nil {
+func work(w http.ResponseWriter, r *http.Request) { shaped(w, r, 0, 0, 0) }
+
+// render is a server-rendered page: a little CPU to parse and route, a
+// wait for the data, then the CPU to render it.
+func render(w http.ResponseWriter, r *http.Request) { shaped(w, r, 10, 100, 40) }
+
+// shaped burns cpu_ms of CPU, waits wait_ms, then burns then_cpu_ms,
+// each defaulting to the given figure.
+func shaped(w http.ResponseWriter, r *http.Request, cpuDef, waitDef, thenDef int) {
+	cpuMs, err1 := intParamOr(r, "cpu_ms", 60_000, cpuDef)
+	waitMs, err2 := intParamOr(r, "wait_ms", 600_000, waitDef)
+	thenMs, err3 := intParamOr(r, "then_cpu_ms", 60_000, thenDef)
+	if err := firstErr(err1, err2, err3); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	start := time.Now()
-	burned := burnCPU(time.Duration(cpuMs) * time.Millisecond)
+	burned := cpuburn.Burn(time.Duration(cpuMs) * time.Millisecond)
 	select {
 	case <-time.After(time.Duration(waitMs) * time.Millisecond):
 	case <-r.Context().Done():
 		return
 	}
+	burned += cpuburn.Burn(time.Duration(thenMs) * time.Millisecond)
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{
 		"cpu_ms": burned.Milliseconds(), "wait_ms": waitMs, "took_ms": time.Since(start).Milliseconds(), "pid": os.Getpid(),
 	})
 }
 
-// burnCPU spins until this thread has used d of CPU time (not wall time: a
-// busy machine must not shorten the burn) and returns the CPU time used.
-func burnCPU(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
+func intParamOr(r *http.Request, name string, max, def int) (int, error) {
+	if r.URL.Query().Get(name) == "" {
+		return def, nil
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	start := threadCPU()
-	sum := sha256.Sum256(nil)
-	for {
-		for range 200 {
-			sum = sha256.Sum256(sum[:])
-		}
-		if used := threadCPU() - start; used >= d {
-			return used
-		}
-	}
-}
-
-func threadCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_THREAD, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return intParam(r, name, max)
 }
 
 func stream(w http.ResponseWriter, r *http.Request) {

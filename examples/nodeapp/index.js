@@ -24,13 +24,18 @@ function burnCPU(ms) {
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://localhost');
   try {
-    if (req.method === 'GET' && url.pathname === '/work') {
-      const cpu = intParam(url, 'cpu_ms', 60000), wait = intParam(url, 'wait_ms', 600000);
+    if (req.method === 'GET' && (url.pathname === '/work' || url.pathname === '/render')) {
+      // /render is server-side rendering's shape: 10 ms of CPU, a 100 ms
+      // wait for data, 40 ms of CPU to render, unless the query says.
+      const def = url.pathname === '/render' ? [10, 100, 40] : [0, 0, 0];
+      const or = (name, max, d) => (url.searchParams.get(name) ? intParam(url, name, max) : d);
+      const cpu = or('cpu_ms', 60000, def[0]), wait = or('wait_ms', 600000, def[1]), then = or('then_cpu_ms', 60000, def[2]);
       const start = Date.now();
       const burned = burnCPU(cpu);
       setTimeout(() => {
+        const total = burned + burnCPU(then);
         res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ cpu_ms: Math.round(burned), wait_ms: wait, took_ms: Date.now() - start, pid: process.pid }) + '\n');
+        res.end(JSON.stringify({ cpu_ms: Math.round(total), wait_ms: wait, took_ms: Date.now() - start, pid: process.pid }) + '\n');
       }, wait);
     } else if (req.method === 'GET' && url.pathname === '/stream') {
       const chunks = intParam(url, 'chunks', 1000) || 5;

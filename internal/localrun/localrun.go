@@ -26,8 +26,13 @@ import (
 // Function is one function of a Stack, reached through the router with
 // Host: <Name>.localhost.
 type Function struct {
-	Name  string
-	Limit int // the router's streams per instance
+	Name string
+	// Limit is the router's streams per instance, also set as the
+	// bootstrap's FERRY_MAX_CONCURRENCY; if zero, both keep their defaults.
+	Limit int
+	// MemoryMB is the function's memory, which buys memory/1769 vCPU; if
+	// zero, 1769 (one vCPU).
+	MemoryMB int
 	// Concurrency is the emulator's limit on concurrent invocations; if
 	// zero, 200.
 	Concurrency int
@@ -89,14 +94,18 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 	var fns []lambdaemu.Function
 	var routes []config.Route
 	for _, f := range c.Functions {
-		// 1769 MB is one vCPU on Lambda; the emulator's sandboxes share
-		// every core, so hold the Go bootstrap and app to one.
-		env := map[string]string{"FERRY_APP_CMD": filepath.Join(code, "goapp"), "FERRY_READINESS_PATH": "/healthz",
-			"GOMAXPROCS": "1", "FERRY_MAX_CONCURRENCY": strconv.Itoa(max(f.Limit, 1))}
+		// The emulator holds each sandbox to the vCPU its memory buys.
+		env := map[string]string{"FERRY_APP_CMD": filepath.Join(code, "goapp"), "FERRY_READINESS_PATH": "/healthz"}
+		if f.Limit > 0 {
+			env["FERRY_MAX_CONCURRENCY"] = strconv.Itoa(f.Limit)
+		}
 		for k, v := range f.Env {
 			env[k] = v
 		}
-		conc, timeout := f.Concurrency, f.Timeout
+		conc, timeout, mem := f.Concurrency, f.Timeout, f.MemoryMB
+		if mem == 0 {
+			mem = 1769
+		}
 		if conc == 0 {
 			conc = 200
 		}
@@ -108,7 +117,7 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 			codeDir, env["GOAPP_IN_PROCESS"] = inproc, "1"
 		}
 		fns = append(fns, lambdaemu.Function{Name: f.Name, CodeDir: codeDir, Layers: []string{layer},
-			Runtime: "provided.al2023", Timeout: lambdaemu.Duration{Duration: timeout}, MemoryMB: 1769, Concurrency: conc, Env: env})
+			Runtime: "provided.al2023", Timeout: lambdaemu.Duration{Duration: timeout}, MemoryMB: mem, Concurrency: conc, Env: env})
 		routes = append(routes, config.Route{Function: f.Name, Host: f.Name + ".localhost", MaxConcurrency: f.Limit})
 	}
 	emuCfg, routesFile := filepath.Join(work, "functions.json"), filepath.Join(work, "routes.json")
