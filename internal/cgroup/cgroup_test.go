@@ -316,3 +316,62 @@ func TestFreezeThawKill(t *testing.T) {
 		t.Fatal("a frozen process did not die on Kill")
 	}
 }
+
+// TestReapSiblings: a manager whose process died without Close leaves a
+// frozen process behind, which no SIGKILL ends while it stays frozen; the
+// next manager finds it, kills it and removes its groups. Groups of live
+// managers are left alone.
+func TestReapSiblings(t *testing.T) {
+	m := newTestManager(t)
+	orphan, err := NewManager(fmt.Sprintf("ferry-test-orphan-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := orphan.New("sandbox", Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := g.Add(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	if err := g.Freeze(); err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	cmd.Process.Kill() // pending until thawed
+	select {
+	case <-exited:
+		t.Fatal("a frozen process died on SIGKILL while frozen: this kernel needs no reaping, and the test cannot show it")
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	if n := m.ReapSiblings(func(name string) bool { return name == fmt.Sprintf("ferry-test-other-%d", os.Getpid()) }); n != 0 {
+		t.Errorf("ReapSiblings reaped %d groups that stale did not name", n)
+	}
+	if n := m.ReapSiblings(func(name string) bool { return name == fmt.Sprintf("ferry-test-orphan-%d", os.Getpid()) }); n == 0 {
+		t.Error("ReapSiblings reaped nothing")
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		g.Thaw()
+		t.Fatal("the orphan's frozen process still runs after ReapSiblings")
+	}
+	for _, d := range orphan.parents {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s still there after ReapSiblings (%v)", d, err)
+		}
+	}
+	for _, d := range m.parents {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("the reaping manager's own %s is gone: %v", d, err)
+		}
+	}
+}

@@ -325,3 +325,80 @@ func rmdir(d string) error {
 	}
 	return fmt.Errorf("cgroup: removing %s: %w", d, err)
 }
+
+// ReapSiblings removes the directories beside the manager's own (made by
+// other managers under the same cgroup) whose names stale reports true
+// for, killing and thawing whatever they still hold first. A manager whose
+// process died without Close leaves its groups behind, and a frozen
+// process in one of them outlives every SIGKILL until it is thawed: it
+// would hold its ports and memory for ever. It returns how many such
+// names it removed.
+func (m *Manager) ReapSiblings(stale func(name string) bool) int {
+	var dirs []string // the stale directories, in every hierarchy
+	names := map[string]bool{}
+	seen := map[string]bool{}
+	for _, d := range m.distinct(m.parents) {
+		parent := filepath.Dir(d)
+		if seen[parent] {
+			continue
+		}
+		seen[parent] = true
+		entries, err := os.ReadDir(parent)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if e.IsDir() && stale(e.Name()) {
+				dirs = append(dirs, filepath.Join(parent, e.Name()))
+				names[e.Name()] = true
+			}
+		}
+	}
+	// Kill and thaw everywhere before removing anything: the processes die
+	// only once their freezer hierarchy thaws, and no directory holding
+	// them can go before that.
+	for _, d := range dirs {
+		walkGroups(d, func(dir string) {
+			if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil {
+				for f := range strings.FieldsSeq(string(b)) {
+					if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+						syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dir, "freezer.state")); err == nil {
+				write(filepath.Join(dir, "freezer.state"), "THAWED")
+			}
+			if _, err := os.Stat(filepath.Join(dir, "cgroup.freeze")); err == nil {
+				write(filepath.Join(dir, "cgroup.freeze"), "0")
+			}
+		})
+	}
+	for _, d := range dirs {
+		walkGroups(d, func(dir string) {
+			if err := rmdir(dir); err != nil {
+				names[filepath.Base(d)] = false
+			}
+		})
+	}
+	n := 0
+	for _, ok := range names {
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// walkGroups calls f on every cgroup directory below dir, deepest first,
+// then on dir.
+func walkGroups(dir string, f func(string)) {
+	if entries, err := os.ReadDir(dir); err == nil {
+		for _, e := range entries {
+			if e.IsDir() {
+				walkGroups(filepath.Join(dir, e.Name()), f)
+			}
+		}
+	}
+	f(dir)
+}

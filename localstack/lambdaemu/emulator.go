@@ -14,7 +14,10 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ferryrun/ferry/internal/cgroup"
@@ -48,6 +51,8 @@ type Emulator struct {
 	tmp       string
 	// cg makes each sandbox's cgroup; nil when sandboxes run unlimited.
 	cg *cgroup.Manager
+	// ports hands each sandbox's app a port of its own.
+	ports *ports
 
 	outMu sync.Mutex // serializes FunctionLog writes
 	out   io.Writer
@@ -61,7 +66,7 @@ type Emulator struct {
 func New(cfg Config, opts Options) (*Emulator, error) {
 	e := &Emulator{
 		log: opts.Logger, region: cfg.Region, account: cfg.Account, out: opts.FunctionLog,
-		functions: map[string]*function{}, stop: make(chan struct{}),
+		functions: map[string]*function{}, stop: make(chan struct{}), ports: hostPorts(),
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -110,6 +115,9 @@ func New(cfg Config, opts Options) (*Emulator, error) {
 			e.log.Warn("sandboxes run WITHOUT CPU and memory limits: their vCPU share (memory/1769) and memory are not enforced, so CPU-heavy work measures this machine, not Lambda", "err", err)
 		} else {
 			e.cg = m
+			if n := m.ReapSiblings(staleGroup); n > 0 {
+				e.log.Warn("removed sandbox cgroups left by emulators that died without closing, and killed what they held", "groups", n)
+			}
 		}
 	}
 	ttl := opts.IdleTTL
@@ -473,4 +481,19 @@ func (e *Emulator) Sandboxes() []SandboxInfo {
 func (e *Emulator) handleSandboxes(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(e.Sandboxes())
+}
+
+// staleGroup reports whether a cgroup directory name is an emulator's
+// (lambdaemu-PID-SUFFIX) whose process is gone.
+func staleGroup(name string) bool {
+	rest, ok := strings.CutPrefix(name, "lambdaemu-")
+	if !ok {
+		return false
+	}
+	pidText, _, ok := strings.Cut(rest, "-")
+	pid, err := strconv.Atoi(pidText)
+	if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }

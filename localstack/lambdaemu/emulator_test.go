@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -296,5 +297,42 @@ func TestConfigValidation(t *testing.T) {
 				t.Error("New accepted an invalid function")
 			}
 		})
+	}
+}
+
+// TestCloseRacesTheFreeze: Close right as the runtime asks for its next
+// event, when the emulator freezes the sandbox. A process frozen by the
+// cgroup freezer does not act on SIGKILL until thawed, so a freeze that
+// lands after the kill's thaw used to leave the sandbox alive and Close
+// waiting on it for ever.
+func TestCloseRacesTheFreeze(t *testing.T) {
+	for i := range 40 {
+		emu, err := lambdaemu.New(lambdaemu.Config{Functions: []lambdaemu.Function{echo(10*time.Second, 1)}}, lambdaemu.Options{FunctionLog: io.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(emu.Handler())
+		client := lambda.New(lambda.Options{
+			Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
+			Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), Retryer: aws.NopRetryer{},
+		})
+		if _, err := client.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("echo"), Payload: []byte(`{}`)}); err != nil {
+			srv.Close()
+			emu.Close()
+			t.Fatal(err)
+		}
+		// The runtime is now between its response and its next /next:
+		// close at a moment that moves across that window from round to
+		// round.
+		for start := time.Now(); time.Since(start) < time.Duration(i%15)*50*time.Microsecond; {
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- emu.Close() }()
+		select {
+		case <-closed:
+		case <-time.After(8 * time.Second): // killAll gives up at 10s
+			t.Fatalf("round %d: Close still waiting after 8s: a killed sandbox was frozen", i)
+		}
+		srv.Close()
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -135,9 +134,23 @@ func (fn *function) killAll() {
 	fn.mu.Unlock()
 	for _, sb := range all {
 		sb.kill()
-		<-sb.exited
+	}
+	// Bounded: a process the kernel will not let die (stuck in an
+	// uninterruptible wait) must not hang whoever closes the emulator.
+	timeout := time.NewTimer(killWait)
+	defer timeout.Stop()
+	for _, sb := range all {
+		select {
+		case <-sb.exited:
+		case <-timeout.C:
+			fn.emu.log.Error("sandbox did not exit after SIGKILL; leaving it", "function", fn.cfg.Name, "sandbox", sb.id, "pid", sb.pid)
+			return
+		}
 	}
 }
+
+// killWait bounds how long killAll waits for killed sandboxes to exit.
+const killWait = 10 * time.Second
 
 // entrypoint returns what Lambda would exec: for a provided runtime,
 // $LAMBDA_TASK_ROOT/bootstrap or /opt/bootstrap; with AWS_LAMBDA_EXEC_WRAPPER,
@@ -168,7 +181,7 @@ func (fn *function) hostPath(p string) string {
 
 // environ is the environment Lambda gives a sandbox: its reserved
 // variables, then the function's own (which cannot override reserved ones).
-func (fn *function) environ(runtimeAPI string) []string {
+func (fn *function) environ(runtimeAPI string, appPort int) []string {
 	c := fn.cfg
 	env := map[string]string{}
 	for k, v := range c.Env {
@@ -201,11 +214,10 @@ func (fn *function) environ(runtimeAPI string) []string {
 	}
 	// Lambda gives each sandbox its own network namespace; here sandboxes
 	// share the host's. So that two sandboxes' apps do not collide on one
-	// port, each gets a free port of its own unless the function pins one.
-	if _, pinned := env["FERRY_APP_PORT"]; !pinned {
-		if p, err := freePort(); err == nil {
-			env["FERRY_APP_PORT"] = strconv.Itoa(p)
-		}
+	// port, each gets a port of its own (see ports) unless the function
+	// pins one.
+	if _, pinned := env["FERRY_APP_PORT"]; !pinned && appPort > 0 {
+		env["FERRY_APP_PORT"] = strconv.Itoa(appPort)
 	}
 	for k, v := range reserved {
 		env[k] = v
@@ -216,16 +228,6 @@ func (fn *function) environ(runtimeAPI string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // mergeLayers builds dir as Lambda builds /opt: each layer's entries, a

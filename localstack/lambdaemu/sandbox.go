@@ -32,11 +32,18 @@ type sandbox struct {
 	pid     int
 	started time.Time
 	ln      net.Listener
+	appPort int // handed out by the emulator's ports; 0 when the function pins one
 	srv     *http.Server
 	logs    *logPipe
 	// cg holds the sandbox's processes to its vCPU share and memory; nil
 	// where the emulator runs without cgroups.
 	cg *cgroup.Group
+
+	// freezer orders freeze, thaw and kill. A process frozen by the cgroup
+	// freezer does not act on SIGKILL until it is thawed, so a freeze that
+	// landed after a kill's thaw would leave the sandbox alive, frozen, for
+	// ever, and whoever waits for it to exit waiting with it.
+	freezer sync.Mutex
 
 	next   chan *invocation // the one invocation handed to the runtime; buffered 1
 	ready  chan struct{}    // closed at the runtime's first /next: init done
@@ -109,6 +116,19 @@ func (fn *function) startSandbox() (*sandbox, error) {
 		ln.Close()
 		return nil, err
 	}
+	appPort := 0
+	if _, pinned := fn.cfg.Env["FERRY_APP_PORT"]; !pinned {
+		if appPort, err = fn.emu.ports.take(); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		sb.appPort = appPort
+	}
+	release := func() {
+		if appPort > 0 {
+			fn.emu.ports.release(appPort)
+		}
+	}
 	// The sandbox's first process waits behind a shell until the emulator
 	// has put it in its cgroup, so that nothing it starts escapes the limits.
 	var gate *os.File
@@ -119,6 +139,7 @@ func (fn *function) startSandbox() (*sandbox, error) {
 		if gateR, gate, err = os.Pipe(); err != nil {
 			cg.Remove()
 			ln.Close()
+			release()
 			return nil, err
 		}
 		defer gateR.Close()
@@ -126,13 +147,14 @@ func (fn *function) startSandbox() (*sandbox, error) {
 		cmd.ExtraFiles = []*os.File{gateR}
 	}
 	cmd.Dir = fn.cfg.CodeDir
-	cmd.Env = fn.environ(ln.Addr().String())
+	cmd.Env = fn.environ(ln.Addr().String(), appPort)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// The emulator owns the output pipe so that it can tell when the lines
 	// printed before a response have all been read (settleLogs).
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		ln.Close()
+		release()
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -153,6 +175,7 @@ func (fn *function) startSandbox() (*sandbox, error) {
 		}
 		pr.Close()
 		ln.Close()
+		release()
 		return nil, fmt.Errorf("starting %s: %w", entry, err)
 	}
 	sb.cg = cg
@@ -181,12 +204,17 @@ func (sb *sandbox) wait() {
 	inv := sb.cur
 	sb.mu.Unlock()
 	sb.fn.removeSandbox(sb)
+	if sb.cg != nil {
+		sb.cg.Kill() // whatever the runtime left behind dies with it, before its port is reused
+	}
+	if sb.appPort > 0 {
+		defer sb.fn.emu.ports.release(sb.appPort)
+	}
 	oom := sb.outOfMemory()
 	if !killed || oom {
 		sb.fn.emu.log.Warn("sandbox exited", "function", sb.fn.cfg.Name, "sandbox", sb.id, "err", err, "out_of_memory", oom)
 	}
 	if sb.cg != nil {
-		sb.cg.Kill() // whatever the runtime left behind dies with it
 		if b, err := sb.cg.MemoryPeak(); err == nil {
 			sb.mu.Lock()
 			sb.peakMB = int((b + 1<<20 - 1) >> 20)
@@ -228,26 +256,40 @@ func (sb *sandbox) outOfMemory() bool {
 // kill ends the sandbox: its process group and every descendant, including
 // any that left the group, as the end of Lambda's VM would.
 func (sb *sandbox) kill() {
+	sb.freezer.Lock()
+	defer sb.freezer.Unlock()
 	sb.mu.Lock()
 	sb.killed = true
 	sb.mu.Unlock()
 	proctree.Signal(sb.pid, syscall.SIGKILL)
 	if sb.cg != nil {
-		sb.cg.Kill()
+		sb.cg.Kill() // thaws too, so that frozen processes die now
+	} else {
+		proctree.Signal(sb.pid, syscall.SIGCONT)
 	}
 }
 
 // freeze and thaw stand in for Lambda's VM freeze: every process of the
 // sandbox stops between invocations. The cgroup freezer stops the whole
 // group at once, as the VM's pause does; without one, the tree is sent
-// SIGSTOP and SIGCONT.
+// SIGSTOP and SIGCONT. A killed sandbox is never frozen again.
 func (sb *sandbox) freeze() {
+	sb.freezer.Lock()
+	defer sb.freezer.Unlock()
+	sb.mu.Lock()
+	killed := sb.killed
+	sb.mu.Unlock()
+	if killed {
+		return
+	}
 	if sb.cg == nil || sb.cg.Freeze() != nil {
 		proctree.Signal(sb.pid, syscall.SIGSTOP)
 	}
 }
 
 func (sb *sandbox) thaw() {
+	sb.freezer.Lock()
+	defer sb.freezer.Unlock()
 	if sb.cg == nil || sb.cg.Thaw() != nil {
 		proctree.Signal(sb.pid, syscall.SIGCONT)
 	}
@@ -452,7 +494,17 @@ func (sb *sandbox) logLine(line string) {
 
 // memoryUsedMB is the sandbox's peak memory: its cgroup's, which counts
 // every process it ever ran, or else the sum of its live processes' peaks.
+// Like Lambda's, it never reads above the memory size: the kernel's peak
+// can pass the limit by a few pages while it reclaims or kills.
 func (sb *sandbox) memoryUsedMB() int {
+	mb := sb.peakMemoryMB()
+	if size := sb.fn.cfg.MemoryMB; size > 0 {
+		mb = min(mb, size)
+	}
+	return mb
+}
+
+func (sb *sandbox) peakMemoryMB() int {
 	if sb.cg != nil {
 		sb.mu.Lock()
 		peak := sb.peakMB
