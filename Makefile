@@ -136,6 +136,7 @@ metrics: $(DIST)/ferry
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@out=$$(git ls-files -z | xargs -0 -r grep -l -s -a -P '\A\x7fELF' -- 2>/dev/null || true); if [ -n "$$out" ]; then echo "build output tracked in git (git rm --cached it):"; echo "$$out"; exit 1; fi
 
 clean:
 	rm -rf $(DIST) cdk.out
