@@ -77,7 +77,7 @@ func main() {
 	flag.StringVar(&wl, "workloads", "", "comma-separated workloads of section saved (default all): "+workloadNames())
 	flag.BoolVar(&o.short, "short", false, "fewer and shorter trials (about 3 minutes)")
 	flag.StringVar(&only, "only", "", "comma-separated sections to run (default all): "+names())
-	flag.StringVar(&savedEnv, "saved-env", "", "K=V,... added to the ferry functions' environment in section saved (try FERRY_CPU_GUARD=0.97)")
+	flag.StringVar(&savedEnv, "saved-env", "", "K=V,... added to the ferry functions' environment in section saved (try FERRY_CPU_BUDGET=0.1)")
 	flag.Parse()
 	for kv := range strings.SplitSeq(savedEnv, ",") {
 		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {

@@ -75,9 +75,9 @@ func overheadSection(ctx context.Context, o options) (*table, error) {
 	// ferry: a warm instance that stays for the whole section.
 	st, err := localrun.Start(ctx, localrun.Config{Dist: o.dist,
 		Functions: []localrun.Function{
-			{Name: "warm", Limit: 64, Timeout: 10 * time.Minute, Env: map[string]string{"FERRY_IDLE_LINGER": "5m", "FERRY_CPU_GUARD": "1"}},
+			{Name: "warm", Limit: 64, Timeout: 10 * time.Minute, Env: map[string]string{"FERRY_IDLE_LINGER": "5m", "FERRY_CPU_ADMISSION": "off"}},
 			{Name: "inproc", Limit: 64, Timeout: 10 * time.Minute, InProcess: true,
-				Env: map[string]string{"FERRY_IDLE_LINGER": "5m", "FERRY_CPU_GUARD": "1"}},
+				Env: map[string]string{"FERRY_IDLE_LINGER": "5m", "FERRY_CPU_ADMISSION": "off"}},
 		}})
 	if err != nil {
 		return nil, err

@@ -23,7 +23,7 @@ func profileSection(ctx context.Context, o options) (*table, error) {
 	}
 	st, err := localrun.Start(ctx, localrun.Config{Dist: o.dist,
 		Functions: []localrun.Function{{Name: "warm", Limit: 64, Timeout: 10 * time.Minute,
-			Env: map[string]string{"FERRY_IDLE_LINGER": "5m", "FERRY_CPU_GUARD": "1"}}},
+			Env: map[string]string{"FERRY_IDLE_LINGER": "5m", "FERRY_CPU_ADMISSION": "off"}}},
 		RouterEnv: []string{"FERRY_ROUTER_PPROF=true"}})
 	if err != nil {
 		return nil, err

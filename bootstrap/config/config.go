@@ -22,15 +22,15 @@ const (
 	EnvMaxConcurrency = "FERRY_MAX_CONCURRENCY"
 	EnvIdleLinger     = "FERRY_IDLE_LINGER"
 	EnvDrainMargin    = "FERRY_DRAIN_MARGIN"
-	EnvCPUGuard       = "FERRY_CPU_GUARD"
-	EnvCPUWindow      = "FERRY_CPU_WINDOW"
+	EnvCPUAdmission   = "FERRY_CPU_ADMISSION"
+	EnvCPUBudget      = "FERRY_CPU_BUDGET"
 	EnvDialTimeout    = "FERRY_DIAL_TIMEOUT"
 	EnvLogLevel       = "FERRY_LOG_LEVEL"
 )
 
 // Names lists every variable above, for documentation checks.
 var Names = []string{EnvAppCmd, EnvAppPort, EnvReadinessPath, EnvReadyTimeout, EnvMaxConcurrency,
-	EnvIdleLinger, EnvDrainMargin, EnvCPUGuard, EnvCPUWindow, EnvDialTimeout, EnvLogLevel}
+	EnvIdleLinger, EnvDrainMargin, EnvCPUAdmission, EnvCPUBudget, EnvDialTimeout, EnvLogLevel}
 
 // Config is the bootstrap's configuration.
 type Config struct {
@@ -41,20 +41,28 @@ type Config struct {
 	AppPort       int           // the app's port, given to it as PORT; default 8080
 	ReadinessPath string        // polled every 10ms until it answers below 500; default "/"
 	ReadyTimeout  time.Duration // bound on the app's start; default 9s (Lambda's init is 10s)
-	// MaxConcurrency caps the streams one invocation serves at once. The
-	// router may ask for fewer. Default 10.
+	// MaxConcurrency caps the streams one invocation serves at once: a
+	// ceiling, not a target, since CPU admission decides how many run. The
+	// router may ask for fewer. Default 64.
 	MaxConcurrency int
 	// IdleLinger ends a dial-back invocation after this long with no
-	// request in flight. Default 200ms.
+	// request in flight. Default 2ms: a gap costs no more than plain
+	// Lambda's own end of invocation. When the variable is unset the
+	// router's linger (in the dial-back payload) applies instead.
 	IdleLinger time.Duration
+	// IdleLingerSet says FERRY_IDLE_LINGER was set: the function's choice
+	// then wins over the router's.
+	IdleLingerSet bool
 	// DrainMargin starts the drain when less than this is left before the
 	// deadline. Zero means clamp(timeout/10, 1s, 15s), timeout being the
 	// invocation's time at its start.
 	DrainMargin time.Duration
-	// CPUGuard is the CPU busy fraction (0..1] over CPUWindow above which new
-	// streams are nacked while at least one runs. 0 disables. Default 0.9.
-	CPUGuard    float64
-	CPUWindow   time.Duration // default 250ms
+	// CPUAdmission nacks a stream that, run beside those in flight, would
+	// slow one of them (or itself) by more than CPUBudget of its time, as
+	// learnt from the CPU each kind of request uses. Default on.
+	CPUAdmission bool
+	// CPUBudget is that share, 0 < budget <= 1. Default 0.05.
+	CPUBudget   float64
 	DialTimeout time.Duration // bound on dial + TLS + hello; default 3s
 	LogLevel    slog.Level    // default info
 }
@@ -63,8 +71,8 @@ type Config struct {
 // An error names the variable and the value it could not use.
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
-		AppPort: 8080, ReadinessPath: "/", ReadyTimeout: 9 * time.Second, MaxConcurrency: 10,
-		IdleLinger: 200 * time.Millisecond, CPUGuard: 0.9, CPUWindow: 250 * time.Millisecond,
+		AppPort: 8080, ReadinessPath: "/", ReadyTimeout: 9 * time.Second, MaxConcurrency: 64,
+		IdleLinger: 2 * time.Millisecond, CPUAdmission: true, CPUBudget: 0.05,
 		DialTimeout: 3 * time.Second,
 	}
 	p := parser{getenv: getenv}
@@ -79,9 +87,16 @@ func Load(getenv func(string) string) (Config, error) {
 	p.duration(EnvReadyTimeout, &c.ReadyTimeout, 10*time.Millisecond, 15*time.Minute)
 	p.int(EnvMaxConcurrency, &c.MaxConcurrency, 1, 1600)
 	p.duration(EnvIdleLinger, &c.IdleLinger, 0, time.Hour)
+	c.IdleLingerSet = getenv(EnvIdleLinger) != ""
 	p.duration(EnvDrainMargin, &c.DrainMargin, 0, 15*time.Minute)
-	p.float(EnvCPUGuard, &c.CPUGuard, 0, 1)
-	p.duration(EnvCPUWindow, &c.CPUWindow, 20*time.Millisecond, 10*time.Second)
+	switch v := getenv(EnvCPUAdmission); v {
+	case "", "on":
+	case "off":
+		c.CPUAdmission = false
+	default:
+		p.fail(EnvCPUAdmission, v, "want on or off")
+	}
+	p.float(EnvCPUBudget, &c.CPUBudget, 0.001, 1)
 	p.duration(EnvDialTimeout, &c.DialTimeout, 100*time.Millisecond, time.Minute)
 	if v := getenv(EnvLogLevel); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {

@@ -17,7 +17,7 @@ func TestLoadDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.AppPort != 8080 || c.MaxConcurrency != 10 || c.IdleLinger != 200*time.Millisecond || c.CPUGuard != 0.9 {
+	if c.AppPort != 8080 || c.MaxConcurrency != 64 || c.IdleLinger != 2*time.Millisecond || c.IdleLingerSet || !c.CPUAdmission || c.CPUBudget != 0.05 {
 		t.Errorf("defaults = %+v", c)
 	}
 }
@@ -27,10 +27,10 @@ func TestLoadRejectsBadValuesNamingTheVariable(t *testing.T) {
 		EnvAppPort:        {EnvAppPort: "http"},
 		EnvMaxConcurrency: {EnvMaxConcurrency: "0"},
 		EnvIdleLinger:     {EnvIdleLinger: "soon"},
-		EnvCPUGuard:       {EnvCPUGuard: "1.5"},
+		EnvCPUBudget:      {EnvCPUBudget: "1.5"},
+		EnvCPUAdmission:   {EnvCPUAdmission: "maybe"},
 		EnvReadinessPath:  {EnvReadinessPath: "healthz"},
 		EnvLogLevel:       {EnvLogLevel: "loud"},
-		EnvCPUWindow:      {EnvCPUWindow: "1ms"},
 	}
 	for name, vars := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -17,11 +17,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
-	"time"
 
 	"github.com/ferryrun/ferry/bootstrap/config"
-	"github.com/ferryrun/ferry/bootstrap/cpuguard"
+	"github.com/ferryrun/ferry/bootstrap/admit"
 	"github.com/ferryrun/ferry/bootstrap/direct"
 	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
 	"github.com/ferryrun/ferry/internal/dialback"
@@ -35,8 +35,9 @@ type Options struct {
 	Config config.Config
 	// Logger; if nil, slog.Default().
 	Logger *slog.Logger
-	// PIDs returns processes whose CPU counts toward the CPU guard besides
-	// this one (the app process). If nil, only this process counts.
+	// PIDs returns processes whose CPU counts toward CPU admission besides
+	// this one (the app process), where the sandbox's cgroup cannot be
+	// read. If nil, only this process counts.
 	PIDs func() []int
 	// RuntimeAPI is the Runtime API host:port. If empty,
 	// $AWS_LAMBDA_RUNTIME_API.
@@ -87,12 +88,14 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.MemoryMB == 0 {
 		opts.MemoryMB, _ = strconv.Atoi(os.Getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))
 	}
+	adm, closeCounter := newAdmitter(opts)
+	defer closeCounter()
 	r := &runner{
 		opts:   opts,
 		cfg:    opts.Config,
 		log:    opts.Logger,
 		client: runtimeapi.New(opts.RuntimeAPI),
-		meter:  cpuguard.New(max(opts.Config.CPUWindow, 20*time.Millisecond), opts.PIDs),
+		adm:    adm,
 	}
 	for {
 		inv, err := r.client.Next(ctx)
@@ -116,7 +119,27 @@ type runner struct {
 	cfg    config.Config
 	log    *slog.Logger
 	client *runtimeapi.Client
-	meter  *cpuguard.Meter
+	adm    *admit.Admitter // lives as long as the sandbox: what it learns carries over
+}
+
+// newAdmitter reads the sandbox's CPU from its cgroup where it can, else
+// from the bootstrap and app processes. The vCPU is the least of the
+// cgroup's quota, Lambda's share for the memory size (memory/1769) and
+// the CPUs Go may use.
+func newAdmitter(opts Options) (*admit.Admitter, func()) {
+	cpus := float64(runtime.GOMAXPROCS(0))
+	if opts.MemoryMB > 0 {
+		cpus = min(cpus, max(float64(opts.MemoryMB)/1769, 0.05))
+	}
+	counter, quota, closeFn, err := admit.SandboxCounter()
+	if err != nil {
+		opts.Logger.Debug("CPU admission reads process counters: no cgroup CPU accounting visible", "err", err)
+		counter, closeFn = admit.ProcessCounter(opts.PIDs), func() error { return nil }
+	} else if quota > 0 {
+		cpus = min(cpus, quota)
+	}
+	adm := admit.New(admit.Config{CPUs: cpus, Budget: opts.Config.CPUBudget, Counter: counter})
+	return adm, func() { closeFn() }
 }
 
 // handle answers one invocation. It returns an error only when the Runtime
@@ -147,7 +170,9 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.UnsupportedEvent", err)
 	}
 	rec := direct.NewRecorder()
+	ticket := r.adm.Take(admit.KindOf(req)) // what a direct request costs teaches admission too
 	r.opts.Handler.ServeHTTP(rec, req)
+	ticket.Done()
 	out, err := direct.Response(kind, multiValue, rec)
 	if err != nil {
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.ResponseTooLarge", fmt.Errorf("direct invocation: %w", err))

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ferryrun/ferry/bootstrap/cpuguard"
+	"github.com/ferryrun/ferry/bootstrap/admit"
 	"github.com/ferryrun/ferry/internal/tunnel"
 )
 
@@ -18,8 +18,11 @@ type streams struct {
 	next     http.Handler
 	limit    int64
 	deadline time.Time
-	cpuGuard float64
-	meter    *cpuguard.Meter
+	adm      *admit.Admitter // learns from every stream; nil: no admitter at all
+	admit    bool            // nack streams that would crowd the CPU
+	// idle is signalled when the instance becomes idle or busy, so that
+	// the linger is timed from the moment it went idle.
+	idle chan struct{}
 
 	draining atomic.Bool
 	inflight atomic.Int64
@@ -32,8 +35,16 @@ type streams struct {
 	busy       time.Duration // guarded by mu; completed busy periods
 }
 
-func newStreams(next http.Handler, limit int, deadline time.Time, cpuGuard float64, meter *cpuguard.Meter) *streams {
-	return &streams{next: next, limit: int64(limit), deadline: deadline, cpuGuard: cpuGuard, meter: meter, lastChange: time.Now()}
+func newStreams(next http.Handler, limit int, deadline time.Time, adm *admit.Admitter, admitCPU bool) *streams {
+	return &streams{next: next, limit: int64(limit), deadline: deadline, adm: adm, admit: admitCPU && adm != nil,
+		idle: make(chan struct{}, 1), lastChange: time.Now()}
+}
+
+func (s *streams) poke() {
+	select {
+	case s.idle <- struct{}{}:
+	default:
+	}
 }
 
 func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -41,18 +52,29 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.nack(w, tunnel.NackDraining)
 		return
 	}
+	lastTry := r.Header.Get(tunnel.HeaderLastTry) != ""
+	r.Header.Del(tunnel.HeaderLastTry) // the app never sees the protocol
 	n := s.inflight.Add(1)
-	switch {
-	case n > s.limit:
+	if n > s.limit {
 		// SETTINGS_MAX_CONCURRENT_STREAMS should prevent this; be safe.
 		s.inflight.Add(-1)
 		s.nack(w, tunnel.NackLimit)
 		return
-	case n > 1 && s.cpuGuard > 0 && s.meter.Busy() >= s.cpuGuard:
-		// One stream always runs; more would only queue for the CPU.
-		s.inflight.Add(-1)
-		s.nack(w, tunnel.NackCPU)
-		return
+	}
+	var ticket *admit.Ticket
+	if s.adm != nil {
+		kind := admit.KindOf(r)
+		if !s.admit || n == 1 || lastTry {
+			// The first stream always runs: alone it costs what one
+			// plain invocation costs. A last try has nowhere else to go.
+			ticket = s.adm.Take(kind)
+		} else if t, ok := s.adm.Admit(kind); ok {
+			ticket = t
+		} else {
+			s.inflight.Add(-1)
+			s.nack(w, tunnel.NackCPU)
+			return
+		}
 	}
 	s.requests.Add(1)
 	if n == 1 {
@@ -62,9 +84,13 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.busySince, s.lastChange = now, now
 		}
 		s.mu.Unlock()
+		s.poke()
 	}
 	defer s.done()
-	s.next.ServeHTTP(&loadWriter{ResponseWriter: w, s: s}, r)
+	if ticket != nil {
+		defer ticket.Done() // before done: the admitter has let go when the next stream asks
+	}
+	s.next.ServeHTTP(&loadWriter{ResponseWriter: w, s: s, ticket: ticket}, r)
 }
 
 func (s *streams) done() {
@@ -82,22 +108,31 @@ func (s *streams) done() {
 		s.busySince = time.Time{}
 	}
 	s.lastChange = now
+	s.poke()
 }
 
 func (s *streams) nack(w http.ResponseWriter, reason string) {
 	s.nacks.Add(1)
 	h := w.Header()
 	h.Set(tunnel.HeaderNack, reason)
-	h.Set(tunnel.HeaderLoad, s.load().String())
+	h.Set(tunnel.HeaderLoad, s.load(false, nil).String())
 	w.WriteHeader(http.StatusServiceUnavailable)
 }
 
-func (s *streams) load() tunnel.Load {
-	var cpu float64
-	if s.meter != nil {
-		cpu = s.meter.Busy()
+// load is the hint on a nack, or on the response to a stream (response
+// true, its ticket answering): the load that stream leaves behind.
+func (s *streams) load(response bool, answering *admit.Ticket) tunnel.Load {
+	n := int(s.inflight.Load())
+	if response {
+		n = max(n-1, 0)
 	}
-	return tunnel.Load{InFlight: int(s.inflight.Load()), CPU: cpu, LeftMs: time.Until(s.deadline).Milliseconds()}
+	l := tunnel.Load{InFlight: n, LeftMs: time.Until(s.deadline).Milliseconds()}
+	if s.adm != nil {
+		var fits bool
+		l.CPU, fits = s.adm.Hint(answering)
+		l.Full = s.admit && !fits
+	}
+	return l
 }
 
 func (s *streams) startDrain() { s.draining.Store(true) }
@@ -131,13 +166,14 @@ func (s *streams) summary() Summary {
 type loadWriter struct {
 	http.ResponseWriter
 	s           *streams
+	ticket      *admit.Ticket
 	wroteHeader bool
 }
 
 func (w *loadWriter) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.wroteHeader = true
-		w.Header().Set(tunnel.HeaderLoad, w.s.load().String())
+		w.Header().Set(tunnel.HeaderLoad, w.s.load(true, w.ticket).String())
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

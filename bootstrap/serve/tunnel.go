@@ -15,6 +15,10 @@ import (
 // closing the tunnel and posting the response.
 const postSafety = 100 * time.Millisecond
 
+// firstStreamGrace is how long a new tunnel waits for its first stream
+// however short the linger.
+const firstStreamGrace = 250 * time.Millisecond
+
 // Summary is the response of a dial-back invocation.
 type Summary struct {
 	Requests int64  `json:"requests"` // streams handed to the app
@@ -50,21 +54,22 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		return Summary{}, err
 	}
 
-	meterCtx, stopMeter := context.WithCancel(ctx)
-	defer stopMeter()
-	r.meter.Reset() // samples from before the freeze are meaningless
-	if r.cfg.CPUGuard > 0 {
-		go r.meter.Run(meterCtx)
+	linger := r.cfg.IdleLinger
+	if p.LingerMs > 0 && !r.cfg.IdleLingerSet {
+		linger = time.Duration(p.LingerMs) * time.Millisecond
 	}
-	st := newStreams(r.opts.Handler, limit, inv.Deadline, r.cfg.CPUGuard, r.meter)
+	st := newStreams(r.opts.Handler, limit, inv.Deadline, r.adm, r.cfg.CPUAdmission)
 	sess := tunnel.NewSession(nc, limit)
 	go sess.Serve(ctx, st)
 
 	drainAt := inv.Deadline.Add(-margin)
 	deadline := time.NewTimer(time.Until(drainAt))
 	defer deadline.Stop()
-	tick := time.NewTicker(min(max(r.cfg.IdleLinger/4, 5*time.Millisecond), 100*time.Millisecond))
-	defer tick.Stop()
+	// The linger is timed from the moment the instance went idle. Before
+	// its first stream, it waits at least firstStreamGrace: the router
+	// sends the request that launched it as soon as the tunnel is up.
+	idle := time.NewTimer(max(linger, firstStreamGrace))
+	defer idle.Stop()
 
 	ended := ""
 	for ended == "" {
@@ -73,9 +78,17 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 			ended = "router-closed"
 		case <-deadline.C:
 			ended = "deadline"
-		case <-tick.C:
-			if st.idleFor() >= r.cfg.IdleLinger {
+		case <-st.idle:
+			if d := st.idleFor(); d > 0 || st.inFlight() == 0 {
+				idle.Reset(max(linger-d, 0))
+			} else {
+				idle.Stop()
+			}
+		case <-idle.C:
+			if d := st.idleFor(); d >= linger {
 				ended = "idle"
+			} else if st.inFlight() == 0 {
+				idle.Reset(linger - d)
 			}
 		}
 	}

@@ -35,7 +35,7 @@ type FerryFunctionProps struct {
 	Host, PathPrefix string
 	MemoryMB         int             // if zero, 1769 (one full vCPU)
 	Timeout          awscdk.Duration // if nil, 60s
-	MaxConcurrency   int             // per invocation (FERRY_MAX_CONCURRENCY); if zero, 10
+	MaxConcurrency   int             // per invocation (FERRY_MAX_CONCURRENCY); if zero, 64 (a ceiling: CPU admission decides)
 	Environment      map[string]string
 }
 
@@ -72,7 +72,7 @@ func NewFerryFunction(scope constructs.Construct, id string, p *FerryFunctionPro
 		timeout = awscdk.Duration_Seconds(num(60))
 	}
 	if conc == 0 {
-		conc = 10
+		conc = 64
 	}
 	env := map[string]*string{"FERRY_MAX_CONCURRENCY": str(strconv.Itoa(conc))}
 	if p.AppCmd != "" {

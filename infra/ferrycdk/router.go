@@ -58,7 +58,7 @@ type RouterServiceProps struct {
 	DesiredCount int
 	// CertificateArn, if set, serves HTTPS on 443 and redirects 80 to it.
 	CertificateArn string
-	// MaxConcurrency per instance the router asks for. If zero, 10.
+	// MaxConcurrency per instance the router asks for. If zero, 64 (a ceiling: CPU admission decides).
 	MaxConcurrency int
 }
 
@@ -85,7 +85,7 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		desired = 2
 	}
 	if conc <= 0 {
-		conc = 10
+		conc = 64
 	}
 	r := &RouterService{}
 	r.Cluster = awsecs.NewCluster(scope, str(id+"Cluster"), &awsecs.ClusterProps{

@@ -14,6 +14,9 @@ import (
 // Version is the payload version this package speaks.
 const Version = 1
 
+// maxLingerMs bounds linger_ms: an hour, longer than any invocation.
+const maxLingerMs = 3_600_000
+
 // Payload is the value of the "ferry" key.
 type Payload struct {
 	V              int    `json:"v"`
@@ -22,6 +25,10 @@ type Payload struct {
 	Pin            string `json:"pin"`      // see tunnel.Pin
 	Function       string `json:"function"` // name or ARN the token is bound to
 	MaxConcurrency int    `json:"max_concurrency"`
+	// LingerMs is how long the router asks the instance to stay with no
+	// request in flight before it ends; 0 leaves it to the bootstrap. The
+	// function's own FERRY_IDLE_LINGER, when set, wins.
+	LingerMs int `json:"linger_ms,omitempty"`
 }
 
 type envelope struct {
@@ -51,6 +58,8 @@ func (p Payload) Validate() error {
 		return errors.New("dial-back payload: missing router")
 	case p.Token == "":
 		return errors.New("dial-back payload: missing token")
+	case p.LingerMs < 0 || p.LingerMs > maxLingerMs:
+		return fmt.Errorf("dial-back payload: linger_ms %d outside 0..%d", p.LingerMs, maxLingerMs)
 	case p.MaxConcurrency < 0 || p.MaxConcurrency > tunnel.MaxStreamsLimit:
 		return fmt.Errorf("dial-back payload: max_concurrency %d outside 0..%d", p.MaxConcurrency, tunnel.MaxStreamsLimit)
 	}

@@ -6,7 +6,7 @@ import (
 )
 
 func TestParse(t *testing.T) {
-	good := Payload{Router: "127.0.0.1:1", Token: "t", Pin: "sha256/" + strings.Repeat("A", 43) + "=", Function: "app", MaxConcurrency: 8}
+	good := Payload{Router: "127.0.0.1:1", Token: "t", Pin: "sha256/" + strings.Repeat("A", 43) + "=", Function: "app", MaxConcurrency: 8, LingerMs: 2}
 	ev, err := Marshal(good)
 	if err != nil {
 		t.Fatal(err)
@@ -24,6 +24,8 @@ func TestParse(t *testing.T) {
 		"bad version":      {`{"ferry":{"v":2,"router":"a:1","token":"t","pin":"sha256/x"}}`, true, true},
 		"missing router":   {`{"ferry":{"v":1,"token":"t","pin":"sha256/x"}}`, true, true},
 		"bad pin":          {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"md5/x"}}`, true, true},
+		"negative linger":  {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","linger_ms":-1}}`, true, true},
+		"huge linger":      {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","linger_ms":99999999}}`, true, true},
 		"huge concurrency": {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","max_concurrency":100000}}`, true, true},
 	}
 	for name, tc := range cases {
@@ -32,7 +34,7 @@ func TestParse(t *testing.T) {
 			if ok != tc.wantOK || (err != nil) != tc.wantErr {
 				t.Fatalf("Parse = %+v, %v, %v; want ok=%v err=%v", p, ok, err, tc.wantOK, tc.wantErr)
 			}
-			if name == "dial-back" && p != (Payload{V: 1, Router: good.Router, Token: "t", Pin: good.Pin, Function: "app", MaxConcurrency: 8}) {
+			if name == "dial-back" && p != (Payload{V: 1, Router: good.Router, Token: "t", Pin: good.Pin, Function: "app", MaxConcurrency: 8, LingerMs: 2}) {
 				t.Errorf("Parse = %+v, want the marshalled payload", p)
 			}
 		})

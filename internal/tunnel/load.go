@@ -15,20 +15,35 @@ const (
 	// HeaderNack marks a 503 as a nack: the app never saw the request, and it
 	// is safe to retry elsewhere. Its value is the reason.
 	HeaderNack = "Ferry-Nack"
+	// HeaderLastTry on a request tells the bootstrap that the router will
+	// not try the request elsewhere (its body has been sent, or it is the
+	// last attempt): take it rather than nack it for CPU.
+	HeaderLastTry = "Ferry-Last-Try"
 	// HeaderPrefix starts every protocol header.
 	HeaderPrefix = "Ferry-"
 )
 
 // Load is the instance's load hint.
 type Load struct {
-	InFlight int     // streams in the app, including the one answered
-	CPU      float64 // CPU busy fraction over the guard window, 0..1
-	LeftMs   int64   // milliseconds left in the invocation
+	// InFlight is the streams in the app, leaving out the one answered
+	// (it is ending).
+	InFlight int
+	// CPU is the share of the instance's vCPU those streams are expected
+	// to use, 0..1.
+	CPU float64
+	// Full says a request of the function's usual kind would be refused
+	// for CPU beside those InFlight streams.
+	Full   bool
+	LeftMs int64 // milliseconds left in the invocation
 }
 
-// String formats l as "inflight=3; cpu=0.42; left_ms=12000".
+// String formats l as "inflight=3; cpu=0.42; full=0; left_ms=12000".
 func (l Load) String() string {
-	return fmt.Sprintf("inflight=%d; cpu=%.2f; left_ms=%d", l.InFlight, l.CPU, l.LeftMs)
+	full := 0
+	if l.Full {
+		full = 1
+	}
+	return fmt.Sprintf("inflight=%d; cpu=%.2f; full=%d; left_ms=%d", l.InFlight, l.CPU, full, l.LeftMs)
 }
 
 // ParseLoad parses the value of a Ferry-Load header. Unknown keys are
@@ -48,6 +63,14 @@ func ParseLoad(s string) (Load, error) {
 			seen++
 		case "cpu":
 			l.CPU, err = strconv.ParseFloat(v, 64)
+			seen++
+		case "full":
+			switch v {
+			case "0", "1":
+				l.Full = v == "1"
+			default:
+				err = fmt.Errorf("want 0 or 1, got %q", v)
+			}
 			seen++
 		case "left_ms":
 			l.LeftMs, err = strconv.ParseInt(v, 10, 64)

@@ -416,12 +416,17 @@ func TestIssuerRoundTrip(t *testing.T) {
 }
 
 func TestParseLoad(t *testing.T) {
-	want := Load{InFlight: 3, CPU: 0.42, LeftMs: 12000}
-	got, err := ParseLoad(want.String())
-	if err != nil || got != want {
-		t.Fatalf("ParseLoad(%q) = %+v, %v; want %+v", want.String(), got, err, want)
+	for _, want := range []Load{{InFlight: 3, CPU: 0.42, LeftMs: 12000}, {InFlight: 1, CPU: 1, Full: true, LeftMs: 5}} {
+		got, err := ParseLoad(want.String())
+		if err != nil || got != want {
+			t.Fatalf("ParseLoad(%q) = %+v, %v; want %+v", want.String(), got, err, want)
+		}
 	}
-	for _, bad := range []string{"", "inflight", "inflight=x", "foo=1"} {
+	// A hint from an older bootstrap, without full, still parses.
+	if got, err := ParseLoad("inflight=2; cpu=0.10; left_ms=9"); err != nil || got.Full || got.InFlight != 2 {
+		t.Errorf("older hint: %+v, %v", got, err)
+	}
+	for _, bad := range []string{"", "inflight", "inflight=x", "foo=1", "full=yes"} {
 		if _, err := ParseLoad(bad); err == nil {
 			t.Errorf("ParseLoad(%q) succeeded", bad)
 		}

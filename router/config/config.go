@@ -27,6 +27,7 @@ const (
 	EnvRoutes          = "FERRY_ROUTER_ROUTES"
 	EnvConfigFile      = "FERRY_ROUTER_CONFIG"
 	EnvMaxConcurrency  = "FERRY_ROUTER_MAX_CONCURRENCY"
+	EnvIdleLinger      = "FERRY_ROUTER_IDLE_LINGER"
 	EnvPolicy          = "FERRY_ROUTER_POLICY"
 	EnvQueueLimit      = "FERRY_ROUTER_QUEUE_LIMIT"
 	EnvQueueTimeout    = "FERRY_ROUTER_QUEUE_TIMEOUT"
@@ -46,7 +47,7 @@ const (
 
 // Names lists every variable above.
 var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, EnvRoutes, EnvConfigFile,
-	EnvMaxConcurrency, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
+	EnvMaxConcurrency, EnvIdleLinger, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
 	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel}
 
@@ -65,16 +66,20 @@ type Config struct {
 	Advertise                         string // host:port bootstraps dial; in every invoke payload
 	Routes                            []Route
 	MaxConcurrency                    int
-	Policy                            pool.Policy
-	QueueLimit                        int
-	QueueTimeout                      time.Duration
-	LaunchTimeout                     time.Duration
-	MaxInstances                      int
-	MaxHeaderBytes                    int
-	MaxBodyBytes                      int64
-	TLSCert, TLSKey                   string // files; both or neither (then a key is generated)
-	TokenSecret                       []byte // nil: generated at start (tokens then verify on this router only)
-	MetricsInterval                   time.Duration
+	// IdleLinger is asked of every instance in its dial-back payload: end
+	// after this long with no request in flight (a function's own
+	// FERRY_IDLE_LINGER wins).
+	IdleLinger      time.Duration
+	Policy          pool.Policy
+	QueueLimit      int
+	QueueTimeout    time.Duration
+	LaunchTimeout   time.Duration
+	MaxInstances    int
+	MaxHeaderBytes  int
+	MaxBodyBytes    int64
+	TLSCert, TLSKey string // files; both or neither (then a key is generated)
+	TokenSecret     []byte // nil: generated at start (tokens then verify on this router only)
+	MetricsInterval time.Duration
 	// Where metrics go: EMF lines on stdout, PutMetricData, both, or
 	// neither (all false).
 	MetricsEMF, MetricsCloudWatch bool
@@ -88,7 +93,7 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		Listen: ":8080", TunnelListen: ":8443", AdminListen: ":9090",
-		MaxConcurrency: 10, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
+		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
 		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second,
 	}
@@ -130,6 +135,7 @@ func Load(getenv func(string) string) (Config, error) {
 	str(EnvTLSCert, &c.TLSCert)
 	str(EnvTLSKey, &c.TLSKey)
 	num(EnvMaxConcurrency, &c.MaxConcurrency, 1, 1600)
+	dur(EnvIdleLinger, &c.IdleLinger, time.Millisecond, time.Hour)
 	if v := getenv(EnvPolicy); v != "" {
 		c.Policy = pool.Policy(v)
 		if c.Policy != pool.Pack && c.Policy != pool.Spread {

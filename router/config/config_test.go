@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferryrun/ferry/internal/testbin"
 )
@@ -21,7 +22,7 @@ func TestLoad(t *testing.T) {
 	if len(c.Routes) != 2 || c.Routes[1] != (Route{Function: "api", Host: "api.example.com", PathPrefix: "/v1"}) {
 		t.Errorf("routes = %+v", c.Routes)
 	}
-	if c.Advertise != "127.0.0.1:0" || c.MaxConcurrency != 10 || c.Policy != "pack" {
+	if c.Advertise != "127.0.0.1:0" || c.MaxConcurrency != 64 || c.IdleLinger != 2*time.Millisecond || c.Policy != "pack" {
 		t.Errorf("config = %+v", c)
 	}
 	for v, want := range map[string][2]bool{"": {true, false}, "cloudwatch": {false, true}, "emf, cloudwatch": {true, true}, "off": {}} {

@@ -46,6 +46,7 @@ type Invoker struct {
 	issuer     *tunnel.Issuer
 	router     string // host:port bootstraps dial
 	pin        string
+	linger     time.Duration
 	retryFor   time.Duration
 	log        *slog.Logger
 	onResult   func(Result)
@@ -58,6 +59,9 @@ type Config struct {
 	Issuer *tunnel.Issuer // required
 	Router string         // host:port of the tunnel listener as bootstraps reach it; required
 	Pin    string         // pin of the tunnel certificate; required
+	// Linger is asked of each instance: end after this long idle. Zero
+	// leaves it to the bootstrap.
+	Linger time.Duration
 	// RetryFor bounds retries of throttles and service errors for one
 	// invocation. If zero, 10s.
 	RetryFor time.Duration
@@ -84,7 +88,7 @@ func New(c Config) (*Invoker, error) {
 	if c.OnThrottle == nil {
 		c.OnThrottle = func(string) {}
 	}
-	return &Invoker{api: c.API, issuer: c.Issuer, router: c.Router, pin: c.Pin, retryFor: c.RetryFor,
+	return &Invoker{api: c.API, issuer: c.Issuer, router: c.Router, pin: c.Pin, linger: c.Linger, retryFor: c.RetryFor,
 		log: c.Logger, onResult: c.OnResult, onThrottle: c.OnThrottle}, nil
 }
 
@@ -97,6 +101,7 @@ func (i *Invoker) Prepare(function string, maxConcurrency int) (string, func(con
 	}
 	payload, err := dialback.Marshal(dialback.Payload{
 		Router: i.router, Token: tok, Pin: i.pin, Function: function, MaxConcurrency: maxConcurrency,
+		LingerMs: int(i.linger.Milliseconds()),
 	})
 	if err != nil {
 		return "", nil, err

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -47,12 +48,11 @@ var (
 // Config configures a Pool.
 type Config struct {
 	Function       string
-	MaxConcurrency int           // streams asked of each instance; if zero, 10
+	MaxConcurrency int           // streams asked of each instance, a ceiling; if zero, 64
 	Policy         Policy        // if empty, Pack
 	QueueLimit     int           // requests waiting at once; if zero, 1000
 	MaxInstances   int           // live plus pending; if zero, 1000
 	MinTimeLeft    time.Duration // an instance with less left is not picked; if zero, 500ms
-	CPUHot         float64       // an instance hinting more CPU is not picked while busy; if zero, 0.9
 	// LaunchTimeout bounds one invocation's start, retries included. If
 	// zero, 30s.
 	LaunchTimeout time.Duration
@@ -76,19 +76,24 @@ type Pool struct {
 	launches map[string]time.Time // guarded by mu; ids prepared whose tunnel has not arrived, and when
 	waiters  []*waiter            // guarded by mu; FIFO
 	failures int                  // guarded by mu; consecutive launches that brought no tunnel
-	closed   bool                 // guarded by mu
-	warned   bool                 // guarded by mu; told that instances take fewer streams than asked
-	stats    Stats                // guarded by mu
+	// cover is how many requests one new instance is expected to take: the
+	// ceiling until instances say they are full for CPU, then a moving
+	// average of the streams they held when they did. Launches are sized
+	// by it, so a CPU-heavy function gets an instance per waiting request
+	// at once instead of one launch after another.
+	cover  float64 // guarded by mu
+	closed bool    // guarded by mu
+	warned bool    // guarded by mu; told that instances take fewer streams than asked
+	stats  Stats   // guarded by mu
 }
 
 type instance struct {
 	conn     *tunnel.Conn
 	limit    int
-	inflight int       // guarded by Pool.mu
-	slot     int       // guarded by Pool.mu; index in Pool.byLoad[inflight]
-	gone     bool      // guarded by Pool.mu; removed: in no byLoad list
-	hotUntil time.Time // guarded by Pool.mu; set by a CPU nack
-	served   int64     // guarded by Pool.mu
+	inflight int   // guarded by Pool.mu
+	slot     int   // guarded by Pool.mu; index in Pool.byLoad[inflight]
+	gone     bool  // guarded by Pool.mu; removed: in no byLoad list
+	served   int64 // guarded by Pool.mu
 }
 
 type waiter struct {
@@ -109,7 +114,7 @@ func New(cfg Config) (*Pool, error) {
 		return nil, errors.New("pool: Function and Launcher are required")
 	}
 	if cfg.MaxConcurrency <= 0 {
-		cfg.MaxConcurrency = 10
+		cfg.MaxConcurrency = 64
 	}
 	if cfg.Policy == "" {
 		cfg.Policy = Pack
@@ -126,9 +131,6 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.MinTimeLeft <= 0 {
 		cfg.MinTimeLeft = 500 * time.Millisecond
 	}
-	if cfg.CPUHot <= 0 {
-		cfg.CPUHot = 0.9
-	}
 	if cfg.LaunchTimeout <= 0 {
 		cfg.LaunchTimeout = 30 * time.Second
 	}
@@ -138,7 +140,8 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]time.Time{}}, nil
+	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]time.Time{},
+		cover: float64(cfg.MaxConcurrency)}, nil
 }
 
 // Lease is one stream slot on one instance. Release it exactly once, when
@@ -152,21 +155,34 @@ type Lease struct {
 // Conn returns the leased instance's tunnel.
 func (l *Lease) Conn() *tunnel.Conn { return l.inst.conn }
 
-// Release frees the slot for the next waiting request.
+// Release frees the slot for the next waiting request, after a response
+// or a nack; the instance's load hint on it teaches the pool how many
+// requests an instance takes.
 func (l *Lease) Release() {
 	l.once.Do(func() {
 		l.p.mu.Lock()
+		if load, ok := l.inst.conn.Load(); ok {
+			l.p.learnCoverLocked(load)
+		}
 		l.p.addInFlightLocked(l.inst, -1)
 		l.p.dispatchLocked()
 		l.p.mu.Unlock()
 	})
 }
 
-// MarkHot keeps the instance out of picks for d, after it nacked for CPU.
-func (l *Lease) MarkHot(d time.Duration) {
-	l.p.mu.Lock()
-	l.inst.hotUntil = l.p.cfg.Now().Add(d)
-	l.p.mu.Unlock()
+// learnCoverLocked moves cover toward what a hint shows: an instance full
+// at n streams covers n; one not full at n covers more than n.
+func (p *Pool) learnCoverLocked(l tunnel.Load) {
+	if l.Full {
+		p.cover += 0.3 * (float64(max(l.InFlight, 1)) - p.cover)
+	} else if n := float64(l.InFlight + 1); n > p.cover {
+		p.cover = min(n, float64(p.cfg.MaxConcurrency))
+	}
+}
+
+// coverLocked is cover as a whole number of requests, 1..MaxConcurrency.
+func (p *Pool) coverLocked() int {
+	return min(max(int(math.Round(p.cover)), 1), p.cfg.MaxConcurrency)
 }
 
 // Acquire returns a slot on a live instance, waiting for one while ctx
@@ -225,8 +241,9 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
 }
 
 // pickLocked returns the instance the policy prefers among those with a
-// free slot and healthy hints, or nil: pack takes the busiest, spread the
-// least busy.
+// free slot and room for CPU, or nil: pack takes the busiest, spread the
+// least busy. An instance that said it was full at n streams is passed
+// over while it holds n or more; an idle instance always takes one.
 func (p *Pool) pickLocked(exclude *instance) *instance {
 	now := p.cfg.Now()
 	n := len(p.byLoad)
@@ -239,10 +256,10 @@ func (p *Pool) pickLocked(exclude *instance) *instance {
 			if in == exclude || in.inflight >= in.limit || !in.conn.CanTakeStream() {
 				continue
 			}
-			if in.conn.Deadline().Sub(now) < p.cfg.MinTimeLeft || now.Before(in.hotUntil) {
+			if in.conn.Deadline().Sub(now) < p.cfg.MinTimeLeft {
 				continue
 			}
-			if l, ok := in.conn.Load(); ok && in.inflight > 0 && l.CPU >= p.cfg.CPUHot {
+			if l, ok := in.conn.Load(); ok && l.Full && in.inflight > 0 && in.inflight >= l.InFlight {
 				continue
 			}
 			return in
@@ -324,7 +341,7 @@ func LaunchesNeeded(waiting, pending, limit int) int {
 // launchLocked starts the invocations the waiting requests need.
 func (p *Pool) launchLocked() {
 	pending := len(p.launches)
-	need := LaunchesNeeded(len(p.waiters), pending, p.cfg.MaxConcurrency)
+	need := LaunchesNeeded(len(p.waiters), pending, p.coverLocked())
 	if room := p.cfg.MaxInstances - len(p.instances) - pending; need > room {
 		need = max(room, 0)
 	}
@@ -475,7 +492,9 @@ type State struct {
 	Instances []InstanceState `json:"instances"`
 	Pending   int             `json:"pending_invocations"`
 	Waiting   int             `json:"waiting_requests"`
-	Stats     Stats           `json:"stats"`
+	// Cover is how many requests a new instance is expected to take.
+	Cover int   `json:"cover"`
+	Stats Stats `json:"stats"`
 }
 
 // InstanceState describes one live instance.
@@ -486,7 +505,8 @@ type InstanceState struct {
 	Served    int64   `json:"served"`
 	LeftMs    int64   `json:"left_ms"`
 	Draining  bool    `json:"draining"`
-	CPU       float64 `json:"cpu"`
+	CPU       float64 `json:"cpu"`  // the CPU share its streams are expected to use
+	Full      bool    `json:"full"` // its last hint: no room for a usual request
 }
 
 // InFlight returns the live instances and their streams in flight, from
@@ -505,13 +525,13 @@ func (p *Pool) InFlight() (instances, streams int) {
 func (p *Pool) State() State {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := State{Function: p.cfg.Function, Pending: len(p.launches), Waiting: len(p.waiters), Stats: p.stats}
+	s := State{Function: p.cfg.Function, Pending: len(p.launches), Waiting: len(p.waiters), Cover: p.coverLocked(), Stats: p.stats}
 	now := p.cfg.Now()
 	for _, in := range p.instances {
 		l, _ := in.conn.Load()
 		s.Instances = append(s.Instances, InstanceState{
 			RequestID: in.conn.Hello().RequestID, Limit: in.limit, InFlight: in.inflight, Served: in.served,
-			LeftMs: in.conn.Deadline().Sub(now).Milliseconds(), Draining: in.conn.Draining(), CPU: l.CPU,
+			LeftMs: in.conn.Deadline().Sub(now).Milliseconds(), Draining: in.conn.Draining(), CPU: l.CPU, Full: l.Full,
 		})
 	}
 	sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].RequestID < s.Instances[j].RequestID })

@@ -280,6 +280,11 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if out.Body == nil {
 			out.ContentLength = 0
 		}
+		if attempt >= t.h.cfg.MaxAttempts || !body.replayable() {
+			// Nowhere else to send it: the instance takes it even if
+			// it would rather not for CPU.
+			out.Header.Set(tunnel.HeaderLastTry, "1")
+		}
 		st.appStart = time.Now()
 		resp, err := lease.Conn().RoundTrip(out)
 		if err != nil {
@@ -298,8 +303,8 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body.Close()
 			lease.Release()
 			t.h.cfg.Metrics.Nack(st.function)
-			if reason == tunnel.NackCPU {
-				lease.MarkHot(100 * time.Millisecond)
+			if reason != tunnel.NackCPU {
+				t.h.log.Debug("instance nacked", "function", st.function, "reason", reason)
 			}
 			switch {
 			case !body.replayable():

@@ -72,7 +72,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		metrics: metrics.New(cfg.MetricsInterval, log, sinks...)}
 
 	inv, err := invoke.New(invoke.Config{
-		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Logger: log,
+		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Linger: cfg.IdleLinger, Logger: log,
 		OnResult: func(res invoke.Result) {
 			r.metrics.Invocation(res.Function, res.BilledMs, res.Cold)
 		},

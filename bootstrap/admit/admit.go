@@ -1,0 +1,349 @@
+// Package admit decides whether an instance should take one more request
+// beside the ones it is running, from the CPU each kind of request has been
+// seen to use.
+//
+// Sharing an invocation saves the time requests spend waiting on I/O; it
+// costs whenever requests queue for the instance's vCPU. The Admitter
+// learns, per kind of request (method, path and query; then method and
+// path; then method and the path's first segment), how much CPU and wall
+// time a request takes, from the sandbox's own CPU counter split among the requests in
+// flight. It admits a request beside others only if the expected slowdown
+// from sharing the vCPU stays within a small budget of every request's
+// time, its own and each neighbour's. The first request of an idle
+// instance always runs: a request that cannot share costs what one plain
+// invocation costs.
+package admit
+
+import (
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults.
+const (
+	// DefaultBudget is the share of a request's time that neighbours may
+	// add to it by queueing for the CPU.
+	DefaultBudget = 0.05
+	// DefaultFloor is the slowdown always allowed, however short the
+	// request: below a millisecond, scheduling noise dominates.
+	DefaultFloor = time.Millisecond
+	// DefaultPrior is the CPU per wall time assumed for a function before
+	// any request of it finished: low, so that a cold burst of I/O-bound
+	// requests packs; the first requests that finish correct it.
+	DefaultPrior = 0.005
+	// maxKinds bounds the kinds remembered, so that a client sending
+	// endless distinct URLs cannot grow the table.
+	maxKinds = 512
+	// maxKey bounds the length of a kind's key.
+	maxKey = 256
+	// alpha weighs a new sample in each kind's moving average.
+	alpha = 0.3
+)
+
+// Counter returns the CPU time used so far by everything the requests run
+// on: the sandbox's cgroup, or the bootstrap and app processes.
+type Counter func() time.Duration
+
+// Config configures an Admitter.
+type Config struct {
+	// CPUs is the vCPU the instance has (memory/1769 on Lambda); if zero, 1.
+	CPUs float64
+	// Budget is the share of each request's time that sharing may add; if
+	// zero, DefaultBudget.
+	Budget float64
+	// Floor is the slowdown always allowed; if zero, DefaultFloor.
+	Floor time.Duration
+	// Prior is the CPU per wall time of a function not yet seen; if zero,
+	// DefaultPrior.
+	Prior float64
+	// Counter reads the CPU used. Required.
+	Counter Counter
+	// Now is the clock; if nil, time.Now.
+	Now func() time.Time
+}
+
+// Kind names what a request does, for learning its cost: the exact
+// request, its method and path, and its method and first path segment
+// (so /render/42 learns from /render/41).
+type Kind struct{ Exact, Path, Segment string }
+
+// KindOf returns r's kind.
+func KindOf(r *http.Request) Kind {
+	path := r.Method + " " + r.URL.Path
+	exact := path
+	if r.URL.RawQuery != "" {
+		exact += "?" + r.URL.RawQuery
+	}
+	seg := r.URL.Path
+	if i := strings.IndexByte(strings.TrimPrefix(seg, "/"), '/'); i >= 0 {
+		seg = seg[:i+1]
+	}
+	return Kind{Exact: clip(exact), Path: clip(path), Segment: clip(r.Method + " " + seg + "/*")}
+}
+
+func (k Kind) keys() [3]string { return [3]string{k.Exact, k.Path, k.Segment} }
+
+func clip(s string) string {
+	if len(s) > maxKey {
+		return s[:maxKey]
+	}
+	return s
+}
+
+// cost is what one request of a kind takes: CPU and wall time, in ns.
+type cost struct{ cpu, wall float64 }
+
+// rate is the share of one vCPU the request keeps busy while it runs.
+func (c cost) rate() float64 {
+	if c.wall <= 0 {
+		return 0
+	}
+	return min(c.cpu/c.wall, 1)
+}
+
+type stats struct {
+	avg cost
+	n   int
+}
+
+func (s *stats) add(c cost) {
+	if s.n == 0 {
+		s.avg = c
+	} else {
+		s.avg.cpu += alpha * (c.cpu - s.avg.cpu)
+		s.avg.wall += alpha * (c.wall - s.avg.wall)
+	}
+	s.n++
+}
+
+// Admitter is safe for concurrent use.
+type Admitter struct {
+	cfg Config
+
+	mu       sync.Mutex
+	kinds    map[string]*stats    // guarded by mu; exact and path keys
+	fn       stats                // guarded by mu; every request
+	inflight map[*Ticket]struct{} // guarded by mu
+	lastCPU  time.Duration        // guarded by mu; the counter at the last settle
+}
+
+// New returns an Admitter.
+func New(cfg Config) *Admitter {
+	if cfg.CPUs <= 0 {
+		cfg.CPUs = 1
+	}
+	if cfg.Budget <= 0 {
+		cfg.Budget = DefaultBudget
+	}
+	if cfg.Floor <= 0 {
+		cfg.Floor = DefaultFloor
+	}
+	if cfg.Prior <= 0 {
+		cfg.Prior = DefaultPrior
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Counter == nil {
+		cfg.Counter = func() time.Duration { return 0 }
+	}
+	a := &Admitter{cfg: cfg, kinds: map[string]*stats{}, inflight: map[*Ticket]struct{}{}}
+	a.lastCPU = cfg.Counter()
+	return a
+}
+
+// Ticket is one admitted request. Call Done exactly once, when it ends.
+type Ticket struct {
+	a     *Admitter
+	kind  Kind
+	start time.Time
+	est   cost    // expected, at admission
+	cpu   float64 // ns attributed so far; guarded by a.mu
+	once  sync.Once
+}
+
+// Admit admits a request of kind k unless running it beside the requests
+// in flight would slow it or one of them by more than the budget. The
+// first request always runs.
+func (a *Admitter) Admit(k Kind) (*Ticket, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.settleLocked()
+	est := a.estimateLocked(k)
+	if len(a.inflight) > 0 && !a.fitsLocked(est, nil) {
+		return nil, false
+	}
+	return a.startLocked(k, est), true
+}
+
+// Take admits a request of kind k whatever its cost: a request the router
+// can send nowhere else, or one served directly.
+func (a *Admitter) Take(k Kind) *Ticket {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.settleLocked()
+	return a.startLocked(k, a.estimateLocked(k))
+}
+
+func (a *Admitter) startLocked(k Kind, est cost) *Ticket {
+	t := &Ticket{a: a, kind: k, start: a.cfg.Now(), est: est}
+	a.inflight[t] = struct{}{}
+	return t
+}
+
+// Done ends the request and teaches its kind what it cost.
+func (t *Ticket) Done() {
+	t.once.Do(func() {
+		a := t.a
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.settleLocked()
+		delete(a.inflight, t)
+		c := cost{cpu: t.cpu, wall: float64(a.cfg.Now().Sub(t.start))}
+		if c.wall <= 0 {
+			return
+		}
+		a.fn.add(c)
+		for _, key := range t.kind.keys() {
+			if key == "" {
+				continue
+			}
+			s := a.kinds[key]
+			if s == nil {
+				if len(a.kinds) >= maxKinds {
+					continue
+				}
+				s = &stats{}
+				a.kinds[key] = s
+			}
+			s.add(c)
+		}
+	})
+}
+
+// Hint reports the share of the instance's CPU that the requests in
+// flight are expected to use, and whether a request of the function's
+// usual kind would be admitted now. It leaves except, the request being
+// answered, out: it is about to end.
+func (a *Admitter) Hint(except *Ticket) (utilization float64, fits bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var demand float64
+	n := 0
+	for t := range a.inflight {
+		if t != except {
+			demand += t.est.rate()
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, true
+	}
+	return min(demand/a.cfg.CPUs, 1), a.fitsLocked(a.usualLocked(), except)
+}
+
+// settleLocked splits the CPU used since the last settle among the
+// requests in flight, in proportion to what each is expected to use, so
+// that a light request running beside a heavy one is not taught that it
+// is heavy. CPU used while nothing is in flight (the runtime's own work)
+// is nobody's.
+func (a *Admitter) settleLocked() {
+	now := a.cfg.Counter()
+	delta := float64(now - a.lastCPU)
+	a.lastCPU = now
+	if delta <= 0 || len(a.inflight) == 0 {
+		return
+	}
+	var total float64
+	for t := range a.inflight {
+		total += weight(t)
+	}
+	for t := range a.inflight {
+		t.cpu += delta * weight(t) / total
+	}
+}
+
+func weight(t *Ticket) float64 { return max(t.est.rate(), 1e-3) }
+
+// estimateLocked is the expected cost of a request of kind k: its own
+// kind's, else its path's, else its first segment's, else the prior. A
+// kind never seen is not judged by the function's average: a quick
+// CPU-only health check would make every new long-waiting path look
+// CPU-bound. If it is heavy, its first run teaches so.
+func (a *Admitter) estimateLocked(k Kind) cost {
+	for _, key := range k.keys() {
+		if s := a.kinds[key]; s != nil && s.n > 0 {
+			return s.avg
+		}
+	}
+	return a.priorLocked()
+}
+
+func (a *Admitter) priorLocked() cost {
+	wall := float64(100 * time.Millisecond)
+	return cost{cpu: a.cfg.Prior * wall, wall: wall}
+}
+
+// usualLocked is the function's average request, for the hint.
+func (a *Admitter) usualLocked() cost {
+	if a.fn.n > 0 {
+		return a.fn.avg
+	}
+	return a.priorLocked()
+}
+
+// fitsLocked reports whether a request costing c can run beside the
+// requests in flight (less except) with every one of them, and it, slowed
+// by no more than its allowance.
+//
+// The model is processor sharing: on k vCPUs, up to floor(k) requests run
+// at once unhindered; past that, a request whose remaining CPU work alone
+// takes busy = cpu/min(k,1) of wall time is delayed by about
+// busy × x/(1-x), where x is its neighbours' demand per vCPU, by no more
+// than busy × (the neighbours past the free ones), which is what it would
+// wait if each of them ran the whole time, and by no more than the CPU
+// its neighbours have left to use, spread over the k vCPUs: a quick
+// request cannot hold up a long one for longer than it runs.
+func (a *Admitter) fitsLocked(c cost, except *Ticket) bool {
+	type member struct {
+		rate, left, wall float64 // demand, CPU ns still to use, expected wall ns
+	}
+	set := make([]member, 0, len(a.inflight)+1)
+	set = append(set, member{c.rate(), c.cpu, c.wall})
+	for t := range a.inflight {
+		if t != except {
+			// What it has used so far is behind it; one that overran its
+			// estimate may still use a tenth of it.
+			left := max(t.est.cpu-t.cpu, t.est.cpu/10)
+			set = append(set, member{t.est.rate(), left, t.est.wall})
+		}
+	}
+	k := a.cfg.CPUs
+	free := max(int(math.Floor(k))-1, 0)
+	neighbours := len(set) - 1
+	if neighbours <= free {
+		return true
+	}
+	var demand, left float64
+	for _, m := range set {
+		demand += m.rate
+		left += m.left
+	}
+	crowd := float64(neighbours - free)
+	for _, m := range set {
+		x := (demand - m.rate) / k
+		slow := crowd
+		if x < 1 {
+			slow = min(x/(1-x), crowd)
+		}
+		extra := min(m.left/min(k, 1)*slow, (left-m.left)/k)
+		allowed := max(a.cfg.Budget*m.wall, float64(a.cfg.Floor))
+		if extra > allowed {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,178 @@
+package admit
+
+import (
+	"fmt"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// clock is a test's CPU counter and wall clock, advanced by hand so that
+// each case knows exactly what every request cost.
+type clock struct {
+	cpu time.Duration
+	now time.Time
+}
+
+func newAdmitter(c *clock, cpus float64) *Admitter {
+	c.now = time.Unix(1e9, 0)
+	return New(Config{CPUs: cpus, Counter: func() time.Duration { return c.cpu }, Now: func() time.Time { return c.now }})
+}
+
+// teach runs n requests of kind k one at a time, each using cpu of wall.
+func teach(a *Admitter, c *clock, k Kind, cpu, wall time.Duration, n int) {
+	for range n {
+		t := a.Take(k)
+		c.cpu += cpu
+		c.now = c.now.Add(wall)
+		t.Done()
+	}
+}
+
+var (
+	io    = Kind{Exact: "GET /io", Path: "GET /io", Segment: "GET /io/*"}
+	burn  = Kind{Exact: "GET /burn", Path: "GET /burn", Segment: "GET /burn/*"}
+	seed  = Kind{Exact: "GET /seed", Path: "GET /seed", Segment: "GET /seed/*"}
+	quick = Kind{Exact: "GET /quick", Path: "GET /quick", Segment: "GET /quick/*"}
+	fresh = Kind{Exact: "GET /new", Path: "GET /new", Segment: "GET /new/*"}
+)
+
+func TestAdmit(t *testing.T) {
+	ms := time.Millisecond
+	tests := map[string]struct {
+		cpus     float64
+		inflight []Kind
+		next     Kind
+		want     bool
+	}{
+		"the first request always runs, however heavy":        {1, nil, burn, true},
+		"I/O-bound beside nine I/O-bound":                     {1, []Kind{io, io, io, io, io, io, io, io, io}, io, true},
+		"CPU-bound beside CPU-bound on one vCPU":              {1, []Kind{burn}, burn, false},
+		"I/O-bound beside CPU-bound: its 1ms waits about 1ms": {1, []Kind{burn}, io, true},
+		"CPU-bound beside a quick CPU-only request":           {1, []Kind{quick}, burn, true},
+		"seed beside I/O-bound and CPU-bound":                 {1, []Kind{io, burn}, seed, false},
+		"half CPU beside half CPU (seed)":                     {1, []Kind{seed}, seed, false},
+		"CPU-bound beside CPU-bound on two vCPUs":             {2, []Kind{burn}, burn, true},
+		"a third CPU-bound on two vCPUs":                      {2, []Kind{burn, burn}, burn, false},
+		"I/O-bound on a fraction of a vCPU, beside another":   {0.29, []Kind{io}, io, true},
+		"a kind never seen is judged by the prior":            {1, []Kind{burn}, fresh, true},
+		"a new path learns from its first segment":            {1, []Kind{burn}, Kind{Exact: "GET /burn/7", Path: "GET /burn/7", Segment: "GET /burn/*"}, false},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := &clock{}
+			a := newAdmitter(c, tt.cpus)
+			teach(a, c, io, 1*ms, 100*ms, 3)
+			teach(a, c, burn, 100*ms, 100*ms, 3)
+			teach(a, c, seed, 50*ms, 100*ms, 3)
+			teach(a, c, quick, ms/3, ms/2, 3)
+			for _, k := range tt.inflight {
+				a.Take(k)
+			}
+			if _, got := a.Admit(tt.next); got != tt.want {
+				t.Errorf("Admit(%s) beside %d = %v, want %v", tt.next.Path, len(tt.inflight), got, tt.want)
+			}
+		})
+	}
+}
+
+// TestColdFunctionPacks: before any request has finished, requests are
+// admitted on the prior, so a cold burst of I/O-bound requests shares.
+func TestColdFunctionPacks(t *testing.T) {
+	c := &clock{}
+	a := newAdmitter(c, 1)
+	for i := range 10 {
+		if _, ok := a.Admit(io); !ok {
+			t.Fatalf("request %d of a cold burst was refused", i+1)
+		}
+	}
+}
+
+// TestAttribution: CPU used while a light and a heavy request overlap is
+// split by what each is expected to use, so the light one is not taught
+// that it is heavy.
+func TestAttribution(t *testing.T) {
+	ms := time.Millisecond
+	c := &clock{}
+	a := newAdmitter(c, 1)
+	teach(a, c, io, 1*ms, 100*ms, 3)
+	teach(a, c, burn, 90*ms, 100*ms, 3)
+	heavy, light := a.Take(burn), a.Take(io)
+	c.cpu += 91 * ms
+	c.now = c.now.Add(100 * ms)
+	light.Done()
+	heavy.Done()
+	got := time.Duration(a.kinds[io.Exact].avg.cpu)
+	if got > 3*ms {
+		t.Errorf("the light kind's CPU became %v after overlapping a heavy one, want about 1ms", got)
+	}
+	if got := time.Duration(a.kinds[burn.Exact].avg.cpu); got < 85*ms {
+		t.Errorf("the heavy kind's CPU became %v, want about 90ms", got)
+	}
+}
+
+// TestHint: full once a usual request would not fit, leaving out the
+// request being answered.
+func TestHint(t *testing.T) {
+	ms := time.Millisecond
+	c := &clock{}
+	a := newAdmitter(c, 1)
+	teach(a, c, burn, 100*ms, 100*ms, 3)
+	if u, fits := a.Hint(nil); u != 0 || !fits {
+		t.Errorf("idle: Hint = %v, %v; want 0, true", u, fits)
+	}
+	one := a.Take(burn)
+	if u, fits := a.Hint(nil); u < 0.9 || fits {
+		t.Errorf("one CPU-bound in flight: Hint = %.2f, %v; want about 1, false", u, fits)
+	}
+	if _, fits := a.Hint(one); !fits {
+		t.Error("answering the only request: Hint says full")
+	}
+}
+
+func TestKindsBounded(t *testing.T) {
+	c := &clock{}
+	a := newAdmitter(c, 1)
+	for i := range 2 * maxKinds {
+		k := Kind{Exact: fmt.Sprintf("GET /x?%d", i), Path: fmt.Sprintf("GET /x/%d", i), Segment: "GET /x/*"}
+		teach(a, c, k, time.Millisecond, 10*time.Millisecond, 1)
+	}
+	if n := len(a.kinds); n > maxKinds {
+		t.Errorf("%d kinds kept, want at most %d", n, maxKinds)
+	}
+	if a.fn.n != 2*maxKinds {
+		t.Errorf("the function learnt from %d requests, want every one (%d)", a.fn.n, 2*maxKinds)
+	}
+}
+
+// TestProcessCounterSeesBurn: the fallback counter reads this process's
+// real CPU.
+func TestProcessCounterSeesBurn(t *testing.T) {
+	count := ProcessCounter(nil)
+	before := count()
+	deadline := time.Now().Add(300 * time.Millisecond)
+	x := 0
+	for time.Now().Before(deadline) {
+		x++
+	}
+	if got := count() - before; got < 20*time.Millisecond {
+		t.Errorf("after burning for 300ms the counter moved %v (x=%d), want at least 20ms", got, x)
+	}
+	if got := procCPU(1 << 30); got != 0 {
+		t.Errorf("procCPU(missing) = %v, want 0", got)
+	}
+}
+
+func TestKindOf(t *testing.T) {
+	tests := map[string]Kind{
+		"/":              {"GET /", "GET /", "GET //*"},
+		"/render/42?x=1": {"GET /render/42?x=1", "GET /render/42", "GET /render/*"},
+		"/api":           {"GET /api", "GET /api", "GET /api/*"},
+	}
+	for target, want := range tests {
+		r := httptest.NewRequest("GET", target, nil)
+		if got := KindOf(r); got != want {
+			t.Errorf("KindOf(%s) = %+v, want %+v", target, got, want)
+		}
+	}
+}
