@@ -132,7 +132,10 @@ func (r *testRouter) dialBack(t *testing.T, emu *lambdaemu.Emulator, function st
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload, _ := dialback.Marshal(dialback.Payload{Router: r.addr, Token: tok, Pin: r.pin, Function: function, MaxConcurrency: maxConc})
+	// The router's linger, which a function's own FERRY_IDLE_LINGER
+	// overrides: long enough that a test goroutine slowed by -race on a
+	// busy machine still sends its first request before the instance ends.
+	payload, _ := dialback.Marshal(dialback.Payload{Router: r.addr, Token: tok, Pin: r.pin, Function: function, MaxConcurrency: maxConc, LingerMs: 300})
 	done := make(chan invokeResult, 1)
 	go func() {
 		res, err := emu.Invoke(context.Background(), function, payload, "")
@@ -192,7 +195,7 @@ func httpEvent(method, path, query string, headers map[string]string, cookies []
 }
 
 func TestManyRequestsInOneInvocation(t *testing.T) {
-	fn := goFunction("app", 30*time.Second, map[string]string{"FERRY_IDLE_LINGER": "50ms", "FERRY_MAX_CONCURRENCY": "64"})
+	fn := goFunction("app", 30*time.Second, map[string]string{"FERRY_IDLE_LINGER": "100ms", "FERRY_MAX_CONCURRENCY": "64"})
 	// One vCPU: 50 streams through the tunnel, the proxy and the app cost
 	// CPU of their own, which a 512 MB sandbox's 0.29 vCPU stretches.
 	fn.MemoryMB = 1769
@@ -546,7 +549,7 @@ func TestInProcessGoHandler(t *testing.T) {
 	// One vCPU (1769 MB): eight 100 ms waits fit beside each other. At the
 	// default 128 MB (0.07 vCPU) admission would turn the eighth away.
 	emu := newEmulator(t, lambdaemu.Function{Name: "inproc", CodeDir: dir, Runtime: "provided.al2023", MemoryMB: 1769,
-		Timeout: lambdaemu.Duration{Duration: 10 * time.Second}, Env: map[string]string{"FERRY_IDLE_LINGER": "50ms"}})
+		Timeout: lambdaemu.Duration{Duration: 10 * time.Second}, Env: map[string]string{"FERRY_IDLE_LINGER": "300ms"}})
 
 	res, err := emu.Invoke(context.Background(), "inproc", httpEvent("GET", "/hello", "name=go", nil, nil, ""), "")
 	if err != nil || res.FunctionError != "" {

@@ -245,6 +245,26 @@ func (a *Admitter) Hint(except *Ticket) (utilization float64, fits bool) {
 	return min(demand/a.cfg.CPUs, 1), a.fitsLocked(a.usualLocked(), except)
 }
 
+// Fits is how many requests of the function's usual kind fit at once, up
+// to limit, from what has been learnt; 0 when nothing has been.
+func (a *Admitter) Fits(limit int) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fn.n == 0 {
+		return 0
+	}
+	u := a.fn.avg
+	m := member{u.rate(), u.cpu, u.wall}
+	set := []member{m}
+	for len(set) < limit {
+		set = append(set, m)
+		if !a.fits(set) {
+			return len(set) - 1
+		}
+	}
+	return limit
+}
+
 // settleLocked splits the CPU used since the last settle among the
 // requests in flight, in proportion to what each is expected to use, so
 // that a light request running beside a heavy one is not taught that it
@@ -308,9 +328,6 @@ func (a *Admitter) usualLocked() cost {
 // its neighbours have left to use, spread over the k vCPUs: a quick
 // request cannot hold up a long one for longer than it runs.
 func (a *Admitter) fitsLocked(c cost, except *Ticket) bool {
-	type member struct {
-		rate, left, wall float64 // demand, CPU ns still to use, expected wall ns
-	}
 	set := make([]member, 0, len(a.inflight)+1)
 	set = append(set, member{c.rate(), c.cpu, c.wall})
 	for t := range a.inflight {
@@ -321,6 +338,17 @@ func (a *Admitter) fitsLocked(c cost, except *Ticket) bool {
 			set = append(set, member{t.est.rate(), left, t.est.wall})
 		}
 	}
+	return a.fits(set)
+}
+
+// member is one request of a set that might run at once.
+type member struct {
+	rate, left, wall float64 // demand, CPU ns still to use, expected wall ns
+}
+
+// fits reports whether the requests of set can run at once, each slowed by
+// no more than its allowance.
+func (a *Admitter) fits(set []member) bool {
 	k := a.cfg.CPUs
 	free := max(int(math.Floor(k))-1, 0)
 	neighbours := len(set) - 1

@@ -176,3 +176,31 @@ func TestKindOf(t *testing.T) {
 		}
 	}
 }
+
+// TestFits: what a hello reports, from what the sandbox has learnt.
+func TestFits(t *testing.T) {
+	ms := time.Millisecond
+	tests := map[string]struct {
+		cpus      float64
+		cpu, wall time.Duration
+		want      int
+	}{
+		"CPU-bound: one at a time":     {1, 100 * ms, 100 * ms, 1},
+		"CPU-bound on two vCPUs":       {2, 100 * ms, 100 * ms, 2},
+		"I/O-bound: up to the limit":   {1, ms / 2, 500 * ms, 64},
+		"api at 0.29 vCPU: a few only": {0.29, 10 * ms, 134 * ms, 1},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := &clock{}
+			a := newAdmitter(c, tt.cpus)
+			if got := a.Fits(64); got != 0 {
+				t.Errorf("before learning: Fits = %d, want 0", got)
+			}
+			teach(a, c, io, tt.cpu, tt.wall, 3)
+			if got := a.Fits(64); got != tt.want {
+				t.Errorf("Fits = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

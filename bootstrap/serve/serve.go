@@ -20,8 +20,8 @@ import (
 	"runtime"
 	"strconv"
 
-	"github.com/ferryrun/ferry/bootstrap/config"
 	"github.com/ferryrun/ferry/bootstrap/admit"
+	"github.com/ferryrun/ferry/bootstrap/config"
 	"github.com/ferryrun/ferry/bootstrap/direct"
 	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
 	"github.com/ferryrun/ferry/internal/dialback"

@@ -16,8 +16,12 @@ import (
 const postSafety = 100 * time.Millisecond
 
 // firstStreamGrace is how long a new tunnel waits for its first stream
-// however short the linger.
-const firstStreamGrace = 250 * time.Millisecond
+// however short the linger. The router hands a waiting request to a new
+// instance the moment its tunnel is up; one that arrives to find the
+// request served elsewhere should not bill long for nothing. A stream
+// that comes later than this finds the tunnel draining, is refused
+// unprocessed, and the router sends it elsewhere.
+const firstStreamGrace = 20 * time.Millisecond
 
 // Summary is the response of a dial-back invocation.
 type Summary struct {
@@ -48,6 +52,7 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		Hello: tunnel.Hello{
 			Token: p.Token, FunctionARN: inv.FunctionARN, RequestID: inv.RequestID,
 			MaxConcurrency: limit, DeadlineUnixMs: inv.Deadline.UnixMilli(), MemoryMB: r.opts.MemoryMB,
+			Fits: r.fits(limit),
 		},
 	})
 	if err != nil {
@@ -102,4 +107,13 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	sum := st.summary()
 	sum.Ended = ended
 	return sum, nil
+}
+
+// fits is what the hello tells the router this instance can take at once:
+// 0 (unknown) when CPU admission is off or nothing has been learnt.
+func (r *runner) fits(limit int) int {
+	if !r.cfg.CPUAdmission {
+		return 0
+	}
+	return r.adm.Fits(limit)
 }

@@ -24,6 +24,12 @@ type Hello struct {
 	MaxConcurrency int    `json:"max_concurrency"`
 	DeadlineUnixMs int64  `json:"deadline_ms"`
 	MemoryMB       int    `json:"memory_mb"`
+	// Fits is how many requests of the function's usual kind the instance
+	// expects to run at once without slowing one past its CPU budget, from
+	// what its sandbox has learnt; 0 when it has learnt nothing yet. The
+	// router gives a new instance no more than this before its first
+	// answer.
+	Fits int `json:"fits,omitempty"`
 }
 
 // Validate reports the first field of h that cannot be accepted.
@@ -41,6 +47,8 @@ func (h Hello) Validate() error {
 		return errors.New("hello: missing deadline")
 	case h.MemoryMB < 0:
 		return errors.New("hello: negative memory")
+	case h.Fits < 0 || h.Fits > MaxStreamsLimit:
+		return fmt.Errorf("hello: fits %d outside 0..%d", h.Fits, MaxStreamsLimit)
 	}
 	return nil
 }

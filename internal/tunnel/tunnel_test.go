@@ -432,3 +432,28 @@ func TestParseLoad(t *testing.T) {
 		}
 	}
 }
+
+func TestHelloValidate(t *testing.T) {
+	good := Hello{Token: "t", FunctionARN: "f", RequestID: "r", MaxConcurrency: 8, DeadlineUnixMs: 1, MemoryMB: 128}
+	tests := map[string]struct {
+		edit func(*Hello)
+		ok   bool
+	}{
+		"good":                {func(*Hello) {}, true},
+		"fits learnt":         {func(h *Hello) { h.Fits = 3 }, true},
+		"negative fits":       {func(h *Hello) { h.Fits = -1 }, false},
+		"fits past the limit": {func(h *Hello) { h.Fits = MaxStreamsLimit + 1 }, false},
+		"no token":            {func(h *Hello) { h.Token = "" }, false},
+		"zero concurrency":    {func(h *Hello) { h.MaxConcurrency = 0 }, false},
+		"negative memory":     {func(h *Hello) { h.MemoryMB = -1 }, false},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := good
+			tt.edit(&h)
+			if err := h.Validate(); (err == nil) != tt.ok {
+				t.Errorf("Validate() = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}

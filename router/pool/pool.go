@@ -180,6 +180,18 @@ func (p *Pool) learnCoverLocked(l tunnel.Load) {
 	}
 }
 
+// firstCapLocked is how many streams in may hold before its first answer:
+// one more than its hello says fit on average (it judges each request
+// against what those in flight have left to compute, and nacks what does
+// not fit), or, from a sandbox that has learnt nothing and would admit on
+// its prior, what instances have been taking.
+func (p *Pool) firstCapLocked(in *instance) int {
+	if f := in.conn.Hello().Fits; f > 0 {
+		return min(f+1, p.cfg.MaxConcurrency)
+	}
+	return p.coverLocked()
+}
+
 // coverLocked is cover as a whole number of requests, 1..MaxConcurrency.
 func (p *Pool) coverLocked() int {
 	return min(max(int(math.Round(p.cover)), 1), p.cfg.MaxConcurrency)
@@ -243,7 +255,8 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
 // pickLocked returns the instance the policy prefers among those with a
 // free slot and room for CPU, or nil: pack takes the busiest, spread the
 // least busy. An instance that said it was full at n streams is passed
-// over while it holds n or more; an idle instance always takes one.
+// over while it holds n or more, one that has not answered yet while it
+// holds cover; an idle instance always takes one.
 func (p *Pool) pickLocked(exclude *instance) *instance {
 	now := p.cfg.Now()
 	n := len(p.byLoad)
@@ -259,7 +272,12 @@ func (p *Pool) pickLocked(exclude *instance) *instance {
 			if in.conn.Deadline().Sub(now) < p.cfg.MinTimeLeft {
 				continue
 			}
-			if l, ok := in.conn.Load(); ok && l.Full && in.inflight > 0 && in.inflight >= l.InFlight {
+			l, ok := in.conn.Load()
+			if ok && l.Full && in.inflight > 0 && in.inflight >= l.InFlight {
+				continue
+			}
+			if !ok && in.inflight >= p.firstCapLocked(in) {
+				// Until its first answer says how it stands.
 				continue
 			}
 			return in
