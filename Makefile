@@ -30,10 +30,11 @@ define local-binaries
 	$(GO) build -trimpath -o $(1)/ferry-router ./router
 endef
 
+DEMO_FOR ?= 15s
 demo:
 	$(call local-binaries,$(DIST)/demo)
-	$(GO) build -trimpath -o $(DIST)/demo/demo ./examples/demo
-	$(DIST)/demo/demo -dist $(DIST)/demo $(DEMO_FLAGS)
+	$(GO) build -trimpath -o $(DIST)/demo/bench ./bench
+	$(DIST)/demo/bench -dist $(DIST)/demo -demo $(DEMO_FOR)
 
 ## bench: what ferry saves and what it costs, side by side, into bench/RESULTS.md
 ## (about 15 minutes; BENCH_FLAGS=-short for about 3).
@@ -70,7 +71,7 @@ destroy: $(CDK)
 ## the e2e suite over the local AWS among them (it needs the CDK CLI).
 test: $(CDK)
 	$(GO) vet ./...
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 8m ./...
 
 ## e2e: only the end-to-end suite: deploy to a local AWS, load, metrics, teardown.
 e2e: $(CDK)

@@ -77,6 +77,8 @@ func main() {
 	flag.StringVar(&wl, "workloads", "", "comma-separated workloads of section saved (default all): "+workloadNames())
 	flag.BoolVar(&o.short, "short", false, "fewer and shorter trials (about 3 minutes)")
 	flag.StringVar(&only, "only", "", "comma-separated sections to run (default all): "+names())
+	var demo time.Duration
+	flag.DurationVar(&demo, "demo", 0, "make demo instead of the suite: the api and seed workloads for this long each, ferry against plain Lambda, printed only")
 	flag.StringVar(&savedEnv, "saved-env", "", "K=V,... added to the ferry functions' environment in section saved (try FERRY_CPU_BUDGET=0.1)")
 	flag.Parse()
 	for kv := range strings.SplitSeq(savedEnv, ",") {
@@ -106,6 +108,17 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if demo > 0 {
+		if err := checkDist(o.dist); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			os.Exit(1)
+		}
+		if err := runDemo(ctx, o, demo, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -134,10 +147,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return fmt.Errorf("-only: no section %q (have %s)", name, names())
 		}
 	}
-	for _, bin := range []string{"bootstrap", "goapp", "lambda-emulator", "ferry-router"} {
-		if _, err := os.Stat(filepath.Join(o.dist, bin)); err != nil {
-			return fmt.Errorf("%v: build the binaries first (make bench does)", err)
-		}
+	if err := checkDist(o.dist); err != nil {
+		return err
 	}
 	started := time.Now()
 	o.results = &results{Machine: machineOf(o)}
@@ -230,4 +241,14 @@ func machineFacts(o options) string {
 	return fmt.Sprintf("machine: %d cores (%s), %s/%s, %s; run %s, mode %s",
 		runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH, runtime.Version(),
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), mode)
+}
+
+// checkDist reports a missing binary of those the local stack runs.
+func checkDist(dist string) error {
+	for _, bin := range []string{"bootstrap", "goapp", "lambda-emulator", "ferry-router"} {
+		if _, err := os.Stat(filepath.Join(dist, bin)); err != nil {
+			return fmt.Errorf("%v: build the binaries first (make bench and make demo do)", err)
+		}
+	}
+	return nil
 }

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
@@ -63,6 +66,7 @@ func (p tracePacer) Rate(time.Duration) float64 {
 // order.
 type openResult struct {
 	latency []time.Duration // from the request's scheduled send time; 0 if it failed
+	kinds   []int           // the kind each request actually sent was
 	failed  int
 	first   string // the first failure
 }
@@ -72,7 +76,7 @@ type openResult struct {
 func (r openResult) latencies(s schedule, k int) []time.Duration {
 	var out []time.Duration
 	for i, l := range r.latency {
-		if l > 0 && (k < 0 || s.kinds[i] == k) {
+		if l > 0 && (k < 0 || r.kinds[i] == k) {
 			out = append(out, l)
 		}
 	}
@@ -86,12 +90,21 @@ type target func(i int) vegeta.Target
 // scheduled time, so that queueing in ferry (or the client) is counted.
 // ok tells a good response.
 func openLoop(ctx context.Context, s schedule, tgt target, ok func(*vegeta.Result) bool) openResult {
+	// vegeta's workers call the targeter concurrently, and a hit's
+	// sequence number (which fixes its scheduled time) need not match the
+	// order of targeter calls: each target carries its index in the URL's
+	// fragment, which is never sent but comes back in the result, so the
+	// kind a hit sent is known.
+	var mu sync.Mutex
 	i := 0
 	targeter := func(t *vegeta.Target) error {
+		mu.Lock()
+		defer mu.Unlock()
 		if i >= len(s.at) {
 			return vegeta.ErrNoTargets
 		}
 		*t = tgt(i)
+		t.URL += "#" + strconv.Itoa(i)
 		i++
 		return nil
 	}
@@ -99,7 +112,7 @@ func openLoop(ctx context.Context, s schedule, tgt target, ok func(*vegeta.Resul
 		vegeta.KeepAlive(true), vegeta.Timeout(60*time.Second), vegeta.MaxBody(1<<16))
 	stop := context.AfterFunc(ctx, func() { a.Stop() })
 	defer stop()
-	r := openResult{latency: make([]time.Duration, len(s.at))}
+	r := openResult{latency: make([]time.Duration, len(s.at)), kinds: slices.Clone(s.kinds)}
 	var results []*vegeta.Result
 	last := time.Duration(0)
 	if n := len(s.at); n > 0 {
@@ -121,6 +134,11 @@ func openLoop(ctx context.Context, s schedule, tgt target, ok func(*vegeta.Resul
 	for _, res := range results {
 		if res.Seq >= uint64(len(s.at)) {
 			continue
+		}
+		if _, frag, found := strings.Cut(res.URL, "#"); found {
+			if j, err := strconv.Atoi(frag); err == nil && j >= 0 && j < len(s.kinds) {
+				r.kinds[res.Seq] = s.kinds[j]
+			}
 		}
 		if !ok(res) {
 			r.failed++
