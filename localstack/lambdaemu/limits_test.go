@@ -65,12 +65,14 @@ func TestSandboxVCPU(t *testing.T) {
 				t.Errorf("%d x %d ms of CPU took %d ms of wall time, want at least %d", tt.threads, tt.burnMs, r.TookMs, tt.minWallMs)
 			}
 			// The other side of the rule: a whole vCPU per 1769 MB is given,
-			// so the burn must not take many times longer than its share
-			// (generous: this machine is shared).
+			// so the burn must not take many times longer than its share.
+			// Only a gross error is caught here (a share ten times too
+			// small): make test runs packages side by side on two cores,
+			// and a busy machine slows any burn.
 			share := min(float64(tt.memoryMB)/1769, 6)
 			ideal := float64(tt.burnMs*tt.threads) / min(share, float64(tt.threads))
-			if float64(r.TookMs) > 4*ideal {
-				t.Errorf("%d x %d ms of CPU took %d ms, over 4x the %.0f ms its %.2f vCPU allow", tt.threads, tt.burnMs, r.TookMs, ideal, share)
+			if float64(r.TookMs) > 10*ideal {
+				t.Errorf("%d x %d ms of CPU took %d ms, over 10x the %.0f ms its %.2f vCPU allow", tt.threads, tt.burnMs, r.TookMs, ideal, share)
 			}
 		})
 	}
