@@ -346,7 +346,13 @@ func TestWarmPath(t *testing.T) {
 }
 
 func TestBurstIntoColdFunction(t *testing.T) {
-	s := startStack(t, stackOpts{routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "10"}})
+	// Launch accounting against a fixed limit: with CPU admission off,
+	// each instance takes its 10. (With it on, an instance that says it
+	// is full makes the router launch more, by design.)
+	s := startStack(t, stackOpts{
+		routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "10"},
+		fnEnv:     map[string]string{"FERRY_CPU_ADMISSION": "off"},
+	})
 	statuses := s.concurrently(200, "/work?wait_ms=300")
 	s.quiesce()
 	st := s.stats()
