@@ -701,3 +701,32 @@ func TestBrokenFunctionFailsClearlyNotSilently(t *testing.T) {
 		}
 	}
 }
+
+// TestSurplusInstanceClosedAtJoin: an instance that dials back after the
+// request it was launched for has gone (here: its client gave up while
+// the app was still starting) is closed as it joins, not left billing
+// while it waits for a stream that will not come.
+func TestSurplusInstanceClosedAtJoin(t *testing.T) {
+	s := startStack(t, stackOpts{fnEnv: map[string]string{
+		"FERRY_APP_CMD": "sleep 0.5 && exec " + filepath.Join(bins.code, "goapp"),
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.ingress+"/work", nil)
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the request was answered (%d) before its client gave up: the app started too fast for this test", resp.StatusCode)
+	}
+	cancel()
+	for deadline := time.Now().Add(20 * time.Second); s.pool().Stats.Surplus == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no instance closed as surplus; pool %+v", s.pool())
+		}
+	}
+	s.quiesce()
+	if p := s.pool(); p.Stats.Joined != 1 || p.Stats.Surplus != 1 {
+		t.Errorf("pool stats %+v, want the one instance joined and closed as surplus", p.Stats)
+	}
+	if st := s.stats(); st.Invocations != 1 || st.Errors != 0 {
+		t.Errorf("emulator %+v, want one invocation, ended cleanly", st)
+	}
+}

@@ -106,6 +106,9 @@ type Stats struct {
 	Launches       int64 `json:"launches"`
 	LaunchFailures int64 `json:"launch_failures"`
 	Joined         int64 `json:"joined"`
+	// Surplus counts instances closed as they joined: no request was
+	// waiting for them any more.
+	Surplus int64 `json:"surplus"`
 }
 
 // New returns an empty pool.
@@ -466,9 +469,29 @@ func (p *Pool) Add(conn *tunnel.Conn) {
 	p.instances = append(p.instances, inst)
 	p.placeLocked(inst)
 	p.dispatchLocked()
-	// The instance may take fewer streams than were asked of it.
-	p.launchLocked()
+	surplus := inst.inflight == 0 && len(p.waiters) == 0
+	if surplus {
+		// Launched for requests that live instances served meanwhile (or
+		// whose clients left): nothing wants it now, and every idle
+		// moment of it is billed. Close it at once rather than let it
+		// wait for a first stream.
+		p.instances = p.instances[:len(p.instances)-1]
+		p.unplaceLocked(inst)
+		inst.gone = true
+		p.stats.Surplus++
+	} else {
+		// The instance may take fewer streams than were asked of it.
+		p.launchLocked()
+	}
 	p.mu.Unlock()
+	if surplus {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			conn.Shutdown(ctx)
+		}()
+		return
+	}
 	if p.log.Enabled(context.Background(), slog.LevelDebug) {
 		// The cold path, for make bench: launch (invoke, sandbox start,
 		// bootstrap init, TCP connect) then the tunnel handshake.
