@@ -184,13 +184,14 @@ func (p *Pool) learnCoverLocked(l tunnel.Load) {
 }
 
 // firstCapLocked is how many streams in may hold before its first answer:
-// one more than its hello says fit on average (it judges each request
-// against what those in flight have left to compute, and nacks what does
-// not fit), or, from a sandbox that has learnt nothing and would admit on
-// its prior, what instances have been taking.
+// what its hello says fit at once, or, from a sandbox that has learnt
+// nothing and would admit on its prior, what instances have been taking.
+// (One more than the hello says was tried: api at 512 MB shared more, but
+// CPU-bound requests bounced between fresh instances until their last try
+// forced them onto busy ones, p50 7.6x plain Lambda's.)
 func (p *Pool) firstCapLocked(in *instance) int {
 	if f := in.conn.Hello().Fits; f > 0 {
-		return min(f+1, p.cfg.MaxConcurrency)
+		return min(f, p.cfg.MaxConcurrency)
 	}
 	return p.coverLocked()
 }
