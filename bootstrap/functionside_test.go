@@ -589,7 +589,10 @@ func TestInProcessGoHandler(t *testing.T) {
 // takes a request whose CPU is too small to matter; and it takes a CPU-bound
 // one marked as the router's last try.
 func TestCPUAdmission(t *testing.T) {
-	fn := goFunction("app", 30*time.Second, map[string]string{"FERRY_IDLE_LINGER": "5s"})
+	// A budget of 0.1% (so the 1 ms floor rules): how much a busy test
+	// machine stretches the requests' wall time, which the budget is a
+	// share of, cannot then decide the outcome.
+	fn := goFunction("app", 30*time.Second, map[string]string{"FERRY_IDLE_LINGER": "5s", "FERRY_CPU_BUDGET": "0.001"})
 	fn.MemoryMB = 1769 // one vCPU
 	emu := newEmulator(t, fn)
 	c, done := newTestRouter(t).dialBack(t, emu, "app", 8)

@@ -332,9 +332,14 @@ func (a *Admitter) fitsLocked(c cost, except *Ticket) bool {
 	set = append(set, member{c.rate(), c.cpu, c.wall})
 	for t := range a.inflight {
 		if t != except {
-			// What it has used so far is behind it; one that overran its
-			// estimate may still use a tenth of it.
-			left := max(t.est.cpu-t.cpu, t.est.cpu/10)
+			// What it has used so far is behind it. One that has run
+			// past its estimate is not nearly done: it is another kind
+			// than its key says (a 1.5 s request on a path whose requests
+			// took 150 ms), so assume it is half way.
+			left := t.est.cpu - t.cpu
+			if left < t.est.cpu/10 {
+				left = max(t.cpu, t.est.cpu/10)
+			}
 			set = append(set, member{t.est.rate(), left, t.est.wall})
 		}
 	}

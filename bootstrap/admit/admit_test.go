@@ -204,3 +204,19 @@ func TestFits(t *testing.T) {
 		})
 	}
 }
+
+// TestOverrunningNeighbour: a request that has used more CPU than its kind
+// led to expect is not taken to be nearly done.
+func TestOverrunningNeighbour(t *testing.T) {
+	ms := time.Millisecond
+	c := &clock{}
+	a := newAdmitter(c, 1)
+	teach(a, c, burn, 150*ms, 600*ms, 3) // slow on a busy machine: a quarter of a vCPU
+	long := a.Take(burn)
+	c.cpu += 400 * ms // far past the 150 ms its kind takes
+	c.now = c.now.Add(500 * ms)
+	if _, ok := a.Admit(burn); ok {
+		t.Error("admitted a CPU-bound request beside one that has overrun its estimate and is still computing")
+	}
+	long.Done()
+}
