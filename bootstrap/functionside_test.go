@@ -479,8 +479,12 @@ func TestAppFailures(t *testing.T) {
 			t.Errorf("in-flight request when the app died: status %d, want 502", got)
 		}
 		resp, err := get(c, "/work")
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("request after the crash: %v %v", resp, err)
+		if err != nil {
+			t.Fatalf("request after the crash: %v", err)
+		}
+		if resp.StatusCode != 200 {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("request after the crash: %d %s", resp.StatusCode, b)
 		}
 		resp.Body.Close()
 		summaryOf(t, waitResult(t, done))

@@ -198,9 +198,17 @@ func (t *restartingTransport) RoundTrip(req *http.Request) (*http.Response, erro
 	t.s.mu.Lock()
 	p := t.s.proc
 	t.s.mu.Unlock()
+	// A process that has exited but is not yet reaped is dead: wait for
+	// the reaping however slow a busy machine makes it (a fixed 200 ms
+	// once answered 502 to the first request after a crash in CI). One
+	// still running gets a moment to exit, else it is refusing.
+	wait := 200 * time.Millisecond
+	if !proctree.Alive(p.cmd.Process.Pid) {
+		wait = 5 * time.Second
+	}
 	select {
 	case <-p.exited:
-	case <-time.After(200 * time.Millisecond):
+	case <-time.After(wait):
 		return nil, err // the app is running but refusing connections
 	case <-req.Context().Done():
 		return nil, err
