@@ -50,13 +50,7 @@ func runDemo(ctx context.Context, o options, d time.Duration, out io.Writer) err
 		}
 		s := poisson(seedOf(combo{w: w, mem: mem, rate: "demo"}, 0), rate, d, w.weights)
 		// Ideal plain Lambda and the oracle, from the trace itself.
-		var reqs []oracleRequest
-		ideal := 0.0
-		for i, at := range s.at {
-			k := w.kinds[s.kinds[i]]
-			reqs = append(reqs, oracleRequest{float64(at) / float64(time.Millisecond), k.phases})
-			ideal += nominal(k.phases, 1)
-		}
+		reqs, ideal, _ := traceCosts(w, s, 1)
 		oracle := 100 * (1 - oracleBilled(reqs, 1, 10)/ideal)
 		got := map[string]measured{}
 		for _, run := range []string{"ferry", "plain"} {

@@ -196,14 +196,7 @@ func runCombo(ctx context.Context, st *localrun.Stack, c combo) ([]savedRow, err
 	for tr := range c.trials {
 		s := poisson(seedOf(c, tr), rate, c.runFor, c.w.weights)
 		// The oracle and ideal plain Lambda, from the trace itself.
-		var reqs []oracleRequest
-		id, cpu := 0.0, 0.0
-		for i, at := range s.at {
-			k := c.w.kinds[s.kinds[i]]
-			reqs = append(reqs, oracleRequest{float64(at) / float64(time.Millisecond), k.phases})
-			id += nominal(k.phases, vcpu)
-			cpu += k.cpuMs() / min(1, vcpu)
-		}
+		reqs, id, cpu := traceCosts(c.w, s, vcpu)
 		ideal = append(ideal, id)
 		physical = append(physical, 100*(1-cpu/id))
 		for _, q := range oracleQs {
@@ -269,6 +262,19 @@ func runCombo(ctx context.Context, st *localrun.Stack, c combo) ([]savedRow, err
 		})
 	}
 	return rows, nil
+}
+
+// traceCosts turns trace s of workload w into the oracle's requests, and
+// adds up what ideal plain Lambda bills for it and its CPU time alone, in
+// ms, at vcpu.
+func traceCosts(w workload, s schedule, vcpu float64) (reqs []oracleRequest, ideal, cpu float64) {
+	for i, at := range s.at {
+		k := w.kinds[s.kinds[i]]
+		reqs = append(reqs, oracleRequest{float64(at) / float64(time.Millisecond), k.phases})
+		ideal += nominal(k.phases, vcpu)
+		cpu += k.cpuMs() / min(1, vcpu)
+	}
+	return reqs, ideal, cpu
 }
 
 // measured is one run of a trace against one function.
