@@ -284,15 +284,7 @@ func TestFreezeThawKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Remove()
-	cmd := exec.Command("sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	if err := g.Add(cmd.Process.Pid); err != nil {
-		t.Fatal(err)
-	}
+	cmd, exited := sleepIn(t, g)
 	if got := g.Procs(); len(got) != 1 || got[0] != cmd.Process.Pid {
 		t.Fatalf("Procs = %v, want [%d]", got, cmd.Process.Pid)
 	}
@@ -341,16 +333,7 @@ func TestReapSiblings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	if err := g.Add(cmd.Process.Pid); err != nil {
-		cmd.Process.Kill()
-		t.Fatal(err)
-	}
+	cmd, exited := sleepIn(t, g)
 	if err := g.Freeze(); err != nil {
 		cmd.Process.Kill()
 		t.Fatal(err)
@@ -410,4 +393,20 @@ func quotaOf(t *testing.T, g *Group) float64 {
 		t.Fatalf("cpu.cfs_period_us: %d, %v", p, err)
 	}
 	return float64(q) / float64(p)
+}
+
+// sleepIn starts a long sleep in g; exited receives its end.
+func sleepIn(t *testing.T, g *Group) (*exec.Cmd, <-chan error) {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := g.Add(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	return cmd, exited
 }
