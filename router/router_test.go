@@ -634,6 +634,40 @@ func TestProxyBehaviour(t *testing.T) {
 	})
 }
 
+// Every request the router answered is counted, also one whose client
+// hung up mid-body, which aborts the proxy's handler. (Such requests once
+// went uncounted: a client that closes its connection as soon as it has
+// the bytes a Content-Length promised, a hair before the instance's stream
+// ends, made `ferry metrics` count fewer requests than clients saw served.)
+func TestClientLeavingMidBodyIsCounted(t *testing.T) {
+	s := startStack(t, stackOpts{})
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.ingress, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /stream?chunks=3&interval_ms=2000 HTTP/1.1\r\nHost: app\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if resp.StatusCode != 200 || !strings.HasPrefix(first, "chunk 0") {
+		t.Fatalf("got %d %q, %v", resp.StatusCode, first, err)
+	}
+	c.Close()
+	if got := s.awaitEMF("Requests"); got != 1 {
+		t.Errorf("router counted %v requests, want 1", got)
+	}
+	if got := s.emfSum("Errors5xx"); got != 0 {
+		t.Errorf("router counted %v 5xx for a client that left", got)
+	}
+	if strings.Contains(s.routerLog.String(), "cut short") {
+		t.Errorf("a client that left was taken for a broken instance:\n%s", s.routerLog.String())
+	}
+}
+
 func TestThrottledInvokesAreRetried(t *testing.T) {
 	// One concurrent invocation allowed, one stream per instance: every
 	// launch past the first is throttled until an instance ends.

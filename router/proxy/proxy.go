@@ -101,6 +101,9 @@ func New(cfg Config) (*Handler, error) {
 		FlushInterval:  -1, // flush every write: streaming responses stream
 		ModifyResponse: stripFerryHeaders,
 		ErrorHandler:   h.errorHandler,
+		// Body copy errors: mostly clients that left. Kept out of the
+		// way; a response cut under a waiting client is warned of above.
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 	}
 	return h, nil
 }
@@ -163,16 +166,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st := &reqState{function: route.Function, start: time.Now()}
 	sw := &statusWriter{ResponseWriter: w}
-	h.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
-	var app time.Duration
-	if !st.appStart.IsZero() {
-		end := st.appEnd
-		if end.IsZero() {
-			end = time.Now()
+	defer func() {
+		// ReverseProxy aborts the handler (panics with ErrAbortHandler)
+		// when the response body fails after the status was sent. Every
+		// request is counted all the same: one whose client hung up after
+		// reading the whole body (as a client does once it has the bytes a
+		// Content-Length promised) is the success it saw; one cut short
+		// under a waiting client is a 502 to it.
+		p := recover()
+		status := sw.status
+		if p == http.ErrAbortHandler && r.Context().Err() == nil {
+			status = http.StatusBadGateway
+			h.log.Warn("response cut short: the instance's stream failed mid-body", "function", route.Function, "path", r.URL.Path)
 		}
-		app = end.Sub(st.appStart)
-	}
-	h.cfg.Metrics.Request(route.Function, sw.status, time.Since(st.start), app, st.queue)
+		var app time.Duration
+		if !st.appStart.IsZero() {
+			end := st.appEnd
+			if end.IsZero() {
+				end = time.Now()
+			}
+			app = end.Sub(st.appStart)
+		}
+		h.cfg.Metrics.Request(route.Function, status, time.Since(st.start), app, st.queue)
+		if p != nil {
+			panic(p)
+		}
+	}()
+	h.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 }
 
 // headerBytes counts the request line and headers as HTTP/1.1 sends them.
