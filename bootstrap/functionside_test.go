@@ -128,14 +128,20 @@ type invokeResult struct {
 // and a channel with the invocation's result.
 func (r *testRouter) dialBack(t *testing.T, emu *lambdaemu.Emulator, function string, maxConc int) (*tunnel.Conn, <-chan invokeResult) {
 	t.Helper()
+	// The router's linger, which a function's own FERRY_IDLE_LINGER
+	// overrides: long enough that a test goroutine slowed by -race on a
+	// busy machine still sends its next request before the instance ends.
+	return r.dialBackLinger(t, emu, function, maxConc, 300*time.Millisecond)
+}
+
+// dialBackLinger is dialBack with the router asking for linger.
+func (r *testRouter) dialBackLinger(t *testing.T, emu *lambdaemu.Emulator, function string, maxConc int, linger time.Duration) (*tunnel.Conn, <-chan invokeResult) {
+	t.Helper()
 	tok, _, err := r.issuer.Mint(function)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The router's linger, which a function's own FERRY_IDLE_LINGER
-	// overrides: long enough that a test goroutine slowed by -race on a
-	// busy machine still sends its first request before the instance ends.
-	payload, _ := dialback.Marshal(dialback.Payload{Router: r.addr, Token: tok, Pin: r.pin, Function: function, MaxConcurrency: maxConc, LingerMs: 300})
+	payload, _ := dialback.Marshal(dialback.Payload{Router: r.addr, Token: tok, Pin: r.pin, Function: function, MaxConcurrency: maxConc}.WithLinger(linger))
 	done := make(chan invokeResult, 1)
 	go func() {
 		res, err := emu.Invoke(context.Background(), function, payload, "")
@@ -252,6 +258,30 @@ func TestManyRequestsInOneInvocation(t *testing.T) {
 	}
 	if sum.Ended != "idle" {
 		t.Errorf("invocation ended %q, want idle", sum.Ended)
+	}
+}
+
+// The router asks for the linger to the microsecond, 0 included: an
+// instance asked for none ends as soon as its last request is answered,
+// and says what it kept.
+func TestRouterChosenLinger(t *testing.T) {
+	emu := newEmulator(t, goFunction("app", 30*time.Second, nil))
+	router := newTestRouter(t)
+	for _, linger := range []time.Duration{0, 1500 * time.Microsecond} {
+		c, done := router.dialBackLinger(t, emu, "app", 8, linger)
+		resp, err := get(c, "/work?wait_ms=5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		sum := summaryOf(t, waitResult(t, done))
+		if sum.LingerUs != linger.Microseconds() || sum.Ended != "idle" || sum.Requests != 1 {
+			t.Errorf("asked to linger %v: summary %+v; want linger_us %d, ended idle, 1 request", linger, sum, linger.Microseconds())
+		}
+		if sum.BusyUs < 5000 || sum.BusyUs/1000 != sum.BusyMs {
+			t.Errorf("busy %d us, %d ms: want at least the app's 5 ms, in both units", sum.BusyUs, sum.BusyMs)
+		}
 	}
 }
 

@@ -668,6 +668,31 @@ func TestClientLeavingMidBodyIsCounted(t *testing.T) {
 	}
 }
 
+// Sparse traffic: each request finds no instance, and any linger would be
+// paid in full before a new invocation all the same. The pool learns the
+// gaps and the invocations' overhead from what they report, and asks new
+// instances to end as soon as they are idle.
+func TestSparseTrafficLingersNot(t *testing.T) {
+	s := startStack(t, stackOpts{})
+	const n = 12
+	for i := range n {
+		if r := s.get("/work?wait_ms=5"); r.status != 200 {
+			t.Fatalf("request %d: %d %s %v", i, r.status, r.body, r.err)
+		}
+		s.quiesce() // the instance has ended: the next request is on its own
+	}
+	p := s.pool()
+	if p.LingerGaps < n-2 || p.OverheadUs <= 0 {
+		t.Fatalf("pool learnt %d gaps and an overhead of %d us from %d sparse requests: %+v", p.LingerGaps, p.OverheadUs, n, p)
+	}
+	if p.LingerUs != 0 {
+		t.Errorf("pool asks new instances to linger %d us with gaps of over 50 ms and an overhead of %d us; want 0", p.LingerUs, p.OverheadUs)
+	}
+	if st := s.stats(); st.Invocations != n {
+		t.Errorf("%d invocations for %d requests, each alone", st.Invocations, n)
+	}
+}
+
 func TestThrottledInvokesAreRetried(t *testing.T) {
 	// One concurrent invocation allowed, one stream per instance: every
 	// launch past the first is throttled until an instance ends.

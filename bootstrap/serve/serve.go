@@ -160,7 +160,7 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 			log.Error("tunnel failed", "router", p.Router, "err", err)
 			return r.client.Fail(ctx, inv.RequestID, "Ferry.TunnelFailed", err)
 		}
-		log.Info("tunnel invocation done", "requests", sum.Requests, "nacks", sum.Nacks, "busy_ms", sum.BusyMs, "ended", sum.Ended)
+		log.Info("tunnel invocation done", "requests", sum.Requests, "nacks", sum.Nacks, "busy_ms", sum.BusyMs, "ended", sum.Ended, "linger_us", sum.LingerUs)
 		return r.client.Respond(ctx, inv.RequestID, sum.JSON())
 	}
 

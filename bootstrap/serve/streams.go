@@ -159,7 +159,7 @@ func (s *streams) summary() Summary {
 		busy += time.Since(s.busySince)
 	}
 	s.mu.Unlock()
-	return Summary{Requests: s.requests.Load(), Nacks: s.nacks.Load(), BusyMs: busy.Milliseconds()}
+	return Summary{Requests: s.requests.Load(), Nacks: s.nacks.Load(), BusyMs: busy.Milliseconds(), BusyUs: busy.Microseconds()}
 }
 
 // loadWriter adds the Ferry-Load hint to the response headers.

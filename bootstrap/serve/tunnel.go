@@ -26,10 +26,12 @@ const firstStreamGrace = 500 * time.Millisecond
 
 // Summary is the response of a dial-back invocation.
 type Summary struct {
-	Requests int64  `json:"requests"` // streams handed to the app
-	Nacks    int64  `json:"nacks"`    // streams refused before the app saw them
-	BusyMs   int64  `json:"busy_ms"`  // time with at least one request in the app
-	Ended    string `json:"ended"`    // idle, deadline or router-closed
+	Requests int64  `json:"requests"`  // streams handed to the app
+	Nacks    int64  `json:"nacks"`     // streams refused before the app saw them
+	BusyMs   int64  `json:"busy_ms"`   // time with at least one request in the app
+	BusyUs   int64  `json:"busy_us"`   // the same, to the microsecond
+	Ended    string `json:"ended"`     // idle, deadline or router-closed
+	LingerUs int64  `json:"linger_us"` // the idle linger the instance kept
 }
 
 // JSON encodes s.
@@ -61,8 +63,8 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	}
 
 	linger := r.cfg.IdleLinger
-	if p.LingerMs > 0 && !r.cfg.IdleLingerSet {
-		linger = time.Duration(p.LingerMs) * time.Millisecond
+	if l, ok := p.Linger(); ok && !r.cfg.IdleLingerSet {
+		linger = l
 	}
 	st := newStreams(r.opts.Handler, limit, inv.Deadline, r.adm, r.cfg.CPUAdmission)
 	sess := tunnel.NewSession(nc, limit)
@@ -106,7 +108,7 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		log.Warn("drain cut short at the deadline; streams still running were reset", "in_flight", st.inFlight())
 	}
 	sum := st.summary()
-	sum.Ended = ended
+	sum.Ended, sum.LingerUs = ended, linger.Microseconds()
 	return sum, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ferryrun/ferry/internal/tunnel"
 )
@@ -14,7 +15,8 @@ import (
 // Version is the payload version this package speaks.
 const Version = 1
 
-// maxLingerMs bounds linger_ms: an hour, longer than any invocation.
+// maxLingerMs bounds linger_ms (and linger_us): an hour, longer than any
+// invocation.
 const maxLingerMs = 3_600_000
 
 // Payload is the value of the "ferry" key.
@@ -29,6 +31,10 @@ type Payload struct {
 	// request in flight before it ends; 0 leaves it to the bootstrap. The
 	// function's own FERRY_IDLE_LINGER, when set, wins.
 	LingerMs int `json:"linger_ms,omitempty"`
+	// LingerUs, when present, is the linger to the microsecond and wins
+	// over LingerMs; 0 asks the instance to end as soon as it is idle.
+	// (Routers send both: a bootstrap that predates it reads LingerMs.)
+	LingerUs *int64 `json:"linger_us,omitempty"`
 }
 
 type envelope struct {
@@ -60,6 +66,8 @@ func (p Payload) Validate() error {
 		return errors.New("dial-back payload: missing token")
 	case p.LingerMs < 0 || p.LingerMs > maxLingerMs:
 		return fmt.Errorf("dial-back payload: linger_ms %d outside 0..%d", p.LingerMs, maxLingerMs)
+	case p.LingerUs != nil && (*p.LingerUs < 0 || *p.LingerUs > maxLingerMs*1000):
+		return fmt.Errorf("dial-back payload: linger_us %d outside 0..%d", *p.LingerUs, maxLingerMs*1000)
 	case p.MaxConcurrency < 0 || p.MaxConcurrency > tunnel.MaxStreamsLimit:
 		return fmt.Errorf("dial-back payload: max_concurrency %d outside 0..%d", p.MaxConcurrency, tunnel.MaxStreamsLimit)
 	}
@@ -67,6 +75,25 @@ func (p Payload) Validate() error {
 		return fmt.Errorf("dial-back payload: %w", err)
 	}
 	return nil
+}
+
+// Linger returns the linger p asks for, and false if it asks for none.
+func (p Payload) Linger() (time.Duration, bool) {
+	switch {
+	case p.LingerUs != nil:
+		return time.Duration(*p.LingerUs) * time.Microsecond, true
+	case p.LingerMs > 0:
+		return time.Duration(p.LingerMs) * time.Millisecond, true
+	}
+	return 0, false
+}
+
+// WithLinger sets both of p's linger fields for d.
+func (p Payload) WithLinger(d time.Duration) Payload {
+	us := max(d.Microseconds(), 0)
+	p.LingerUs = &us
+	p.LingerMs = int((us + 999) / 1000)
+	return p
 }
 
 // Marshal returns the event for p.

@@ -3,6 +3,7 @@ package dialback
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -16,17 +17,19 @@ func TestParse(t *testing.T) {
 		wantOK  bool
 		wantErr bool
 	}{
-		"dial-back":        {string(ev), true, false},
-		"function url":     {`{"version":"2.0","rawPath":"/"}`, false, false},
-		"not json":         {`hello`, false, false},
-		"json array":       {`[1,2]`, false, false},
-		"null ferry":       {`{"ferry":null}`, false, false},
-		"bad version":      {`{"ferry":{"v":2,"router":"a:1","token":"t","pin":"sha256/x"}}`, true, true},
-		"missing router":   {`{"ferry":{"v":1,"token":"t","pin":"sha256/x"}}`, true, true},
-		"bad pin":          {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"md5/x"}}`, true, true},
-		"negative linger":  {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","linger_ms":-1}}`, true, true},
-		"huge linger":      {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","linger_ms":99999999}}`, true, true},
-		"huge concurrency": {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","max_concurrency":100000}}`, true, true},
+		"dial-back":          {string(ev), true, false},
+		"function url":       {`{"version":"2.0","rawPath":"/"}`, false, false},
+		"not json":           {`hello`, false, false},
+		"json array":         {`[1,2]`, false, false},
+		"null ferry":         {`{"ferry":null}`, false, false},
+		"bad version":        {`{"ferry":{"v":2,"router":"a:1","token":"t","pin":"sha256/x"}}`, true, true},
+		"missing router":     {`{"ferry":{"v":1,"token":"t","pin":"sha256/x"}}`, true, true},
+		"bad pin":            {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"md5/x"}}`, true, true},
+		"negative linger":    {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","linger_ms":-1}}`, true, true},
+		"huge linger":        {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","linger_ms":99999999}}`, true, true},
+		"negative linger_us": {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","linger_us":-1}}`, true, true},
+		"huge linger_us":     {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","linger_us":3600000001}}`, true, true},
+		"huge concurrency":   {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","max_concurrency":100000}}`, true, true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -36,6 +39,42 @@ func TestParse(t *testing.T) {
 			}
 			if name == "dial-back" && p != (Payload{V: 1, Router: good.Router, Token: "t", Pin: good.Pin, Function: "app", MaxConcurrency: 8, LingerMs: 2}) {
 				t.Errorf("Parse = %+v, want the marshalled payload", p)
+			}
+		})
+	}
+}
+
+func TestLinger(t *testing.T) {
+	pin := "sha256/" + strings.Repeat("A", 43) + "="
+	base := Payload{Router: "127.0.0.1:1", Token: "t", Pin: pin}
+	cases := map[string]struct {
+		p       Payload
+		want    time.Duration
+		wantSet bool
+		wantMs  int // what a bootstrap reading only linger_ms sees
+	}{
+		"none":             {base, 0, false, 0},
+		"ms only":          {Payload{Router: "r:1", Token: "t", Pin: pin, LingerMs: 3}, 3 * time.Millisecond, true, 3},
+		"end at once":      {base.WithLinger(0), 0, true, 0},
+		"sub-millisecond":  {base.WithLinger(300 * time.Microsecond), 300 * time.Microsecond, true, 1},
+		"whole ms":         {base.WithLinger(2 * time.Millisecond), 2 * time.Millisecond, true, 2},
+		"negative clamped": {base.WithLinger(-time.Second), 0, true, 0},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			ev, err := Marshal(tc.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, ok, err := Parse(ev)
+			if !ok || err != nil {
+				t.Fatalf("Parse(%s) = %v, %v", ev, ok, err)
+			}
+			if got, set := p.Linger(); got != tc.want || set != tc.wantSet {
+				t.Errorf("Linger() = %v, %v; want %v, %v", got, set, tc.want, tc.wantSet)
+			}
+			if p.LingerMs != tc.wantMs {
+				t.Errorf("linger_ms = %d, want %d", p.LingerMs, tc.wantMs)
 			}
 		})
 	}

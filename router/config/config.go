@@ -66,9 +66,10 @@ type Config struct {
 	Advertise                         string // host:port bootstraps dial; in every invoke payload
 	Routes                            []Route
 	MaxConcurrency                    int
-	// IdleLinger is asked of every instance in its dial-back payload: end
-	// after this long with no request in flight (a function's own
-	// FERRY_IDLE_LINGER wins).
+	// IdleLinger is the longest an instance is asked, in its dial-back
+	// payload, to stay with no request in flight before it ends; each pool
+	// asks for less when the gaps between its requests say lingering costs
+	// more than a new invocation (a function's own FERRY_IDLE_LINGER wins).
 	IdleLinger      time.Duration
 	Policy          pool.Policy
 	QueueLimit      int

@@ -37,6 +37,12 @@ type Result struct {
 	InitMs   int64 // Init Duration, when the invocation started a sandbox
 	Cold     bool
 	Err      error // the function error, if any
+	// What the instance reported of itself when it ended (zero from a
+	// bootstrap that predates a field).
+	Requests int64  // streams it handed to the app
+	BusyUs   int64  // time with at least one request in the app
+	LingerUs int64  // the idle linger it kept
+	Ended    string // idle, deadline or router-closed
 }
 
 // Invoker implements pool.Launcher.
@@ -46,7 +52,6 @@ type Invoker struct {
 	issuer     *tunnel.Issuer
 	router     string // host:port bootstraps dial
 	pin        string
-	linger     time.Duration
 	retryFor   time.Duration
 	log        *slog.Logger
 	onResult   func(Result)
@@ -59,9 +64,6 @@ type Config struct {
 	Issuer *tunnel.Issuer // required
 	Router string         // host:port of the tunnel listener as bootstraps reach it; required
 	Pin    string         // pin of the tunnel certificate; required
-	// Linger is asked of each instance: end after this long idle. Zero
-	// leaves it to the bootstrap.
-	Linger time.Duration
 	// RetryFor bounds retries of throttles and service errors for one
 	// invocation. If zero, 10s.
 	RetryFor time.Duration
@@ -88,21 +90,21 @@ func New(c Config) (*Invoker, error) {
 	if c.OnThrottle == nil {
 		c.OnThrottle = func(string) {}
 	}
-	return &Invoker{api: c.API, issuer: c.Issuer, router: c.Router, pin: c.Pin, linger: c.Linger, retryFor: c.RetryFor,
+	return &Invoker{api: c.API, issuer: c.Issuer, router: c.Router, pin: c.Pin, retryFor: c.RetryFor,
 		log: c.Logger, onResult: c.OnResult, onThrottle: c.OnThrottle}, nil
 }
 
 // Prepare mints a token for function and returns its id and the
-// invocation to run.
-func (i *Invoker) Prepare(function string, maxConcurrency int) (string, func(context.Context) error, error) {
+// invocation to run, which asks for maxConcurrency streams and to end once
+// idle for linger.
+func (i *Invoker) Prepare(function string, maxConcurrency int, linger time.Duration) (string, func(context.Context) error, error) {
 	tok, claims, err := i.issuer.Mint(function)
 	if err != nil {
 		return "", nil, fmt.Errorf("minting token: %w", err)
 	}
 	payload, err := dialback.Marshal(dialback.Payload{
 		Router: i.router, Token: tok, Pin: i.pin, Function: function, MaxConcurrency: maxConcurrency,
-		LingerMs: int(i.linger.Milliseconds()),
-	})
+	}.WithLinger(linger))
 	if err != nil {
 		return "", nil, err
 	}
@@ -145,6 +147,16 @@ func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) e
 	}
 	if out.FunctionError != nil {
 		r.Err = fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), errorMessage(out.Payload))
+	} else {
+		var sum struct {
+			Requests int64  `json:"requests"`
+			BusyUs   int64  `json:"busy_us"`
+			LingerUs int64  `json:"linger_us"`
+			Ended    string `json:"ended"`
+		}
+		if json.Unmarshal(out.Payload, &sum) == nil {
+			r.Requests, r.BusyUs, r.LingerUs, r.Ended = sum.Requests, sum.BusyUs, sum.LingerUs, sum.Ended
+		}
 	}
 	i.onResult(r)
 	return r.Err

@@ -33,9 +33,10 @@ const (
 // Launcher starts invocations that dial back.
 type Launcher interface {
 	// Prepare readies one invocation of function asking for maxConcurrency
-	// streams. It returns the id its tunnel will present (Claims.ID) and a
-	// run function that invokes and blocks until the invocation ends.
-	Prepare(function string, maxConcurrency int) (id string, run func(ctx context.Context) error, err error)
+	// streams and to end once idle for linger. It returns the id its
+	// tunnel will present (Claims.ID) and a run function that invokes and
+	// blocks until the invocation ends.
+	Prepare(function string, maxConcurrency int, linger time.Duration) (id string, run func(ctx context.Context) error, err error)
 }
 
 // Errors from Acquire.
@@ -53,6 +54,10 @@ type Config struct {
 	QueueLimit     int           // requests waiting at once; if zero, 1000
 	MaxInstances   int           // live plus pending; if zero, 1000
 	MinTimeLeft    time.Duration // an instance with less left is not picked; if zero, 500ms
+	// MaxLinger is the longest an instance is asked to stay idle before
+	// it ends; the pool asks for less when the gaps between requests say
+	// lingering costs more than it saves. If zero, 2ms.
+	MaxLinger time.Duration
 	// LaunchTimeout bounds one invocation's start, retries included. If
 	// zero, 30s.
 	LaunchTimeout time.Duration
@@ -81,10 +86,11 @@ type Pool struct {
 	// average of the streams they held when they did. Launches are sized
 	// by it, so a CPU-heavy function gets an instance per waiting request
 	// at once instead of one launch after another.
-	cover  float64 // guarded by mu
-	closed bool    // guarded by mu
-	warned bool    // guarded by mu; told that instances take fewer streams than asked
-	stats  Stats   // guarded by mu
+	cover  float64      // guarded by mu
+	linger *lingerModel // guarded by mu
+	closed bool         // guarded by mu
+	warned bool         // guarded by mu; told that instances take fewer streams than asked
+	stats  Stats        // guarded by mu
 }
 
 type instance struct {
@@ -134,6 +140,9 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.MinTimeLeft <= 0 {
 		cfg.MinTimeLeft = 500 * time.Millisecond
 	}
+	if cfg.MaxLinger <= 0 {
+		cfg.MaxLinger = 2 * time.Millisecond
+	}
 	if cfg.LaunchTimeout <= 0 {
 		cfg.LaunchTimeout = 30 * time.Second
 	}
@@ -144,7 +153,7 @@ func New(cfg Config) (*Pool, error) {
 		cfg.Now = time.Now
 	}
 	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]time.Time{},
-		cover: float64(cfg.MaxConcurrency)}, nil
+		cover: float64(cfg.MaxConcurrency), linger: newLingerModel(cfg.MaxLinger)}, nil
 }
 
 // Lease is one stream slot on one instance. Release it exactly once, when
@@ -169,6 +178,9 @@ func (l *Lease) Release() {
 		}
 		l.p.addInFlightLocked(l.inst, -1)
 		l.p.dispatchLocked()
+		if l.inst.inflight == 0 && !l.inst.gone {
+			l.p.linger.wentIdle(l.p.cfg.Now())
+		}
 		l.p.mu.Unlock()
 	})
 }
@@ -215,7 +227,13 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if inst := p.pickLocked(exclude); inst != nil {
+	inst := p.pickLocked(exclude)
+	if avoid == nil && (inst == nil || inst.inflight == 0) {
+		// A new request that busy instances cannot take: it meets an
+		// idle instance, or one that lingered would have met it.
+		p.linger.arrived(p.cfg.Now())
+	}
+	if inst != nil {
 		p.addInFlightLocked(inst, 1)
 		inst.served++
 		p.mu.Unlock()
@@ -367,8 +385,12 @@ func (p *Pool) launchLocked() {
 	if room := p.cfg.MaxInstances - len(p.instances) - pending; need > room {
 		need = max(room, 0)
 	}
+	linger := time.Duration(0)
+	if need > 0 {
+		linger = p.linger.choose()
+	}
 	for range need {
-		id, run, err := p.cfg.Launcher.Prepare(p.cfg.Function, p.cfg.MaxConcurrency)
+		id, run, err := p.cfg.Launcher.Prepare(p.cfg.Function, p.cfg.MaxConcurrency, linger)
 		if err != nil {
 			p.log.Error("preparing invocation", "err", err)
 			return
@@ -443,6 +465,15 @@ func (p *Pool) launchEnded(id string, err error) {
 	if !p.closed {
 		p.launchLocked()
 	}
+}
+
+// Ended learns from an invocation that ended: what it billed, its busy
+// time, the linger it kept, and whether it ended for idling. The pool
+// weighs lingering against a new invocation's overhead with it.
+func (p *Pool) Ended(billed, busy, linger time.Duration, idled bool) {
+	p.mu.Lock()
+	p.linger.ended(billed, busy, linger, idled)
+	p.mu.Unlock()
 }
 
 // Add puts an instance in the pool. Call it only once the tunnel is fully
@@ -535,8 +566,14 @@ type State struct {
 	Pending   int             `json:"pending_invocations"`
 	Waiting   int             `json:"waiting_requests"`
 	// Cover is how many requests a new instance is expected to take.
-	Cover int   `json:"cover"`
-	Stats Stats `json:"stats"`
+	Cover int `json:"cover"`
+	// LingerUs is the idle linger a new instance is asked for, chosen
+	// from LingerGaps recent gaps between requests and the overhead of an
+	// invocation beyond its busy time.
+	LingerUs   int64 `json:"linger_us"`
+	OverheadUs int64 `json:"invocation_overhead_us"`
+	LingerGaps int   `json:"linger_gaps"`
+	Stats      Stats `json:"stats"`
 }
 
 // InstanceState describes one live instance.
@@ -568,6 +605,8 @@ func (p *Pool) State() State {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := State{Function: p.cfg.Function, Pending: len(p.launches), Waiting: len(p.waiters), Cover: p.coverLocked(), Stats: p.stats}
+	linger, overhead, gaps := p.linger.state()
+	s.LingerUs, s.OverheadUs, s.LingerGaps = linger.Microseconds(), overhead.Microseconds(), gaps
 	now := p.cfg.Now()
 	for _, in := range p.instances {
 		l, _ := in.conn.Load()

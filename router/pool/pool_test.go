@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/ferryrun/ferry/internal/tunnel"
 )
@@ -68,6 +69,6 @@ func repeat(l tunnel.Load, n int) []tunnel.Load {
 
 type nopLauncher struct{}
 
-func (nopLauncher) Prepare(string, int) (string, func(context.Context) error, error) {
+func (nopLauncher) Prepare(string, int, time.Duration) (string, func(context.Context) error, error) {
 	return "", nil, errors.New("no launches in this test")
 }

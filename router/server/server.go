@@ -72,9 +72,13 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		metrics: metrics.New(cfg.MetricsInterval, log, sinks...)}
 
 	inv, err := invoke.New(invoke.Config{
-		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Linger: cfg.IdleLinger, Logger: log,
+		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Logger: log,
 		OnResult: func(res invoke.Result) {
 			r.metrics.Invocation(res.Function, res.BilledMs, res.Cold)
+			if p := r.pools[res.Function]; p != nil && res.Err == nil {
+				p.Ended(time.Duration(res.BilledMs)*time.Millisecond, time.Duration(res.BusyUs)*time.Microsecond,
+					time.Duration(res.LingerUs)*time.Microsecond, res.Ended == "idle")
+			}
 		},
 		OnThrottle: r.metrics.Throttle,
 	})
@@ -90,7 +94,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		pc := pool.Config{
 			Function: rt.Function, MaxConcurrency: cfg.MaxConcurrency, Policy: cfg.Policy,
 			QueueLimit: cfg.QueueLimit, MaxInstances: cfg.MaxInstances, LaunchTimeout: cfg.LaunchTimeout,
-			Launcher: inv, Logger: log,
+			MaxLinger: cfg.IdleLinger, Launcher: inv, Logger: log,
 		}
 		if rt.MaxConcurrency > 0 {
 			pc.MaxConcurrency = rt.MaxConcurrency
