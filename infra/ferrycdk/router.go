@@ -1,6 +1,7 @@
 package ferrycdk
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -77,6 +78,9 @@ type RouterService struct {
 // NewRouterService makes the cluster, the tunnel secret, the task and
 // service, the ALB and the tunnel listener.
 func NewRouterService(scope constructs.Construct, id string, p *RouterServiceProps) *RouterService {
+	if p.Vpc == nil || p.Tunnel == nil {
+		panic(fmt.Sprintf("RouterService %s: Vpc and Tunnel are required", id))
+	}
 	root, desired, conc := p.RepoRoot, p.DesiredCount, p.MaxConcurrency
 	if root == "" {
 		root = "."
@@ -169,7 +173,9 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 	})
 	r.Service = awsecs.NewFargateService(scope, str(id+"Service"), &awsecs.FargateServiceProps{
 		Cluster: r.Cluster, TaskDefinition: task, DesiredCount: num(float64(desired)),
-		SecurityGroups:    &[]awsec2.ISecurityGroup{routerSg},
+		// The tunnel group admits functions' dial-backs; without it on the
+		// tasks no function could reach its router.
+		SecurityGroups:    &[]awsec2.ISecurityGroup{routerSg, p.Tunnel.SecurityGroup},
 		VpcSubnets:        &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS},
 		CircuitBreaker:    &awsecs.DeploymentCircuitBreaker{Rollback: yes},
 		MinHealthyPercent: num(100),
