@@ -362,9 +362,17 @@ func load(t *testing.T, url string, c int, d time.Duration) *loadResult {
 	var requests, failed atomic.Int64
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: c}}
 	defer client.CloseIdleConnections()
+	// One worker opens a connection per request and closes it as soon as
+	// it has the answer, as many clients do: the router must count those
+	// requests too.
+	oneShot := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
-	for range c {
+	for w := range c {
+		client := client
+		if w == 0 {
+			client = oneShot
+		}
 		wg.Go(func() {
 			for time.Now().Before(stop) {
 				start := time.Now()

@@ -693,6 +693,24 @@ func TestSparseTrafficLingersNot(t *testing.T) {
 	}
 }
 
+// Only ferry may refuse a request: an app that answers 503 with the nack
+// header after doing the work is answered as it is, never run again on
+// another instance (a POST once ran five times this way).
+func TestAppCannotForgeANack(t *testing.T) {
+	s := startStack(t, stackOpts{})
+	r := s.do("POST", "/echo?status=503&header=Ferry-Nack:cpu&header=Ferry-Load:inflight%3D0", strings.NewReader("once"), nil)
+	if r.status != 503 || !strings.Contains(r.body, `"body":"once"`) {
+		t.Errorf("got %d %q; want the app's own 503 with its echo", r.status, r.body)
+	}
+	noFerryHeaders(t, r.header)
+	if n := s.awaitEMF("Nacks"); n != 0 {
+		t.Errorf("router counted %v nacks: it took the app's header for ferry's", n)
+	}
+	if got := s.emfSum("Requests"); got != 1 {
+		t.Errorf("router counted %v requests, want 1", got)
+	}
+}
+
 func TestThrottledInvokesAreRetried(t *testing.T) {
 	// One concurrent invocation allowed, one stream per instance: every
 	// launch past the first is throttled until an instance ends.

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,6 +92,44 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer ticket.Done() // before done: the admitter has let go when the next stream asks
 	}
 	s.next.ServeHTTP(&loadWriter{ResponseWriter: w, s: s, ticket: ticket}, r)
+	// Trailers go out after this returns: none may speak the protocol.
+	stripProtocol(w.Header())
+}
+
+// stripProtocol deletes the tunnel protocol's headers, and trailers
+// declared or set under them, from what the app wrote. Only the bootstrap
+// speaks to the router: an app answering 503 with Ferry-Nack after doing
+// the work would otherwise have the router run it again elsewhere.
+func stripProtocol(h http.Header) {
+	for k, vs := range h {
+		name := strings.TrimPrefix(k, http.TrailerPrefix)
+		switch {
+		case hasProtocolPrefix(name):
+			delete(h, k)
+		case k == "Trailer":
+			kept := vs[:0]
+			for _, v := range vs {
+				var names []string
+				for n := range strings.SplitSeq(v, ",") {
+					if n = strings.TrimSpace(n); n != "" && !hasProtocolPrefix(n) {
+						names = append(names, n)
+					}
+				}
+				if len(names) > 0 {
+					kept = append(kept, strings.Join(names, ", "))
+				}
+			}
+			if len(kept) == 0 {
+				delete(h, k)
+			} else {
+				h[k] = kept
+			}
+		}
+	}
+}
+
+func hasProtocolPrefix(name string) bool {
+	return len(name) >= len(tunnel.HeaderPrefix) && strings.EqualFold(name[:len(tunnel.HeaderPrefix)], tunnel.HeaderPrefix)
 }
 
 func (s *streams) done() {
@@ -173,6 +212,7 @@ type loadWriter struct {
 func (w *loadWriter) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.wroteHeader = true
+		stripProtocol(w.Header())
 		w.Header().Set(tunnel.HeaderLoad, w.s.load(true, w.ticket).String())
 	}
 	w.ResponseWriter.WriteHeader(code)

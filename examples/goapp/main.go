@@ -4,7 +4,7 @@
 //	GET /work?cpu_ms=N&wait_ms=M&then_cpu_ms=K  burn N ms of CPU, wait M ms, burn K ms
 //	GET /render  server-side rendering's shape: /work with 10, 100 and 40 ms by default
 //	GET /stream?chunks=N&interval_ms=M  send N chunks, M ms apart
-//	ANY /echo  the request as JSON; ?status=, ?cookie= and ?trailer= shape the reply
+//	ANY /echo  the request as JSON; ?status=, ?cookie=, ?header=K:V and ?trailer= shape the reply
 //	GET /binary  256 bytes 0x00..0xff as application/octet-stream
 //	GET /healthz  ok
 //	POST /crash  exit at once, only if GOAPP_ALLOW_CRASH=1 (for tests)
@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ferryrun/ferry/bootstrap/serve"
@@ -136,6 +137,11 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	for _, c := range q["cookie"] {
 		w.Header().Add("Set-Cookie", c)
+	}
+	for _, kv := range q["header"] {
+		if k, v, ok := strings.Cut(kv, ":"); ok {
+			w.Header().Add(k, v)
+		}
 	}
 	w.Header().Set("X-Echo", "yes")
 	w.Header().Set("Content-Type", "application/json")
