@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -43,6 +44,8 @@ type Server struct {
 	t2   *http2.Transport
 	pool *connPool
 	sem  chan struct{}
+
+	acceptErrors atomic.Int64
 }
 
 // NewServer checks cfg and returns a Server.
@@ -73,6 +76,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return &Server{cfg: cfg, t2: t2, pool: pool, sem: make(chan struct{}, cfg.MaxHandshakes)}, nil
 }
 
+// AcceptErrors counts failed accepts on the tunnel listener since Serve
+// began (each retried).
+func (s *Server) AcceptErrors() int64 { return s.acceptErrors.Load() }
+
 // Serve accepts tunnels on ln until ctx ends or ln fails, and closes ln. It
 // returns nil after ctx ends. Established tunnels outlive Serve; their owner
 // (OnConn's receiver) closes them.
@@ -80,19 +87,32 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer ln.Close()
+	var pause time.Duration // after consecutive accept errors
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accepting tunnel: %w", err)
 			}
-			return fmt.Errorf("accepting tunnel: %w", err)
+			// Out of descriptors, a connection reset before accept, any
+			// other hiccup: the listener is still good. Exiting here let
+			// anyone who could fill the descriptor table stop the router.
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			s.acceptErrors.Add(1)
+			if pause < time.Second || s.acceptErrors.Load()%10 == 1 {
+				s.cfg.Logger.Warn("accepting tunnel failed; retrying", "err", err, "in", pause, "errors", s.acceptErrors.Load())
+			}
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
 		}
+		pause = 0
 		select {
 		case s.sem <- struct{}{}:
 		default:

@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -50,9 +52,14 @@ type router struct {
 	clock  *clock
 	conns  chan *Conn
 	logs   *syncBuffer
+	srv    *Server
 }
 
-func startRouter(t *testing.T) *router {
+func startRouter(t *testing.T) *router { return startRouterOn(t, nil) }
+
+// startRouterOn starts a router whose listener is wrap(a real one), if
+// wrap is not nil.
+func startRouterOn(t *testing.T, wrap func(net.Listener) net.Listener) *router {
 	t.Helper()
 	cert, err := GenerateCertificate(time.Hour)
 	if err != nil {
@@ -81,6 +88,10 @@ func startRouter(t *testing.T) *router {
 		t.Fatal(err)
 	}
 	r.addr = ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
+	r.srv = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, ln); close(done) }()
@@ -455,5 +466,42 @@ func TestHelloValidate(t *testing.T) {
 				t.Errorf("Validate() = %v, want ok=%v", err, tt.ok)
 			}
 		})
+	}
+}
+
+// failingListener is a fake for a fault a test cannot cause on demand
+// without starving its own process: the first n Accepts fail as they do
+// when the descriptor table is full.
+type failingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.n.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// Accept errors are retried: one full descriptor table must not stop the
+// router (it once ended Serve, and with it the process).
+func TestAcceptErrorsAreRetried(t *testing.T) {
+	fl := &failingListener{}
+	fl.n.Store(5)
+	r := startRouterOn(t, func(ln net.Listener) net.Listener { fl.Listener = ln; return fl })
+	c, _ := r.serve(t, r.hello(t, testFunction), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	resp, err := get(t, c, "/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after accept errors: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if got := r.srv.AcceptErrors(); got != 5 {
+		t.Errorf("AcceptErrors = %d, want 5", got)
+	}
+	if !strings.Contains(r.logs.String(), "accepting tunnel failed; retrying") {
+		t.Errorf("accept errors not logged:\n%s", r.logs.String())
 	}
 }
