@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -519,6 +520,48 @@ func TestAppFailures(t *testing.T) {
 		resp.Body.Close()
 		summaryOf(t, waitResult(t, done))
 	})
+
+	// The app's process ends but the command that ran it lingers (sh
+	// sleeps on): the port refuses while the supervisor cannot yet tell
+	// the app is gone. A request in that window never reached the app: it
+	// is sent again, body and all, once the app is back (it once failed,
+	// its body closed by the first try), or refused for another instance
+	// (it once got a 502). Never a 502.
+	for _, tc := range []struct {
+		name, sleep string
+		want        []int
+	}{
+		{"request with a body after the app died is sent again", "0.05", []int{200, 503}},
+		{"app not accepting: the request is refused, not failed", "5", []int{503}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			emu := newEmulator(t, goFunction("crashy", 30*time.Second, map[string]string{"GOAPP_ALLOW_CRASH": "1",
+				"FERRY_IDLE_LINGER": "2s", "FERRY_APP_CMD": filepath.Join(goappDir, "goapp") + "; sleep " + tc.sleep}))
+			c, done := newTestRouter(t).dialBack(t, emu, "crashy", 8)
+			req, _ := http.NewRequest("POST", "http://app/crash", nil)
+			if resp, err := c.RoundTrip(req); err == nil {
+				resp.Body.Close()
+			}
+			req, _ = http.NewRequest("POST", "http://app/echo", strings.NewReader("the body"))
+			resp, err := c.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("request after the crash: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case !slices.Contains(tc.want, resp.StatusCode):
+				t.Errorf("request after the crash: %d %s; want one of %v", resp.StatusCode, b, tc.want)
+			case resp.StatusCode == 200 && !bytes.Contains(b, []byte(`"body":"the body"`)):
+				t.Errorf("sent again without its body: %s", b)
+			case resp.StatusCode == 503:
+				if reason, ok := tunnel.IsNack(resp); !ok || reason != tunnel.NackAppUnreachable {
+					t.Errorf("503 that is not ferry's nack (%q): %s", reason, b)
+				}
+			}
+			summaryOf(t, waitResult(t, done))
+		})
+	}
 }
 
 // TestAppFreezesAndDiesWithItsSandbox checks the app process is part of the

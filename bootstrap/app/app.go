@@ -3,6 +3,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ferryrun/ferry/internal/proctree"
+	"github.com/ferryrun/ferry/internal/tunnel"
 )
 
 // Config describes the app process.
@@ -191,10 +193,10 @@ type restartingTransport struct {
 
 func (t *restartingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	var op *net.OpError
-	if err == nil || !errors.As(err, &op) || op.Op != "dial" {
+	if err == nil || !isDialError(err) {
 		return resp, err
 	}
+	err = &unreachableError{err}
 	t.s.mu.Lock()
 	p := t.s.proc
 	t.s.mu.Unlock()
@@ -216,7 +218,47 @@ func (t *restartingTransport) RoundTrip(req *http.Request) (*http.Response, erro
 	if rerr := t.s.ensure(req.Context()); rerr != nil {
 		return nil, fmt.Errorf("%w; restarting the app: %v", err, rerr)
 	}
-	return t.base.RoundTrip(req)
+	// The failed attempt closed the body: send it again only from a copy.
+	if req.Body != nil && req.Body != http.NoBody {
+		if req.GetBody == nil {
+			return nil, err
+		}
+		body, gerr := req.GetBody()
+		if gerr != nil {
+			return nil, err
+		}
+		req = req.Clone(req.Context())
+		req.Body = body
+	}
+	resp, rerr := t.base.RoundTrip(req)
+	if rerr != nil && isDialError(rerr) {
+		rerr = &unreachableError{rerr}
+	}
+	return resp, rerr
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// unreachableError is a request the app never received: it did not
+// accept the connection.
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string {
+	return "app did not accept the connection: " + e.err.Error()
+}
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// replayLimit is the largest request body kept in memory so that a
+// request can be sent again to an app restarted after a crash.
+const replayLimit = 64 << 10
+
+// nacker is a ResponseWriter that can refuse a request as ferry does, so
+// that the router sends it elsewhere (the tunnel's stream writer).
+type nacker interface {
+	Nack(reason string)
 }
 
 // Ready reports whether the app process is running.
@@ -233,6 +275,16 @@ func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "ferry: app unavailable: "+err.Error(), http.StatusBadGateway)
 		return
 	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= replayLimit {
+		b, err := io.ReadAll(io.LimitReader(r.Body, replayLimit+1))
+		r.Body.Close()
+		if err != nil {
+			http.Error(w, "ferry: reading the request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	}
 	s.proxy.ServeHTTP(w, r)
 }
 
@@ -240,6 +292,15 @@ func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Supervisor) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) {
 		return // the router gave up on the stream; nobody to answer
+	}
+	var unreachable *unreachableError
+	if n, ok := w.(nacker); ok && errors.As(err, &unreachable) {
+		// The app never saw it: refuse it, and the router sends it to
+		// another instance (a 502 here once failed requests that were
+		// never run).
+		s.log.Warn("app did not accept the connection; request refused for another instance", "path", r.URL.Path, "err", err)
+		n.Nack(tunnel.NackAppUnreachable)
+		return
 	}
 	reason := err.Error()
 	s.mu.Lock()

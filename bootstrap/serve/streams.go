@@ -233,5 +233,18 @@ func (w *loadWriter) Flush() {
 	http.NewResponseController(w.ResponseWriter).Flush()
 }
 
+// Nack refuses the stream as the bootstrap's own nacks do, for a layer
+// below that found the request cannot run here although the app never saw
+// it (the app did not accept the connection). After the header is written
+// it is too late: the stream is answered as it stands.
+func (w *loadWriter) Nack(reason string) {
+	if w.wroteHeader {
+		return
+	}
+	w.wroteHeader = true
+	w.s.requests.Add(-1) // it never reached the app
+	w.s.nack(w.ResponseWriter, reason)
+}
+
 // Unwrap exposes the tunnel's writer to http.ResponseController.
 func (w *loadWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

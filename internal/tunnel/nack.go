@@ -13,6 +13,9 @@ const (
 	NackCPU      = "cpu"
 	NackLimit    = "limit"
 	NackAppDown  = "app-starting"
+	// NackAppUnreachable: the app did not accept the connection (it is
+	// restarting, or its backlog is full): it never saw the request.
+	NackAppUnreachable = "app-unreachable"
 )
 
 // Messages of x/net/http2 errors that mean a stream was never processed by
