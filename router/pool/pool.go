@@ -178,7 +178,9 @@ func (l *Lease) Release() {
 		}
 		l.p.addInFlightLocked(l.inst, -1)
 		l.p.dispatchLocked()
-		if l.inst.inflight == 0 && !l.inst.gone {
+		if l.inst.inflight == 0 {
+			// Gone or not: an instance told to linger 0 may end before
+			// its last response has been read here.
 			l.p.linger.wentIdle(l.p.cfg.Now())
 		}
 		l.p.mu.Unlock()
