@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // ALPN is the application protocol both ends of a tunnel negotiate.
@@ -45,13 +46,34 @@ func (h Hello) Validate() error {
 		return fmt.Errorf("hello: max concurrency %d outside 1..%d", h.MaxConcurrency, MaxStreamsLimit)
 	case h.DeadlineUnixMs <= 0:
 		return errors.New("hello: missing deadline")
-	case h.MemoryMB < 0:
-		return errors.New("hello: negative memory")
+	case h.MemoryMB < 0 || h.MemoryMB > maxMemoryMB:
+		return fmt.Errorf("hello: memory %d MB outside 0..%d", h.MemoryMB, maxMemoryMB)
 	case h.Fits < 0 || h.Fits > MaxStreamsLimit:
 		return fmt.Errorf("hello: fits %d outside 0..%d", h.Fits, MaxStreamsLimit)
 	}
 	return nil
 }
+
+// CheckDeadline reports a deadline no invocation can have at now: past
+// already, or further off than Lambda's longest timeout (15 minutes),
+// with a minute's allowance for clock skew either way. The router times
+// drains and picks by it: a forged far deadline would keep an instance
+// placed and its shutdown waiting for ever.
+func (h Hello) CheckDeadline(now time.Time) error {
+	d := time.UnixMilli(h.DeadlineUnixMs)
+	switch {
+	case d.Before(now.Add(-time.Minute)):
+		return fmt.Errorf("hello: deadline %s has passed", d.UTC().Format(time.RFC3339))
+	case d.After(now.Add(maxInvocation + time.Minute)):
+		return fmt.Errorf("hello: deadline %s is beyond Lambda's %v limit", d.UTC().Format(time.RFC3339), maxInvocation)
+	}
+	return nil
+}
+
+const (
+	maxInvocation = 15 * time.Minute // Lambda's longest timeout
+	maxMemoryMB   = 10240            // Lambda's largest memory size
+)
 
 // MaxStreamsLimit is the largest per-instance concurrency a tunnel accepts
 // (AWS Lambda Managed Instances allow up to 1,600 per environment).

@@ -173,6 +173,9 @@ func (s *Server) handshake(ctx context.Context, nc net.Conn) (*Conn, error) {
 	if err := h.Validate(); err != nil {
 		return reject(err)
 	}
+	if err := h.CheckDeadline(accepted); err != nil {
+		return reject(err)
+	}
 	claims, err := s.cfg.Authenticate(ctx, h)
 	if err != nil {
 		return reject(err)

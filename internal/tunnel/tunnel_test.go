@@ -216,6 +216,14 @@ func TestHandshakeAttacks(t *testing.T) {
 			},
 			reason: ErrTokenReused.Error(),
 		},
+		"forged far deadline": {
+			do: func(t *testing.T, r *router) error {
+				h := r.hello(t, "app")
+				h.DeadlineUnixMs = time.Now().Add(24 * time.Hour).UnixMilli()
+				return dialWith(r, h, r.pin)
+			},
+			reason: "beyond Lambda's 15m0s limit",
+		},
 		"token for another function": {
 			do: func(t *testing.T, r *router) error {
 				return dialWith(r, r.hello(t, "other"), r.pin)
@@ -450,13 +458,15 @@ func TestHelloValidate(t *testing.T) {
 		edit func(*Hello)
 		ok   bool
 	}{
-		"good":                {func(*Hello) {}, true},
-		"fits learnt":         {func(h *Hello) { h.Fits = 3 }, true},
-		"negative fits":       {func(h *Hello) { h.Fits = -1 }, false},
-		"fits past the limit": {func(h *Hello) { h.Fits = MaxStreamsLimit + 1 }, false},
-		"no token":            {func(h *Hello) { h.Token = "" }, false},
-		"zero concurrency":    {func(h *Hello) { h.MaxConcurrency = 0 }, false},
-		"negative memory":     {func(h *Hello) { h.MemoryMB = -1 }, false},
+		"good":                 {func(*Hello) {}, true},
+		"fits learnt":          {func(h *Hello) { h.Fits = 3 }, true},
+		"negative fits":        {func(h *Hello) { h.Fits = -1 }, false},
+		"fits past the limit":  {func(h *Hello) { h.Fits = MaxStreamsLimit + 1 }, false},
+		"no token":             {func(h *Hello) { h.Token = "" }, false},
+		"zero concurrency":     {func(h *Hello) { h.MaxConcurrency = 0 }, false},
+		"negative memory":      {func(h *Hello) { h.MemoryMB = -1 }, false},
+		"largest memory":       {func(h *Hello) { h.MemoryMB = 10240 }, true},
+		"memory past Lambda's": {func(h *Hello) { h.MemoryMB = 10241 }, false},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -503,5 +513,29 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 	}
 	if !strings.Contains(r.logs.String(), "accepting tunnel failed; retrying") {
 		t.Errorf("accept errors not logged:\n%s", r.logs.String())
+	}
+}
+
+func TestHelloDeadline(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	cases := map[string]struct {
+		deadline time.Time
+		ok       bool
+	}{
+		"a minute off":             {now.Add(time.Minute), true},
+		"Lambda's longest":         {now.Add(15 * time.Minute), true},
+		"skewed a little":          {now.Add(15*time.Minute + 30*time.Second), true},
+		"beyond any invocation":    {now.Add(20 * time.Minute), false},
+		"years off":                {now.Add(24 * 365 * time.Hour), false},
+		"just passed (clock skew)": {now.Add(-30 * time.Second), true},
+		"long passed":              {now.Add(-time.Hour), false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := Hello{DeadlineUnixMs: tc.deadline.UnixMilli()}
+			if err := h.CheckDeadline(now); (err == nil) != tc.ok {
+				t.Errorf("CheckDeadline = %v, want ok=%v", err, tc.ok)
+			}
+		})
 	}
 }
