@@ -332,7 +332,7 @@ func checkResources(t *testing.T, ctx context.Context, cfg aws.Config, outputs m
 	for _, a := range alarms.MetricAlarms {
 		names = append(names, aws.ToString(a.AlarmName))
 	}
-	for _, want := range []string{"Throttles", "Router5xx", "UnhealthyRouters"} {
+	for _, want := range []string{"Throttles", "LaunchFailures", "Router5xx", "UnhealthyRouters"} {
 		if !strings.Contains(strings.Join(names, " "), want) {
 			t.Errorf("alarms %v: none for %s", names, want)
 		}

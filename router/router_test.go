@@ -755,28 +755,72 @@ func TestGracefulShutdown(t *testing.T) {
 }
 
 func TestBrokenFunctionFailsClearlyNotSilently(t *testing.T) {
-	// The app cannot start: every invocation ends in an init error, no
-	// instance ever dials back.
+	// The app cannot start until a file exists: every invocation ends in
+	// an init error and no instance dials back; then it is mended.
+	mended := filepath.Join(t.TempDir(), "mended")
 	s := startStack(t, stackOpts{
-		fnEnv:     map[string]string{"FERRY_APP_CMD": "echo no such server; exit 7"},
-		routerEnv: map[string]string{"FERRY_ROUTER_QUEUE_TIMEOUT": "2s"},
+		fnEnv: map[string]string{"FERRY_APP_CMD": fmt.Sprintf("test -f %s && exec %s || { echo no such server; exit 7; }",
+			mended, filepath.Join(bins.code, "goapp"))},
+		routerEnv: map[string]string{"FERRY_ROUTER_QUEUE_TIMEOUT": "20s"},
 	})
+	const failing = "is failing to start (Ferry.AppStartFailed)"
 	start := time.Now()
 	r := s.get("/work")
-	if r.status != 503 || !strings.Contains(r.body, "no instance of function app could take this request within 2s") {
-		t.Errorf("got %d %q, want 503 saying no instance could take it", r.status, r.body)
+	if r.status != 502 || !strings.Contains(r.body, failing) {
+		t.Fatalf("got %d %q, want 502 naming the failure class", r.status, r.body)
 	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("answered after %v, want about the 2 s queue timeout", took)
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("answered after %v: the request waited out the queue instead of failing with the launches", took)
 	}
 	if r.header.Get("Retry-After") == "" {
-		t.Error("503 without Retry-After")
+		t.Error("502 without Retry-After")
 	}
-	// The router says why, with the function's own error.
-	for deadline := time.Now().Add(3 * time.Second); !strings.Contains(s.routerLog.String(), "Ferry.AppStartFailed"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("router log lacks the function's error:\n%s", tail(s.routerLog.String(), 2000))
+	if strings.Contains(r.body, "no such server") {
+		t.Errorf("the client read the function's own error text: %q", r.body)
+	}
+	// While failing: every request fails at once, and launches back off
+	// instead of following the requests.
+	before := s.stats().Invocations
+	for range 20 {
+		start := time.Now()
+		if r := s.get("/work"); r.status != 502 || !strings.Contains(r.body, failing) {
+			t.Fatalf("while failing: %d %q", r.status, r.body)
 		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("a request while failing took %v, want an answer at once", took)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := s.stats().Invocations - before; n > 4 {
+		t.Errorf("%d invocations for 20 requests in about a second to a failing function: launches do not back off", n)
+	}
+	p := s.pool()
+	if p.Failing != "Ferry.AppStartFailed" || p.ConsecutiveFailures < pool.FailingThreshold {
+		t.Errorf("/pool shows failing %q after %d failures, want Ferry.AppStartFailed after at least %d", p.Failing, p.ConsecutiveFailures, pool.FailingThreshold)
+	}
+	if n := s.awaitEMF("LaunchFailures"); n < pool.FailingThreshold {
+		t.Errorf("LaunchFailures metric %v, want at least %d", n, pool.FailingThreshold)
+	}
+	// The router's log has the function's own error.
+	if !strings.Contains(s.routerLog.String(), "no such server") && !strings.Contains(s.routerLog.String(), "Ferry.AppStartFailed") {
+		t.Errorf("router log lacks the function's error:\n%s", tail(s.routerLog.String(), 2000))
+	}
+
+	// Mended: the pool finds out by itself, within its launch backoff.
+	if err := os.WriteFile(mended, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		r := s.get("/work")
+		if r.status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d %q 45 s after the function was mended", r.status, r.body)
+		}
+	}
+	if p := s.pool(); p.Failing != "" || p.ConsecutiveFailures != 0 {
+		t.Errorf("after recovery /pool shows failing %q, %d failures", p.Failing, p.ConsecutiveFailures)
 	}
 }
 

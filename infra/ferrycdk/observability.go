@@ -5,6 +5,8 @@ import (
 	cw "github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	elb "github.com/aws/aws-cdk-go/awscdk/v2/awselasticloadbalancingv2"
 	"github.com/aws/constructs-go/constructs/v10"
+
+	"github.com/ferryrun/ferry/router/pool"
 )
 
 // ObservabilityProps configure NewObservability.
@@ -59,11 +61,18 @@ func NewObservability(scope constructs.Construct, id string, p *ObservabilityPro
 				Left: &[]cw.IMetric{ferryMetric(fn, "Latency", "p50"), ferryMetric(fn, "Latency", "p99")}}),
 		)
 		o.Dashboard.AddWidgets(
-			cw.NewGraphWidget(&cw.GraphWidgetProps{Title: str("nacks, cold starts, throttles"), Width: num(12),
-				Left: &[]cw.IMetric{ferryMetric(fn, "Nacks", "Sum"), ferryMetric(fn, "ColdStarts", "Sum"), ferryMetric(fn, "Throttles", "Sum")}}),
+			cw.NewGraphWidget(&cw.GraphWidgetProps{Title: str("nacks, cold starts, throttles, launch failures"), Width: num(12),
+				Left: &[]cw.IMetric{ferryMetric(fn, "Nacks", "Sum"), ferryMetric(fn, "ColdStarts", "Sum"), ferryMetric(fn, "Throttles", "Sum"),
+					ferryMetric(fn, "LaunchFailures", "Sum")}}),
 			cw.NewSingleValueWidget(&cw.SingleValueWidgetProps{Title: str("in flight per instance"), Width: num(12),
 				Metrics: &[]cw.IMetric{ferryMetric(fn, "InFlightPerInstance", "Average")}}),
 		)
+		o.Alarms = append(o.Alarms, ferryMetric(fn, "LaunchFailures", "Sum").CreateAlarm(scope, str(id+"LaunchFailures"+*fn.Function.Node().Id()), &cw.CreateAlarmOptions{
+			AlarmDescription: str("invocations of " + *name + " by ferry bring no instance (its init fails, say): requests fail at once " +
+				"with the failure's class until one succeeds; the router log has the error"),
+			Threshold: num(float64(pool.FailingThreshold)), EvaluationPeriods: num(1), TreatMissingData: cw.TreatMissingData_NOT_BREACHING,
+			ComparisonOperator: cw.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+		}))
 		o.Alarms = append(o.Alarms, ferryMetric(fn, "Throttles", "Sum").CreateAlarm(scope, str(id+"Throttles"+*fn.Function.Node().Id()), &cw.CreateAlarmOptions{
 			AlarmDescription: str("Lambda throttled the invokes of " + *name + " by ferry: raise its concurrency or lower the router demand"),
 			Threshold:        num(5), EvaluationPeriods: num(3), TreatMissingData: cw.TreatMissingData_NOT_BREACHING,

@@ -85,7 +85,7 @@ func TestResourcesPerRegionStack(t *testing.T) {
 		"AWS::ElasticLoadBalancingV2::LoadBalancer":   1, // the client ALB; tunnels reach the tasks directly
 		"AWS::SecretsManager::Secret":                 1,
 		"AWS::CloudWatch::Dashboard":                  1,
-		"AWS::CloudWatch::Alarm":                      3,
+		"AWS::CloudWatch::Alarm":                      4,
 		"AWS::ApplicationAutoScaling::ScalableTarget": 1,
 	}
 	for typ, n := range counts {

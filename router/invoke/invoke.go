@@ -136,7 +136,12 @@ func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) e
 		return backoff.Permanent(err)
 	}
 	if err := backoff.Retry(op, backoff.WithContext(b, ctx)); err != nil {
-		return fmt.Errorf("invoking %s: %w", function, err)
+		class := "InvokeFailed"
+		var api smithy.APIError
+		if errors.As(err, &api) {
+			class = api.ErrorCode()
+		}
+		return &Error{Class: class, Err: fmt.Errorf("invoking %s: %w", function, err)}
 	}
 	r := Result{Function: function}
 	if out.LogResult != nil {
@@ -146,7 +151,11 @@ func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) e
 		}
 	}
 	if out.FunctionError != nil {
-		r.Err = fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), errorMessage(out.Payload))
+		class, msg := errorMessage(out.Payload)
+		if class == "" {
+			class = aws.ToString(out.FunctionError)
+		}
+		r.Err = &Error{Class: class, Err: fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), msg)}
 	} else {
 		var sum struct {
 			Requests int64  `json:"requests"`
@@ -179,22 +188,38 @@ func parseReport(tail string) (billedMs, initMs int64) {
 	return billedMs, initMs
 }
 
-func errorMessage(payload []byte) string {
+// errorMessage returns a function error's type and its message.
+func errorMessage(payload []byte) (class, msg string) {
 	var e struct {
 		Type    string `json:"errorType"`
 		Message string `json:"errorMessage"`
 	}
 	if json.Unmarshal(payload, &e) == nil && e.Message != "" {
 		if e.Type != "" {
-			return e.Type + ": " + e.Message
+			return e.Type, e.Type + ": " + e.Message
 		}
-		return e.Message
+		return "", e.Message
 	}
 	if len(payload) > 512 {
 		payload = payload[:512]
 	}
-	return string(payload)
+	return "", string(payload)
 }
+
+// Error is an invocation that failed: the invoke itself, or the function
+// (its init, or the bootstrap). Class names the failure for clients and
+// metrics (Lambda's error type, or the API's error code) without its
+// message, which may say more than a client should read.
+type Error struct {
+	Class string
+	Err   error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// FailureClass returns Class (pool.Launcher's errors may have one).
+func (e *Error) FailureClass() string { return e.Class }
 
 // retryable reports throttles, Lambda's own 5xx errors and transport
 // failures: everything that may succeed when tried again.

@@ -39,6 +39,7 @@ type Recorder struct {
 
 type window struct {
 	requests, errors5xx, nacks, invocations, coldStarts, throttles int64
+	launchFailures                                                 int64
 	requestMs, invocationMs, queueWaitMs, routerAddedMs            float64
 	latencies                                                      []float64 // reservoir sample, ms
 	seen                                                           int64     // latencies offered to the reservoir
@@ -114,6 +115,14 @@ func (r *Recorder) Invocation(fn string, billedMs int64, cold bool) {
 func (r *Recorder) Throttle(fn string) {
 	r.mu.Lock()
 	r.win(fn).throttles++
+	r.mu.Unlock()
+}
+
+// LaunchFailure records an invocation that brought no instance (its init
+// failed, say).
+func (r *Recorder) LaunchFailure(fn string) {
+	r.mu.Lock()
+	r.win(fn).launchFailures++
 	r.mu.Unlock()
 }
 
@@ -205,6 +214,7 @@ func (w *window) values() []Value {
 		{Name: "Invocations", Unit: "Count", V: float64(w.invocations)},
 		{Name: "ColdStarts", Unit: "Count", V: float64(w.coldStarts)},
 		{Name: "Throttles", Unit: "Count", V: float64(w.throttles)},
+		{Name: "LaunchFailures", Unit: "Count", V: float64(w.launchFailures)},
 		{Name: "RequestMs", Unit: "Milliseconds", V: w.requestMs},
 		{Name: "InvocationMs", Unit: "Milliseconds", V: w.invocationMs},
 		{Name: "QueueWaitMs", Unit: "Milliseconds", V: w.queueWaitMs},

@@ -46,6 +46,44 @@ var (
 	ErrClosed     = errors.New("pool closed")
 )
 
+// FailingThreshold is how many launches in a row must fail before the
+// pool takes the function to be failing.
+const FailingThreshold = 3
+
+// FailingError is Acquire's answer while the function's launches keep
+// failing: requests fail at once instead of waiting out the queue timeout
+// for an instance that will not come. Class names the failure (Lambda's
+// error type, say Ferry.AppStartFailed), never its message.
+type FailingError struct {
+	Function string
+	Class    string
+}
+
+func (e *FailingError) Error() string {
+	return fmt.Sprintf("function %s is failing to start instances (%s)", e.Function, e.Class)
+}
+
+// failureClass names err for clients and metrics: its FailureClass if it
+// has one, else a generic class.
+func failureClass(err error) string {
+	var c interface{ FailureClass() string }
+	if errors.As(err, &c) && c.FailureClass() != "" {
+		return c.FailureClass()
+	}
+	if err == nil {
+		return "EndedWithoutTunnel"
+	}
+	return "LaunchFailed"
+}
+
+// errNoTunnel: the invocation ran, but its tunnel never came.
+var errNoTunnel = launchError{"NoTunnel", "no tunnel within the launch timeout"}
+
+type launchError struct{ class, msg string }
+
+func (e launchError) Error() string        { return e.msg }
+func (e launchError) FailureClass() string { return e.class }
+
 // Config configures a Pool.
 type Config struct {
 	Function       string
@@ -61,8 +99,12 @@ type Config struct {
 	// LaunchTimeout bounds one invocation's start, retries included. If
 	// zero, 30s.
 	LaunchTimeout time.Duration
-	Launcher      Launcher
-	Logger        *slog.Logger
+	// OnLaunchFailure, if not nil, is told of each launch that brought no
+	// tunnel, with its class (for metrics). Called with the pool locked:
+	// it must not call back into the pool.
+	OnLaunchFailure func(class string)
+	Launcher        Launcher
+	Logger          *slog.Logger
 	// Now is the clock; if nil, time.Now.
 	Now func() time.Time
 }
@@ -81,6 +123,9 @@ type Pool struct {
 	launches map[string]time.Time // guarded by mu; ids prepared whose tunnel has not arrived, and when
 	waiters  []*waiter            // guarded by mu; FIFO
 	failures int                  // guarded by mu; consecutive launches that brought no tunnel
+	// failing is the class of the last launch failure once FailingThreshold
+	// launches in a row have failed; "" while launches work.
+	failing string // guarded by mu
 	// cover is how many requests one new instance is expected to take: the
 	// ceiling until instances say they are full for CPU, then a moving
 	// average of the streams they held when they did. Launches are sized
@@ -105,6 +150,7 @@ type instance struct {
 type waiter struct {
 	exclude *instance
 	ch      chan *instance // buffered 1; receives the assigned instance
+	err     error          // set before ch is closed without an instance
 }
 
 // Stats are counters since the pool was made.
@@ -241,6 +287,16 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
 		p.mu.Unlock()
 		return &Lease{p: p, inst: inst}, nil
 	}
+	if p.failing != "" {
+		// Fail at once; one launch at a time, backed off, finds out
+		// whether the function works again.
+		if len(p.launches) == 0 {
+			p.startLaunchesLocked(1)
+		}
+		err := &FailingError{Function: p.cfg.Function, Class: p.failing}
+		p.mu.Unlock()
+		return nil, err
+	}
 	if len(p.waiters) >= p.cfg.QueueLimit {
 		p.mu.Unlock()
 		return nil, ErrQueueFull
@@ -253,7 +309,7 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
 	select {
 	case inst, ok := <-w.ch:
 		if !ok {
-			return nil, ErrClosed
+			return nil, w.err
 		}
 		return &Lease{p: p, inst: inst}, nil
 	case <-ctx.Done():
@@ -266,6 +322,8 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
 			p.addInFlightLocked(inst, -1)
 			inst.served--
 			p.dispatchLocked()
+		} else {
+			return nil, w.err
 		}
 	default:
 		p.removeWaiterLocked(w)
@@ -387,11 +445,16 @@ func (p *Pool) launchLocked() {
 	if room := p.cfg.MaxInstances - len(p.instances) - pending; need > room {
 		need = max(room, 0)
 	}
+	p.startLaunchesLocked(need)
+}
+
+// startLaunchesLocked starts n invocations.
+func (p *Pool) startLaunchesLocked(n int) {
 	linger := time.Duration(0)
-	if need > 0 {
+	if n > 0 {
 		linger = p.linger.choose()
 	}
-	for range need {
+	for range n {
 		id, run, err := p.cfg.Launcher.Prepare(p.cfg.Function, p.cfg.MaxConcurrency, linger)
 		if err != nil {
 			p.log.Error("preparing invocation", "err", err)
@@ -410,10 +473,10 @@ func (p *Pool) failureDelayLocked() time.Duration {
 		return 0
 	}
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.RandomizationFactor = 100*time.Millisecond, 5*time.Second, 0.2
+	b.InitialInterval, b.MaxInterval, b.RandomizationFactor = 100*time.Millisecond, 30*time.Second, 0.2
 	b.Reset()
 	var d time.Duration
-	for range min(p.failures, 10) {
+	for range min(p.failures, 20) {
 		d = b.NextBackOff()
 	}
 	return d
@@ -441,7 +504,7 @@ func (p *Pool) run(id string, run func(context.Context) error, delay time.Durati
 		p.mu.Unlock()
 		if pending {
 			p.log.Error("instance never dialed back", "after", p.cfg.LaunchTimeout)
-			p.launchEnded(id, errors.New("no tunnel within the launch timeout"))
+			p.launchEnded(id, errNoTunnel)
 		}
 		err = <-errc
 	}
@@ -463,10 +526,39 @@ func (p *Pool) launchEnded(id string, err error) {
 	delete(p.launches, id)
 	p.failures++
 	p.stats.LaunchFailures++
-	p.log.Error("invocation ended without a tunnel", "err", err, "waiting", len(p.waiters))
-	if !p.closed {
-		p.launchLocked()
+	class := failureClass(err)
+	if p.cfg.OnLaunchFailure != nil {
+		p.cfg.OnLaunchFailure(class)
 	}
+	if p.closed {
+		return
+	}
+	if p.failures < FailingThreshold {
+		p.log.Error("invocation ended without a tunnel", "class", class, "err", err, "waiting", len(p.waiters))
+		p.launchLocked()
+		return
+	}
+	if len(p.launches) > 0 && p.failing == "" {
+		// Launches still under way may yet bring instances (one failed
+		// sandbox in a burst is not a broken function): wait for them,
+		// starting no more.
+		p.log.Error("invocation ended without a tunnel", "class", class, "err", err, "waiting", len(p.waiters), "pending", len(p.launches))
+		return
+	}
+	if p.failing == "" {
+		p.log.Error("function failing: requests fail at once until a launch succeeds; launches back off",
+			"class", class, "err", err, "failures", p.failures, "waiting", len(p.waiters))
+	} else {
+		p.log.Warn("function still failing", "class", class, "err", err, "failures", p.failures, "next_launch_in", p.failureDelayLocked())
+	}
+	p.failing = class
+	failed := &FailingError{Function: p.cfg.Function, Class: class}
+	for _, w := range p.waiters {
+		w.err = failed
+		close(w.ch)
+	}
+	clear(p.waiters)
+	p.waiters = p.waiters[:0]
 }
 
 // Ended learns from an invocation that ended: what it billed, its busy
@@ -491,7 +583,10 @@ func (p *Pool) Add(conn *tunnel.Conn) {
 	}
 	launched, pending := p.launches[conn.Claims().ID]
 	delete(p.launches, conn.Claims().ID)
-	p.failures = 0
+	if p.failing != "" {
+		p.log.Info("function recovered: an instance joined", "after_failures", p.failures)
+	}
+	p.failures, p.failing = 0, ""
 	p.stats.Joined++
 	if inst.limit < p.cfg.MaxConcurrency && !p.warned {
 		// Each instance then covers fewer requests than launches assumed:
@@ -575,7 +670,11 @@ type State struct {
 	LingerUs   int64 `json:"linger_us"`
 	OverheadUs int64 `json:"invocation_overhead_us"`
 	LingerGaps int   `json:"linger_gaps"`
-	Stats      Stats `json:"stats"`
+	// Failing names the failure class while launches keep failing
+	// (requests fail at once); ConsecutiveFailures counts them.
+	Failing             string `json:"failing,omitempty"`
+	ConsecutiveFailures int    `json:"consecutive_failures"`
+	Stats               Stats  `json:"stats"`
 }
 
 // InstanceState describes one live instance.
@@ -609,6 +708,7 @@ func (p *Pool) State() State {
 	s := State{Function: p.cfg.Function, Pending: len(p.launches), Waiting: len(p.waiters), Cover: p.coverLocked(), Stats: p.stats}
 	linger, overhead, gaps := p.linger.state()
 	s.LingerUs, s.OverheadUs, s.LingerGaps = linger.Microseconds(), overhead.Microseconds(), gaps
+	s.Failing, s.ConsecutiveFailures = p.failing, p.failures
 	now := p.cfg.Now()
 	for _, in := range p.instances {
 		l, _ := in.conn.Load()
@@ -631,6 +731,7 @@ func (p *Pool) Close(ctx context.Context) {
 	p.waiters = nil
 	p.mu.Unlock()
 	for _, w := range waiters {
+		w.err = ErrClosed
 		close(w.ch)
 	}
 	var wg sync.WaitGroup

@@ -3,7 +3,10 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ferryrun/ferry/internal/tunnel"
@@ -71,4 +74,69 @@ type nopLauncher struct{}
 
 func (nopLauncher) Prepare(string, int, time.Duration) (string, func(context.Context) error, error) {
 	return "", nil, errors.New("no launches in this test")
+}
+
+// failingLauncher is a fake for a function whose every invocation ends
+// before its tunnel arrives (an init error), counting the launches.
+type failingLauncher struct {
+	mu       sync.Mutex
+	launches int
+}
+
+func (l *failingLauncher) Prepare(string, int, time.Duration) (string, func(context.Context) error, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.launches++
+	return fmt.Sprint("launch-", l.launches), func(context.Context) error {
+		return launchError{"Ferry.AppStartFailed", "init failed: no such server"}
+	}, nil
+}
+
+func (l *failingLauncher) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.launches
+}
+
+func TestFailingFunctionFailsFast(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := &failingLauncher{}
+		var classes []string
+		p, err := New(Config{Function: "f", Launcher: l, OnLaunchFailure: func(c string) { classes = append(classes, c) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		start := time.Now()
+		_, err = p.Acquire(ctx, nil)
+		var fe *FailingError
+		if !errors.As(err, &fe) || fe.Class != "Ferry.AppStartFailed" {
+			t.Fatalf("Acquire = %v, want a FailingError of class Ferry.AppStartFailed", err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("the waiting request failed after %v, want as soon as %d launches had", took, FailingThreshold)
+		}
+		if l.count() != FailingThreshold || len(classes) != FailingThreshold {
+			t.Errorf("%d launches, %d failures reported before failing; want %d", l.count(), len(classes), FailingThreshold)
+		}
+		// Failing: requests fail at once; one probe at a time, backed off.
+		for range 100 {
+			if _, err := p.Acquire(ctx, nil); !errors.As(err, &fe) {
+				t.Fatalf("while failing: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		synctest.Wait()
+		// 10 s of requests, 100 of them: the probes' delays double from
+		// 100 ms, so a handful, not one per request.
+		if n := l.count() - FailingThreshold; n < 1 || n > 8 {
+			t.Errorf("%d probe launches for 100 requests in 10 s, want 1 to 8", n)
+		}
+		if st := p.State(); st.Failing != "Ferry.AppStartFailed" || st.ConsecutiveFailures < FailingThreshold {
+			t.Errorf("State: failing %q after %d consecutive failures", st.Failing, st.ConsecutiveFailures)
+		}
+		p.Close(context.Background())
+		time.Sleep(time.Minute) // a probe still backing off ends
+	})
 }

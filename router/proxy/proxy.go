@@ -249,6 +249,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	}
 	var mbe *http.MaxBytesError
 	var started *startedError
+	var failing *pool.FailingError
 	switch {
 	case r.Context().Err() != nil:
 		// The client went away; its stream was cancelled. Nobody to answer.
@@ -256,6 +257,11 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		return
 	case errors.As(err, &mbe):
 		http.Error(w, fmt.Sprintf("ferry: request body exceeds the limit of %d bytes", mbe.Limit), http.StatusRequestEntityTooLarge)
+	case errors.As(err, &failing):
+		// The class, not the message: the function's own error text may
+		// say more than a client should read (the router's log has it).
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, fmt.Sprintf("ferry: function %s is failing to start (%s); ferry keeps trying in the background", fn, failing.Class), http.StatusBadGateway)
 	case errors.Is(err, pool.ErrQueueFull):
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, fmt.Sprintf("ferry: too many requests are waiting for function %s; try again shortly", fn), http.StatusServiceUnavailable)

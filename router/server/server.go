@@ -95,6 +95,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 			Function: rt.Function, MaxConcurrency: cfg.MaxConcurrency, Policy: cfg.Policy,
 			QueueLimit: cfg.QueueLimit, MaxInstances: cfg.MaxInstances, LaunchTimeout: cfg.LaunchTimeout,
 			MaxLinger: cfg.IdleLinger, Launcher: inv, Logger: log,
+			OnLaunchFailure: func(string) { r.metrics.LaunchFailure(rt.Function) },
 		}
 		if rt.MaxConcurrency > 0 {
 			pc.MaxConcurrency = rt.MaxConcurrency
