@@ -20,12 +20,21 @@ var (
 	ErrTokenSignature = errors.New("token not signed for this function")
 	ErrTokenExpired   = errors.New("token expired")
 	ErrTokenReused    = errors.New("token already used")
+	// ErrTokenOtherIssuer: the token is genuine but another router process
+	// minted it (another replica, or this one before a restart). Tunnels
+	// return to the process that invoked them; its single-use record is
+	// the only one, so nobody else may take the token.
+	ErrTokenOtherIssuer = errors.New("token minted by another router process")
 )
 
 const (
-	tokenIDLen  = 16
-	tokenMACLen = sha256.Size
-	tokenRawLen = tokenIDLen + 8 + tokenMACLen
+	tokenIDLen     = 16
+	tokenIssuerLen = 8
+	tokenMACLen    = sha256.Size
+	tokenSignedLen = tokenIDLen + 8 + tokenIssuerLen
+	tokenRawLen    = tokenSignedLen + tokenMACLen
+	// sweepEvery bounds how often Redeem forgets expired token ids.
+	sweepEvery = time.Second
 	// MinSecretLen is the shortest signing secret an Issuer accepts.
 	MinSecretLen = 32
 )
@@ -39,19 +48,23 @@ type Claims struct {
 
 // Issuer mints and redeems single-use tunnel tokens.
 //
-// A token is id(16) | expiry(8, unix ms) | HMAC-SHA256(secret, id|expiry|function),
-// base64url. The function name is inside the MAC but not the token, so a
-// token only verifies for the function it was minted for. Any router holding
-// the secret can verify a token; single use is enforced by the redeeming
-// Issuer, which remembers redeemed ids until they expire.
+// A token is id(16) | expiry(8, unix ms) | issuer(8) |
+// HMAC-SHA256(secret, id|expiry|issuer|function), base64url. The function
+// name is inside the MAC but not the token, so a token only verifies for
+// the function it was minted for. The issuer is random per Issuer: only
+// the Issuer that minted a token redeems it, so its memory of redeemed ids
+// is the whole single-use record, even where replicas share the secret
+// and after a restart.
 type Issuer struct {
 	// static after construction
 	secret []byte
+	self   [tokenIssuerLen]byte
 	ttl    time.Duration
 	now    func() time.Time
 
-	mu   sync.Mutex
-	used map[string]time.Time // guarded by mu; token id -> expiry
+	mu        sync.Mutex
+	used      map[string]time.Time // guarded by mu; token id -> expiry
+	lastSweep time.Time            // guarded by mu
 }
 
 // NewIssuer returns an Issuer signing with secret (at least MinSecretLen
@@ -67,7 +80,11 @@ func NewIssuer(secret []byte, ttl time.Duration, now func() time.Time) (*Issuer,
 	if now == nil {
 		now = time.Now
 	}
-	return &Issuer{secret: append([]byte(nil), secret...), ttl: ttl, now: now, used: map[string]time.Time{}}, nil
+	i := &Issuer{secret: append([]byte(nil), secret...), ttl: ttl, now: now, used: map[string]time.Time{}}
+	if _, err := rand.Read(i.self[:]); err != nil {
+		return nil, err
+	}
+	return i, nil
 }
 
 // Mint returns a new token for function (a name or ARN) and its claims.
@@ -78,8 +95,9 @@ func (i *Issuer) Mint(function string) (string, Claims, error) {
 	}
 	exp := i.now().Add(i.ttl).Truncate(time.Millisecond)
 	binary.BigEndian.PutUint64(raw[tokenIDLen:], uint64(exp.UnixMilli()))
+	copy(raw[tokenIDLen+8:], i.self[:])
 	name := lambdaarn.FunctionName(function)
-	copy(raw[tokenIDLen+8:], i.mac(raw[:tokenIDLen+8], name))
+	copy(raw[tokenSignedLen:], i.mac(raw[:tokenSignedLen], name))
 	c := Claims{ID: hex.EncodeToString(raw[:tokenIDLen]), Function: name, Expires: exp}
 	return base64.RawURLEncoding.EncodeToString(raw), c, nil
 }
@@ -92,9 +110,12 @@ func (i *Issuer) Redeem(token, function string) (Claims, error) {
 		return Claims{}, ErrTokenMalformed
 	}
 	name := lambdaarn.FunctionName(function)
-	if !hmac.Equal(raw[tokenIDLen+8:], i.mac(raw[:tokenIDLen+8], name)) {
+	if !hmac.Equal(raw[tokenSignedLen:], i.mac(raw[:tokenSignedLen], name)) {
 		// Forged, or minted for another function: the MAC cannot tell which.
 		return Claims{}, ErrTokenSignature
+	}
+	if !hmac.Equal(raw[tokenIDLen+8:tokenSignedLen], i.self[:]) {
+		return Claims{}, ErrTokenOtherIssuer
 	}
 	exp := time.UnixMilli(int64(binary.BigEndian.Uint64(raw[tokenIDLen:])))
 	now := i.now()
@@ -105,9 +126,14 @@ func (i *Issuer) Redeem(token, function string) (Claims, error) {
 
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	for k, e := range i.used {
-		if !now.Before(e) {
-			delete(i.used, k) // expired tokens fail on expiry alone
+	if now.Sub(i.lastSweep) >= sweepEvery {
+		// Expired tokens fail on expiry alone: forget them, at most once
+		// a second rather than on every redeem.
+		i.lastSweep = now
+		for k, e := range i.used {
+			if !now.Before(e) {
+				delete(i.used, k)
+			}
 		}
 	}
 	if _, ok := i.used[id]; ok {

@@ -216,6 +216,16 @@ func TestHandshakeAttacks(t *testing.T) {
 			},
 			reason: ErrTokenReused.Error(),
 		},
+		"token of another router process sharing the secret": {
+			do: func(t *testing.T, r *router) error {
+				replica, _ := NewIssuer(bytes.Repeat([]byte("k"), 32), 5*time.Second, nil)
+				tok, _, _ := replica.Mint("app")
+				h := r.hello(t, "app")
+				h.Token = tok
+				return dialWith(r, h, r.pin)
+			},
+			reason: ErrTokenOtherIssuer.Error(),
+		},
 		"forged far deadline": {
 			do: func(t *testing.T, r *router) error {
 				h := r.hello(t, "app")
@@ -428,6 +438,17 @@ func TestIssuerRoundTrip(t *testing.T) {
 	}
 	if got != minted {
 		t.Errorf("claims = %+v, want %+v", got, minted)
+	}
+	// Another router process with the same secret (a replica, or this one
+	// restarted) cannot redeem it: only the minting process's record of
+	// used tokens counts.
+	other, _ := NewIssuer(bytes.Repeat([]byte("s"), 32), time.Second, nil)
+	tok, _, _ = iss.Mint("app")
+	if _, err := other.Redeem(tok, "app"); !errors.Is(err, ErrTokenOtherIssuer) {
+		t.Errorf("another issuer redeemed a token: %v, want ErrTokenOtherIssuer", err)
+	}
+	if _, err := iss.Redeem(tok, "app"); err != nil {
+		t.Errorf("the minting issuer, after another refused: %v", err)
 	}
 	if _, err := NewIssuer([]byte("short"), 0, nil); err == nil {
 		t.Error("NewIssuer accepted a short secret")

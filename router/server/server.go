@@ -60,7 +60,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	if secret == nil {
 		secret = make([]byte, 32)
 		rand.Read(secret)
-		log.Info("token secret generated for this process; set " + config.EnvTokenSecret + " to share one")
+		log.Info("token secret generated for this process; " + config.EnvTokenSecret + " sets one")
 	}
 	// Tokens live long enough for invoke retries (10s) plus Lambda's init
 	// (10s); each is still single-use and bound to its function.
