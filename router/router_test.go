@@ -712,6 +712,40 @@ func TestAppCannotForgeANack(t *testing.T) {
 	}
 }
 
+// Behind a load balancer the app sees the client's address and scheme as
+// the balancer saw them; from anyone else such headers are replaced, so a
+// client cannot claim another address.
+func TestForwardedHeadersFromTrustedProxiesOnly(t *testing.T) {
+	cases := []struct {
+		name, trusted     string
+		wantFor, wantProt string
+	}{
+		{"untrusted client", "", "127.0.0.1", "http"},
+		{"trusted balancer", "127.0.0.0/8", "203.0.113.9, 127.0.0.1", "https"},
+		{"balancer elsewhere", "10.0.0.0/16", "127.0.0.1", "http"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{}
+			if tc.trusted != "" {
+				env["FERRY_ROUTER_TRUSTED_PROXIES"] = tc.trusted
+			}
+			s := startStack(t, stackOpts{routerEnv: env})
+			r := s.do("GET", "/echo", nil, http.Header{"X-Forwarded-For": {"203.0.113.9"}, "X-Forwarded-Proto": {"https"}})
+			var echo struct{ Headers map[string][]string }
+			if err := json.Unmarshal([]byte(r.body), &echo); err != nil || r.status != 200 {
+				t.Fatalf("got %d %q", r.status, r.body)
+			}
+			if got := strings.Join(echo.Headers["X-Forwarded-For"], ","); got != tc.wantFor {
+				t.Errorf("app saw X-Forwarded-For %q, want %q", got, tc.wantFor)
+			}
+			if got := strings.Join(echo.Headers["X-Forwarded-Proto"], ","); got != tc.wantProt {
+				t.Errorf("app saw X-Forwarded-Proto %q, want %q", got, tc.wantProt)
+			}
+		})
+	}
+}
+
 func TestThrottledInvokesAreRetried(t *testing.T) {
 	// One concurrent invocation allowed, one stream per instance: every
 	// launch past the first is throttled until an instance ends.

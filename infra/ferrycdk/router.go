@@ -146,10 +146,13 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		Image:   image,
 		Logging: awsecs.LogDrivers_AwsLogs(&awsecs.AwsLogDriverProps{StreamPrefix: str("router"), LogGroup: r.LogGroup}),
 		Environment: &map[string]*string{
-			"FERRY_ROUTER_LISTEN":          str(":" + strconv.Itoa(IngressPort)),
-			"FERRY_ROUTER_TUNNEL_LISTEN":   str(":" + strconv.Itoa(TunnelPort)),
-			"FERRY_ROUTER_ADMIN_LISTEN":    str(":" + strconv.Itoa(AdminPort)),
-			"FERRY_ROUTER_ADVERTISE":       str("ecs"), // this task's own address: tunnels return to their launcher
+			"FERRY_ROUTER_LISTEN":        str(":" + strconv.Itoa(IngressPort)),
+			"FERRY_ROUTER_TUNNEL_LISTEN": str(":" + strconv.Itoa(TunnelPort)),
+			"FERRY_ROUTER_ADMIN_LISTEN":  str(":" + strconv.Itoa(AdminPort)),
+			"FERRY_ROUTER_ADVERTISE":     str("ecs"), // this task's own address: tunnels return to their launcher
+			// The ALB sits in the VPC: its X-Forwarded-For and -Proto (https
+			// behind the HTTPS listener) reach the app; no one else's do.
+			"FERRY_ROUTER_TRUSTED_PROXIES": p.Vpc.VpcCidrBlock(),
 			"FERRY_ROUTER_ROUTES":          str(strings.Join(routes, ",")),
 			"FERRY_ROUTER_MAX_CONCURRENCY": str(strconv.Itoa(conc)),
 		},

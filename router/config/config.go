@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -43,13 +44,14 @@ const (
 	EnvPprof           = "FERRY_ROUTER_PPROF"
 	EnvShutdownTimeout = "FERRY_ROUTER_SHUTDOWN_TIMEOUT"
 	EnvLogLevel        = "FERRY_ROUTER_LOG_LEVEL"
+	EnvTrustedProxies  = "FERRY_ROUTER_TRUSTED_PROXIES"
 )
 
 // Names lists every variable above.
 var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, EnvRoutes, EnvConfigFile,
 	EnvMaxConcurrency, EnvIdleLinger, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
-	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel}
+	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies}
 
 // Route maps requests to a function, with that function's pool options.
 type Route struct {
@@ -70,7 +72,12 @@ type Config struct {
 	// payload, to stay with no request in flight before it ends; each pool
 	// asks for less when the gaps between its requests say lingering costs
 	// more than a new invocation (a function's own FERRY_IDLE_LINGER wins).
-	IdleLinger      time.Duration
+	IdleLinger time.Duration
+	// TrustedProxies are the load balancers in front of the router: a
+	// request from one keeps its X-Forwarded-For (the router appends the
+	// balancer) and its X-Forwarded-Proto and -Host. Anyone else's are
+	// replaced: a client cannot claim another address.
+	TrustedProxies  []netip.Prefix
 	Policy          pool.Policy
 	QueueLimit      int
 	QueueTimeout    time.Duration
@@ -152,6 +159,16 @@ func Load(getenv func(string) string) (Config, error) {
 	num(EnvMaxBodyBytes, &maxBody, 1, 1<<30)
 	c.MaxBodyBytes = int64(maxBody)
 	dur(EnvMetricsInterval, &c.MetricsInterval, time.Second, time.Hour)
+	if v := getenv(EnvTrustedProxies); v != "" {
+		for _, f := range strings.Split(v, ",") {
+			pfx, e := netip.ParsePrefix(strings.TrimSpace(f))
+			if e != nil {
+				fail(EnvTrustedProxies, v, "want comma-separated CIDR ranges, such as 10.0.0.0/16")
+				break
+			}
+			c.TrustedProxies = append(c.TrustedProxies, pfx.Masked())
+		}
+	}
 	if v := getenv(EnvMetrics); v != "" {
 		c.MetricsEMF = false
 		for _, sink := range strings.Split(v, ",") {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +25,10 @@ func TestLoad(t *testing.T) {
 	}
 	if c.Advertise != "127.0.0.1:0" || c.MaxConcurrency != 64 || c.IdleLinger != 2*time.Millisecond || c.Policy != "pack" {
 		t.Errorf("config = %+v", c)
+	}
+	c, err = Load(env(map[string]string{EnvRoutes: "app=/", EnvTunnelListen: "127.0.0.1:0", EnvTrustedProxies: "10.0.3.7/16, 127.0.0.1/32"}))
+	if err != nil || fmt.Sprint(c.TrustedProxies) != "[10.0.0.0/16 127.0.0.1/32]" {
+		t.Errorf("%s: %v, %v", EnvTrustedProxies, c.TrustedProxies, err)
 	}
 	for v, want := range map[string][2]bool{"": {true, false}, "cloudwatch": {false, true}, "emf, cloudwatch": {true, true}, "off": {}} {
 		c, err := Load(env(map[string]string{EnvRoutes: "app=/", EnvTunnelListen: "127.0.0.1:0", EnvMetrics: v}))
@@ -50,6 +55,7 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		EnvTLSCert:        base(map[string]string{EnvTLSCert: "cert.pem"}),
 		EnvConfigFile:     base(map[string]string{EnvConfigFile: "/does/not/exist.json"}),
 		EnvMetrics:        base(map[string]string{EnvMetrics: "emf,statsd"}),
+		EnvTrustedProxies: base(map[string]string{EnvTrustedProxies: "10.0.0.0/16,the-alb"}),
 	}
 	for name, vars := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -53,8 +54,11 @@ type Config struct {
 	// MaxAttempts bounds tries of one request after nacks and unprocessed
 	// streams. If zero, 5.
 	MaxAttempts int
-	Metrics     *metrics.Recorder // required
-	Logger      *slog.Logger      // if nil, slog.Default()
+	// TrustedProxies are the balancers whose X-Forwarded-* headers are
+	// kept (see config.Config.TrustedProxies).
+	TrustedProxies []netip.Prefix
+	Metrics        *metrics.Recorder // required
+	Logger         *slog.Logger      // if nil, slog.Default()
 }
 
 // replayLimit is the largest request body kept in memory so the request
@@ -209,12 +213,48 @@ func headerBytes(r *http.Request) int {
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(&url.URL{Scheme: "http", Host: "instance"}) // keeps the inbound path and query
 	pr.Out.Host = pr.In.Host                              // the app sees the client's Host
-	pr.SetXForwarded()
+	if h.trusted(pr.In.RemoteAddr) {
+		// Behind a load balancer: the client and scheme it saw, with the
+		// balancer appended, as it would itself.
+		for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"} {
+			if v := pr.In.Header.Values(k); len(v) > 0 {
+				pr.Out.Header[k] = v
+			}
+		}
+		proto, host := pr.Out.Header.Get("X-Forwarded-Proto"), pr.Out.Header.Get("X-Forwarded-Host")
+		pr.SetXForwarded() // appends the balancer to X-Forwarded-For; sets proto and host from this hop
+		if proto != "" {
+			pr.Out.Header.Set("X-Forwarded-Proto", proto)
+		}
+		if host != "" {
+			pr.Out.Header.Set("X-Forwarded-Host", host)
+		}
+	} else {
+		pr.SetXForwarded()
+	}
 	for k := range pr.Out.Header {
 		if strings.HasPrefix(k, tunnel.HeaderPrefix) {
 			pr.Out.Header.Del(k) // clients do not speak the tunnel protocol
 		}
 	}
+}
+
+// trusted reports whether remote (host:port) is a trusted proxy.
+func (h *Handler) trusted(remote string) bool {
+	if len(h.cfg.TrustedProxies) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range h.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // stripFerryHeaders keeps the tunnel protocol's headers from the client.

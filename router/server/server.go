@@ -109,8 +109,8 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	}
 	r.ingress, err = proxy.New(proxy.Config{
 		Routes: routes, Pools: r.pools, QueueTimeout: cfg.QueueTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
-		MaxHeaderBytes: cfg.MaxHeaderBytes,
-		Metrics:        r.metrics, Logger: log,
+		MaxHeaderBytes: cfg.MaxHeaderBytes, TrustedProxies: cfg.TrustedProxies,
+		Metrics: r.metrics, Logger: log,
 	})
 	if err != nil {
 		return nil, err
