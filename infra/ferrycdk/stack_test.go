@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/ferryrun/ferry/infra/ferrycdk"
+	"github.com/ferryrun/ferry/internal/permissions"
 	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/layers/layerzip"
 )
@@ -158,6 +160,63 @@ func TestRouterMayInvokeExactlyTheFerryFunctions(t *testing.T) {
 	}
 	if invokes != 1 {
 		t.Errorf("%d statements allow lambda:InvokeFunction, want exactly the router's one", invokes)
+	}
+}
+
+// The router's task role allows exactly what ferry-router calls
+// (internal/permissions, itself held to the code), and each action only
+// where it is needed.
+func TestRouterRoleAllowsExactlyWhatTheRouterCalls(t *testing.T) {
+	st, tmpl := stack(t)
+	role := *st.Stack.GetLogicalId(st.Router.TaskRole.Node().DefaultChild().(awscdk.CfnElement))
+	fnArn := *st.Stack.GetLogicalId(st.Sample.Function.Node().DefaultChild().(awscdk.CfnElement))
+	allowed := map[string]bool{}
+	for id, p := range resources(tmpl, "AWS::IAM::Policy") {
+		props := p["Properties"].(map[string]any)
+		if !strings.Contains(fmt.Sprint(props["Roles"]), role) {
+			continue
+		}
+		doc, _ := json.Marshal(props["PolicyDocument"])
+		var pd struct{ Statement []map[string]any }
+		json.Unmarshal(doc, &pd)
+		for _, stmt := range pd.Statement {
+			if stmt["Effect"] != "Allow" {
+				continue
+			}
+			var actions []string
+			switch a := stmt["Action"].(type) {
+			case string:
+				actions = []string{a}
+			case []any:
+				for _, x := range a {
+					actions = append(actions, fmt.Sprint(x))
+				}
+			}
+			res, _ := json.Marshal(stmt["Resource"])
+			for _, a := range actions {
+				allowed[a] = true
+				switch a {
+				case "lambda:InvokeFunction":
+					if strings.Contains(string(res), `"*"`) || !strings.Contains(string(res), fnArn) {
+						t.Errorf("policy %s: %s on %s, want the ferry function only", id, a, res)
+					}
+				case "cloudwatch:PutMetricData":
+					if !strings.Contains(fmt.Sprint(stmt["Condition"]), "cloudwatch:namespace:Ferry") {
+						t.Errorf("policy %s: %s without the Ferry namespace condition: %v", id, a, stmt["Condition"])
+					}
+				}
+			}
+		}
+	}
+	var got []string
+	for a := range allowed {
+		got = append(got, a)
+	}
+	want := permissions.Router()
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("the router's task role allows %v; ferry-router calls %v", got, want)
 	}
 }
 
