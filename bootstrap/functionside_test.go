@@ -614,6 +614,31 @@ func TestAppFreezesAndDiesWithItsSandbox(t *testing.T) {
 // TestInProcessGoHandler runs examples/inprocess, a Go program built around
 // serve.Start, as the function's own bootstrap (no layer, no app process):
 // a direct event and a dial-back both reach its handler.
+// A panicking handler in in-process mode fails its invocation, as
+// aws-lambda-go reports a panic, and the runtime serves the next one in
+// the same sandbox (it once died with the panic).
+func TestHandlerPanicIsAnInvocationError(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink(filepath.Join(goappDir, "goapp"), filepath.Join(dir, "bootstrap")); err != nil {
+		t.Fatal(err)
+	}
+	emu := newEmulator(t, lambdaemu.Function{Name: "panicky", CodeDir: dir, Runtime: "provided.al2023", MemoryMB: 1769,
+		Timeout: lambdaemu.Duration{Duration: 10 * time.Second}, Env: map[string]string{"GOAPP_IN_PROCESS": "1", "GOAPP_ALLOW_CRASH": "1"}})
+	res, err := emu.Invoke(context.Background(), "panicky", httpEvent("POST", "/panic", "", nil, nil, ""), "")
+	if err != nil || res.FunctionError == "" || !bytes.Contains(res.Payload, []byte("Ferry.HandlerPanic")) {
+		t.Fatalf("panicking handler: %v, function error %q, %s; want a Ferry.HandlerPanic error", err, res.FunctionError, res.Payload)
+	}
+	res, err = emu.Invoke(context.Background(), "panicky", httpEvent("GET", "/healthz", "", nil, nil, ""), "")
+	var out events.LambdaFunctionURLResponse
+	json.Unmarshal(res.Payload, &out)
+	if err != nil || res.FunctionError != "" || out.StatusCode != 200 {
+		t.Fatalf("after the panic: %v %q %s", err, res.FunctionError, res.Payload)
+	}
+	if st, _ := emu.Stats("panicky"); st.SandboxesStarted != 1 {
+		t.Errorf("%d sandboxes started: the runtime died with the panic", st.SandboxesStarted)
+	}
+}
+
 func TestInProcessGoHandler(t *testing.T) {
 	dir := t.TempDir()
 	bins, err := testbin.Build(dir, "./examples/inprocess")

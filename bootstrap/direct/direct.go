@@ -224,11 +224,21 @@ func finish(req *http.Request, domain, sourceIP string) {
 	}
 }
 
-// Response encodes the recorded response as the event kind expects.
+// Response encodes the recorded response as the event kind expects. The
+// limit is on the encoded payload, as Lambda's is: a binary body grows by a
+// third in base64.
 func Response(kind Kind, multiValue bool, rec *Recorder) ([]byte, error) {
 	if rec.overflow {
 		return nil, fmt.Errorf("response body over %d bytes, Lambda's limit for a direct invocation", MaxResponseBytes)
 	}
+	out, err := response(kind, multiValue, rec)
+	if err == nil && len(out) > MaxResponseBytes {
+		return nil, fmt.Errorf("response payload of %d bytes (body, encoded, and headers) over %d, Lambda's limit for a direct invocation", len(out), MaxResponseBytes)
+	}
+	return out, err
+}
+
+func response(kind Kind, multiValue bool, rec *Recorder) ([]byte, error) {
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
@@ -258,11 +268,35 @@ func Response(kind Kind, multiValue bool, rec *Recorder) ([]byte, error) {
 		if multiValue {
 			r.MultiValueHeaders = h
 		} else {
+			cookies := h.Values("Set-Cookie")
+			h.Del("Set-Cookie")
 			r.Headers = joined(h)
+			// One value per header name, and cookies cannot be joined
+			// with commas: each goes under its own spelling of the name
+			// (HTTP names are case-insensitive; the balancer passes each).
+			for i, c := range cookies {
+				r.Headers[caseVariant("set-cookie", i)] = c
+			}
 		}
 		return json.Marshal(r)
 	}
 	return nil, ErrUnknownEvent
+}
+
+// caseVariant returns name (lower case, letters and '-') with its letters'
+// case set by the bits of i: variant 0 is name itself, each i another
+// spelling, up to 2^letters of them.
+func caseVariant(name string, i int) string {
+	b := []byte(name)
+	for j := range b {
+		if b[j] >= 'a' && b[j] <= 'z' {
+			if i&1 == 1 {
+				b[j] -= 'a' - 'A'
+			}
+			i >>= 1
+		}
+	}
+	return string(b)
 }
 
 func joined(h http.Header) map[string]string {
@@ -314,6 +348,9 @@ func (r *Recorder) Write(p []byte) (int, error) {
 	}
 	return r.body.Write(p)
 }
+
+// Overflowed reports whether a write went past MaxResponseBytes.
+func (r *Recorder) Overflowed() bool { return r.overflow }
 
 // Flush does nothing: a direct response is sent whole.
 func (r *Recorder) Flush() {}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -104,5 +105,46 @@ func TestResponseTooLarge(t *testing.T) {
 	}
 	if _, err := Response(HTTPv2, false, rec); err == nil || !strings.Contains(err.Error(), "limit") {
 		t.Errorf("Response error = %v, want the size limit", err)
+	}
+}
+
+// ALB without multi-value headers: one value per name, so each cookie goes
+// under its own spelling of Set-Cookie instead of a comma-joined value no
+// browser parses.
+func TestALBSingleValueCookies(t *testing.T) {
+	rec := NewRecorder()
+	rec.Header().Add("Set-Cookie", "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT")
+	rec.Header().Add("Set-Cookie", "b=2")
+	rec.Header().Add("Set-Cookie", "c=3")
+	rec.Header().Set("X-Other", "x")
+	out, err := Response(ALB, false, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct{ Headers map[string]string }
+	json.Unmarshal(out, &r)
+	var cookies []string
+	for k, v := range r.Headers {
+		if strings.EqualFold(k, "Set-Cookie") {
+			cookies = append(cookies, v)
+		}
+	}
+	slices.Sort(cookies)
+	if want := []string{"a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT", "b=2", "c=3"}; !slices.Equal(cookies, want) {
+		t.Errorf("cookies %q, want %q (headers %v)", cookies, want, r.Headers)
+	}
+	if r.Headers["x-other"] != "x" {
+		t.Errorf("headers %v", r.Headers)
+	}
+}
+
+// The limit is on the payload Lambda carries: a binary body just under 6 MB
+// is 8 MB once base64-encoded.
+func TestEncodedResponseTooLarge(t *testing.T) {
+	rec := NewRecorder()
+	rec.Header().Set("Content-Type", "application/octet-stream")
+	rec.Write(make([]byte, MaxResponseBytes-1000))
+	if _, err := Response(HTTPv2, false, rec); err == nil || !strings.Contains(err.Error(), "payload") {
+		t.Errorf("Response error = %v, want the payload limit", err)
 	}
 }

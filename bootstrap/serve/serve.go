@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/ferryrun/ferry/bootstrap/admit"
@@ -171,11 +172,35 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 	}
 	rec := direct.NewRecorder()
 	ticket := r.adm.Take(admit.KindOf(req)) // what a direct request costs teaches admission too
-	r.opts.Handler.ServeHTTP(rec, req)
+	panicked := serveRecovering(r.opts.Handler, rec, req)
 	ticket.Done()
+	if panicked != nil && !rec.Overflowed() {
+		// Reported as the invocation's error, as aws-lambda-go does; the
+		// runtime lives on for the next invocation.
+		log.Error("handler panicked", "panic", fmt.Sprint(panicked.value), "stack", string(panicked.stack))
+		return r.client.Fail(ctx, inv.RequestID, "Ferry.HandlerPanic", fmt.Errorf("handler panicked: %v", panicked.value))
+	}
 	out, err := direct.Response(kind, multiValue, rec)
 	if err != nil {
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.ResponseTooLarge", fmt.Errorf("direct invocation: %w", err))
 	}
 	return r.client.Respond(ctx, inv.RequestID, out)
+}
+
+type panicked struct {
+	value any
+	stack []byte
+}
+
+// serveRecovering serves req, and returns what the handler panicked with,
+// if it did. (A proxy handler panics with http.ErrAbortHandler when the
+// response cannot be written, past the direct response limit, say.)
+func serveRecovering(h http.Handler, w http.ResponseWriter, req *http.Request) (p *panicked) {
+	defer func() {
+		if v := recover(); v != nil {
+			p = &panicked{value: v, stack: debug.Stack()}
+		}
+	}()
+	h.ServeHTTP(w, req)
+	return nil
 }

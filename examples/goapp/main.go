@@ -8,6 +8,7 @@
 //	GET /binary  256 bytes 0x00..0xff as application/octet-stream
 //	GET /healthz  ok
 //	POST /crash  exit at once, only if GOAPP_ALLOW_CRASH=1 (for tests)
+//	POST /panic  panic in the handler, only if GOAPP_ALLOW_CRASH=1 (for tests)
 package main
 
 import (
@@ -39,6 +40,7 @@ func main() {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	if os.Getenv("GOAPP_ALLOW_CRASH") == "1" {
 		mux.HandleFunc("POST /crash", func(http.ResponseWriter, *http.Request) { os.Exit(3) })
+		mux.HandleFunc("POST /panic", func(http.ResponseWriter, *http.Request) { panic("goapp: asked to panic") })
 	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ferry sample app\n") })
 	if os.Getenv("GOAPP_IN_PROCESS") == "1" {
