@@ -226,65 +226,35 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 		id: newID(), payload: payload, clientContext: clientContext, timeout: fn.cfg.Timeout.Duration,
 		result: make(chan result, 1), logs: newTailBuffer(4096),
 	}
-	sb, cold, err := fn.acquire(ctx)
-	if err != nil {
-		var ie *initError
-		if errors.As(err, &ie) {
-			fn.count(func(s *Stats) { s.Invocations++; s.Errors++ })
-			return InvokeResult{Status: 200, RequestID: inv.id, FunctionError: "Unhandled", Payload: errorPayload(ie.Type, ie.Message)}, nil
+	var sb *sandbox
+	var cold bool
+	var r result
+	for attempt := 1; ; attempt++ {
+		var err error
+		sb, cold, err = fn.acquire(ctx)
+		if err != nil {
+			var ie *initError
+			if errors.As(err, &ie) {
+				fn.count(func(s *Stats) { s.Invocations++; s.Errors++ })
+				return InvokeResult{Status: 200, RequestID: inv.id, FunctionError: "Unhandled", Payload: errorPayload(ie.Type, ie.Message)}, nil
+			}
+			return InvokeResult{}, err
 		}
-		return InvokeResult{}, err
+		fn.count(func(s *Stats) { s.Running++ })
+		var unstarted bool
+		r, unstarted = e.run(sb, inv)
+		if !unstarted || attempt == 3 {
+			break
+		}
+		// A runtime that exits after answering (aws-lambda-go does after
+		// reporting a panic) dies idle; the invocation never reached it.
+		// Lambda starts another sandbox for it, and so do we.
+		fn.count(func(s *Stats) { s.Running-- })
+		fn.release()
+		e.logOut(fn.cfg.Name, sb.id, "runtime exited before it took invocation "+inv.id+"; starting another sandbox")
+		inv = inv.again()
 	}
 	defer fn.release()
-	fn.count(func(s *Stats) { s.Running++ })
-
-	sb.next <- inv                                            // buffered; the sandbox's /next takes it
-	timer := time.NewTimer(inv.timeout + 50*time.Millisecond) // runtime start slack
-	defer timer.Stop()
-	// A process of the sandbox killed for memory ends the sandbox, as on
-	// Lambda; the kernel's kill may hit the app and spare the runtime, so
-	// look while the invocation runs.
-	var oomCheck <-chan time.Time
-	if sb.cg != nil {
-		t := time.NewTicker(50 * time.Millisecond)
-		defer t.Stop()
-		oomCheck = t.C
-	}
-	var r result
-	for done := false; !done; {
-		done = true
-		select {
-		case <-oomCheck:
-			if !sb.outOfMemory() {
-				done = false
-				continue
-			}
-			sb.kill()
-			<-sb.exited
-			r = <-inv.result // wait() finished it as Runtime.OutOfMemory
-		case r = <-inv.result:
-			if sb.outOfMemory() {
-				sb.kill()
-				<-sb.exited
-				r = result{funcError: "Unhandled", end: r.end, body: errorPayload("Runtime.OutOfMemory",
-					fmt.Sprintf("RequestId: %s Error: Runtime exited with error: signal: killed", inv.id))}
-			}
-		case <-sb.exited:
-			// The sandbox died with the invocation assigned; wait() has
-			// finished it, unless it died before the handoff.
-			select {
-			case r = <-inv.result:
-			default:
-				r = result{funcError: "Unhandled", end: time.Now(), body: errorPayload("Runtime.ExitError",
-					fmt.Sprintf("RequestId: %s Error: Runtime exited before the invocation started", inv.id))}
-			}
-		case <-timer.C:
-			sb.kill()
-			r = result{funcError: "Unhandled", end: time.Now(), body: errorPayload("Sandbox.Timedout",
-				fmt.Sprintf("RequestId: %s Error: Task timed out after %.2f seconds", inv.id, inv.timeout.Seconds()))}
-			e.logOut(fn.cfg.Name, sb.id, fmt.Sprintf("%s %s Task timed out after %.2f seconds", time.Now().UTC().Format(time.RFC3339Nano), inv.id, inv.timeout.Seconds()))
-		}
-	}
 	sb.logs.settle()
 	start := r.end
 	if ns := inv.startNs.Load(); ns != 0 {
@@ -322,6 +292,60 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 	return InvokeResult{Status: 200, Payload: r.body, FunctionError: r.funcError, RequestID: inv.id, LogTail: inv.logs.String()}, nil
 }
 
+// run hands inv to sb and waits for its result. unstarted reports that the
+// sandbox died before its runtime took the invocation.
+func (e *Emulator) run(sb *sandbox, inv *invocation) (r result, unstarted bool) {
+	fn := sb.fn
+	sb.next <- inv                                            // buffered; the sandbox's /next takes it
+	timer := time.NewTimer(inv.timeout + 50*time.Millisecond) // runtime start slack
+	defer timer.Stop()
+	// A process of the sandbox killed for memory ends the sandbox, as on
+	// Lambda; the kernel's kill may hit the app and spare the runtime, so
+	// look while the invocation runs.
+	var oomCheck <-chan time.Time
+	if sb.cg != nil {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		oomCheck = t.C
+	}
+	for done := false; !done; {
+		done = true
+		select {
+		case <-oomCheck:
+			if !sb.outOfMemory() {
+				done = false
+				continue
+			}
+			sb.kill()
+			<-sb.exited
+			r = <-inv.result // wait() finished it as Runtime.OutOfMemory
+		case r = <-inv.result:
+			if sb.outOfMemory() {
+				sb.kill()
+				<-sb.exited
+				r = result{funcError: "Unhandled", end: r.end, body: errorPayload("Runtime.OutOfMemory",
+					fmt.Sprintf("RequestId: %s Error: Runtime exited with error: signal: killed", inv.id))}
+			}
+		case <-sb.exited:
+			// The sandbox died with the invocation assigned; wait() has
+			// finished it, unless it died before the handoff.
+			select {
+			case r = <-inv.result:
+			default:
+				r = result{funcError: "Unhandled", end: time.Now(), body: errorPayload("Runtime.ExitError",
+					fmt.Sprintf("RequestId: %s Error: Runtime exited before the invocation started", inv.id))}
+				r.unstarted = inv.startNs.Load() == 0
+			}
+		case <-timer.C:
+			sb.kill()
+			r = result{funcError: "Unhandled", end: time.Now(), body: errorPayload("Sandbox.Timedout",
+				fmt.Sprintf("RequestId: %s Error: Task timed out after %.2f seconds", inv.id, inv.timeout.Seconds()))}
+			e.logOut(fn.cfg.Name, sb.id, fmt.Sprintf("%s %s Task timed out after %.2f seconds", time.Now().UTC().Format(time.RFC3339Nano), inv.id, inv.timeout.Seconds()))
+		}
+	}
+	return r, r.unstarted
+}
+
 var errNotFound = errors.New("function not found")
 
 func (e *Emulator) handleInvoke(w http.ResponseWriter, r *http.Request) {
@@ -344,6 +368,11 @@ func (e *Emulator) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(payload) == 0 {
 		payload = []byte("{}")
+	}
+	if !json.Valid(payload) {
+		writeAPIError(w, http.StatusBadRequest, "InvalidRequestContentException",
+			"Could not parse request body into json: the payload is not valid JSON")
+		return
 	}
 	var cc string
 	if h := r.Header.Get("X-Amz-Client-Context"); h != "" {
@@ -424,6 +453,7 @@ func writeAPIError(w http.ResponseWriter, status int, code, msg string, extra ..
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Amzn-Errortype", code)
+	w.Header().Set("X-Amzn-Requestid", newID()) // every Lambda API answer has one
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(body)
 }

@@ -180,6 +180,21 @@ func TestAWSLambdaGoFunctionUnderEmulator(t *testing.T) {
 		}
 	})
 
+	t.Run("a runtime that exits after reporting a panic: the next invoke gets a new sandbox", func(t *testing.T) {
+		out, err := h.invoke(t, `{"panic":"handler blew up"}`)
+		if err != nil || aws.ToString(out.FunctionError) == "" || !bytes.Contains(out.Payload, []byte("handler blew up")) {
+			t.Fatalf("panic: %v %q %s", err, aws.ToString(out.FunctionError), out.Payload)
+		}
+		before, _ := h.emu.Stats("echo")
+		out, err = h.invoke(t, `{"print":"after the panic"}`)
+		if err != nil || out.FunctionError != nil {
+			t.Fatalf("the invoke after the panic: %v %s (it once got Runtime.ExitError from the dead sandbox)", err, out.Payload)
+		}
+		if st, _ := h.emu.Stats("echo"); st.SandboxesStarted != before.SandboxesStarted+1 {
+			t.Errorf("sandboxes started %d -> %d, want one new sandbox", before.SandboxesStarted, st.SandboxesStarted)
+		}
+	})
+
 	t.Run("over the concurrency limit is TooManyRequestsException", func(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 2 {
@@ -265,6 +280,7 @@ func TestInvokeAPIErrors(t *testing.T) {
 	}{
 		"oversized payload":   {body: bytes.Repeat([]byte("x"), 6<<20+1), wantStatus: 413, wantType: "RequestTooLargeException"},
 		"bad invocation type": {header: http.Header{"X-Amz-Invocation-Type": {"Sometimes"}}, body: []byte("{}"), wantStatus: 400, wantType: "InvalidParameterValueException"},
+		"not JSON":            {body: []byte("hello"), wantStatus: 400, wantType: "InvalidRequestContentException"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -279,6 +295,9 @@ func TestInvokeAPIErrors(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != tc.wantStatus || resp.Header.Get("X-Amzn-Errortype") != tc.wantType {
 				t.Errorf("got %d %q, want %d %q", resp.StatusCode, resp.Header.Get("X-Amzn-Errortype"), tc.wantStatus, tc.wantType)
+			}
+			if resp.Header.Get("X-Amzn-Requestid") == "" {
+				t.Error("error answer without a request id")
 			}
 		})
 	}

@@ -75,6 +75,13 @@ type result struct {
 	body      []byte
 	funcError string // "" or "Unhandled"
 	end       time.Time
+	unstarted bool // the sandbox died before its runtime took the invocation
+}
+
+// again returns inv afresh, for another sandbox: same request, no result.
+func (inv *invocation) again() *invocation {
+	return &invocation{id: inv.id, payload: inv.payload, clientContext: inv.clientContext, timeout: inv.timeout,
+		result: make(chan result, 1), logs: inv.logs}
 }
 
 func (inv *invocation) finish(r result) {
@@ -237,7 +244,7 @@ func (sb *sandbox) wait() {
 	// Drain an invocation assigned but never picked up.
 	select {
 	case inv := <-sb.next:
-		inv.finish(result{funcError: "Unhandled", body: errorPayload(exitType,
+		inv.finish(result{funcError: "Unhandled", unstarted: true, body: errorPayload(exitType,
 			fmt.Sprintf("RequestId: %s Error: Runtime exited with error: %v", inv.id, err))})
 	default:
 	}

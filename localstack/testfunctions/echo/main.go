@@ -1,8 +1,9 @@
 // Command echo is a Lambda function written with aws-lambda-go's own
 // lambda.Start, used to prove the emulator runs unmodified Go functions.
 //
-// Event: {"sleep_ms": N, "fail": "message", "print": "line", "burn_ms": N,
-// "threads": N, "alloc_mb": N}. It burns burn_ms of CPU on each of threads
+// Event: {"sleep_ms": N, "fail": "message", "panic": "message", "print":
+// "line", "burn_ms": N, "threads": N, "alloc_mb": N}. "panic" panics in
+// the handler (aws-lambda-go reports it, then its runtime exits). It burns burn_ms of CPU on each of threads
 // threads, touches alloc_mb of memory, sleeps, prints, then fails with the
 // message or echoes the event with its request id and the wall time taken.
 package main
@@ -23,6 +24,7 @@ import (
 type event struct {
 	SleepMs int    `json:"sleep_ms"`
 	Fail    string `json:"fail"`
+	Panic   string `json:"panic"`
 	Print   string `json:"print"`
 	BurnMs  int    `json:"burn_ms"`
 	Threads int    `json:"threads"`
@@ -62,6 +64,9 @@ func handle(ctx context.Context, ev event) (reply, error) {
 	time.Sleep(time.Duration(ev.SleepMs) * time.Millisecond)
 	if ev.Fail != "" {
 		return reply{}, errors.New(ev.Fail)
+	}
+	if ev.Panic != "" {
+		panic(ev.Panic)
 	}
 	lc, _ := lambdacontext.FromContext(ctx)
 	_, hasDeadline := ctx.Deadline()
