@@ -746,6 +746,74 @@ func TestForwardedHeadersFromTrustedProxiesOnly(t *testing.T) {
 	}
 }
 
+// A client that trickles its body holds an instance slot no longer than the
+// body timeout and its pace allow: then it gets 408, the slot frees, and
+// nothing counts as the instance's failure (400 such clients once held
+// their slots and goroutines for as long as they trickled).
+func TestTrickledBodyFreesItsSlot(t *testing.T) {
+	s := startStack(t, stackOpts{routerEnv: map[string]string{"FERRY_ROUTER_BODY_TIMEOUT": "1s"}})
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.ingress, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Past the router's 64 KiB replay buffer, so the body streams to an
+	// instance while it trickles.
+	fmt.Fprintf(c, "POST /echo HTTP/1.1\r\nHost: app\r\nContent-Length: 200000\r\n\r\n")
+	c.Write(bytes.Repeat([]byte("x"), 70_000))
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+				if _, err := c.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	held := false
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && !held; time.Sleep(50 * time.Millisecond) {
+		for _, in := range s.pool().Instances {
+			held = held || in.InFlight > 0
+		}
+	}
+	if !held {
+		t.Fatal("the trickled request never reached an instance")
+	}
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to a trickled body: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("got %d %q after %v, want 408", resp.StatusCode, b, time.Since(start))
+	}
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		busy := 0
+		for _, in := range s.pool().Instances {
+			busy += in.InFlight
+		}
+		if busy == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot still held after the 408: %+v", s.pool())
+		}
+	}
+	if n := s.awaitEMF("Requests"); n != 1 || s.emfSum("Errors5xx") != 0 {
+		t.Errorf("metrics: %v requests, %v 5xx; want 1 and 0", n, s.emfSum("Errors5xx"))
+	}
+	if strings.Contains(s.routerLog.String(), "instance failed mid-request") {
+		t.Errorf("the client's slowness was taken for the instance's failure:\n%s", tail(s.routerLog.String(), 2000))
+	}
+}
+
 func TestThrottledInvokesAreRetried(t *testing.T) {
 	// One concurrent invocation allowed, one stream per instance: every
 	// launch past the first is throttled until an instance ends.

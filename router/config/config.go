@@ -45,13 +45,14 @@ const (
 	EnvShutdownTimeout = "FERRY_ROUTER_SHUTDOWN_TIMEOUT"
 	EnvLogLevel        = "FERRY_ROUTER_LOG_LEVEL"
 	EnvTrustedProxies  = "FERRY_ROUTER_TRUSTED_PROXIES"
+	EnvBodyTimeout     = "FERRY_ROUTER_BODY_TIMEOUT"
 )
 
 // Names lists every variable above.
 var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, EnvRoutes, EnvConfigFile,
 	EnvMaxConcurrency, EnvIdleLinger, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
-	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies}
+	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout}
 
 // Route maps requests to a function, with that function's pool options.
 type Route struct {
@@ -77,7 +78,10 @@ type Config struct {
 	// request from one keeps its X-Forwarded-For (the router appends the
 	// balancer) and its X-Forwarded-Proto and -Host. Anyone else's are
 	// replaced: a client cannot claim another address.
-	TrustedProxies  []netip.Prefix
+	TrustedProxies []netip.Prefix
+	// BodyTimeout: a request body must arrive within it, then at 16 KiB a
+	// second at least, or the request ends 408 (see proxy.Config).
+	BodyTimeout     time.Duration
 	Policy          pool.Policy
 	QueueLimit      int
 	QueueTimeout    time.Duration
@@ -159,6 +163,7 @@ func Load(getenv func(string) string) (Config, error) {
 	num(EnvMaxBodyBytes, &maxBody, 1, 1<<30)
 	c.MaxBodyBytes = int64(maxBody)
 	dur(EnvMetricsInterval, &c.MetricsInterval, time.Second, time.Hour)
+	dur(EnvBodyTimeout, &c.BodyTimeout, 100*time.Millisecond, time.Hour)
 	if v := getenv(EnvTrustedProxies); v != "" {
 		for _, f := range strings.Split(v, ",") {
 			pfx, e := netip.ParsePrefix(strings.TrimSpace(f))

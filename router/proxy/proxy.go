@@ -14,8 +14,10 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryrun/ferry/internal/tunnel"
@@ -54,6 +56,10 @@ type Config struct {
 	// MaxAttempts bounds tries of one request after nacks and unprocessed
 	// streams. If zero, 5.
 	MaxAttempts int
+	// BodyTimeout bounds a client's request body: it must have arrived
+	// within BodyTimeout plus a second per bodyMinRate bytes, or the
+	// request ends with 408 and frees its instance slot. If zero, 10s.
+	BodyTimeout time.Duration
 	// TrustedProxies are the balancers whose X-Forwarded-* headers are
 	// kept (see config.Config.TrustedProxies).
 	TrustedProxies []netip.Prefix
@@ -93,6 +99,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 5
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -134,6 +143,7 @@ type ctxKey struct{}
 
 // reqState travels in the request context from ServeHTTP to the transport.
 type reqState struct {
+	slowBody atomic.Bool // the client's body fell behind its pace: 408
 	function string
 	start    time.Time
 	queue    time.Duration // time spent waiting for a slot
@@ -165,10 +175,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("ferry: request body of %d bytes exceeds the limit of %d", r.ContentLength, h.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
-	}
 	st := &reqState{function: route.Function, start: time.Now()}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &pacedBody{rc: http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes), ctl: http.NewResponseController(w),
+			start: st.start, grace: h.cfg.BodyTimeout, st: st}
+	}
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		// ReverseProxy aborts the handler (panics with ErrAbortHandler)
@@ -291,6 +302,10 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	var started *startedError
 	var failing *pool.FailingError
 	switch {
+	case st != nil && st.slowBody.Load():
+		// The client's fault, not the instance's: no 5xx, no warning.
+		w.Header().Set("Connection", "close")
+		http.Error(w, fmt.Sprintf("ferry: the request body did not arrive in time (%v, then at least %d bytes a second)", h.cfg.BodyTimeout, bodyMinRate), http.StatusRequestTimeout)
 	case r.Context().Err() != nil:
 		// The client went away; its stream was cancelled. Nobody to answer.
 		w.WriteHeader(499) // recorded in metrics only; the connection is gone
@@ -413,6 +428,39 @@ func (b *leasedBody) done() {
 		b.st.appEnd = time.Now()
 		b.lease.Release()
 	})
+}
+
+// bodyMinRate is the pace a request body must keep after BodyTimeout.
+const bodyMinRate = 16 << 10
+
+// pacedBody bounds how long a client may take to send its body: each read
+// must end by start + grace + received/bodyMinRate seconds. A body
+// trickled a byte at a time (an attack, or a client stuck) then fails
+// instead of holding a goroutine, and an instance slot, for as long as it
+// trickles.
+type pacedBody struct {
+	rc       io.ReadCloser
+	ctl      *http.ResponseController
+	start    time.Time
+	grace    time.Duration
+	received int64
+	st       *reqState
+}
+
+func (b *pacedBody) Read(p []byte) (int, error) {
+	deadline := b.start.Add(b.grace + time.Duration(b.received)*time.Second/bodyMinRate)
+	b.ctl.SetReadDeadline(deadline) // where the connection cannot, the body is not paced
+	n, err := b.rc.Read(p)
+	b.received += int64(n)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		b.st.slowBody.Store(true)
+	}
+	return n, err
+}
+
+func (b *pacedBody) Close() error {
+	b.ctl.SetReadDeadline(time.Time{})
+	return b.rc.Close()
 }
 
 // replayBody keeps a small request body in memory so that a nacked request

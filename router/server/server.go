@@ -109,7 +109,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	}
 	r.ingress, err = proxy.New(proxy.Config{
 		Routes: routes, Pools: r.pools, QueueTimeout: cfg.QueueTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
-		MaxHeaderBytes: cfg.MaxHeaderBytes, TrustedProxies: cfg.TrustedProxies,
+		MaxHeaderBytes: cfg.MaxHeaderBytes, TrustedProxies: cfg.TrustedProxies, BodyTimeout: cfg.BodyTimeout,
 		Metrics: r.metrics, Logger: log,
 	})
 	if err != nil {
