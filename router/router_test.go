@@ -242,6 +242,23 @@ func (s *stack) quiesce() {
 	s.t.Fatal("instances never ended")
 }
 
+// awaitNoStreams reports whether the pool's instances hold no stream
+// within d.
+func (s *stack) awaitNoStreams(d time.Duration) bool {
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		busy := 0
+		for _, in := range s.pool().Instances {
+			busy += in.InFlight
+		}
+		if busy == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 // emfSum adds up metric name over the router's EMF lines.
 func (s *stack) emfSum(name string) float64 {
 	var total float64
@@ -619,17 +636,8 @@ func TestProxyBehaviour(t *testing.T) {
 			t.Fatal("request outlived its context")
 		}
 		// The slot frees long before the app's 10 s wait would end.
-		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			busy := 0
-			for _, in := range s.pool().Instances {
-				busy += in.InFlight
-			}
-			if busy == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("stream still in flight 3 s after the client left: %+v", s.pool())
-			}
+		if !s.awaitNoStreams(3 * time.Second) {
+			t.Fatalf("stream still in flight 3 s after the client left: %+v", s.pool())
 		}
 	})
 }
@@ -794,17 +802,8 @@ func TestTrickledBodyFreesItsSlot(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("got %d %q after %v, want 408", resp.StatusCode, b, time.Since(start))
 	}
-	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		busy := 0
-		for _, in := range s.pool().Instances {
-			busy += in.InFlight
-		}
-		if busy == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slot still held after the 408: %+v", s.pool())
-		}
+	if !s.awaitNoStreams(3 * time.Second) {
+		t.Fatalf("slot still held after the 408: %+v", s.pool())
 	}
 	if n := s.awaitEMF("Requests"); n != 1 || s.emfSum("Errors5xx") != 0 {
 		t.Errorf("metrics: %v requests, %v 5xx; want 1 and 0", n, s.emfSum("Errors5xx"))
