@@ -560,6 +560,11 @@ func TestLimits(t *testing.T) {
 			return s.do("POST", "/echo", io.MultiReader(bytes.NewReader(big)), nil) // no length: chunked
 		}, 413, "exceeds the limit of 100000"},
 		"unknown route": {func() reply { return s.get("/nowhere") }, 404, `no route for host "127.0.0.1" and path "/nowhere"`},
+		// Routes see the path the app will resolve: a dot segment, plain
+		// or with an encoded slash, cannot take a request past its route.
+		"dot segments out of a route":         {func() reply { return s.get("/echo/../nowhere") }, 404, `path "/nowhere"`},
+		"encoded slash out of a route":        {func() reply { return s.get("/echo/..%2Fnowhere") }, 404, `path "/nowhere"`},
+		"dot segments reach the app resolved": {func() reply { return s.get("/work/../echo") }, 200, `"path":"/echo"`},
 		"body within limits": {func() reply {
 			return s.do("POST", "/echo", bytes.NewReader(big[:90_000]), nil)
 		}, 200, `"body_bytes":90000`},

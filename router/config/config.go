@@ -104,7 +104,7 @@ type Config struct {
 // An error names the variable and the value it could not use.
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
-		Listen: ":8080", TunnelListen: ":8443", AdminListen: ":9090",
+		Listen: ":8080", TunnelListen: ":8443", AdminListen: "127.0.0.1:9090",
 		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
 		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second,
@@ -194,6 +194,10 @@ func Load(getenv func(string) string) (Config, error) {
 			fail(EnvPprof, v, "want true or false")
 		}
 		c.Pprof = b
+		if b && !loopbackOnly(c.AdminListen) {
+			fail(EnvPprof, v, fmt.Sprintf("profiles would be served to anyone who reaches %s=%s: listen on loopback (127.0.0.1:PORT) to use them",
+				EnvAdminListen, c.AdminListen))
+		}
 	}
 	dur(EnvShutdownTimeout, &c.ShutdownTimeout, 0, 15*time.Minute)
 	if v := getenv(EnvLogLevel); v != "" && c.LogLevel.UnmarshalText([]byte(v)) != nil {
@@ -300,4 +304,18 @@ func validateRoutes(rs []Route) error {
 		}
 	}
 	return nil
+}
+
+// loopbackOnly reports whether a listen address takes connections from
+// this host only.
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -30,6 +30,12 @@ func TestLoad(t *testing.T) {
 	if err != nil || fmt.Sprint(c.TrustedProxies) != "[10.0.0.0/16 127.0.0.1/32]" {
 		t.Errorf("%s: %v, %v", EnvTrustedProxies, c.TrustedProxies, err)
 	}
+	if c.AdminListen != "127.0.0.1:9090" {
+		t.Errorf("admin listens on %s by default, want loopback", c.AdminListen)
+	}
+	if c, err := Load(env(map[string]string{EnvRoutes: "app=/", EnvTunnelListen: "127.0.0.1:0", EnvPprof: "true"})); err != nil || !c.Pprof {
+		t.Errorf("pprof on the loopback admin listener: %v", err)
+	}
 	for v, want := range map[string][2]bool{"": {true, false}, "cloudwatch": {false, true}, "emf, cloudwatch": {true, true}, "off": {}} {
 		c, err := Load(env(map[string]string{EnvRoutes: "app=/", EnvTunnelListen: "127.0.0.1:0", EnvMetrics: v}))
 		if err != nil || [2]bool{c.MetricsEMF, c.MetricsCloudWatch} != want {
@@ -56,6 +62,7 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		EnvConfigFile:     base(map[string]string{EnvConfigFile: "/does/not/exist.json"}),
 		EnvMetrics:        base(map[string]string{EnvMetrics: "emf,statsd"}),
 		EnvTrustedProxies: base(map[string]string{EnvTrustedProxies: "10.0.0.0/16,the-alb"}),
+		EnvPprof:          base(map[string]string{EnvPprof: "true", EnvAdminListen: ":9090"}),
 	}
 	for name, vars := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -270,6 +270,10 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
 	if avoid != nil {
 		exclude = avoid.inst
 	}
+	if err := ctx.Err(); err != nil {
+		// A request whose client already left launches nothing.
+		return nil, fmt.Errorf("%w: %w", ErrNoCapacity, context.Cause(ctx))
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

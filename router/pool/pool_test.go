@@ -140,3 +140,21 @@ func TestFailingFunctionFailsFast(t *testing.T) {
 		time.Sleep(time.Minute) // a probe still backing off ends
 	})
 }
+
+// A request whose client has already gone launches no invocation (20,000
+// reset streams once launched 9 to 19).
+func TestCancelledRequestLaunchesNothing(t *testing.T) {
+	l := &failingLauncher{}
+	p, err := New(Config{Function: "f", Launcher: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := p.Acquire(ctx, nil); !errors.Is(err, ErrNoCapacity) || !errors.Is(err, context.Canceled) {
+		t.Errorf("Acquire = %v, want ErrNoCapacity from the cancelled context", err)
+	}
+	if n := l.count(); n != 0 {
+		t.Errorf("%d launches for a request already cancelled", n)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -156,6 +157,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if i := strings.LastIndexByte(host, ':'); i > 0 && !strings.HasSuffix(host, "]") {
 		host = host[:i]
 	}
+	if clean := cleanPath(r.URL.Path); clean != r.URL.Path {
+		// Route, and forward, what the app will resolve: otherwise
+		// /public/../private (or /public/..%2Fprivate) matched the
+		// /public route and reached the app as /private.
+		r.URL.Path, r.URL.RawPath = clean, ""
+	}
 	var route *Route
 	for i := range h.cfg.Routes {
 		if h.cfg.Routes[i].matches(host, r.URL.Path) {
@@ -208,6 +215,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	h.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+}
+
+// cleanPath is p with dot segments resolved and repeated slashes merged,
+// rooted, keeping a trailing slash, as net/http's ServeMux cleans.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	c := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // headerBytes counts the request line and headers as HTTP/1.1 sends them.
