@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,8 @@ type Server struct {
 	sem  chan struct{}
 
 	acceptErrors atomic.Int64
+	silent       atomic.Int64 // connections accepted, not yet spoken
+	rejections   logLimiter
 }
 
 // NewServer checks cfg and returns a Server.
@@ -113,16 +116,32 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		pause = 0
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			s.cfg.Logger.Warn("tunnel rejected: too many handshakes in progress", "remote", nc.RemoteAddr().String())
+		// A connection holds a handshake slot only once it speaks: a
+		// flood of silent (half-open) connections once held every slot,
+		// and every cold start behind them failed.
+		if s.silent.Load() >= int64(silentPerSlot*cap(s.sem)) {
+			s.rejections.warn(s.cfg.Logger, "tunnel rejected", "reason", "too many connections waiting to speak", "remote", nc.RemoteAddr().String())
 			nc.Close()
 			continue
 		}
+		s.silent.Add(1)
 		go func() {
+			spoken, err := firstByte(nc, min(s.cfg.HandshakeTimeout, firstByteTimeout))
+			s.silent.Add(-1)
+			if err != nil {
+				s.cfg.Logger.Debug("tunnel connection closed before it spoke", "remote", nc.RemoteAddr().String(), "err", err)
+				nc.Close()
+				return
+			}
+			select {
+			case s.sem <- struct{}{}:
+			default:
+				s.rejections.warn(s.cfg.Logger, "tunnel rejected", "reason", "too many handshakes in progress", "remote", nc.RemoteAddr().String())
+				nc.Close()
+				return
+			}
 			defer func() { <-s.sem }()
-			c, err := s.handshake(ctx, nc)
+			c, err := s.handshake(ctx, spoken)
 			if err != nil {
 				nc.Close()
 				return
@@ -130,6 +149,80 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			s.cfg.OnConn(c)
 		}()
 	}
+}
+
+const (
+	// firstByteTimeout bounds the wait for a new connection's first byte
+	// (a bootstrap sends its TLS ClientHello as soon as it connects).
+	firstByteTimeout = 2 * time.Second
+	// silentPerSlot bounds connections waiting for their first byte, per
+	// handshake slot.
+	silentPerSlot = 8
+)
+
+// firstByte waits up to d for nc's first byte and returns nc with that
+// byte put back in front.
+func firstByte(nc net.Conn, d time.Duration) (net.Conn, error) {
+	nc.SetReadDeadline(time.Now().Add(d))
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(nc, b); err != nil {
+		return nil, err
+	}
+	nc.SetReadDeadline(time.Time{})
+	return &prefixedConn{Conn: nc, prefix: b}, nil
+}
+
+type prefixedConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixedConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// logLimiter lets warnings through in bursts of logBurst, then logLimitRate
+// a second, counting what it held back: rejections an attacker can cause
+// at will must not flood the log.
+type logLimiter struct {
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed int
+}
+
+const (
+	logBurst     = 32
+	logLimitRate = 5
+)
+
+func (l *logLimiter) warn(log *slog.Logger, msg string, args ...any) {
+	l.mu.Lock()
+	now := time.Now()
+	if l.last.IsZero() {
+		l.tokens = logBurst
+	} else {
+		l.tokens = min(logBurst, l.tokens+now.Sub(l.last).Seconds()*logLimitRate)
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	l.tokens--
+	n := l.suppressed
+	l.suppressed = 0
+	l.mu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed_since_last", n)
+	}
+	log.Warn(msg, args...)
 }
 
 // handshake runs TLS, the hello and the HTTP/2 preface on nc. Every failure
@@ -144,12 +237,12 @@ func (s *Server) handshake(ctx context.Context, nc net.Conn) (*Conn, error) {
 
 	tc := tls.Server(nc, s.cfg.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		log.Warn("tunnel rejected", "reason", "tls handshake failed", "err", err)
+		s.rejections.warn(log, "tunnel rejected", "reason", "tls handshake failed", "err", err)
 		return nil, err
 	}
 	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
 		err := fmt.Errorf("negotiated protocol %q, want %q", p, ALPN)
-		log.Warn("tunnel rejected", "reason", err.Error())
+		s.rejections.warn(log, "tunnel rejected", "reason", err.Error())
 		return nil, err
 	}
 
@@ -161,12 +254,12 @@ func (s *Server) handshake(ctx context.Context, nc net.Conn) (*Conn, error) {
 		} else if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 			reason = "hello not received within handshake timeout"
 		}
-		log.Warn("tunnel rejected", "reason", reason)
+		s.rejections.warn(log, "tunnel rejected", "reason", reason)
 		return nil, err
 	}
 	log = log.With("function", h.FunctionARN, "request_id", h.RequestID)
 	reject := func(err error) (*Conn, error) {
-		log.Warn("tunnel rejected", "reason", err.Error())
+		s.rejections.warn(log, "tunnel rejected", "reason", err.Error())
 		writeMessage(tc, Answer{Reason: err.Error()})
 		return nil, err
 	}
