@@ -136,6 +136,20 @@ func (r *router) serve(t *testing.T, h Hello, handler http.Handler) (*Conn, *Ses
 	return nil, nil
 }
 
+// mustServeOK opens a tunnel to r and requires one request over it to
+// succeed.
+func (r *router) mustServeOK(t *testing.T, what string) {
+	t.Helper()
+	c, _ := r.serve(t, r.hello(t, testFunction), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	resp, err := get(t, c, "/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%s: %v %v", what, resp, err)
+	}
+	resp.Body.Close()
+}
+
 func get(t *testing.T, c *Conn, path string) (*http.Response, error) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "http://app"+path, nil)
@@ -528,14 +542,7 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 	fl := &failingListener{}
 	fl.n.Store(5)
 	r := startRouterOn(t, func(ln net.Listener) net.Listener { fl.Listener = ln; return fl })
-	c, _ := r.serve(t, r.hello(t, testFunction), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "ok")
-	}))
-	resp, err := get(t, c, "/")
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("after accept errors: %v %v", resp, err)
-	}
-	resp.Body.Close()
+	r.mustServeOK(t, "after accept errors")
 	if got := r.srv.AcceptErrors(); got != 5 {
 		t.Errorf("AcceptErrors = %d, want 5", got)
 	}
@@ -587,14 +594,7 @@ func TestSilentConnectionsDoNotBlockTunnels(t *testing.T) {
 			c.Close()
 		}
 	}()
-	c, _ := r.serve(t, r.hello(t, testFunction), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "ok")
-	}))
-	resp, err := get(t, c, "/")
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("tunnel beside 20 silent connections: %v %v", resp, err)
-	}
-	resp.Body.Close()
+	r.mustServeOK(t, "tunnel beside 20 silent connections")
 	if strings.Contains(r.logs.String(), "too many handshakes") {
 		t.Errorf("silent connections took handshake slots:\n%s", r.logs.String())
 	}
