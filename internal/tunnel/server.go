@@ -32,7 +32,10 @@ type ServerConfig struct {
 	// closed at once. If zero, 512.
 	MaxHandshakes int
 	// PingInterval is how long a tunnel may be silent before the router
-	// pings it; a ping unanswered for as long again closes it. If zero, 15s.
+	// pings it; a ping unanswered for as long again closes it, failing its
+	// streams, so a hung instance (a stopped sandbox) stops taking
+	// requests within two intervals. The bootstrap's HTTP/2 server answers
+	// pings whatever its app is doing. If zero, 5s.
 	PingInterval time.Duration
 	// Logger receives one line per rejected handshake. If nil, slog.Default().
 	Logger *slog.Logger
@@ -63,7 +66,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.MaxHandshakes = 512
 	}
 	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = 15 * time.Second
+		cfg.PingInterval = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -65,7 +65,7 @@ func startRouterOn(t *testing.T, wrap func(net.Listener) net.Listener) *router {
 }
 
 // startRouterWith also sets the server's handshake limit (0: default).
-func startRouterWith(t *testing.T, wrap func(net.Listener) net.Listener, maxHandshakes int) *router {
+func startRouterWith(t *testing.T, wrap func(net.Listener) net.Listener, maxHandshakes int, opts ...func(*ServerConfig)) *router {
 	t.Helper()
 	cert, err := GenerateCertificate(time.Hour)
 	if err != nil {
@@ -77,7 +77,7 @@ func startRouterWith(t *testing.T, wrap func(net.Listener) net.Listener, maxHand
 		t.Fatal(err)
 	}
 	r := &router{pin: Pin(cert.Leaf), issuer: iss, clock: clk, conns: make(chan *Conn, 16), logs: &syncBuffer{}}
-	srv, err := NewServer(ServerConfig{
+	sc := ServerConfig{
 		TLS: ServerTLSConfig(cert),
 		Authenticate: func(_ context.Context, h Hello) (Claims, error) {
 			return iss.Redeem(h.Token, h.FunctionARN)
@@ -86,7 +86,11 @@ func startRouterWith(t *testing.T, wrap func(net.Listener) net.Listener, maxHand
 		HandshakeTimeout: 300 * time.Millisecond,
 		MaxHandshakes:    maxHandshakes,
 		Logger:           slog.New(slog.NewTextHandler(r.logs, nil)),
-	})
+	}
+	for _, o := range opts {
+		o(&sc)
+	}
+	srv, err := NewServer(sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -616,5 +620,80 @@ func TestRejectionLogIsRateLimited(t *testing.T) {
 	l.warn(log, "tunnel rejected", "reason", "tls handshake failed")
 	if !strings.Contains(buf.String(), "suppressed_since_last=968") {
 		t.Errorf("the next warning does not count what was held back:\n%s", buf.String()[len(buf.String())-200:])
+	}
+}
+
+// stoppableConn is a fake for a stopped sandbox (SIGSTOP would stop the
+// test itself): once stopped, the bootstrap's end reads and writes
+// nothing, and the connection stays open.
+type stoppableConn struct {
+	net.Conn
+	stopped chan struct{}
+	ended   chan struct{} // closed when the test is over: the process is killed
+}
+
+func (c *stoppableConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	return n, c.hang(err)
+}
+
+func (c *stoppableConn) Write(p []byte) (int, error) {
+	if err := c.hang(nil); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// hang blocks while the process is stopped, until the test ends.
+func (c *stoppableConn) hang(err error) error {
+	select {
+	case <-c.stopped:
+		<-c.ended
+		return net.ErrClosed
+	default:
+		return err
+	}
+}
+
+// A hung instance is found by its silence to pings and closed, failing its
+// streams, within two ping intervals: a stopped sandbox once kept taking
+// requests for 30 s.
+func TestHungInstanceIsClosed(t *testing.T) {
+	r := startRouterWith(t, nil, 0, func(c *ServerConfig) { c.PingInterval = 200 * time.Millisecond })
+	nc, err := Dial(context.Background(), DialConfig{Addr: r.addr, Pin: r.pin, Hello: r.hello(t, testFunction)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &stoppableConn{Conn: nc, stopped: make(chan struct{}), ended: make(chan struct{})}
+	t.Cleanup(func() { close(sc.ended) })
+	s := NewSession(sc, 4)
+	go s.Serve(context.Background(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // a request in flight when the sandbox stops
+	}))
+	t.Cleanup(func() { nc.Close() })
+	c := <-r.conns
+	t.Cleanup(func() { c.Close() })
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := get(t, c, "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	close(sc.stopped)
+	start := time.Now()
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the router kept a silent tunnel open for 5 s")
+	}
+	if err := <-errc; err == nil {
+		t.Error("the request on the hung instance did not fail")
+	}
+	t.Logf("hung tunnel closed %v after the stop", time.Since(start))
+	if c.CanTakeStream() {
+		t.Error("a closed tunnel still takes streams")
 	}
 }
