@@ -816,6 +816,11 @@ func TestTrickledBodyFreesItsSlot(t *testing.T) {
 	if strings.Contains(s.routerLog.String(), "instance failed mid-request") {
 		t.Errorf("the client's slowness was taken for the instance's failure:\n%s", tail(s.routerLog.String(), 2000))
 	}
+	// A body sent at once, then an answer that takes longer than the body
+	// timeout: the pace ends with the body, not the request.
+	if r := s.do("GET", "/work?wait_ms=2500", strings.NewReader("prompt"), nil); r.status != 200 {
+		t.Errorf("a prompt body with a 2.5 s answer at a 1 s body timeout: %d %q %v", r.status, r.body, r.err)
+	}
 }
 
 func TestThrottledInvokesAreRetried(t *testing.T) {

@@ -472,7 +472,13 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 	b.ctl.SetReadDeadline(deadline) // where the connection cannot, the body is not paced
 	n, err := b.rc.Read(p)
 	b.received += int64(n)
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+	switch {
+	case err == io.EOF:
+		// The body is in. The deadline must not outlive it: net/http's
+		// background read of the connection would time out and cancel a
+		// long answer to a prompt upload.
+		b.ctl.SetReadDeadline(time.Time{})
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
 		b.st.slowBody.Store(true)
 	}
 	return n, err
