@@ -237,6 +237,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if len(c.Routes) == 0 {
 		return Config{}, fmt.Errorf("no routes: set %s (e.g. \"app=/\") or %s", EnvRoutes, EnvConfigFile)
 	}
+	if e := mergeFunctionOptions(c.Routes); e != nil {
+		return Config{}, fmt.Errorf("routes (%s, %s): %w", EnvRoutes, EnvConfigFile, e)
+	}
 	if c.Advertise == AdvertiseECS {
 		return c, nil // resolved at start, from the task metadata
 	}
@@ -302,6 +305,38 @@ func validateRoutes(rs []Route) error {
 		case r.Policy != "" && r.Policy != pool.Pack && r.Policy != pool.Spread:
 			return fmt.Errorf("route to %s: policy %q: want pack or spread", r.Function, r.Policy)
 		}
+	}
+	return nil
+}
+
+// mergeFunctionOptions gives every route of a function the options any of
+// them sets (one pool serves them all), and refuses routes that set them
+// differently: a second route's options were once dropped without a word.
+func mergeFunctionOptions(rs []Route) error {
+	type opts struct {
+		conc   int
+		policy pool.Policy
+	}
+	merged := map[string]opts{}
+	for _, r := range rs {
+		o := merged[r.Function]
+		switch {
+		case r.MaxConcurrency != 0 && o.conc != 0 && r.MaxConcurrency != o.conc:
+			return fmt.Errorf("function %s: max_concurrency %d on one route, %d on another", r.Function, o.conc, r.MaxConcurrency)
+		case r.Policy != "" && o.policy != "" && r.Policy != o.policy:
+			return fmt.Errorf("function %s: policy %s on one route, %s on another", r.Function, o.policy, r.Policy)
+		}
+		if r.MaxConcurrency != 0 {
+			o.conc = r.MaxConcurrency
+		}
+		if r.Policy != "" {
+			o.policy = r.Policy
+		}
+		merged[r.Function] = o
+	}
+	for i := range rs {
+		o := merged[rs[i].Function]
+		rs[i].MaxConcurrency, rs[i].Policy = o.conc, o.policy
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +102,68 @@ func TestResolveECSAdvertise(t *testing.T) {
 	}
 	if _, err := ResolveECSAdvertise(context.Background(), "", "8443"); err == nil || !strings.Contains(err.Error(), "ECS_CONTAINER_METADATA_URI_V4") {
 		t.Errorf("off ECS: error = %v", err)
+	}
+}
+
+// One pool serves all of a function's routes: the options any route sets
+// apply to all, and routes that disagree are refused, never dropped.
+func TestRouteOptionsPerFunction(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, fmt.Sprint(len(body), ".json"))
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := map[string]struct {
+		routes, file string
+		wantErr      string
+		want         map[string]Route // by path prefix
+	}{
+		"options on the second route apply to the first": {
+			routes: "app=/a", file: `{"routes":[{"function":"app","path_prefix":"/b","max_concurrency":16,"policy":"spread"}]}`,
+			want: map[string]Route{"/a": {Function: "app", PathPrefix: "/a", MaxConcurrency: 16, Policy: "spread"},
+				"/b": {Function: "app", PathPrefix: "/b", MaxConcurrency: 16, Policy: "spread"}},
+		},
+		"conflicting concurrency": {
+			file:    `{"routes":[{"function":"app","path_prefix":"/a","max_concurrency":8},{"function":"app","path_prefix":"/b","max_concurrency":16}]}`,
+			wantErr: "max_concurrency 8 on one route, 16 on another",
+		},
+		"conflicting policy": {
+			file:    `{"routes":[{"function":"app","path_prefix":"/a","policy":"pack"},{"function":"app","path_prefix":"/b","policy":"spread"}]}`,
+			wantErr: "policy pack on one route, spread on another",
+		},
+		"other functions keep their own": {
+			file: `{"routes":[{"function":"app","path_prefix":"/a","max_concurrency":8},{"function":"api","path_prefix":"/b"}]}`,
+			want: map[string]Route{"/a": {Function: "app", PathPrefix: "/a", MaxConcurrency: 8},
+				"/b": {Function: "api", PathPrefix: "/b"}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			vars := map[string]string{EnvTunnelListen: "127.0.0.1:0"}
+			if tc.routes != "" {
+				vars[EnvRoutes] = tc.routes
+			}
+			if tc.file != "" {
+				vars[EnvConfigFile] = write(tc.file)
+			}
+			c, err := Load(env(vars))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want one saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range c.Routes {
+				if want := tc.want[r.PathPrefix]; r != want {
+					t.Errorf("route %+v, want %+v", r, want)
+				}
+			}
+		})
 	}
 }
