@@ -104,14 +104,14 @@ func stripProtocol(h http.Header) {
 	for k, vs := range h {
 		name := strings.TrimPrefix(k, http.TrailerPrefix)
 		switch {
-		case hasProtocolPrefix(name):
+		case tunnel.IsProtocolHeader(name):
 			delete(h, k)
 		case k == "Trailer":
 			kept := vs[:0]
 			for _, v := range vs {
 				var names []string
 				for n := range strings.SplitSeq(v, ",") {
-					if n = strings.TrimSpace(n); n != "" && !hasProtocolPrefix(n) {
+					if n = strings.TrimSpace(n); n != "" && !tunnel.IsProtocolHeader(n) {
 						names = append(names, n)
 					}
 				}
@@ -126,10 +126,6 @@ func stripProtocol(h http.Header) {
 			}
 		}
 	}
-}
-
-func hasProtocolPrefix(name string) bool {
-	return len(name) >= len(tunnel.HeaderPrefix) && strings.EqualFold(name[:len(tunnel.HeaderPrefix)], tunnel.HeaderPrefix)
 }
 
 func (s *streams) done() {

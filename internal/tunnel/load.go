@@ -23,6 +23,12 @@ const (
 	HeaderPrefix = "Ferry-"
 )
 
+// IsProtocolHeader reports whether name (any case) is one of the tunnel
+// protocol's headers, which only the router and the bootstrap may set.
+func IsProtocolHeader(name string) bool {
+	return len(name) >= len(HeaderPrefix) && strings.EqualFold(name[:len(HeaderPrefix)], HeaderPrefix)
+}
+
 // Load is the instance's load hint.
 type Load struct {
 	// InFlight is the streams in the app, leaving out the one answered

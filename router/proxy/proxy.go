@@ -264,7 +264,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		pr.SetXForwarded()
 	}
 	for k := range pr.Out.Header {
-		if strings.HasPrefix(k, tunnel.HeaderPrefix) {
+		if tunnel.IsProtocolHeader(k) {
 			pr.Out.Header.Del(k) // clients do not speak the tunnel protocol
 		}
 	}
@@ -292,7 +292,7 @@ func (h *Handler) trusted(remote string) bool {
 func stripFerryHeaders(resp *http.Response) error {
 	for _, h := range []http.Header{resp.Header, resp.Trailer} {
 		for k := range h {
-			if strings.HasPrefix(k, tunnel.HeaderPrefix) {
+			if tunnel.IsProtocolHeader(k) {
 				h.Del(k)
 			}
 		}
