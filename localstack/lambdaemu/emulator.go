@@ -241,9 +241,8 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 			return InvokeResult{}, err
 		}
 		fn.count(func(s *Stats) { s.Running++ })
-		var unstarted bool
-		r, unstarted = e.run(sb, inv)
-		if !unstarted || attempt == 3 {
+		r = e.run(sb, inv)
+		if !r.unstarted || attempt == 3 {
 			break
 		}
 		// A runtime that exits after answering (aws-lambda-go does after
@@ -292,9 +291,9 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 	return InvokeResult{Status: 200, Payload: r.body, FunctionError: r.funcError, RequestID: inv.id, LogTail: inv.logs.String()}, nil
 }
 
-// run hands inv to sb and waits for its result. unstarted reports that the
-// sandbox died before its runtime took the invocation.
-func (e *Emulator) run(sb *sandbox, inv *invocation) (r result, unstarted bool) {
+// run hands inv to sb and waits for its result (unstarted if the sandbox
+// died before its runtime took the invocation).
+func (e *Emulator) run(sb *sandbox, inv *invocation) (r result) {
 	fn := sb.fn
 	sb.next <- inv                                            // buffered; the sandbox's /next takes it
 	timer := time.NewTimer(inv.timeout + 50*time.Millisecond) // runtime start slack
@@ -343,7 +342,7 @@ func (e *Emulator) run(sb *sandbox, inv *invocation) (r result, unstarted bool) 
 			e.logOut(fn.cfg.Name, sb.id, fmt.Sprintf("%s %s Task timed out after %.2f seconds", time.Now().UTC().Format(time.RFC3339Nano), inv.id, inv.timeout.Seconds()))
 		}
 	}
-	return r, r.unstarted
+	return r
 }
 
 var errNotFound = errors.New("function not found")
