@@ -2,7 +2,6 @@ package serve
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"time"
 
@@ -24,21 +23,8 @@ const postSafety = 100 * time.Millisecond
 // sends one can cost.
 const firstStreamGrace = 500 * time.Millisecond
 
-// Summary is the response of a dial-back invocation.
-type Summary struct {
-	Requests int64  `json:"requests"`  // streams handed to the app
-	Nacks    int64  `json:"nacks"`     // streams refused before the app saw them
-	BusyMs   int64  `json:"busy_ms"`   // time with at least one request in the app
-	BusyUs   int64  `json:"busy_us"`   // the same, to the microsecond
-	Ended    string `json:"ended"`     // idle, deadline or router-closed
-	LingerUs int64  `json:"linger_us"` // the idle linger the instance kept
-}
-
-// JSON encodes s.
-func (s Summary) JSON() []byte {
-	b, _ := json.Marshal(s)
-	return b
-}
+// Summary is the response of a dial-back invocation (see dialback.Summary).
+type Summary = dialback.Summary
 
 // serveTunnel dials the router and serves streams until the instance has
 // been idle for the linger, the deadline is within the drain margin, or the

@@ -103,3 +103,20 @@ func Marshal(p Payload) ([]byte, error) {
 	}
 	return json.Marshal(envelope{Ferry: &p})
 }
+
+// Summary is a dial-back invocation's response: what the instance did, for
+// the router's metrics and its choice of linger.
+type Summary struct {
+	Requests int64  `json:"requests"`  // streams handed to the app
+	Nacks    int64  `json:"nacks"`     // streams refused before the app saw them
+	BusyMs   int64  `json:"busy_ms"`   // time with at least one request in the app
+	BusyUs   int64  `json:"busy_us"`   // the same, to the microsecond
+	Ended    string `json:"ended"`     // idle, deadline or router-closed
+	LingerUs int64  `json:"linger_us"` // the idle linger the instance kept
+}
+
+// JSON encodes s.
+func (s Summary) JSON() []byte {
+	b, _ := json.Marshal(s)
+	return b
+}

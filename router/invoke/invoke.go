@@ -157,12 +157,7 @@ func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) e
 		}
 		r.Err = &Error{Class: class, Err: fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), msg)}
 	} else {
-		var sum struct {
-			Requests int64  `json:"requests"`
-			BusyUs   int64  `json:"busy_us"`
-			LingerUs int64  `json:"linger_us"`
-			Ended    string `json:"ended"`
-		}
+		var sum dialback.Summary
 		if json.Unmarshal(out.Payload, &sum) == nil {
 			r.Requests, r.BusyUs, r.LingerUs, r.Ended = sum.Requests, sum.BusyUs, sum.LingerUs, sum.Ended
 		}
