@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -686,7 +687,9 @@ func TestClientLeavingMidBodyIsCounted(t *testing.T) {
 // gaps and the invocations' overhead from what they report, and asks new
 // instances to end as soon as they are idle.
 func TestSparseTrafficLingersNot(t *testing.T) {
-	s := startStack(t, stackOpts{})
+	// Tunnels only: with plain invocations, such requests soon go plain
+	// (TestPlainInvocationsWhereNothingShares).
+	s := startStack(t, stackOpts{routerEnv: map[string]string{"FERRY_ROUTER_PLAIN": "off"}})
 	const n = 12
 	for i := range n {
 		if r := s.get("/work?wait_ms=5"); r.status != 200 {
@@ -961,5 +964,81 @@ func TestSurplusInstanceClosedAtJoin(t *testing.T) {
 	}
 	if st := s.stats(); st.Invocations != 1 || st.Errors != 0 {
 		t.Errorf("emulator %+v, want one invocation, ended cleanly", st)
+	}
+}
+
+// Where tunnel invocations each take only the request they were started
+// for (requests one at a time, the instance gone between them), requests
+// go as plain invocations: one invoke each, the request in its payload,
+// reaching the app and the client as they would through a tunnel. A
+// response too large for an invoke result fails clearly, and sends the
+// function's requests back to tunnels.
+func TestPlainInvocationsWhereNothingShares(t *testing.T) {
+	s := startStack(t, stackOpts{})
+	for i := 0; !s.pool().PlainMode; i++ {
+		if i == 12 {
+			t.Fatalf("still on tunnels after %d lone requests: %+v", i, s.pool())
+		}
+		if r := s.get("/work?wait_ms=5"); r.status != 200 {
+			t.Fatalf("request %d: %d %s %v", i, r.status, r.body, r.err)
+		}
+		s.quiesce()
+	}
+	plainBefore, invBefore := s.pool().Stats.Plain, s.stats().Invocations
+
+	bin := []byte(strings.Repeat("h\u00e9llo\x00\x01\u4e16 ", 30)) // the echo is JSON: valid UTF-8
+	r := s.do("POST", "/echo?x=1&y=a%2Fb", bytes.NewReader(bin), http.Header{"X-Test": {"a"}, "Cookie": {"c1=1; c2=2"}})
+	var echo struct {
+		Method, Path, Query, Host, Body string
+		BodyBytes                       int `json:"body_bytes"`
+		Headers                         map[string][]string
+		Cookies                         map[string]string
+	}
+	if r.status != 200 || json.Unmarshal([]byte(r.body), &echo) != nil {
+		t.Fatalf("POST /echo: %d %q %v", r.status, r.body, r.err)
+	}
+	if echo.Method != "POST" || echo.Path != "/echo" || echo.Query != "x=1&y=a%2Fb" || echo.Body != string(bin) ||
+		echo.BodyBytes != len(bin) || echo.Cookies["c1"] != "1" || echo.Cookies["c2"] != "2" ||
+		len(echo.Headers["X-Test"]) != 1 || echo.Headers["X-Test"][0] != "a" || !strings.HasPrefix(echo.Host, "127.0.0.1") ||
+		len(echo.Headers["X-Forwarded-For"]) != 1 || echo.Headers["X-Forwarded-For"][0] != "127.0.0.1" {
+		t.Errorf("app saw %+v", echo)
+	}
+	r = s.get("/echo?status=201&cookie=s%3D1&cookie=t%3D2&header=X-Multi:v")
+	if r.status != 201 || r.header.Get("X-Multi") != "v" || r.header.Get("X-Echo") != "yes" ||
+		!slices.Equal(r.header.Values("Set-Cookie"), []string{"s=1", "t=2"}) {
+		t.Errorf("GET /echo: %d %v", r.status, r.header)
+	}
+	noFerryHeaders(t, r.header)
+	r = s.get("/binary?bytes=1000")
+	if r.status != 200 || len(r.body) != 1000 || r.body[255] != 255 || r.body[256] != 0 {
+		t.Errorf("GET /binary: %d, %d bytes", r.status, len(r.body))
+	}
+	if n := s.pool().Stats.Plain - plainBefore; n != 3 {
+		t.Errorf("%d of 3 requests went plain", n)
+	}
+	if n := s.stats().Invocations - invBefore; n != 3 {
+		t.Errorf("%d invocations for 3 plain requests", n)
+	}
+
+	// A body too large to keep for a retry goes through a tunnel.
+	big := strings.Repeat("b", 100<<10)
+	if r := s.do("POST", "/echo", strings.NewReader(big), nil); r.status != 200 || !strings.Contains(r.body, `"body_bytes":102400`) {
+		t.Errorf("POST of 100 KiB: %d %.200s", r.status, r.body)
+	}
+	if n := s.pool().Stats.Plain - plainBefore; n != 3 {
+		t.Errorf("a 100 KiB body went plain")
+	}
+	s.quiesce()
+
+	r = s.get(fmt.Sprintf("/binary?bytes=%d", 7<<20))
+	if r.status != 502 || !strings.Contains(r.body, "Ferry.ResponseTooLarge") {
+		t.Errorf("7 MiB answer through a plain invocation: %d %.300s", r.status, r.body)
+	}
+	if p := s.pool(); p.PlainMode {
+		t.Errorf("still plain after a response too large for it: %+v", p)
+	}
+	r = s.get(fmt.Sprintf("/binary?bytes=%d", 7<<20))
+	if r.status != 200 || len(r.body) != 7<<20 {
+		t.Errorf("7 MiB answer after: %d, %d bytes", r.status, len(r.body))
 	}
 }

@@ -169,8 +169,15 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func binary(w http.ResponseWriter, _ *http.Request) {
-	b := make([]byte, 256)
+// binary answers ?bytes= bytes (256 by default) counting 0..255 over and
+// over.
+func binary(w http.ResponseWriter, r *http.Request) {
+	n, err := intParamOr(r, "bytes", 64<<20, 256)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	b := make([]byte, n)
 	for i := range b {
 		b[i] = byte(i)
 	}

@@ -29,6 +29,8 @@ type Function struct {
 	Name string
 	// Limit is the router's streams per instance, also set as the
 	// bootstrap's FERRY_MAX_CONCURRENCY; if zero, both keep their defaults.
+	// A function with a limit is a baseline: its requests all go through
+	// tunnels (no plain invocations).
 	Limit int
 	// MemoryMB is the function's memory, which buys memory/1769 vCPU; if
 	// zero, 1769 (one vCPU).
@@ -118,7 +120,11 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 		}
 		fns = append(fns, lambdaemu.Function{Name: f.Name, CodeDir: codeDir, Layers: []string{layer},
 			Runtime: "provided.al2023", Timeout: lambdaemu.Duration{Duration: timeout}, MemoryMB: mem, Concurrency: conc, Env: env})
-		routes = append(routes, config.Route{Function: f.Name, Host: f.Name + ".localhost", MaxConcurrency: f.Limit})
+		rt := config.Route{Function: f.Name, Host: f.Name + ".localhost", MaxConcurrency: f.Limit}
+		if f.Limit > 0 {
+			rt.Plain = "off"
+		}
+		routes = append(routes, rt)
 	}
 	emuCfg, routesFile := filepath.Join(work, "functions.json"), filepath.Join(work, "routes.json")
 	if err := writeJSON(emuCfg, lambdaemu.Config{Functions: fns}); err != nil {

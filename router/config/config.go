@@ -46,13 +46,14 @@ const (
 	EnvLogLevel        = "FERRY_ROUTER_LOG_LEVEL"
 	EnvTrustedProxies  = "FERRY_ROUTER_TRUSTED_PROXIES"
 	EnvBodyTimeout     = "FERRY_ROUTER_BODY_TIMEOUT"
+	EnvPlain           = "FERRY_ROUTER_PLAIN"
 )
 
 // Names lists every variable above.
 var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, EnvRoutes, EnvConfigFile,
 	EnvMaxConcurrency, EnvIdleLinger, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
-	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout}
+	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout, EnvPlain}
 
 // Route maps requests to a function, with that function's pool options.
 type Route struct {
@@ -61,6 +62,7 @@ type Route struct {
 	PathPrefix     string      `json:"path_prefix,omitempty"`
 	MaxConcurrency int         `json:"max_concurrency,omitempty"` // 0: the router default
 	Policy         pool.Policy `json:"policy,omitempty"`          // "": the router default
+	Plain          string      `json:"plain,omitempty"`           // auto or off; "": the router default
 }
 
 // Config is ferry-router's configuration.
@@ -74,6 +76,13 @@ type Config struct {
 	// asks for less when the gaps between its requests say lingering costs
 	// more than a new invocation (a function's own FERRY_IDLE_LINGER wins).
 	IdleLinger time.Duration
+	// Plain lets a request that no live instance can take go as one plain
+	// invocation (an HTTP event in the payload, as a Function URL sends)
+	// while a function's tunnel invocations are not being shared: CPU-bound
+	// work, traffic too sparse to overlap. Then ferry costs what plain
+	// Lambda costs there. FERRY_ROUTER_PLAIN=off keeps every request on
+	// tunnels.
+	Plain bool
 	// TrustedProxies are the load balancers in front of the router: a
 	// request from one keeps its X-Forwarded-For (the router appends the
 	// balancer) and its X-Forwarded-Proto and -Host. Anyone else's are
@@ -105,7 +114,7 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		Listen: ":8080", TunnelListen: ":8443", AdminListen: "127.0.0.1:9090",
-		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
+		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Plain: true, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
 		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second,
 	}
@@ -148,6 +157,13 @@ func Load(getenv func(string) string) (Config, error) {
 	str(EnvTLSKey, &c.TLSKey)
 	num(EnvMaxConcurrency, &c.MaxConcurrency, 1, 1600)
 	dur(EnvIdleLinger, &c.IdleLinger, time.Millisecond, time.Hour)
+	switch v := getenv(EnvPlain); v {
+	case "", "auto":
+	case "off":
+		c.Plain = false
+	default:
+		fail(EnvPlain, v, "want auto or off")
+	}
 	if v := getenv(EnvPolicy); v != "" {
 		c.Policy = pool.Policy(v)
 		if c.Policy != pool.Pack && c.Policy != pool.Spread {
@@ -304,6 +320,8 @@ func validateRoutes(rs []Route) error {
 			return fmt.Errorf("route to %s: max_concurrency %d outside 1..1600", r.Function, r.MaxConcurrency)
 		case r.Policy != "" && r.Policy != pool.Pack && r.Policy != pool.Spread:
 			return fmt.Errorf("route to %s: policy %q: want pack or spread", r.Function, r.Policy)
+		case r.Plain != "" && r.Plain != "auto" && r.Plain != "off":
+			return fmt.Errorf("route to %s: plain %q: want auto or off", r.Function, r.Plain)
 		}
 	}
 	return nil
@@ -316,6 +334,7 @@ func mergeFunctionOptions(rs []Route) error {
 	type opts struct {
 		conc   int
 		policy pool.Policy
+		plain  string
 	}
 	merged := map[string]opts{}
 	for _, r := range rs {
@@ -325,6 +344,8 @@ func mergeFunctionOptions(rs []Route) error {
 			return fmt.Errorf("function %s: max_concurrency %d on one route, %d on another", r.Function, o.conc, r.MaxConcurrency)
 		case r.Policy != "" && o.policy != "" && r.Policy != o.policy:
 			return fmt.Errorf("function %s: policy %s on one route, %s on another", r.Function, o.policy, r.Policy)
+		case r.Plain != "" && o.plain != "" && r.Plain != o.plain:
+			return fmt.Errorf("function %s: plain %s on one route, %s on another", r.Function, o.plain, r.Plain)
 		}
 		if r.MaxConcurrency != 0 {
 			o.conc = r.MaxConcurrency
@@ -332,11 +353,14 @@ func mergeFunctionOptions(rs []Route) error {
 		if r.Policy != "" {
 			o.policy = r.Policy
 		}
+		if r.Plain != "" {
+			o.plain = r.Plain
+		}
 		merged[r.Function] = o
 	}
 	for i := range rs {
 		o := merged[rs[i].Function]
-		rs[i].MaxConcurrency, rs[i].Policy = o.conc, o.policy
+		rs[i].MaxConcurrency, rs[i].Policy, rs[i].Plain = o.conc, o.policy, o.plain
 	}
 	return nil
 }

@@ -122,13 +122,21 @@ func TestRouteOptionsPerFunction(t *testing.T) {
 		want         map[string]Route // by path prefix
 	}{
 		"options on the second route apply to the first": {
-			routes: "app=/a", file: `{"routes":[{"function":"app","path_prefix":"/b","max_concurrency":16,"policy":"spread"}]}`,
-			want: map[string]Route{"/a": {Function: "app", PathPrefix: "/a", MaxConcurrency: 16, Policy: "spread"},
-				"/b": {Function: "app", PathPrefix: "/b", MaxConcurrency: 16, Policy: "spread"}},
+			routes: "app=/a", file: `{"routes":[{"function":"app","path_prefix":"/b","max_concurrency":16,"policy":"spread","plain":"off"}]}`,
+			want: map[string]Route{"/a": {Function: "app", PathPrefix: "/a", MaxConcurrency: 16, Policy: "spread", Plain: "off"},
+				"/b": {Function: "app", PathPrefix: "/b", MaxConcurrency: 16, Policy: "spread", Plain: "off"}},
 		},
 		"conflicting concurrency": {
 			file:    `{"routes":[{"function":"app","path_prefix":"/a","max_concurrency":8},{"function":"app","path_prefix":"/b","max_concurrency":16}]}`,
 			wantErr: "max_concurrency 8 on one route, 16 on another",
+		},
+		"conflicting plain": {
+			file:    `{"routes":[{"function":"app","path_prefix":"/a","plain":"off"},{"function":"app","path_prefix":"/b","plain":"auto"}]}`,
+			wantErr: "plain off on one route, auto on another",
+		},
+		"bad plain": {
+			file:    `{"routes":[{"function":"app","plain":"never"}]}`,
+			wantErr: `plain "never": want auto or off`,
 		},
 		"conflicting policy": {
 			file:    `{"routes":[{"function":"app","path_prefix":"/a","policy":"pack"},{"function":"app","path_prefix":"/b","policy":"spread"}]}`,

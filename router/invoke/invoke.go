@@ -42,7 +42,7 @@ type Result struct {
 	Requests int64  // streams it handed to the app
 	BusyUs   int64  // time with at least one request in the app
 	LingerUs int64  // the idle linger it kept
-	Ended    string // idle, deadline or router-closed
+	Ended    string // idle, deadline or router-closed; "plain" for Plain's
 }
 
 // Invoker implements pool.Launcher.
@@ -112,8 +112,43 @@ func (i *Invoker) Prepare(function string, maxConcurrency int, linger time.Durat
 }
 
 func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) error {
+	out, err := i.call(ctx, function, payload, 50*time.Millisecond, 2*time.Second, retryable)
+	if err != nil {
+		return err
+	}
+	r := outcome(function, out)
+	if r.Err == nil {
+		var sum dialback.Summary
+		if json.Unmarshal(out.Payload, &sum) == nil {
+			r.Requests, r.BusyUs, r.LingerUs, r.Ended = sum.Requests, sum.BusyUs, sum.LingerUs, sum.Ended
+		}
+	}
+	i.onResult(r)
+	return r.Err
+}
+
+// Plain invokes function once with event, an ordinary HTTP event (a
+// Function URL one) that the bootstrap serves as one request, and returns
+// the response event. Only refusals that say the function did not run
+// (throttles) are retried: any other failure may have reached the app. An
+// *Error whose Started is false never did.
+func (i *Invoker) Plain(ctx context.Context, function string, event []byte) ([]byte, error) {
+	out, err := i.call(ctx, function, event, 20*time.Millisecond, time.Second, notRun)
+	if err != nil {
+		return nil, err
+	}
+	r := outcome(function, out)
+	r.Requests, r.Ended = 1, "plain"
+	i.onResult(r)
+	return out.Payload, r.Err
+}
+
+// call invokes function with payload, RequestResponse with the log tail,
+// retrying the errors retry accepts with backoff from first to most, for
+// up to retryFor.
+func (i *Invoker) call(ctx context.Context, function string, payload []byte, first, most time.Duration, retry func(error) bool) (*lambda.InvokeOutput, error) {
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 50*time.Millisecond, 2*time.Second, i.retryFor
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = first, most, i.retryFor
 	var out *lambda.InvokeOutput
 	op := func() error {
 		var err error
@@ -123,17 +158,16 @@ func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) e
 			LogType:        types.LogTypeTail,
 			Payload:        payload,
 		})
-		if err == nil {
+		switch {
+		case err == nil:
 			return nil
+		case !retry(err):
+			return backoff.Permanent(err)
+		case isThrottle(err):
+			i.onThrottle(function)
 		}
-		if retryable(err) {
-			if isThrottle(err) {
-				i.onThrottle(function)
-			}
-			i.log.Debug("invoke retrying", "function", function, "err", err)
-			return err
-		}
-		return backoff.Permanent(err)
+		i.log.Debug("invoke retrying", "function", function, "err", err)
+		return err
 	}
 	if err := backoff.Retry(op, backoff.WithContext(b, ctx)); err != nil {
 		class := "InvokeFailed"
@@ -141,8 +175,14 @@ func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) e
 		if errors.As(err, &api) {
 			class = api.ErrorCode()
 		}
-		return &Error{Class: class, Err: fmt.Errorf("invoking %s: %w", function, err)}
+		return nil, &Error{Class: class, Started: !notRun(err), Err: fmt.Errorf("invoking %s: %w", function, err)}
 	}
+	return out, nil
+}
+
+// outcome reads what an invocation billed, from its REPORT line, and its
+// function error.
+func outcome(function string, out *lambda.InvokeOutput) Result {
 	r := Result{Function: function}
 	if out.LogResult != nil {
 		if tail, err := base64.StdEncoding.DecodeString(*out.LogResult); err == nil {
@@ -155,15 +195,9 @@ func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) e
 		if class == "" {
 			class = aws.ToString(out.FunctionError)
 		}
-		r.Err = &Error{Class: class, Err: fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), msg)}
-	} else {
-		var sum dialback.Summary
-		if json.Unmarshal(out.Payload, &sum) == nil {
-			r.Requests, r.BusyUs, r.LingerUs, r.Ended = sum.Requests, sum.BusyUs, sum.LingerUs, sum.Ended
-		}
+		r.Err = &Error{Class: class, Started: true, Err: fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), msg)}
 	}
-	i.onResult(r)
-	return r.Err
+	return r
 }
 
 var (
@@ -208,6 +242,9 @@ func errorMessage(payload []byte) (class, msg string) {
 type Error struct {
 	Class string
 	Err   error
+	// Started, for a plain invocation, says the request may have reached
+	// the app: it must not be sent again.
+	Started bool
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
@@ -233,6 +270,13 @@ func retryable(err error) bool {
 	}
 	var api smithy.APIError
 	return !errors.As(err, &api) // no API answer at all: a transport error
+}
+
+// notRun reports a refusal that says the function did not run: a
+// throttle, or a function not ready.
+func notRun(err error) bool {
+	var notReady *types.ResourceNotReadyException
+	return isThrottle(err) || errors.As(err, &notReady)
 }
 
 func isThrottle(err error) bool {

@@ -96,6 +96,10 @@ type Config struct {
 	// it ends; the pool asks for less when the gaps between requests say
 	// lingering costs more than it saves. If zero, 2ms.
 	MaxLinger time.Duration
+	// Direct lets a request that no live instance can take travel as one
+	// plain invocation when tunnel invocations are not being shared (see
+	// directModel), if the caller says the request can (Acquire's direct).
+	Direct bool
 	// LaunchTimeout bounds one invocation's start, retries included. If
 	// zero, 30s.
 	LaunchTimeout time.Duration
@@ -133,9 +137,13 @@ type Pool struct {
 	// at once instead of one launch after another.
 	cover  float64      // guarded by mu
 	linger *lingerModel // guarded by mu
-	closed bool         // guarded by mu
-	warned bool         // guarded by mu; told that instances take fewer streams than asked
-	stats  Stats        // guarded by mu
+	direct directModel  // guarded by mu
+	// plain counts plain invocations in flight: they hold a sandbox, so
+	// they count against MaxInstances.
+	plain  int   // guarded by mu
+	closed bool  // guarded by mu
+	warned bool  // guarded by mu; told that instances take fewer streams than asked
+	stats  Stats // guarded by mu
 }
 
 type instance struct {
@@ -161,6 +169,8 @@ type Stats struct {
 	// Surplus counts instances closed as they joined: no request was
 	// waiting for them any more.
 	Surplus int64 `json:"surplus"`
+	// Plain counts requests sent as plain invocations.
+	Plain int64 `json:"plain"`
 }
 
 // New returns an empty pool.
@@ -202,16 +212,35 @@ func New(cfg Config) (*Pool, error) {
 		cover: float64(cfg.MaxConcurrency), linger: newLingerModel(cfg.MaxLinger)}, nil
 }
 
-// Lease is one stream slot on one instance. Release it exactly once, when
-// the stream has ended.
+// Lease is one stream slot on one instance, or leave for one plain
+// invocation. Release it exactly once, when the stream (or the invocation)
+// has ended.
 type Lease struct {
-	p    *Pool
-	inst *instance
-	once sync.Once
+	p        *Pool
+	inst     *instance // nil for a plain invocation
+	answered bool
+	unsafe   bool
+	once     sync.Once
 }
 
-// Conn returns the leased instance's tunnel.
-func (l *Lease) Conn() *tunnel.Conn { return l.inst.conn }
+// Conn returns the leased instance's tunnel; nil when Plain.
+func (l *Lease) Conn() *tunnel.Conn {
+	if l.inst == nil {
+		return nil
+	}
+	return l.inst.conn
+}
+
+// Plain reports that the request is to travel as one plain invocation:
+// an ordinary HTTP event in the invoke payload, served by a sandbox of its
+// own, its response in the invoke result.
+func (l *Lease) Plain() bool { return l.inst == nil }
+
+// Answered notes, before Release, that the instance answered the request
+// (not a nack), and whether the response could not have travelled in a
+// plain invocation's result (over a MiB, streamed, with trailers): after
+// one that could not, the function's requests stay on tunnels a while.
+func (l *Lease) Answered(unsafe bool) { l.answered, l.unsafe = true, unsafe }
 
 // Release frees the slot for the next waiting request, after a response
 // or a nack; the instance's load hint on it teaches the pool how many
@@ -219,6 +248,17 @@ func (l *Lease) Conn() *tunnel.Conn { return l.inst.conn }
 func (l *Lease) Release() {
 	l.once.Do(func() {
 		l.p.mu.Lock()
+		if l.answered {
+			l.p.direct.response(l.unsafe, l.p.cfg.Now())
+		}
+		if l.inst == nil {
+			l.p.plain--
+			if len(l.p.waiters) > 0 && !l.p.closed {
+				l.p.launchLocked() // its sandbox is free for an instance
+			}
+			l.p.mu.Unlock()
+			return
+		}
 		if load, ok := l.inst.conn.Load(); ok {
 			l.p.learnCoverLocked(load)
 		}
@@ -264,10 +304,13 @@ func (p *Pool) coverLocked() int {
 // Acquire returns a slot on a live instance, waiting for one while ctx
 // allows and starting invocations if the live and pending ones cannot cover
 // the waiting requests. avoid, if not nil, is an earlier lease whose
-// instance this request should not go to again (it nacked).
-func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
+// instance this request should not go to again (it nacked). plain says the
+// request could travel as a plain invocation (see Config.Direct): then,
+// when no live instance can take it and the function's tunnel invocations
+// are not being shared, the lease returned is Plain.
+func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, error) {
 	var exclude *instance
-	if avoid != nil {
+	if avoid != nil && avoid.inst != nil {
 		exclude = avoid.inst
 	}
 	if err := ctx.Err(); err != nil {
@@ -300,6 +343,12 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
 		err := &FailingError{Function: p.cfg.Function, Class: p.failing}
 		p.mu.Unlock()
 		return nil, err
+	}
+	if plain && p.plainLocked() {
+		p.plain++
+		p.stats.Plain++
+		p.mu.Unlock()
+		return &Lease{p: p}, nil
 	}
 	if len(p.waiters) >= p.cfg.QueueLimit {
 		p.mu.Unlock()
@@ -336,6 +385,23 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease) (*Lease, error) {
 		return nil, ErrClosed
 	}
 	return nil, fmt.Errorf("%w: %w", ErrNoCapacity, context.Cause(ctx))
+}
+
+// plainLocked reports whether a request no live instance can take goes
+// plain: it would start a tunnel invocation (the pending ones are covering
+// the requests already waiting), there is room for another sandbox, and
+// the direct model predicts the invocation would take only this request.
+func (p *Pool) plainLocked() bool {
+	if !p.cfg.Direct {
+		return false
+	}
+	if LaunchesNeeded(len(p.waiters)+1, len(p.launches), p.coverLocked()) == 0 {
+		return false
+	}
+	if len(p.instances)+len(p.launches)+p.plain >= p.cfg.MaxInstances {
+		return false
+	}
+	return p.direct.choose(p.cfg.Now())
 }
 
 // pickLocked returns the instance the policy prefers among those with a
@@ -446,7 +512,7 @@ func LaunchesNeeded(waiting, pending, limit int) int {
 func (p *Pool) launchLocked() {
 	pending := len(p.launches)
 	need := LaunchesNeeded(len(p.waiters), pending, p.coverLocked())
-	if room := p.cfg.MaxInstances - len(p.instances) - pending; need > room {
+	if room := p.cfg.MaxInstances - len(p.instances) - pending - p.plain; need > room {
 		need = max(room, 0)
 	}
 	p.startLaunchesLocked(need)
@@ -565,12 +631,14 @@ func (p *Pool) launchEnded(id string, err error) {
 	p.waiters = p.waiters[:0]
 }
 
-// Ended learns from an invocation that ended: what it billed, its busy
-// time, the linger it kept, and whether it ended for idling. The pool
-// weighs lingering against a new invocation's overhead with it.
-func (p *Pool) Ended(billed, busy, linger time.Duration, idled bool) {
+// Ended learns from a tunnel invocation that ended: what it billed, its
+// busy time, the linger it kept, how many requests it took, and whether it
+// ended for idling. The pool weighs lingering against a new invocation's
+// overhead, and tunnels against plain invocations, with it.
+func (p *Pool) Ended(billed, busy, linger time.Duration, requests int64, idled bool) {
 	p.mu.Lock()
 	p.linger.ended(billed, busy, linger, idled)
+	p.direct.ended(requests)
 	p.mu.Unlock()
 }
 
@@ -674,6 +742,12 @@ type State struct {
 	LingerUs   int64 `json:"linger_us"`
 	OverheadUs int64 `json:"invocation_overhead_us"`
 	LingerGaps int   `json:"linger_gaps"`
+	// Share is how many requests recent tunnel invocations took on
+	// average (0 until a few have ended); below 1.25, requests no live
+	// instance can take go as plain invocations, PlainInFlight of them now.
+	Share         float64 `json:"share"`
+	PlainMode     bool    `json:"plain_mode"`
+	PlainInFlight int     `json:"plain_in_flight"`
 	// Failing names the failure class while launches keep failing
 	// (requests fail at once); ConsecutiveFailures counts them.
 	Failing             string `json:"failing,omitempty"`
@@ -714,6 +788,8 @@ func (p *Pool) State() State {
 	s.LingerUs, s.OverheadUs, s.LingerGaps = linger.Microseconds(), overhead.Microseconds(), gaps
 	s.Failing, s.ConsecutiveFailures = p.failing, p.failures
 	now := p.cfg.Now()
+	s.Share, s.PlainInFlight = math.Round(p.direct.share()*100)/100, p.plain
+	s.PlainMode = p.cfg.Direct && p.direct.predicts(now)
 	for _, in := range p.instances {
 		l, _ := in.conn.Load()
 		s.Instances = append(s.Instances, InstanceState{

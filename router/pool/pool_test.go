@@ -109,7 +109,7 @@ func TestFailingFunctionFailsFast(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		start := time.Now()
-		_, err = p.Acquire(ctx, nil)
+		_, err = p.Acquire(ctx, nil, false)
 		var fe *FailingError
 		if !errors.As(err, &fe) || fe.Class != "Ferry.AppStartFailed" {
 			t.Fatalf("Acquire = %v, want a FailingError of class Ferry.AppStartFailed", err)
@@ -122,7 +122,7 @@ func TestFailingFunctionFailsFast(t *testing.T) {
 		}
 		// Failing: requests fail at once; one probe at a time, backed off.
 		for range 100 {
-			if _, err := p.Acquire(ctx, nil); !errors.As(err, &fe) {
+			if _, err := p.Acquire(ctx, nil, false); !errors.As(err, &fe) {
 				t.Fatalf("while failing: %v", err)
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -151,7 +151,7 @@ func TestCancelledRequestLaunchesNothing(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := p.Acquire(ctx, nil); !errors.Is(err, ErrNoCapacity) || !errors.Is(err, context.Canceled) {
+	if _, err := p.Acquire(ctx, nil, false); !errors.Is(err, ErrNoCapacity) || !errors.Is(err, context.Canceled) {
 		t.Errorf("Acquire = %v, want ErrNoCapacity from the cancelled context", err)
 	}
 	if n := l.count(); n != 0 {

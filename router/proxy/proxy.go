@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ferryrun/ferry/internal/tunnel"
+	"github.com/ferryrun/ferry/router/invoke"
 	"github.com/ferryrun/ferry/router/metrics"
 	"github.com/ferryrun/ferry/router/pool"
 )
@@ -64,8 +65,13 @@ type Config struct {
 	// TrustedProxies are the balancers whose X-Forwarded-* headers are
 	// kept (see config.Config.TrustedProxies).
 	TrustedProxies []netip.Prefix
-	Metrics        *metrics.Recorder // required
-	Logger         *slog.Logger      // if nil, slog.Default()
+	// Plain, if not nil, invokes a function once with an HTTP event and
+	// returns the response event (invoke.Invoker.Plain): pools that allow
+	// it send requests no live instance can take as plain invocations
+	// when tunnels are not being shared (pool.Config.Direct).
+	Plain   func(ctx context.Context, function string, event []byte) ([]byte, error)
+	Metrics *metrics.Recorder // required
+	Logger  *slog.Logger      // if nil, slog.Default()
 }
 
 // replayLimit is the largest request body kept in memory so the request
@@ -368,13 +374,17 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	qctx, cancel := context.WithTimeout(req.Context(), t.h.cfg.QueueTimeout)
 	defer cancel()
 
+	canPlain := t.h.cfg.Plain != nil && plainEligible(req, body)
 	var avoid *pool.Lease
 	for attempt := 1; ; attempt++ {
 		waitStart := time.Now()
-		lease, err := p.Acquire(qctx, avoid)
+		lease, err := p.Acquire(qctx, avoid, canPlain)
 		st.queue += time.Since(waitStart)
 		if err != nil {
 			return nil, err
+		}
+		if lease.Plain() {
+			return t.plain(req, body.buf, st, lease)
 		}
 		out := req.Clone(req.Context())
 		out.Body = body.attempt()
@@ -416,21 +426,57 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			avoid = lease
 			continue
 		}
-		resp.Body = &leasedBody{ReadCloser: resp.Body, lease: lease, st: st}
+		resp.Body = &leasedBody{ReadCloser: resp.Body, lease: lease, st: st, resp: resp, headers: time.Now()}
 		return resp, nil
 	}
+}
+
+// plain sends req as one plain invocation, which holds lease until it
+// ends.
+func (t *tunnelTransport) plain(req *http.Request, body []byte, st *reqState, lease *pool.Lease) (*http.Response, error) {
+	defer lease.Release()
+	event, err := plainEvent(req, body, req.RemoteAddr)
+	if err != nil {
+		return nil, err
+	}
+	st.appStart = time.Now()
+	payload, err := t.h.cfg.Plain(req.Context(), st.function, event)
+	st.appEnd = time.Now()
+	var ie *invoke.Error
+	switch {
+	case errors.As(err, &ie) && !ie.Started:
+		return nil, fmt.Errorf("%w: Lambda refused the invocation (%s)", pool.ErrNoCapacity, ie.Class)
+	case errors.As(err, &ie):
+		if ie.Class == "Ferry.ResponseTooLarge" {
+			lease.Answered(true) // tunnels for a while: they carry any size
+		}
+		t.h.log.Warn("plain invocation failed", "function", st.function, "path", req.URL.Path, "err", err)
+		return nil, &startedError{fmt.Errorf("the plain invocation failed (%s)", ie.Class)}
+	case err != nil:
+		return nil, &startedError{err}
+	}
+	resp, err := plainResponse(req, payload)
+	if err != nil {
+		return nil, &startedError{err}
+	}
+	lease.Answered(resp.ContentLength > plainUnsafeBytes) // near the limit: tunnels for a while
+	return resp, nil
 }
 
 // leasedBody releases the instance slot when the response ends.
 type leasedBody struct {
 	io.ReadCloser
-	lease *pool.Lease
-	st    *reqState
-	once  sync.Once
+	lease   *pool.Lease
+	st      *reqState
+	resp    *http.Response
+	headers time.Time // when the response's headers came
+	n       int64
+	once    sync.Once
 }
 
 func (b *leasedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
 	if err == io.EOF {
 		b.done()
 	}
@@ -446,6 +492,7 @@ func (b *leasedBody) Close() error {
 func (b *leasedBody) done() {
 	b.once.Do(func() {
 		b.st.appEnd = time.Now()
+		b.lease.Answered(plainUnsafe(b.resp, b.n, b.st.appEnd.Sub(b.headers)))
 		b.lease.Release()
 	})
 }

@@ -75,9 +75,9 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Logger: log,
 		OnResult: func(res invoke.Result) {
 			r.metrics.Invocation(res.Function, res.BilledMs, res.Cold)
-			if p := r.pools[res.Function]; p != nil && res.Err == nil {
+			if p := r.pools[res.Function]; p != nil && res.Err == nil && res.Ended != "plain" {
 				p.Ended(time.Duration(res.BilledMs)*time.Millisecond, time.Duration(res.BusyUs)*time.Microsecond,
-					time.Duration(res.LingerUs)*time.Microsecond, res.Ended == "idle")
+					time.Duration(res.LingerUs)*time.Microsecond, res.Requests, res.Ended == "idle")
 			}
 		},
 		OnThrottle: r.metrics.Throttle,
@@ -94,7 +94,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		pc := pool.Config{
 			Function: rt.Function, MaxConcurrency: cfg.MaxConcurrency, Policy: cfg.Policy,
 			QueueLimit: cfg.QueueLimit, MaxInstances: cfg.MaxInstances, LaunchTimeout: cfg.LaunchTimeout,
-			MaxLinger: cfg.IdleLinger, Launcher: inv, Logger: log,
+			MaxLinger: cfg.IdleLinger, Direct: cfg.Plain, Launcher: inv, Logger: log,
 			OnLaunchFailure: func(string) { r.metrics.LaunchFailure(rt.Function) },
 		}
 		if rt.MaxConcurrency > 0 {
@@ -103,6 +103,9 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		if rt.Policy != "" {
 			pc.Policy = rt.Policy
 		}
+		if rt.Plain != "" {
+			pc.Direct = rt.Plain == "auto"
+		}
 		if r.pools[rt.Function], err = pool.New(pc); err != nil {
 			return nil, err
 		}
@@ -110,7 +113,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	r.ingress, err = proxy.New(proxy.Config{
 		Routes: routes, Pools: r.pools, QueueTimeout: cfg.QueueTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxHeaderBytes: cfg.MaxHeaderBytes, TrustedProxies: cfg.TrustedProxies, BodyTimeout: cfg.BodyTimeout,
-		Metrics: r.metrics, Logger: log,
+		Plain: inv.Plain, Metrics: r.metrics, Logger: log,
 	})
 	if err != nil {
 		return nil, err
