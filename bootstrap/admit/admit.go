@@ -330,21 +330,31 @@ func (a *Admitter) usualLocked() cost {
 func (a *Admitter) fitsLocked(c cost, except *Ticket) bool {
 	set := make([]member, 0, len(a.inflight)+1)
 	set = append(set, member{c.rate(), c.cpu, c.wall})
+	now := a.cfg.Now()
 	for t := range a.inflight {
 		if t != except {
-			// What it has used so far is behind it. One that has run
-			// past its estimate is not nearly done: it is another kind
-			// than its key says (a 1.5 s request on a path whose requests
-			// took 150 ms), so assume it is half way.
-			left := t.est.cpu - t.cpu
-			if left < t.est.cpu/10 {
-				left = max(t.cpu, t.est.cpu/10)
-			}
-			set = append(set, member{t.est.rate(), left, t.est.wall})
+			set = append(set, member{t.est.rate(), t.leftCPU(now), t.est.wall})
 		}
 	}
 	return a.fits(set)
 }
+
+// leftCPU is the CPU t is expected still to use. What it has used is
+// behind it: one that used what its kind takes, within its kind's time,
+// is done computing but for a little (an API handler waiting on its
+// database after its CPU). One that has run well past its estimate, in
+// CPU or in time, is another kind than its key says (a 1.5 s request on a
+// path whose requests took 150 ms): assume it is half way.
+func (t *Ticket) leftCPU(now time.Time) float64 {
+	if t.cpu > overrun*t.est.cpu || float64(now.Sub(t.start)) > overrun*t.est.wall {
+		return max(t.cpu, t.est.cpu/10)
+	}
+	return max(t.est.cpu-t.cpu, t.est.cpu/10)
+}
+
+// overrun: a request past this multiple of its kind's CPU or time is not
+// of that kind.
+const overrun = 1.5
 
 // member is one request of a set that might run at once.
 type member struct {

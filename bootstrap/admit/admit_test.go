@@ -220,3 +220,39 @@ func TestOverrunningNeighbour(t *testing.T) {
 	}
 	long.Done()
 }
+
+// TestNeighbourDoneComputing: a request that has used the CPU its kind
+// takes, within its kind's time, is waiting (an API handler on its
+// database): a request may run beside it. One that has just started its
+// CPU is not.
+func TestNeighbourDoneComputing(t *testing.T) {
+	ms := time.Millisecond
+	tests := map[string]struct {
+		cpus      float64
+		cpu, wall time.Duration // what the kind takes
+		used      time.Duration // what the neighbour has used
+		elapsed   time.Duration // and for how long it has run
+		want      bool
+	}{
+		"api at 0.29 vCPU, neighbour waiting":        {0.29, 10 * ms, 134 * ms, 10 * ms, 40 * ms, true},
+		"api at 0.29 vCPU, neighbour computing":      {0.29, 10 * ms, 134 * ms, 2 * ms, 7 * ms, false},
+		"seed at 1 vCPU, neighbour waiting":          {1, 50 * ms, 100 * ms, 50 * ms, 55 * ms, true},
+		"seed at 1 vCPU, neighbour half way":         {1, 50 * ms, 100 * ms, 25 * ms, 25 * ms, false},
+		"seed at 1 vCPU, neighbour overran its CPU":  {1, 50 * ms, 100 * ms, 80 * ms, 90 * ms, false},
+		"seed at 1 vCPU, neighbour overran its time": {1, 50 * ms, 100 * ms, 50 * ms, 160 * ms, false},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := &clock{}
+			a := newAdmitter(c, tt.cpus)
+			teach(a, c, seed, tt.cpu, tt.wall, 3)
+			n := a.Take(seed)
+			c.cpu += tt.used
+			c.now = c.now.Add(tt.elapsed)
+			if _, got := a.Admit(seed); got != tt.want {
+				t.Errorf("Admit = %v, want %v", got, tt.want)
+			}
+			n.Done()
+		})
+	}
+}
