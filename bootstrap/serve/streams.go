@@ -55,28 +55,31 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	lastTry := r.Header.Get(tunnel.HeaderLastTry) != ""
 	r.Header.Del(tunnel.HeaderLastTry) // the app never sees the protocol
-	n := s.inflight.Add(1)
-	if n > s.limit {
+	// A refused stream never counts as in flight: only a stream that runs
+	// moves inflight, and its deferred done closes the busy period. (A nack
+	// that undid its own count once left an instance busy, billed to its
+	// deadline, when the stream before it ended in between.)
+	if s.inflight.Load() >= s.limit {
 		// SETTINGS_MAX_CONCURRENT_STREAMS should prevent this; be safe.
-		s.inflight.Add(-1)
 		s.nack(w, tunnel.NackLimit)
 		return
 	}
 	var ticket *admit.Ticket
 	if s.adm != nil {
 		kind := admit.KindOf(r)
-		if !s.admit || n == 1 || lastTry {
-			// The first stream always runs: alone it costs what one
-			// plain invocation costs. A last try has nowhere else to go.
+		if !s.admit || lastTry {
+			// A last try has nowhere else to go.
 			ticket = s.adm.Take(kind)
 		} else if t, ok := s.adm.Admit(kind); ok {
+			// Admit takes the first stream always: alone it costs what
+			// one plain invocation costs.
 			ticket = t
 		} else {
-			s.inflight.Add(-1)
 			s.nack(w, tunnel.NackCPU)
 			return
 		}
 	}
+	n := s.inflight.Add(1)
 	s.requests.Add(1)
 	if n == 1 {
 		s.mu.Lock()

@@ -2,8 +2,16 @@ package serve
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"reflect"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/ferryrun/ferry/bootstrap/admit"
+	"github.com/ferryrun/ferry/internal/tunnel"
 )
 
 func TestStripProtocol(t *testing.T) {
@@ -40,5 +48,75 @@ func TestStripProtocol(t *testing.T) {
 				t.Errorf("got %v, want %v", tc.in, tc.want)
 			}
 		})
+	}
+}
+
+// TestNacksLeaveTheInstanceIdle: a stream refused for CPU is never
+// counted in flight, not even while it is judged, so no ordering of its
+// refusal and its neighbours' ends can leave the instance looking busy (a
+// refusal that undid its own count after a neighbour ended once did, and
+// the invocation billed to its deadline instead of ending on idle).
+func TestNacksLeaveTheInstanceIdle(t *testing.T) {
+	var cpu atomic.Int64
+	var s *streams
+	var judging atomic.Int64 // streams in flight while a request is judged
+	adm := admit.New(admit.Config{CPUs: 1, Counter: func() time.Duration {
+		if s != nil {
+			judging.Store(s.inFlight())
+		}
+		return time.Duration(cpu.Load())
+	}})
+	release := make(chan struct{})
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cpu.Add(int64(50 * time.Millisecond)) // CPU-bound: nothing fits beside it
+		if r.URL.Query().Has("hold") {
+			<-release
+		}
+	})
+	s = newStreams(app, 64, time.Now().Add(time.Minute), adm, true)
+	serve := func(target string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, httptest.NewRequest("GET", target, nil))
+		return w
+	}
+	for range 3 { // learn that /burn is CPU-bound
+		serve("/burn")
+	}
+	held := make(chan struct{})
+	go func() { serve("/burn?hold"); close(held) }()
+	for s.inFlight() != 1 {
+		runtime.Gosched()
+	}
+	w := serve("/burn")
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get(tunnel.HeaderNack) != tunnel.NackCPU {
+		t.Fatalf("second CPU-bound stream: %d %v, want a CPU nack", w.Code, w.Header())
+	}
+	if n := judging.Load(); n != 1 {
+		t.Errorf("%d streams counted in flight while the second was judged, want 1: a refused stream was counted", n)
+	}
+	close(release)
+	<-held
+	if n := s.inFlight(); n != 0 {
+		t.Errorf("%d streams in flight after all ended", n)
+	}
+	if s.idleFor() <= 0 {
+		t.Error("instance busy after every stream ended: it would never end on idle")
+	}
+
+	// And under concurrency, however refusals and ends interleave.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 200 {
+				serve("/burn")
+			}
+		})
+	}
+	wg.Wait()
+	if sum := s.summary(); sum.Nacks < 2 {
+		t.Fatalf("only %d streams refused under concurrency: the test shows nothing", sum.Nacks)
+	}
+	if n := s.inFlight(); n != 0 || s.idleFor() <= 0 {
+		t.Errorf("after concurrent streams: %d in flight, idle for %v; want 0 and idle", n, s.idleFor())
 	}
 }
