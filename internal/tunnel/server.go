@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"golang.org/x/net/http2"
 )
 
@@ -52,6 +53,7 @@ type Server struct {
 	acceptErrors atomic.Int64
 	silent       atomic.Int64 // connections accepted, not yet spoken
 	rejections   logLimiter
+	acceptLog    logLimiter
 }
 
 // NewServer checks cfg and returns a Server.
@@ -93,7 +95,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer ln.Close()
-	var pause time.Duration // after consecutive accept errors
+	// Consecutive accept errors back off, 5 ms doubling to 1 s.
+	pause := backoff.NewExponentialBackOff()
+	pause.InitialInterval, pause.MaxInterval, pause.MaxElapsedTime = 5*time.Millisecond, time.Second, 0
+	failing := false
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -106,19 +111,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			// Out of descriptors, a connection reset before accept, any
 			// other hiccup: the listener is still good. Exiting here let
 			// anyone who could fill the descriptor table stop the router.
-			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			d := pause.NextBackOff()
+			failing = true
 			s.acceptErrors.Add(1)
-			if pause < time.Second || s.acceptErrors.Load()%10 == 1 {
-				s.cfg.Logger.Warn("accepting tunnel failed; retrying", "err", err, "in", pause, "errors", s.acceptErrors.Load())
-			}
+			s.acceptLog.warn(s.cfg.Logger, "accepting tunnel failed; retrying", "err", err, "in", d, "errors", s.acceptErrors.Load())
 			select {
-			case <-time.After(pause):
+			case <-time.After(d):
 			case <-ctx.Done():
 				return nil
 			}
 			continue
 		}
-		pause = 0
+		if failing {
+			pause.Reset()
+			failing = false
+		}
 		// A connection holds a handshake slot only once it speaks: a
 		// flood of silent (half-open) connections once held every slot,
 		// and every cold start behind them failed.

@@ -57,9 +57,16 @@ type harness struct {
 
 func start(t *testing.T, fns ...lambdaemu.Function) *harness {
 	t.Helper()
+	return startWith(t, lambdaemu.Options{}, fns...)
+}
+
+// startWith starts fns under an emulator with opts, its function log kept.
+func startWith(t *testing.T, opts lambdaemu.Options, fns ...lambdaemu.Function) *harness {
+	t.Helper()
 	var logMu sync.Mutex
 	logs := &bytes.Buffer{}
-	emu, err := lambdaemu.New(lambdaemu.Config{Functions: fns}, lambdaemu.Options{FunctionLog: lockedWriter{&logMu, logs}})
+	opts.FunctionLog = lockedWriter{&logMu, logs}
+	emu, err := lambdaemu.New(lambdaemu.Config{Functions: fns}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

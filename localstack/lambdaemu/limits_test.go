@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/ferryrun/ferry/internal/proctree"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
 )
 
@@ -113,5 +115,36 @@ func TestUnlimitedOption(t *testing.T) {
 	defer emu.Close()
 	if emu.Limited() {
 		t.Error("Limited() = true with Options.Unlimited")
+	}
+}
+
+// TestRuntimeExitTakesItsChildren: when the runtime dies on its own (here
+// aws-lambda-go exiting after a panic), what it started dies with it, with
+// cgroups or without, as the end of Lambda's VM would take it: an app left
+// running would hold its port and memory.
+func TestRuntimeExitTakesItsChildren(t *testing.T) {
+	for _, unlimited := range []bool{false, true} {
+		t.Run(fmt.Sprint("unlimited=", unlimited), func(t *testing.T) {
+			if !unlimited && os.Geteuid() != 0 {
+				t.Skip("cgroup limits need root")
+			}
+			h := startWith(t, lambdaemu.Options{Unlimited: unlimited}, echo(10*time.Second, 1))
+			out, err := h.invoke(t, `{"spawn_sleep_s":300}`)
+			var r struct {
+				ChildPID int `json:"child_pid"`
+			}
+			if err != nil || json.Unmarshal(out.Payload, &r) != nil || r.ChildPID == 0 {
+				t.Fatalf("spawning: %v %s", err, out.Payload)
+			}
+			t.Cleanup(func() { syscall.Kill(r.ChildPID, syscall.SIGKILL) })
+			if out, err := h.invoke(t, `{"panic":"bye"}`); err != nil || out.FunctionError == nil {
+				t.Fatalf("panicking: %v", err)
+			}
+			for deadline := time.Now().Add(5 * time.Second); proctree.Alive(r.ChildPID); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the runtime's child %d still runs 5 s after the runtime exited", r.ChildPID)
+				}
+			}
+		})
 	}
 }

@@ -211,8 +211,13 @@ func (sb *sandbox) wait() {
 	inv := sb.cur
 	sb.mu.Unlock()
 	sb.fn.removeSandbox(sb)
+	// Whatever the runtime left behind dies with it, before its port is
+	// reused: its cgroup, else the process group it led (what it started,
+	// an app under sh, was reparented when it died but stays in the group).
 	if sb.cg != nil {
-		sb.cg.Kill() // whatever the runtime left behind dies with it, before its port is reused
+		sb.cg.Kill()
+	} else {
+		syscall.Kill(-sb.pid, syscall.SIGKILL)
 	}
 	if sb.appPort > 0 {
 		defer sb.fn.emu.ports.release(sb.appPort)

@@ -2,7 +2,9 @@
 // lambda.Start, used to prove the emulator runs unmodified Go functions.
 //
 // Event: {"sleep_ms": N, "fail": "message", "panic": "message", "print":
-// "line", "burn_ms": N, "threads": N, "alloc_mb": N}. "panic" panics in
+// "line", "burn_ms": N, "threads": N, "alloc_mb": N, "spawn_sleep_s": N}.
+// spawn_sleep_s starts a child process (sleep N) and answers its pid in
+// child_pid, leaving it running. "panic" panics in
 // the handler (aws-lambda-go reports it, then its runtime exits). It burns burn_ms of CPU on each of threads
 // threads, touches alloc_mb of memory, sleeps, prints, then fails with the
 // message or echoes the event with its request id and the wall time taken.
@@ -12,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,6 +33,7 @@ type event struct {
 	BurnMs  int    `json:"burn_ms"`
 	Threads int    `json:"threads"`
 	AllocMB int    `json:"alloc_mb"`
+	SpawnS  int    `json:"spawn_sleep_s"`
 }
 
 type reply struct {
@@ -37,6 +42,7 @@ type reply struct {
 	Event       event  `json:"event"`
 	HasDeadline bool   `json:"has_deadline"`
 	TookMs      int64  `json:"took_ms"`
+	ChildPID    int    `json:"child_pid,omitempty"`
 }
 
 // keep holds allocated memory past the handler, as a leaking function does.
@@ -68,10 +74,18 @@ func handle(ctx context.Context, ev event) (reply, error) {
 	if ev.Panic != "" {
 		panic(ev.Panic)
 	}
+	child := 0
+	if ev.SpawnS > 0 {
+		cmd := exec.Command("sleep", strconv.Itoa(ev.SpawnS))
+		if err := cmd.Start(); err != nil {
+			return reply{}, err
+		}
+		child = cmd.Process.Pid
+	}
 	lc, _ := lambdacontext.FromContext(ctx)
 	_, hasDeadline := ctx.Deadline()
 	return reply{RequestID: lc.AwsRequestID, Function: lc.InvokedFunctionArn, Event: ev, HasDeadline: hasDeadline,
-		TookMs: time.Since(start).Milliseconds()}, nil
+		TookMs: time.Since(start).Milliseconds(), ChildPID: child}, nil
 }
 
 func main() { lambda.Start(handle) }
