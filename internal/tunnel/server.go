@@ -96,8 +96,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	defer ln.Close()
 	// Consecutive accept errors back off, 5 ms doubling to 1 s.
-	pause := backoff.NewExponentialBackOff()
-	pause.InitialInterval, pause.MaxInterval, pause.MaxElapsedTime = 5*time.Millisecond, time.Second, 0
+	pause := backoff.NewExponentialBackOff(backoff.WithInitialInterval(5*time.Millisecond),
+		backoff.WithMaxInterval(time.Second), backoff.WithMaxElapsedTime(0))
 	failing := false
 	for {
 		nc, err := ln.Accept()
