@@ -17,6 +17,7 @@ package admit
 import (
 	"math"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -231,6 +232,7 @@ func (t *Ticket) Done() {
 func (a *Admitter) Hint(except *Ticket) (utilization float64, fits bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.settleLocked() // what the requests have used so far: a hint between answers sees them progress
 	var demand float64
 	n := 0
 	for t := range a.inflight {
@@ -243,6 +245,43 @@ func (a *Admitter) Hint(except *Ticket) (utilization float64, fits bool) {
 		return 0, true
 	}
 	return min(demand/a.cfg.CPUs, 1), a.fitsLocked(a.usualLocked(), except)
+}
+
+// Room is how many more requests of the function's usual kind would be
+// admitted beside those in flight (less except, the request being
+// answered) now, up to most; -1 when nothing has been learnt. With nothing
+// else in flight it is at least 1: the first request always runs.
+func (a *Admitter) Room(most int, except *Ticket) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fn.n == 0 {
+		return -1
+	}
+	if most <= 0 {
+		return 0
+	}
+	now := a.cfg.Now()
+	var base []member
+	for t := range a.inflight {
+		if t != except {
+			base = append(base, member{t.est.rate(), t.leftCPU(now), t.est.wall})
+		}
+	}
+	u := a.fn.avg
+	m := member{u.rate(), u.cpu, u.wall}
+	fitsK := func(k int) bool {
+		set := append(make([]member, 0, len(base)+k), base...)
+		for range k {
+			set = append(set, m)
+		}
+		return a.fits(set)
+	}
+	// Fitting is monotone in k: the largest k that fits, by bisection.
+	k := sort.Search(most, func(k int) bool { return !fitsK(k + 1) })
+	if len(base) == 0 {
+		k = max(k, 1)
+	}
+	return k
 }
 
 // Fits is how many requests of the function's usual kind fit at once, up

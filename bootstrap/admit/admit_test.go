@@ -256,3 +256,43 @@ func TestNeighbourDoneComputing(t *testing.T) {
 		})
 	}
 }
+
+// TestRoom: how many more usual requests fit beside those in flight now,
+// which moves as their CPU is used without any request starting or ending.
+func TestRoom(t *testing.T) {
+	ms := time.Millisecond
+	tests := map[string]struct {
+		cpus      float64
+		cpu, wall time.Duration // the usual request
+		inflight  int
+		used      time.Duration // by each in flight
+		elapsed   time.Duration
+		want      int
+	}{
+		"idle: the first always runs":             {1, 100 * ms, 100 * ms, 0, 0, 0, 1},
+		"CPU-bound busy: none":                    {1, 100 * ms, 100 * ms, 1, 10 * ms, 10 * ms, 0},
+		"I/O-bound: up to the limit":              {1, ms / 2, 500 * ms, 3, 0, 0, 61},
+		"api at 0.29 vCPU, computing: none":       {0.29, 10 * ms, 134 * ms, 1, 2 * ms, 7 * ms, 0},
+		"api at 0.29 vCPU, waiting: one":          {0.29, 10 * ms, 134 * ms, 1, 10 * ms, 40 * ms, 1},
+		"api at 1 vCPU beside one waiting: three": {1, 10 * ms, 110 * ms, 1, 10 * ms, 20 * ms, 3},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := &clock{}
+			a := newAdmitter(c, tt.cpus)
+			if got := a.Room(64, nil); got != -1 {
+				t.Errorf("before learning: Room = %d, want -1", got)
+			}
+			teach(a, c, io, tt.cpu, tt.wall, 3)
+			for range tt.inflight {
+				a.Take(io)
+			}
+			c.cpu += time.Duration(tt.inflight) * tt.used
+			c.now = c.now.Add(tt.elapsed)
+			a.Hint(nil) // settles what they used, as the load stream does
+			if got := a.Room(64-tt.inflight, nil); got != tt.want {
+				t.Errorf("Room = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

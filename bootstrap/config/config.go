@@ -26,11 +26,12 @@ const (
 	EnvCPUBudget      = "FERRY_CPU_BUDGET"
 	EnvDialTimeout    = "FERRY_DIAL_TIMEOUT"
 	EnvLogLevel       = "FERRY_LOG_LEVEL"
+	EnvLoadStream     = "FERRY_LOAD_STREAM"
 )
 
 // Names lists every variable above, for documentation checks.
 var Names = []string{EnvAppCmd, EnvAppPort, EnvReadinessPath, EnvReadyTimeout, EnvMaxConcurrency,
-	EnvIdleLinger, EnvDrainMargin, EnvCPUAdmission, EnvCPUBudget, EnvDialTimeout, EnvLogLevel}
+	EnvIdleLinger, EnvDrainMargin, EnvCPUAdmission, EnvCPUBudget, EnvDialTimeout, EnvLogLevel, EnvLoadStream}
 
 // Config is the bootstrap's configuration.
 type Config struct {
@@ -62,7 +63,11 @@ type Config struct {
 	// learnt from the CPU each kind of request uses. Default on.
 	CPUAdmission bool
 	// CPUBudget is that share, 0 < budget <= 1. Default 0.05.
-	CPUBudget   float64
+	CPUBudget float64
+	// LoadStream offers the router a stream of the instance's load as it
+	// changes, so it places requests between answers. Default on; off,
+	// the router learns the load from answers only.
+	LoadStream  bool
 	DialTimeout time.Duration // bound on dial + TLS + hello; default 3s
 	LogLevel    slog.Level    // default info
 }
@@ -72,7 +77,7 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		AppPort: 8080, ReadinessPath: "/", ReadyTimeout: 9 * time.Second, MaxConcurrency: 64,
-		IdleLinger: 2 * time.Millisecond, CPUAdmission: true, CPUBudget: 0.05,
+		IdleLinger: 2 * time.Millisecond, CPUAdmission: true, CPUBudget: 0.05, LoadStream: true,
 		DialTimeout: 3 * time.Second,
 	}
 	p := parser{getenv: getenv}
@@ -97,6 +102,13 @@ func Load(getenv func(string) string) (Config, error) {
 		p.fail(EnvCPUAdmission, v, "want on or off")
 	}
 	p.float(EnvCPUBudget, &c.CPUBudget, 0.001, 1)
+	switch v := getenv(EnvLoadStream); v {
+	case "", "on":
+	case "off":
+		c.LoadStream = false
+	default:
+		p.fail(EnvLoadStream, v, "want on or off")
+	}
 	p.duration(EnvDialTimeout, &c.DialTimeout, 100*time.Millisecond, time.Minute)
 	if v := getenv(EnvLogLevel); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {

@@ -1,6 +1,8 @@
 package serve
 
 import (
+	"io"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,6 +26,11 @@ type streams struct {
 	// idle is signalled when the instance becomes idle or busy, so that
 	// the linger is timed from the moment it went idle.
 	idle chan struct{}
+	// changed is signalled when a stream starts or ends, for the load
+	// stream; drained is closed when draining starts.
+	changed   chan struct{}
+	drained   chan struct{}
+	drainOnce sync.Once
 
 	draining atomic.Bool
 	inflight atomic.Int64
@@ -38,17 +45,25 @@ type streams struct {
 
 func newStreams(next http.Handler, limit int, deadline time.Time, adm *admit.Admitter, admitCPU bool) *streams {
 	return &streams{next: next, limit: int64(limit), deadline: deadline, adm: adm, admit: admitCPU && adm != nil,
-		idle: make(chan struct{}, 1), lastChange: time.Now()}
+		idle: make(chan struct{}, 1), changed: make(chan struct{}, 1), drained: make(chan struct{}), lastChange: time.Now()}
 }
 
-func (s *streams) poke() {
+func (s *streams) poke() { signal(s.idle) }
+
+func signal(ch chan struct{}) {
 	select {
-	case s.idle <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
 
 func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get(tunnel.HeaderLoadStream) != "" {
+		// The router's own stream (clients' Ferry-* headers never reach
+		// here): not a request, never the app's.
+		s.watch(w, r)
+		return
+	}
 	if s.draining.Load() {
 		s.nack(w, tunnel.NackDraining)
 		return
@@ -80,6 +95,7 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	n := s.inflight.Add(1)
+	signal(s.changed)
 	s.requests.Add(1)
 	if n == 1 {
 		s.mu.Lock()
@@ -132,6 +148,7 @@ func stripProtocol(h http.Header) {
 }
 
 func (s *streams) done() {
+	signal(s.changed)
 	if s.inflight.Add(-1) != 0 {
 		return
 	}
@@ -164,16 +181,67 @@ func (s *streams) load(response bool, answering *admit.Ticket) tunnel.Load {
 	if response {
 		n = max(n-1, 0)
 	}
-	l := tunnel.Load{InFlight: n, LeftMs: time.Until(s.deadline).Milliseconds()}
+	l := tunnel.Load{InFlight: n, LeftMs: time.Until(s.deadline).Milliseconds(), Room: -1}
 	if s.adm != nil {
 		var fits bool
 		l.CPU, fits = s.adm.Hint(answering)
 		l.Full = s.admit && !fits
+		if s.admit {
+			l.Room = s.adm.Room(int(s.limit)-n, answering)
+		}
 	}
 	return l
 }
 
-func (s *streams) startDrain() { s.draining.Store(true) }
+// loadTick is the least time between two lines of the load stream, and
+// how often a busy instance looks again: its requests' CPU moves its
+// room without any stream starting or ending.
+const loadTick = 5 * time.Millisecond
+
+// watch answers the router's load stream: the load now, then again each
+// time it changes (looked at every loadTick while streams run, at once
+// when one starts or ends while idle), until the tunnel drains or the
+// router leaves. The router places requests on it between answers.
+func (s *streams) watch(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(tunnel.HeaderLoadStream, "1")
+	w.WriteHeader(http.StatusOK)
+	ctl := http.NewResponseController(w)
+	var last tunnel.Load
+	sent := false
+	tick := time.NewTimer(loadTick)
+	defer tick.Stop()
+	for {
+		l := s.load(false, nil)
+		if !sent || l.InFlight != last.InFlight || l.Full != last.Full || l.Room != last.Room ||
+			math.Abs(l.CPU-last.CPU) >= 0.05 {
+			if _, err := io.WriteString(w, l.String()+"\n"); err != nil || ctl.Flush() != nil {
+				return
+			}
+			last, sent = l, true
+		}
+		busy := l.InFlight > 0
+		if busy {
+			tick.Reset(loadTick)
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.drained:
+			return
+		case <-s.changed:
+			if !busy {
+				continue
+			}
+			<-tick.C // no more than a line a tick
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *streams) startDrain() {
+	s.draining.Store(true)
+	s.drainOnce.Do(func() { close(s.drained) })
+}
 
 func (s *streams) inFlight() int64 { return s.inflight.Load() }
 

@@ -41,7 +41,7 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		Hello: tunnel.Hello{
 			Token: p.Token, FunctionARN: inv.FunctionARN, RequestID: inv.RequestID,
 			MaxConcurrency: limit, DeadlineUnixMs: inv.Deadline.UnixMilli(), MemoryMB: r.opts.MemoryMB,
-			Fits: r.fits(limit),
+			Fits: r.fits(limit), LoadStream: r.cfg.LoadStream,
 		},
 	})
 	if err != nil {
@@ -53,7 +53,11 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		linger = l
 	}
 	st := newStreams(r.opts.Handler, limit, inv.Deadline, r.adm, r.cfg.CPUAdmission)
-	sess := tunnel.NewSession(nc, limit)
+	streams := limit
+	if r.cfg.LoadStream {
+		streams++ // and the load stream
+	}
+	sess := tunnel.NewSession(nc, streams)
 	go sess.Serve(ctx, st)
 
 	drainAt := inv.Deadline.Add(-margin)

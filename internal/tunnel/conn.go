@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -28,7 +29,7 @@ type Conn struct {
 	done      chan struct{} // closed when the connection is gone; never reopened
 	closeOnce sync.Once
 	draining  atomic.Bool
-	load      atomic.Pointer[Load] // last hint seen on a response
+	load      atomic.Pointer[Load] // last hint seen on a response or the load stream
 }
 
 // Hello returns the hello the instance sent.
@@ -49,10 +50,15 @@ func (c *Conn) RemoteAddr() string { return c.remote }
 // Deadline returns the invocation's deadline from the hello.
 func (c *Conn) Deadline() time.Time { return time.UnixMilli(c.hello.DeadlineUnixMs) }
 
-// Limit returns the instance's stream limit: its SETTINGS_MAX_CONCURRENT_STREAMS.
+// Limit returns the instance's stream limit: its SETTINGS_MAX_CONCURRENT_STREAMS,
+// less the load stream's, which requests never use.
 func (c *Conn) Limit() int {
-	if n := c.cc.State().MaxConcurrentStreams; n > 0 {
-		return int(n)
+	n := int(c.cc.State().MaxConcurrentStreams)
+	if c.hello.LoadStream {
+		n--
+	}
+	if n > 0 {
+		return n
 	}
 	return c.hello.MaxConcurrency
 }
@@ -77,6 +83,35 @@ func (c *Conn) Draining() bool {
 
 // Done is closed when the tunnel is gone.
 func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// WatchLoad reads the instance's load stream (if its hello offers one)
+// until the tunnel ends, keeping Load current and calling changed after
+// each update. It blocks: run it in its own goroutine.
+func (c *Conn) WatchLoad(changed func()) {
+	if !c.hello.LoadStream {
+		return
+	}
+	req, err := http.NewRequest(http.MethodGet, "http://instance/", nil)
+	if err != nil {
+		return
+	}
+	req.Header.Set(HeaderLoadStream, "1")
+	resp, err := c.cc.RoundTrip(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(HeaderLoadStream) == "" {
+		return
+	}
+	sc := bufio.NewScanner(resp.Body) // lines of at most 64 KiB
+	for sc.Scan() {
+		if l, err := ParseLoad(sc.Text()); err == nil {
+			c.load.Store(&l)
+			changed()
+		}
+	}
+}
 
 // Load returns the last load hint the instance sent, and false before any.
 func (c *Conn) Load() (Load, bool) {

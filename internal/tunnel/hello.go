@@ -31,6 +31,10 @@ type Hello struct {
 	// router gives a new instance no more than this before its first
 	// answer.
 	Fits int `json:"fits,omitempty"`
+	// LoadStream says the instance answers a load stream
+	// (HeaderLoadStream), and its SETTINGS_MAX_CONCURRENT_STREAMS counts
+	// one stream for it beyond MaxConcurrency.
+	LoadStream bool `json:"load_stream,omitempty"`
 }
 
 // Validate reports the first field of h that cannot be accepted.

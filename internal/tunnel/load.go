@@ -19,6 +19,10 @@ const (
 	// not try the request elsewhere (its body has been sent, or it is the
 	// last attempt): take it rather than nack it for CPU.
 	HeaderLastTry = "Ferry-Last-Try"
+	// HeaderLoadStream marks the one stream the router opens at join for
+	// the instance's load: the bootstrap answers it, not the app, with a
+	// line in the form Load.String produces now and whenever it changes.
+	HeaderLoadStream = "Ferry-Load-Stream"
 	// HeaderPrefix starts every protocol header.
 	HeaderPrefix = "Ferry-"
 )
@@ -41,21 +45,30 @@ type Load struct {
 	// for CPU beside those InFlight streams.
 	Full   bool
 	LeftMs int64 // milliseconds left in the invocation
+	// Room is how many more requests of the usual kind would be admitted
+	// beside the InFlight ones now; -1 when the instance cannot tell (it
+	// has learnt nothing yet, or does not admit by CPU).
+	Room int
 }
 
-// String formats l as "inflight=3; cpu=0.42; full=0; left_ms=12000".
+// String formats l as "inflight=3; cpu=0.42; full=0; left_ms=12000; room=2"
+// (no room when it is -1).
 func (l Load) String() string {
 	full := 0
 	if l.Full {
 		full = 1
 	}
-	return fmt.Sprintf("inflight=%d; cpu=%.2f; full=%d; left_ms=%d", l.InFlight, l.CPU, full, l.LeftMs)
+	s := fmt.Sprintf("inflight=%d; cpu=%.2f; full=%d; left_ms=%d", l.InFlight, l.CPU, full, l.LeftMs)
+	if l.Room >= 0 {
+		s += "; room=" + strconv.Itoa(l.Room)
+	}
+	return s
 }
 
 // ParseLoad parses the value of a Ferry-Load header. Unknown keys are
 // ignored so that hints can grow.
 func ParseLoad(s string) (Load, error) {
-	var l Load
+	l := Load{Room: -1}
 	seen := 0
 	for part := range strings.SplitSeq(s, ";") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
@@ -80,6 +93,12 @@ func ParseLoad(s string) (Load, error) {
 			seen++
 		case "left_ms":
 			l.LeftMs, err = strconv.ParseInt(v, 10, 64)
+			seen++
+		case "room":
+			l.Room, err = strconv.Atoi(v)
+			if err == nil && (l.Room < 0 || l.Room > MaxStreamsLimit) {
+				err = fmt.Errorf("%d outside 0..%d", l.Room, MaxStreamsLimit)
+			}
 			seen++
 		}
 		if err != nil {

@@ -481,17 +481,18 @@ func TestIssuerRoundTrip(t *testing.T) {
 }
 
 func TestParseLoad(t *testing.T) {
-	for _, want := range []Load{{InFlight: 3, CPU: 0.42, LeftMs: 12000}, {InFlight: 1, CPU: 1, Full: true, LeftMs: 5}} {
+	for _, want := range []Load{{InFlight: 3, CPU: 0.42, LeftMs: 12000, Room: -1}, {InFlight: 1, CPU: 1, Full: true, LeftMs: 5},
+		{InFlight: 1, CPU: 0.1, LeftMs: 5, Room: 2}} {
 		got, err := ParseLoad(want.String())
 		if err != nil || got != want {
 			t.Fatalf("ParseLoad(%q) = %+v, %v; want %+v", want.String(), got, err, want)
 		}
 	}
-	// A hint from an older bootstrap, without full, still parses.
-	if got, err := ParseLoad("inflight=2; cpu=0.10; left_ms=9"); err != nil || got.Full || got.InFlight != 2 {
+	// A hint from an older bootstrap, without full or room, still parses.
+	if got, err := ParseLoad("inflight=2; cpu=0.10; left_ms=9"); err != nil || got.Full || got.InFlight != 2 || got.Room != -1 {
 		t.Errorf("older hint: %+v, %v", got, err)
 	}
-	for _, bad := range []string{"", "inflight", "inflight=x", "foo=1", "full=yes"} {
+	for _, bad := range []string{"", "inflight", "inflight=x", "foo=1", "full=yes", "room=-3", "room=99999"} {
 		if _, err := ParseLoad(bad); err == nil {
 			t.Errorf("ParseLoad(%q) succeeded", bad)
 		}

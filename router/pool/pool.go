@@ -406,9 +406,10 @@ func (p *Pool) plainLocked() bool {
 
 // pickLocked returns the instance the policy prefers among those with a
 // free slot and room for CPU, or nil: pack takes the busiest, spread the
-// least busy. An instance that said it was full at n streams is passed
-// over while it holds n or more, one that has not answered yet while it
-// holds cover; an idle instance always takes one.
+// least busy. An idle instance always takes one. One that said it had
+// room for r beside n streams is passed over while it holds n+r; one that
+// cannot tell yet, while it holds what its hello said fit (or cover), or
+// n or more after it said it was full at n.
 func (p *Pool) pickLocked(exclude *instance) *instance {
 	now := p.cfg.Now()
 	n := len(p.byLoad)
@@ -425,11 +426,20 @@ func (p *Pool) pickLocked(exclude *instance) *instance {
 				continue
 			}
 			l, ok := in.conn.Load()
-			if ok && l.Full && in.inflight > 0 && in.inflight >= l.InFlight {
+			switch {
+			case in.inflight == 0:
+				// An idle instance takes one, whatever it said.
+			case ok && l.Room >= 0:
+				// It said how many more it would take beside the ones
+				// it had: no more than that until it says again.
+				if in.inflight >= l.InFlight+l.Room {
+					continue
+				}
+			case ok && l.Full && in.inflight >= l.InFlight:
 				continue
-			}
-			if !ok && in.inflight >= p.firstCapLocked(in) {
-				// Until its first answer says how it stands.
+			case in.inflight >= p.firstCapLocked(in):
+				// Until it can say how many it has room for (it has
+				// answered nothing yet), what its hello said fit.
 				continue
 			}
 			return in
@@ -708,6 +718,15 @@ func (p *Pool) Add(conn *tunnel.Conn) {
 		<-conn.Done()
 		p.remove(inst)
 	}()
+	// Between answers, the instance's load stream says when it has room
+	// again (its requests' CPU is behind them): waiting requests go then.
+	go conn.WatchLoad(func() {
+		p.mu.Lock()
+		if len(p.waiters) > 0 {
+			p.dispatchLocked()
+		}
+		p.mu.Unlock()
+	})
 }
 
 // remove forgets an instance whose tunnel is gone; requests waiting for it
@@ -765,6 +784,9 @@ type InstanceState struct {
 	Draining  bool    `json:"draining"`
 	CPU       float64 `json:"cpu"`  // the CPU share its streams are expected to use
 	Full      bool    `json:"full"` // its last hint: no room for a usual request
+	// Room is how many more usual requests its last hint said it would
+	// take beside the ones it had; -1 until it can tell.
+	Room int `json:"room"`
 }
 
 // InFlight returns the live instances and their streams in flight, from
@@ -791,10 +813,13 @@ func (p *Pool) State() State {
 	s.Share, s.PlainInFlight = math.Round(p.direct.share()*100)/100, p.plain
 	s.PlainMode = p.cfg.Direct && p.direct.predicts(now)
 	for _, in := range p.instances {
-		l, _ := in.conn.Load()
+		l, ok := in.conn.Load()
+		if !ok {
+			l.Room = -1
+		}
 		s.Instances = append(s.Instances, InstanceState{
 			RequestID: in.conn.Hello().RequestID, Limit: in.limit, InFlight: in.inflight, Served: in.served,
-			LeftMs: in.conn.Deadline().Sub(now).Milliseconds(), Draining: in.conn.Draining(), CPU: l.CPU, Full: l.Full,
+			LeftMs: in.conn.Deadline().Sub(now).Milliseconds(), Draining: in.conn.Draining(), CPU: l.CPU, Full: l.Full, Room: l.Room,
 		})
 	}
 	sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].RequestID < s.Instances[j].RequestID })
