@@ -1023,7 +1023,8 @@ func TestPlainInvocationsWhereNothingShares(t *testing.T) {
 // The instance's load stream tells the router so, and a request arriving
 // then joins it instead of starting an invocation.
 func TestInstanceSaysWhenItHasRoom(t *testing.T) {
-	s := startStack(t, stackOpts{memoryMB: 512, routerEnv: map[string]string{"FERRY_ROUTER_PLAIN": "off"}})
+	s := startStack(t, stackOpts{memoryMB: 512, fnEnv: map[string]string{"FERRY_LOAD_STREAM": "on"},
+		routerEnv: map[string]string{"FERRY_ROUTER_PLAIN": "off"}})
 	const api = "/work?cpu_ms=10&wait_ms=100"
 	for i := range 3 { // the sandbox learns what the request costs
 		if r := s.get(api); r.status != 200 {

@@ -65,8 +65,9 @@ type Config struct {
 	// CPUBudget is that share, 0 < budget <= 1. Default 0.05.
 	CPUBudget float64
 	// LoadStream offers the router a stream of the instance's load as it
-	// changes, so it places requests between answers. Default on; off,
-	// the router learns the load from answers only.
+	// changes, so it places requests between answers. Default off (the
+	// router learns the load from answers): on, it shares more at small
+	// sizes and costs tail latency elsewhere (see README).
 	LoadStream  bool
 	DialTimeout time.Duration // bound on dial + TLS + hello; default 3s
 	LogLevel    slog.Level    // default info
@@ -77,7 +78,7 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		AppPort: 8080, ReadinessPath: "/", ReadyTimeout: 9 * time.Second, MaxConcurrency: 64,
-		IdleLinger: 2 * time.Millisecond, CPUAdmission: true, CPUBudget: 0.05, LoadStream: true,
+		IdleLinger: 2 * time.Millisecond, CPUAdmission: true, CPUBudget: 0.05,
 		DialTimeout: 3 * time.Second,
 	}
 	p := parser{getenv: getenv}
@@ -103,9 +104,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	p.float(EnvCPUBudget, &c.CPUBudget, 0.001, 1)
 	switch v := getenv(EnvLoadStream); v {
-	case "", "on":
-	case "off":
-		c.LoadStream = false
+	case "", "off":
+	case "on":
+		c.LoadStream = true
 	default:
 		p.fail(EnvLoadStream, v, "want on or off")
 	}
