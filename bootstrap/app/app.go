@@ -187,12 +187,21 @@ func (s *Supervisor) ensure(ctx context.Context) error {
 // once the app is restarted. This closes the window between the app dying
 // and the supervisor reaping it.
 type restartingTransport struct {
-	base http.RoundTripper
+	base *http.Transport
 	s    *Supervisor
 }
 
 func (t *restartingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
+	if err != nil && !isDialError(err) && req.Context().Err() == nil {
+		// The connection broke under a request: the app may be dying.
+		// The idle connections it leaves are dead too, and a request
+		// written to one is reset with no way to tell whether the app
+		// saw it (a 502 for a request sent just after a crash, before
+		// the supervisor knew). Later requests dial afresh: a dead app
+		// refuses the dial, which is safe to retry.
+		t.base.CloseIdleConnections()
+	}
 	if err == nil || !isDialError(err) {
 		return resp, err
 	}
