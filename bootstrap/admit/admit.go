@@ -226,62 +226,49 @@ func (t *Ticket) Done() {
 }
 
 // Hint reports the share of the instance's CPU that the requests in
-// flight are expected to use, and whether a request of the function's
-// usual kind would be admitted now. It leaves except, the request being
-// answered, out: it is about to end.
-func (a *Admitter) Hint(except *Ticket) (utilization float64, fits bool) {
+// flight are expected to use, whether a request of the function's usual
+// kind would be admitted now, and room: how many more of them would be,
+// up to most (-1 when nothing has been learnt; with nothing else in
+// flight at least 1, as the first request always runs). It leaves except,
+// the request being answered, out: it is about to end.
+func (a *Admitter) Hint(except *Ticket, most int) (utilization float64, fits bool, room int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.settleLocked() // what the requests have used so far: a hint between answers sees them progress
-	var demand float64
-	n := 0
-	for t := range a.inflight {
-		if t != except {
-			demand += t.est.rate()
-			n++
+	flight := a.flightLocked(except)
+	fits = true
+	if len(flight) > 0 {
+		var demand float64
+		for _, m := range flight {
+			demand += m.rate
 		}
+		utilization = min(demand/a.cfg.CPUs, 1)
+		fits = a.fits(append([]member{asMember(a.usualLocked())}, flight...))
 	}
-	if n == 0 {
-		return 0, true
+	switch {
+	case a.fn.n == 0:
+		room = -1
+	case most <= 0 || !fits: // learnt, the usual kind is the function's average: no room for one
+	case len(flight) == 0:
+		room = max(a.roomLocked(nil, most), 1)
+	default:
+		room = a.roomLocked(flight, most)
 	}
-	return min(demand/a.cfg.CPUs, 1), a.fitsLocked(a.usualLocked(), except)
+	return utilization, fits, room
 }
 
-// Room is how many more requests of the function's usual kind would be
-// admitted beside those in flight (less except, the request being
-// answered) now, up to most; -1 when nothing has been learnt. With nothing
-// else in flight it is at least 1: the first request always runs.
-func (a *Admitter) Room(most int, except *Ticket) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.fn.n == 0 {
-		return -1
-	}
-	if most <= 0 {
-		return 0
-	}
-	now := a.cfg.Now()
-	var base []member
-	for t := range a.inflight {
-		if t != except {
-			base = append(base, member{t.est.rate(), t.leftCPU(now), t.est.wall})
-		}
-	}
-	u := a.fn.avg
-	m := member{u.rate(), u.cpu, u.wall}
-	fitsK := func(k int) bool {
-		set := append(make([]member, 0, len(base)+k), base...)
-		for range k {
+// roomLocked is how many requests of the function's average cost fit
+// beside base, up to most. Fitting is monotone in their number: the
+// largest that fits, by bisection.
+func (a *Admitter) roomLocked(base []member, most int) int {
+	m := asMember(a.fn.avg)
+	return sort.Search(most, func(k int) bool {
+		set := append(make([]member, 0, len(base)+k+1), base...)
+		for range k + 1 {
 			set = append(set, m)
 		}
-		return a.fits(set)
-	}
-	// Fitting is monotone in k: the largest k that fits, by bisection.
-	k := sort.Search(most, func(k int) bool { return !fitsK(k + 1) })
-	if len(base) == 0 {
-		k = max(k, 1)
-	}
-	return k
+		return !a.fits(set)
+	})
 }
 
 // Fits is how many requests of the function's usual kind fit at once, up
@@ -292,16 +279,10 @@ func (a *Admitter) Fits(limit int) int {
 	if a.fn.n == 0 {
 		return 0
 	}
-	u := a.fn.avg
-	m := member{u.rate(), u.cpu, u.wall}
-	set := []member{m}
-	for len(set) < limit {
-		set = append(set, m)
-		if !a.fits(set) {
-			return len(set) - 1
-		}
+	if limit <= 1 {
+		return limit
 	}
-	return limit
+	return a.roomLocked(nil, limit) // one alone always fits
 }
 
 // settleLocked splits the CPU used since the last settle among the
@@ -367,16 +348,24 @@ func (a *Admitter) usualLocked() cost {
 // its neighbours have left to use, spread over the k vCPUs: a quick
 // request cannot hold up a long one for longer than it runs.
 func (a *Admitter) fitsLocked(c cost, except *Ticket) bool {
+	return a.fits(append([]member{asMember(c)}, a.flightLocked(except)...))
+}
+
+// flightLocked is the requests in flight, less except, with the CPU each
+// is expected still to use.
+func (a *Admitter) flightLocked(except *Ticket) []member {
 	set := make([]member, 0, len(a.inflight)+1)
-	set = append(set, member{c.rate(), c.cpu, c.wall})
 	now := a.cfg.Now()
 	for t := range a.inflight {
 		if t != except {
 			set = append(set, member{t.est.rate(), t.leftCPU(now), t.est.wall})
 		}
 	}
-	return a.fits(set)
+	return set
 }
+
+// asMember is a request of cost c that has not started.
+func asMember(c cost) member { return member{c.rate(), c.cpu, c.wall} }
 
 // leftCPU is the CPU t is expected still to use. What it has used is
 // behind it: one that used what its kind takes, within its kind's time,

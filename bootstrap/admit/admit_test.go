@@ -118,14 +118,14 @@ func TestHint(t *testing.T) {
 	c := &clock{}
 	a := newAdmitter(c, 1)
 	teach(a, c, burn, 100*ms, 100*ms, 3)
-	if u, fits := a.Hint(nil); u != 0 || !fits {
+	if u, fits, _ := a.Hint(nil, 0); u != 0 || !fits {
 		t.Errorf("idle: Hint = %v, %v; want 0, true", u, fits)
 	}
 	one := a.Take(burn)
-	if u, fits := a.Hint(nil); u < 0.9 || fits {
+	if u, fits, _ := a.Hint(nil, 0); u < 0.9 || fits {
 		t.Errorf("one CPU-bound in flight: Hint = %.2f, %v; want about 1, false", u, fits)
 	}
-	if _, fits := a.Hint(one); !fits {
+	if _, fits, _ := a.Hint(one, 0); !fits {
 		t.Error("answering the only request: Hint says full")
 	}
 }
@@ -280,7 +280,7 @@ func TestRoom(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := &clock{}
 			a := newAdmitter(c, tt.cpus)
-			if got := a.Room(64, nil); got != -1 {
+			if _, _, got := a.Hint(nil, 64); got != -1 {
 				t.Errorf("before learning: Room = %d, want -1", got)
 			}
 			teach(a, c, io, tt.cpu, tt.wall, 3)
@@ -289,8 +289,7 @@ func TestRoom(t *testing.T) {
 			}
 			c.cpu += time.Duration(tt.inflight) * tt.used
 			c.now = c.now.Add(tt.elapsed)
-			a.Hint(nil) // settles what they used, as the load stream does
-			if got := a.Room(64-tt.inflight, nil); got != tt.want {
+			if _, _, got := a.Hint(nil, 64-tt.inflight); got != tt.want {
 				t.Errorf("Room = %d, want %d", got, tt.want)
 			}
 		})

@@ -184,10 +184,10 @@ func (s *streams) load(response bool, answering *admit.Ticket) tunnel.Load {
 	l := tunnel.Load{InFlight: n, LeftMs: time.Until(s.deadline).Milliseconds(), Room: -1}
 	if s.adm != nil {
 		var fits bool
-		l.CPU, fits = s.adm.Hint(answering)
-		l.Full = s.admit && !fits
+		var room int
+		l.CPU, fits, room = s.adm.Hint(answering, int(s.limit)-n)
 		if s.admit {
-			l.Room = s.adm.Room(int(s.limit)-n, answering)
+			l.Full, l.Room = !fits, room
 		}
 	}
 	return l
