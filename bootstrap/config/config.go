@@ -95,21 +95,9 @@ func Load(getenv func(string) string) (Config, error) {
 	p.duration(EnvIdleLinger, &c.IdleLinger, 0, time.Hour)
 	c.IdleLingerSet = getenv(EnvIdleLinger) != ""
 	p.duration(EnvDrainMargin, &c.DrainMargin, 0, 15*time.Minute)
-	switch v := getenv(EnvCPUAdmission); v {
-	case "", "on":
-	case "off":
-		c.CPUAdmission = false
-	default:
-		p.fail(EnvCPUAdmission, v, "want on or off")
-	}
+	p.onOff(EnvCPUAdmission, &c.CPUAdmission)
 	p.float(EnvCPUBudget, &c.CPUBudget, 0.001, 1)
-	switch v := getenv(EnvLoadStream); v {
-	case "", "off":
-	case "on":
-		c.LoadStream = true
-	default:
-		p.fail(EnvLoadStream, v, "want on or off")
-	}
+	p.onOff(EnvLoadStream, &c.LoadStream)
 	p.duration(EnvDialTimeout, &c.DialTimeout, 100*time.Millisecond, time.Minute)
 	if v := getenv(EnvLogLevel); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
@@ -161,6 +149,17 @@ type parser struct {
 func (p *parser) fail(name, value, why string) {
 	if p.err == nil {
 		p.err = fmt.Errorf("%s=%q: %s", name, value, why)
+	}
+}
+
+// onOff sets dst from on or off; unset keeps its default.
+func (p *parser) onOff(name string, dst *bool) {
+	switch v := p.getenv(name); v {
+	case "":
+	case "on", "off":
+		*dst = v == "on"
+	default:
+		p.fail(name, v, "want on or off")
 	}
 }
 
