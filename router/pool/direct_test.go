@@ -90,7 +90,7 @@ func TestPlainOrTunnel(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			l := newHeldLauncher(t)
-			p, err := New(Config{Function: "f", Launcher: l, Direct: tt.direct, Logger: slog.New(slog.DiscardHandler)})
+			p, err := New(Config{Function: "f", Launcher: l, Plain: tt.direct, Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -131,7 +131,7 @@ func TestPlainExploresAndHolds(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	newPool := func(maxInstances int) (*Pool, *heldLauncher) {
 		l := newHeldLauncher(t)
-		p, err := New(Config{Function: "f", Launcher: l, Direct: true, MaxInstances: maxInstances, Logger: slog.New(slog.DiscardHandler),
+		p, err := New(Config{Function: "f", Launcher: l, Plain: true, MaxInstances: maxInstances, Logger: slog.New(slog.DiscardHandler),
 			Now: func() time.Time { return now }})
 		if err != nil {
 			t.Fatal(err)

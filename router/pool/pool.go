@@ -96,10 +96,10 @@ type Config struct {
 	// it ends; the pool asks for less when the gaps between requests say
 	// lingering costs more than it saves. If zero, 2ms.
 	MaxLinger time.Duration
-	// Direct lets a request that no live instance can take travel as one
+	// Plain lets a request that no live instance can take travel as one
 	// plain invocation when tunnel invocations are not being shared (see
-	// directModel), if the caller says the request can (Acquire's direct).
-	Direct bool
+	// directModel), if the caller says the request can (Acquire's plain).
+	Plain bool
 	// LaunchTimeout bounds one invocation's start, retries included. If
 	// zero, 30s.
 	LaunchTimeout time.Duration
@@ -305,7 +305,7 @@ func (p *Pool) coverLocked() int {
 // allows and starting invocations if the live and pending ones cannot cover
 // the waiting requests. avoid, if not nil, is an earlier lease whose
 // instance this request should not go to again (it nacked). plain says the
-// request could travel as a plain invocation (see Config.Direct): then,
+// request could travel as a plain invocation (see Config.Plain): then,
 // when no live instance can take it and the function's tunnel invocations
 // are not being shared, the lease returned is Plain.
 func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, error) {
@@ -392,7 +392,7 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, e
 // the requests already waiting), there is room for another sandbox, and
 // the direct model predicts the invocation would take only this request.
 func (p *Pool) plainLocked() bool {
-	if !p.cfg.Direct {
+	if !p.cfg.Plain {
 		return false
 	}
 	if LaunchesNeeded(len(p.waiters)+1, len(p.launches), p.coverLocked()) == 0 {
@@ -811,7 +811,7 @@ func (p *Pool) State() State {
 	s.Failing, s.ConsecutiveFailures = p.failing, p.failures
 	now := p.cfg.Now()
 	s.Share, s.PlainInFlight = math.Round(p.direct.share()*100)/100, p.plain
-	s.PlainMode = p.cfg.Direct && p.direct.predicts(now)
+	s.PlainMode = p.cfg.Plain && p.direct.predicts(now)
 	for _, in := range p.instances {
 		l, ok := in.conn.Load()
 		if !ok {

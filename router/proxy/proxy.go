@@ -68,7 +68,7 @@ type Config struct {
 	// Plain, if not nil, invokes a function once with an HTTP event and
 	// returns the response event (invoke.Invoker.Plain): pools that allow
 	// it send requests no live instance can take as plain invocations
-	// when tunnels are not being shared (pool.Config.Direct).
+	// when tunnels are not being shared (pool.Config.Plain).
 	Plain   func(ctx context.Context, function string, event []byte) ([]byte, error)
 	Metrics *metrics.Recorder // required
 	Logger  *slog.Logger      // if nil, slog.Default()

@@ -94,7 +94,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		pc := pool.Config{
 			Function: rt.Function, MaxConcurrency: cfg.MaxConcurrency, Policy: cfg.Policy,
 			QueueLimit: cfg.QueueLimit, MaxInstances: cfg.MaxInstances, LaunchTimeout: cfg.LaunchTimeout,
-			MaxLinger: cfg.IdleLinger, Direct: cfg.Plain, Launcher: inv, Logger: log,
+			MaxLinger: cfg.IdleLinger, Plain: cfg.Plain, Launcher: inv, Logger: log,
 			OnLaunchFailure: func(string) { r.metrics.LaunchFailure(rt.Function) },
 		}
 		if rt.MaxConcurrency > 0 {
@@ -104,7 +104,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 			pc.Policy = rt.Policy
 		}
 		if rt.Plain != "" {
-			pc.Direct = rt.Plain == "auto"
+			pc.Plain = rt.Plain == "auto"
 		}
 		if r.pools[rt.Function], err = pool.New(pc); err != nil {
 			return nil, err
