@@ -491,13 +491,14 @@ func TestAppFailures(t *testing.T) {
 		emu := newEmulator(t, goFunction("crashy", 30*time.Second, map[string]string{"GOAPP_ALLOW_CRASH": "1", "FERRY_IDLE_LINGER": "2s"}))
 		c, done := newTestRouter(t).dialBack(t, emu, "crashy", 8)
 		slow := make(chan int, 1)
+		var slowBody []byte
 		go func() {
 			resp, err := get(c, "/work?wait_ms=3000")
 			if err != nil {
 				slow <- -1
 				return
 			}
-			io.Copy(io.Discard, resp.Body)
+			slowBody, _ = io.ReadAll(resp.Body)
 			resp.Body.Close()
 			slow <- resp.StatusCode
 		}()
@@ -508,6 +509,12 @@ func TestAppFailures(t *testing.T) {
 		}
 		if got := <-slow; got != http.StatusBadGateway {
 			t.Errorf("in-flight request when the app died: status %d, want 502", got)
+		}
+		// What happened, for the client; the error's own text (the app's
+		// address, its exit status) only in the log.
+		if !bytes.HasPrefix(slowBody, []byte("ferry: the app did not complete this request")) ||
+			bytes.Contains(slowBody, []byte("127.0.0.1")) || bytes.Contains(slowBody, []byte("exit status")) || bytes.Contains(slowBody, []byte("EOF")) {
+			t.Errorf("502 body %q: want what happened, without internal error text", slowBody)
 		}
 		resp, err := get(c, "/work")
 		if err != nil {
@@ -611,9 +618,6 @@ func TestAppFreezesAndDiesWithItsSandbox(t *testing.T) {
 	}
 }
 
-// TestInProcessGoHandler runs examples/inprocess, a Go program built around
-// serve.Start, as the function's own bootstrap (no layer, no app process):
-// a direct event and a dial-back both reach its handler.
 // A panicking handler in in-process mode fails its invocation, as
 // aws-lambda-go reports a panic, and the runtime serves the next one in
 // the same sandbox (it once died with the panic).
@@ -639,6 +643,10 @@ func TestHandlerPanicIsAnInvocationError(t *testing.T) {
 	}
 }
 
+// TestInProcessGoHandler runs examples/inprocess, a Go program built around
+// serve.Start, as the function's own bootstrap (no layer, no app process):
+// a direct event and a dial-back both reach its handler, and it logs at
+// FERRY_LOG_LEVEL (it once ignored it).
 func TestInProcessGoHandler(t *testing.T) {
 	dir := t.TempDir()
 	bins, err := testbin.Build(dir, "./examples/inprocess")
@@ -651,7 +659,7 @@ func TestInProcessGoHandler(t *testing.T) {
 	// One vCPU (1769 MB): eight 100 ms waits fit beside each other. At the
 	// default 128 MB (0.07 vCPU) admission would turn the eighth away.
 	emu := newEmulator(t, lambdaemu.Function{Name: "inproc", CodeDir: dir, Runtime: "provided.al2023", MemoryMB: 1769,
-		Timeout: lambdaemu.Duration{Duration: 10 * time.Second}, Env: map[string]string{"FERRY_IDLE_LINGER": "300ms"}})
+		Timeout: lambdaemu.Duration{Duration: 10 * time.Second}, Env: map[string]string{"FERRY_IDLE_LINGER": "300ms", "FERRY_LOG_LEVEL": "warn"}})
 
 	res, err := emu.Invoke(context.Background(), "inproc", httpEvent("GET", "/hello", "name=go", nil, nil, ""), "")
 	if err != nil || res.FunctionError != "" {
@@ -680,8 +688,13 @@ func TestInProcessGoHandler(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if sum := summaryOf(t, waitResult(t, done)); sum.Requests != 8 {
+	res2 := waitResult(t, done)
+	if sum := summaryOf(t, res2); sum.Requests != 8 {
 		t.Errorf("summary %+v, want 8 requests", sum)
+	}
+	// At info it logs "tunnel invocation done"; at warn, nothing here.
+	if strings.Contains(res2.res.LogTail, `"level":"INFO"`) {
+		t.Errorf("FERRY_LOG_LEVEL=warn, yet the in-process runtime logged at info:\n%s", res2.res.LogTail)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferryrun/ferry/internal/loglimit"
 	"github.com/ferryrun/ferry/internal/proctree"
 	"github.com/ferryrun/ferry/internal/tunnel"
 )
@@ -43,6 +44,7 @@ type Supervisor struct {
 	target *url.URL
 	proxy  *httputil.ReverseProxy
 	log    *slog.Logger
+	warns  loglimit.Limiter // per-request warnings
 
 	mu   sync.Mutex // serializes starts; guards proc
 	proc *process   // nil before the first start
@@ -307,18 +309,20 @@ func (s *Supervisor) proxyError(w http.ResponseWriter, r *http.Request, err erro
 		// The app never saw it: refuse it, and the router sends it to
 		// another instance (a 502 here once failed requests that were
 		// never run).
-		s.log.Warn("app did not accept the connection; request refused for another instance", "path", r.URL.Path, "err", err)
+		s.warns.Warn(s.log, "app did not accept the connection; request refused for another instance", "path", r.URL.Path, "err", err)
 		n.Nack(tunnel.NackAppUnreachable)
 		return
 	}
-	reason := err.Error()
+	// The client reads what happened, not the error's text (addresses,
+	// the app's exit status): the log has that.
+	reason, detail := "its connection to the app failed", err.Error()
 	s.mu.Lock()
 	if p := s.proc; p != nil && !p.alive() {
-		reason = "app exited: " + p.err.Error()
+		reason, detail = "the app exited", "app exited: "+p.err.Error()
 	}
 	s.mu.Unlock()
-	s.log.Warn("app request failed", "path", r.URL.Path, "err", reason)
-	http.Error(w, "ferry: app failed this request: "+reason, http.StatusBadGateway)
+	s.warns.Warn(s.log, "app request failed", "path", r.URL.Path, "err", detail)
+	http.Error(w, "ferry: the app did not complete this request: "+reason, http.StatusBadGateway)
 }
 
 // PIDs returns the app's root process id (its tree counts), for CPU

@@ -52,12 +52,12 @@ type Options struct {
 // process is stopped. A bad configuration is reported to Lambda as an init
 // error. Start does not return.
 func Start(handler http.Handler) {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	client := runtimeapi.New(os.Getenv("AWS_LAMBDA_RUNTIME_API"))
 	cfg, err := config.Load(os.Getenv)
 	if err != nil {
-		InitFail(context.Background(), client, log, "Ferry.InvalidConfig", err)
+		InitFail(context.Background(), client, slog.New(slog.NewJSONHandler(os.Stderr, nil)), "Ferry.InvalidConfig", err)
 	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	err = Run(context.Background(), Options{Handler: handler, Config: cfg, Logger: log})
 	log.Error("runtime loop ended", "err", err)
 	os.Exit(1)

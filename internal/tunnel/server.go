@@ -8,12 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"golang.org/x/net/http2"
+
+	"github.com/ferryrun/ferry/internal/loglimit"
 )
 
 // ServerConfig configures the router's end of the tunnel.
@@ -52,8 +53,8 @@ type Server struct {
 
 	acceptErrors atomic.Int64
 	silent       atomic.Int64 // connections accepted, not yet spoken
-	rejections   logLimiter
-	acceptLog    logLimiter
+	rejections   loglimit.Limiter
+	acceptLog    loglimit.Limiter
 }
 
 // NewServer checks cfg and returns a Server.
@@ -114,7 +115,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			d := pause.NextBackOff()
 			failing = true
 			s.acceptErrors.Add(1)
-			s.acceptLog.warn(s.cfg.Logger, "accepting tunnel failed; retrying", "err", err, "in", d, "errors", s.acceptErrors.Load())
+			s.acceptLog.Warn(s.cfg.Logger, "accepting tunnel failed; retrying", "err", err, "in", d, "errors", s.acceptErrors.Load())
 			select {
 			case <-time.After(d):
 			case <-ctx.Done():
@@ -130,7 +131,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// flood of silent (half-open) connections once held every slot,
 		// and every cold start behind them failed.
 		if s.silent.Load() >= int64(silentPerSlot*cap(s.sem)) {
-			s.rejections.warn(s.cfg.Logger, "tunnel rejected", "reason", "too many connections waiting to speak", "remote", nc.RemoteAddr().String())
+			s.rejections.Warn(s.cfg.Logger, "tunnel rejected", "reason", "too many connections waiting to speak", "remote", nc.RemoteAddr().String())
 			nc.Close()
 			continue
 		}
@@ -146,7 +147,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			select {
 			case s.sem <- struct{}{}:
 			default:
-				s.rejections.warn(s.cfg.Logger, "tunnel rejected", "reason", "too many handshakes in progress", "remote", nc.RemoteAddr().String())
+				s.rejections.Warn(s.cfg.Logger, "tunnel rejected", "reason", "too many handshakes in progress", "remote", nc.RemoteAddr().String())
 				nc.Close()
 				return
 			}
@@ -196,45 +197,6 @@ func (c *prefixedConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// logLimiter lets warnings through in bursts of logBurst, then logLimitRate
-// a second, counting what it held back: rejections an attacker can cause
-// at will must not flood the log.
-type logLimiter struct {
-	mu         sync.Mutex
-	tokens     float64
-	last       time.Time
-	suppressed int
-}
-
-const (
-	logBurst     = 32
-	logLimitRate = 5
-)
-
-func (l *logLimiter) warn(log *slog.Logger, msg string, args ...any) {
-	l.mu.Lock()
-	now := time.Now()
-	if l.last.IsZero() {
-		l.tokens = logBurst
-	} else {
-		l.tokens = min(logBurst, l.tokens+now.Sub(l.last).Seconds()*logLimitRate)
-	}
-	l.last = now
-	if l.tokens < 1 {
-		l.suppressed++
-		l.mu.Unlock()
-		return
-	}
-	l.tokens--
-	n := l.suppressed
-	l.suppressed = 0
-	l.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed_since_last", n)
-	}
-	log.Warn(msg, args...)
-}
-
 // handshake runs TLS, the hello and the HTTP/2 preface on nc. Every failure
 // is logged here with its reason, and nc is left for the caller to close.
 func (s *Server) handshake(ctx context.Context, nc net.Conn) (*Conn, error) {
@@ -247,12 +209,12 @@ func (s *Server) handshake(ctx context.Context, nc net.Conn) (*Conn, error) {
 
 	tc := tls.Server(nc, s.cfg.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		s.rejections.warn(log, "tunnel rejected", "reason", "tls handshake failed", "err", err)
+		s.rejections.Warn(log, "tunnel rejected", "reason", "tls handshake failed", "err", err)
 		return nil, err
 	}
 	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
 		err := fmt.Errorf("negotiated protocol %q, want %q", p, ALPN)
-		s.rejections.warn(log, "tunnel rejected", "reason", err.Error())
+		s.rejections.Warn(log, "tunnel rejected", "reason", err.Error())
 		return nil, err
 	}
 
@@ -264,12 +226,12 @@ func (s *Server) handshake(ctx context.Context, nc net.Conn) (*Conn, error) {
 		} else if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 			reason = "hello not received within handshake timeout"
 		}
-		s.rejections.warn(log, "tunnel rejected", "reason", reason)
+		s.rejections.Warn(log, "tunnel rejected", "reason", reason)
 		return nil, err
 	}
 	log = log.With("function", h.FunctionARN, "request_id", h.RequestID)
 	reject := func(err error) (*Conn, error) {
-		s.rejections.warn(log, "tunnel rejected", "reason", err.Error())
+		s.rejections.Warn(log, "tunnel rejected", "reason", err.Error())
 		writeMessage(tc, Answer{Reason: err.Error()})
 		return nil, err
 	}

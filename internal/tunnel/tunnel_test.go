@@ -605,25 +605,6 @@ func TestSilentConnectionsDoNotBlockTunnels(t *testing.T) {
 	}
 }
 
-func TestRejectionLogIsRateLimited(t *testing.T) {
-	var buf syncBuffer
-	log := slog.New(slog.NewTextHandler(&buf, nil))
-	var l logLimiter
-	for range 1000 {
-		l.warn(log, "tunnel rejected", "reason", "tls handshake failed")
-	}
-	if n := strings.Count(buf.String(), "tunnel rejected"); n != logBurst {
-		t.Errorf("%d of 1000 rejections logged at once, want the burst of %d", n, logBurst)
-	}
-	l.mu.Lock()
-	l.last = l.last.Add(-time.Second) // a second later
-	l.mu.Unlock()
-	l.warn(log, "tunnel rejected", "reason", "tls handshake failed")
-	if !strings.Contains(buf.String(), "suppressed_since_last=968") {
-		t.Errorf("the next warning does not count what was held back:\n%s", buf.String()[len(buf.String())-200:])
-	}
-}
-
 // stoppableConn is a fake for a stopped sandbox (SIGSTOP would stop the
 // test itself): once stopped, the bootstrap's end reads and writes
 // nothing, and the connection stays open.
