@@ -41,6 +41,12 @@ func (c cwSink) Publish(ctx context.Context, snaps []Snapshot) error {
 					continue
 				}
 				d.Values = v.Samples[:min(len(v.Samples), maxValuesPerDatum)]
+				if v.Weight > 1 {
+					d.Counts = make([]float64, len(d.Values))
+					for i := range d.Counts {
+						d.Counts[i] = v.Weight
+					}
+				}
 			} else {
 				d.Value = aws.Float64(v.V)
 			}

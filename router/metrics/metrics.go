@@ -197,6 +197,10 @@ type Value struct {
 	Name, Unit string
 	V          float64
 	Samples    []float64
+	// Weight is how many requests each sample stands for (the interval's
+	// requests over its samples), so that percentiles over several
+	// intervals or replicas weigh each by its traffic, not its sample count.
+	Weight float64
 }
 
 // Sink receives the aggregates of each interval.
@@ -224,7 +228,7 @@ func (w *window) values() []Value {
 		sorted := slices.Clone(w.latencies)
 		slices.Sort(sorted)
 		vs = append(vs,
-			Value{Name: "Latency", Unit: "Milliseconds", Samples: w.latencies},
+			Value{Name: "Latency", Unit: "Milliseconds", Samples: w.latencies, Weight: float64(w.seen) / float64(len(w.latencies))},
 			// The interval's own percentiles, for stores that cannot
 			// compute percentiles from Latency's samples (moto, say).
 			Value{Name: "LatencyP50", Unit: "Milliseconds", V: Percentile(sorted, 0.50)},
