@@ -622,6 +622,56 @@ func TestProxyBehaviour(t *testing.T) {
 	})
 }
 
+// TestMalformedFramingIsAClientError: request smuggling's shape
+// (Content-Length with Transfer-Encoding) is refused with 400 and the
+// connection closed, so the request hidden in its body never reaches the
+// app (it once did, on the kept-alive connection); a malformed chunked body
+// is a 400, not a 502 and a warning.
+func TestMalformedFramingIsAClientError(t *testing.T) {
+	s := startStack(t, stackOpts{})
+	for name, tc := range map[string]struct {
+		raw  string
+		want string
+	}{
+		"Content-Length with Transfer-Encoding": {
+			raw: "POST /echo HTTP/1.1\r\nHost: app\r\nContent-Length: 55\r\nTransfer-Encoding: chunked\r\n\r\n" +
+				"0\r\n\r\nGET /echo?smuggled=1 HTTP/1.1\r\nHost: app\r\n\r\n",
+			want: "Content-Length together with Transfer-Encoding",
+		},
+		"chunk size past 64 bits": {
+			raw:  "POST /echo HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+			want: "malformed or cut short",
+		},
+		"chunk size not hex": {
+			raw:  "POST /echo HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+			want: "malformed or cut short",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := net.Dial("tcp", strings.TrimPrefix(s.ingress, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, tc.raw)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 400 || !strings.Contains(string(b), tc.want) {
+				t.Errorf("got %d %q, want 400 saying %q", resp.StatusCode, b, tc.want)
+			}
+			if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+				t.Errorf("after the 400 the connection carried %q (%v), want it closed", rest, err)
+			}
+		})
+	}
+}
+
 // Every request the router answered is counted, also one whose client
 // hung up mid-body, which aborts the proxy's handler. (Such requests once
 // went uncounted: a client that closes its connection as soon as it has

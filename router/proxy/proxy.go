@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryrun/ferry/internal/loglimit"
 	"github.com/ferryrun/ferry/internal/tunnel"
 	"github.com/ferryrun/ferry/router/invoke"
 	"github.com/ferryrun/ferry/router/metrics"
@@ -83,6 +84,7 @@ type Handler struct {
 	cfg   Config
 	proxy *httputil.ReverseProxy
 	log   *slog.Logger
+	warns loglimit.Limiter // per-request warnings
 }
 
 // New returns the ingress handler.
@@ -151,6 +153,7 @@ type ctxKey struct{}
 // reqState travels in the request context from ServeHTTP to the transport.
 type reqState struct {
 	slowBody atomic.Bool // the client's body fell behind its pace: 408
+	badBody  atomic.Bool // the client's body was malformed or cut short: 400
 	function string
 	start    time.Time
 	queue    time.Duration // time spent waiting for a slot
@@ -205,7 +208,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status := sw.status
 		if p == http.ErrAbortHandler && r.Context().Err() == nil {
 			status = http.StatusBadGateway
-			h.log.Warn("response cut short: the instance's stream failed mid-body", "function", route.Function, "path", r.URL.Path)
+			h.warns.Warn(h.log, "response cut short: the instance's stream failed mid-body", "function", route.Function, "path", r.URL.Path)
 		}
 		var app time.Duration
 		if !st.appStart.IsZero() {
@@ -313,7 +316,10 @@ var (
 )
 
 // startedError is a failure after the request may have reached the app.
-type startedError struct{ err error }
+type startedError struct {
+	err   error
+	class string // Lambda's error type, when an invocation said it; clients may read it
+}
 
 func (e *startedError) Error() string { return e.err.Error() }
 func (e *startedError) Unwrap() error { return e.err }
@@ -336,6 +342,11 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		// The client went away; its stream was cancelled. Nobody to answer.
 		w.WriteHeader(499) // recorded in metrics only; the connection is gone
 		return
+	case st != nil && st.badBody.Load():
+		// The client's fault too (a bad chunk size, a body shorter than
+		// its Content-Length): no 5xx, no warning.
+		w.Header().Set("Connection", "close")
+		http.Error(w, "ferry: the request body was malformed or cut short", http.StatusBadRequest)
 	case errors.As(err, &mbe):
 		http.Error(w, fmt.Sprintf("ferry: request body exceeds the limit of %d bytes", mbe.Limit), http.StatusRequestEntityTooLarge)
 	case errors.As(err, &failing):
@@ -352,11 +363,17 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	case errors.Is(err, pool.ErrClosed):
 		http.Error(w, "ferry: the router is shutting down", http.StatusServiceUnavailable)
 	case errors.As(err, &started):
-		h.log.Warn("instance failed mid-request", "function", fn, "path", r.URL.Path, "err", err)
-		http.Error(w, "ferry: the function instance failed after the request reached it; it was not retried: "+err.Error(), http.StatusBadGateway)
+		// What happened, not the error's text (addresses, stream ids, the
+		// function's own messages): the log has that.
+		h.warns.Warn(h.log, "instance failed mid-request", "function", fn, "path", r.URL.Path, "err", err)
+		msg := "ferry: the function instance failed after the request reached it; it was not retried"
+		if started.class != "" {
+			msg += " (" + started.class + ")"
+		}
+		http.Error(w, msg, http.StatusBadGateway)
 	default:
-		h.log.Warn("proxy error", "function", fn, "path", r.URL.Path, "err", err)
-		http.Error(w, "ferry: "+err.Error(), http.StatusBadGateway)
+		h.warns.Warn(h.log, "proxy error", "function", fn, "path", r.URL.Path, "err", err)
+		http.Error(w, fmt.Sprintf("ferry: the request could not be passed to function %s", fn), http.StatusBadGateway)
 	}
 }
 
@@ -407,7 +424,7 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if tunnel.Unprocessed(err) {
 				return nil, errNotReplayable
 			}
-			return nil, &startedError{err}
+			return nil, &startedError{err: err}
 		}
 		if reason, ok := tunnel.IsNack(resp); ok {
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
@@ -450,14 +467,14 @@ func (t *tunnelTransport) plain(req *http.Request, body []byte, st *reqState, le
 		if ie.Class == "Ferry.ResponseTooLarge" {
 			lease.Answered(true) // tunnels for a while: they carry any size
 		}
-		t.h.log.Warn("plain invocation failed", "function", st.function, "path", req.URL.Path, "err", err)
-		return nil, &startedError{fmt.Errorf("the plain invocation failed (%s)", ie.Class)}
+		t.h.warns.Warn(t.h.log, "plain invocation failed", "function", st.function, "path", req.URL.Path, "err", err)
+		return nil, &startedError{err: fmt.Errorf("the plain invocation failed (%s)", ie.Class), class: ie.Class}
 	case err != nil:
-		return nil, &startedError{err}
+		return nil, &startedError{err: err}
 	}
 	resp, err := plainResponse(req, payload)
 	if err != nil {
-		return nil, &startedError{err}
+		return nil, &startedError{err: err}
 	}
 	lease.Answered(resp.ContentLength > plainUnsafeBytes) // near the limit: tunnels for a while
 	return resp, nil
@@ -527,9 +544,20 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 		b.ctl.SetReadDeadline(time.Time{})
 	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
 		b.st.slowBody.Store(true)
+	case err != nil && !errors.As(err, new(*http.MaxBytesError)):
+		// Not io.EOF: a body cut short must not pass for a whole one
+		// (io.ReadFull would take io.ErrUnexpectedEOF for its end).
+		b.st.badBody.Store(true)
+		return n, &badBodyError{err}
 	}
 	return n, err
 }
+
+// badBodyError is a client's body that failed to read.
+type badBodyError struct{ err error }
+
+func (e *badBodyError) Error() string { return "request body: " + e.err.Error() }
+func (e *badBodyError) Unwrap() error { return e.err }
 
 func (b *pacedBody) Close() error {
 	b.ctl.SetReadDeadline(time.Time{})

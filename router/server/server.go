@@ -21,8 +21,10 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ferryrun/ferry/internal/loglimit"
 	"github.com/ferryrun/ferry/internal/tunnel"
 	"github.com/ferryrun/ferry/router/config"
+	"github.com/ferryrun/ferry/router/framing"
 	"github.com/ferryrun/ferry/router/invoke"
 	"github.com/ferryrun/ferry/router/metrics"
 	"github.com/ferryrun/ferry/router/pool"
@@ -47,6 +49,7 @@ type Router struct {
 	metrics *metrics.Recorder
 
 	shuttingDown atomic.Bool
+	refusals     loglimit.Limiter
 }
 
 // New builds a router. api is the Lambda client; sinks receive the
@@ -62,9 +65,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		rand.Read(secret)
 		log.Info("token secret generated for this process; " + config.EnvTokenSecret + " sets one")
 	}
-	// Tokens live long enough for invoke retries (10s) plus Lambda's init
-	// (10s); each is still single-use and bound to its function.
-	issuer, err := tunnel.NewIssuer(secret, 30*time.Second, nil)
+	issuer, err := tunnel.NewIssuer(secret, tokenTTL(cfg.LaunchTimeout), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +150,13 @@ func certificate(cfg config.Config) (tls.Certificate, error) {
 	return cert, nil
 }
 
+// tokenTTL is how long a dial-back token lives: at least 30 s (invoke
+// retries, then Lambda's 10 s init) and never less than the launch timeout,
+// the time the router waits for an instance to dial back, so an instance
+// whose init is slow but within that timeout is not refused at the door.
+// Each token is still single-use and bound to its function.
+func tokenTTL(launch time.Duration) time.Duration { return max(30*time.Second, launch) }
+
 // Pin returns the tunnel certificate's pin.
 func (r *Router) Pin() string { return r.pin }
 
@@ -160,9 +168,12 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true) // h2c on the same port
 	ingress := &http.Server{
-		Handler: r.ingress, Protocols: &protos, MaxHeaderBytes: r.cfg.MaxHeaderBytes,
+		Handler: r.framed(r.ingress), Protocols: &protos, MaxHeaderBytes: r.cfg.MaxHeaderBytes,
 		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 		ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
+		// Every request the server reads reaches the handler, or the
+		// connection closes: framing.Check counts on it.
+		ConnContext: framing.ConnContext, DisableGeneralOptionsHandler: true,
 	}
 	admin := &http.Server{Handler: r.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 
@@ -173,7 +184,8 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	go func() { r.metrics.Run(metricsCtx); close(metricsDone) }()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(ingress, ls.Ingress) })
+	// net/http reads a head of up to MaxHeaderBytes plus its 4 KiB buffer.
+	g.Go(func() error { return serveHTTP(ingress, framing.Listener(ls.Ingress, r.cfg.MaxHeaderBytes+4096)) })
 	g.Go(func() error { return serveHTTP(admin, ls.Admin) })
 	g.Go(func() error { return r.tunnels.Serve(tunnelCtx, ls.Tunnel) })
 	g.Go(func() error { r.sampleInFlight(gctx); return nil })
@@ -200,6 +212,21 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	stopMetrics()
 	<-metricsDone
 	return err
+}
+
+// framed refuses, with 400, requests whose framing is ambiguous (request
+// smuggling's shape), and closes their connection so that nothing in their
+// body is read as a request.
+func (r *Router) framed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if v := framing.Check(req.Context(), req.Method, req.RequestURI, req.ProtoMajor); v != "" {
+			r.refusals.Warn(r.log, "request refused", "reason", string(v), "remote", req.RemoteAddr)
+			w.Header().Set("Connection", "close")
+			http.Error(w, "ferry: request refused: "+string(v), http.StatusBadRequest)
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
 }
 
 func serveHTTP(s *http.Server, ln net.Listener) error {
