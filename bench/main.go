@@ -32,6 +32,7 @@ type options struct {
 	only            map[string]bool
 	workloads       map[string]bool   // section saved's workloads; nil for all
 	savedEnv        map[string]string // extra bootstrap environment of ferry's functions in section saved
+	logs            string            // directory for section saved's router and emulator logs; "" for none
 	results         *results
 }
 
@@ -80,6 +81,7 @@ func main() {
 	var demo time.Duration
 	flag.DurationVar(&demo, "demo", 0, "make demo instead of the suite: the api and seed workloads for this long each, ferry against plain Lambda, printed only")
 	flag.StringVar(&savedEnv, "saved-env", "", "K=V,... added to the ferry functions' environment in section saved (try FERRY_CPU_BUDGET=0.1)")
+	flag.StringVar(&o.logs, "logs", "", "directory to keep section saved's router (debug) and emulator logs in, to see why an invocation started or ended")
 	flag.Parse()
 	for kv := range strings.SplitSeq(savedEnv, ",") {
 		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {

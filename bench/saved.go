@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -116,7 +118,21 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 			fns = append(fns, f)
 		}
 	}
-	st, err := localrun.Start(ctx, localrun.Config{Dist: o.dist, Functions: fns})
+	lc := localrun.Config{Dist: o.dist, Functions: fns}
+	if o.logs != "" {
+		emu, err := os.Create(filepath.Join(o.logs, "saved-emulator.log"))
+		if err != nil {
+			return nil, err
+		}
+		defer emu.Close()
+		router, err := os.Create(filepath.Join(o.logs, "saved-router.log"))
+		if err != nil {
+			return nil, err
+		}
+		defer router.Close()
+		lc.Log, lc.RouterLog, lc.RouterEnv = emu, router, []string{"FERRY_ROUTER_LOG_LEVEL=debug"}
+	}
+	st, err := localrun.Start(ctx, lc)
 	if err != nil {
 		return nil, err
 	}
