@@ -94,8 +94,11 @@ func clip(s string) string {
 	return s
 }
 
-// cost is what one request of a kind takes: CPU and wall time, in ns.
-type cost struct{ cpu, wall float64 }
+// cost is what one request of a kind takes: CPU and wall time, in ns, and
+// how far the CPU charged to one strays from the average (a moving mean of
+// the absolute deviation): how far past its kind's CPU a request may be
+// charged before it is taken to be of another kind.
+type cost struct{ cpu, wall, dev float64 }
 
 // rate is the share of one vCPU the request keeps busy while it runs.
 func (c cost) rate() float64 {
@@ -112,8 +115,10 @@ type stats struct {
 
 func (s *stats) add(c cost) {
 	if s.n == 0 {
-		s.avg = c
+		// One sample says nothing of the spread: start at a tenth.
+		s.avg = cost{cpu: c.cpu, wall: c.wall, dev: c.cpu / 10}
 	} else {
+		s.avg.dev += alpha * (math.Abs(c.cpu-s.avg.cpu) - s.avg.dev)
 		s.avg.cpu += alpha * (c.cpu - s.avg.cpu)
 		s.avg.wall += alpha * (c.wall - s.avg.wall)
 	}
@@ -286,27 +291,51 @@ func (a *Admitter) Fits(limit int) int {
 }
 
 // settleLocked splits the CPU used since the last settle among the
-// requests in flight, in proportion to what each is expected to use, so
-// that a light request running beside a heavy one is not taught that it
-// is heavy. CPU used while nothing is in flight (the runtime's own work)
-// is nobody's.
+// requests in flight, in proportion to how fast each is expected to be
+// using CPU now (see pace), so that a light request running beside a heavy
+// one is not taught that it is heavy, and one that has used what its kind
+// takes (an API handler now waiting on its database) is not charged much
+// of the computing of the requests that came after it. CPU used while
+// nothing is in flight (the runtime's own work) is nobody's.
 func (a *Admitter) settleLocked() {
-	now := a.cfg.Counter()
-	delta := float64(now - a.lastCPU)
-	a.lastCPU = now
+	cpu := a.cfg.Counter()
+	delta := float64(cpu - a.lastCPU)
+	a.lastCPU = cpu
 	if delta <= 0 || len(a.inflight) == 0 {
 		return
 	}
+	now := a.cfg.Now()
+	weights := make(map[*Ticket]float64, len(a.inflight))
 	var total float64
 	for t := range a.inflight {
-		total += weight(t)
+		w := max(t.pace(now), 1e-3)
+		weights[t] = w
+		total += w
 	}
-	for t := range a.inflight {
-		t.cpu += delta * weight(t) / total
+	for t, w := range weights {
+		t.cpu += delta * w / total
 	}
 }
 
-func weight(t *Ticket) float64 { return max(t.est.rate(), 1e-3) }
+// pace is the share of a vCPU t is taken to be using now: its kind's
+// rate, scaled down by the share of its CPU it has used, so that one that
+// has done its computing counts for a tenth; one that has overrun its kind
+// counts in full.
+func (t *Ticket) pace(now time.Time) float64 {
+	if t.overrun(now) || t.est.cpu <= 0 {
+		return t.est.rate()
+	}
+	return t.est.rate() * min(t.leftCPU(now)/t.est.cpu, 1)
+}
+
+// overrun reports whether t has run well past its kind: in time, or in
+// CPU beyond what the kind's spread explains. (The CPU is a share of a
+// counter split among the requests in flight, so a request that shared the
+// vCPU may be charged more than it used; its kind's spread says by how
+// much.)
+func (t *Ticket) overrun(now time.Time) bool {
+	return t.cpu > overrun*t.est.cpu+2*t.est.dev || float64(now.Sub(t.start)) > overrun*t.est.wall
+}
 
 // estimateLocked is the expected cost of a request of kind k: its own
 // kind's, else its path's, else its first segment's, else the prior. A
@@ -324,7 +353,7 @@ func (a *Admitter) estimateLocked(k Kind) cost {
 
 func (a *Admitter) priorLocked() cost {
 	wall := float64(100 * time.Millisecond)
-	return cost{cpu: a.cfg.Prior * wall, wall: wall}
+	return cost{cpu: a.cfg.Prior * wall, wall: wall, dev: a.cfg.Prior * wall / 10}
 }
 
 // usualLocked is the function's average request, for the hint.
@@ -358,23 +387,29 @@ func (a *Admitter) flightLocked(except *Ticket) []member {
 	now := a.cfg.Now()
 	for t := range a.inflight {
 		if t != except {
-			set = append(set, member{t.est.rate(), t.leftCPU(now), t.est.wall})
+			m := member{rate: t.pace(now), left: t.leftCPU(now), wall: t.est.wall, owed: t.est.cpu - t.cpu, floor: t.est.cpu / 10}
+			if t.overrun(now) {
+				m.owed, m.floor = m.left, m.left
+			}
+			set = append(set, m)
 		}
 	}
 	return set
 }
 
 // asMember is a request of cost c that has not started.
-func asMember(c cost) member { return member{c.rate(), c.cpu, c.wall} }
+func asMember(c cost) member {
+	return member{rate: c.rate(), left: c.cpu, wall: c.wall, owed: c.cpu, floor: c.cpu}
+}
 
 // leftCPU is the CPU t is expected still to use. What it has used is
 // behind it: one that used what its kind takes, within its kind's time,
 // is done computing but for a little (an API handler waiting on its
-// database after its CPU). One that has run well past its estimate, in
-// CPU or in time, is another kind than its key says (a 1.5 s request on a
-// path whose requests took 150 ms): assume it is half way.
+// database after its CPU). One that has run well past its kind (see
+// overrun) is another kind than its key says (a 1.5 s request on a path
+// whose requests took 150 ms): assume it is half way.
 func (t *Ticket) leftCPU(now time.Time) float64 {
-	if t.cpu > overrun*t.est.cpu || float64(now.Sub(t.start)) > overrun*t.est.wall {
+	if t.overrun(now) {
 		return max(t.cpu, t.est.cpu/10)
 	}
 	return max(t.est.cpu-t.cpu, t.est.cpu/10)
@@ -386,7 +421,13 @@ const overrun = 1.5
 
 // member is one request of a set that might run at once.
 type member struct {
-	rate, left, wall float64 // demand, CPU ns still to use, expected wall ns
+	rate, left, wall float64 // demand now (pace), CPU ns still to use, expected wall ns
+	// owed is its kind's CPU less what it has been charged, which may be
+	// negative: charges are shares of one counter, so what one was charged
+	// too much another was charged too little, and owed sums true over
+	// the set where each left alone would not. floor is the least it is
+	// taken to have left.
+	owed, floor float64
 }
 
 // fits reports whether the requests of set can run at once, each slowed by
@@ -398,10 +439,11 @@ func (a *Admitter) fits(set []member) bool {
 	if neighbours <= free {
 		return true
 	}
-	var demand, left float64
+	var demand, owed, floor float64
 	for _, m := range set {
 		demand += m.rate
-		left += m.left
+		owed += m.owed
+		floor += m.floor
 	}
 	crowd := float64(neighbours - free)
 	for _, m := range set {
@@ -410,7 +452,8 @@ func (a *Admitter) fits(set []member) bool {
 		if x < 1 {
 			slow = min(x/(1-x), crowd)
 		}
-		extra := min(m.left/min(k, 1)*slow, (left-m.left)/k)
+		others := max(owed-m.owed, floor-m.floor) // the CPU the others have left
+		extra := min(m.left/min(k, 1)*slow, others/k)
 		allowed := max(a.cfg.Budget*m.wall, float64(a.cfg.Floor))
 		if extra > allowed {
 			return false

@@ -72,6 +72,11 @@ func TestNacksLeaveTheInstanceIdle(t *testing.T) {
 		if r.URL.Query().Has("hold") {
 			<-release
 		}
+		if r.URL.Query().Has("pause") {
+			// Long enough that streams overlap however the goroutines
+			// are scheduled (a busy machine once ran them one by one).
+			time.Sleep(time.Millisecond)
+		}
 	})
 	s = newStreams(app, 64, time.Now().Add(time.Minute), adm, true)
 	serve := func(target string) *httptest.ResponseRecorder {
@@ -107,8 +112,8 @@ func TestNacksLeaveTheInstanceIdle(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			for range 200 {
-				serve("/burn")
+			for range 50 {
+				serve("/burn?pause")
 			}
 		})
 	}
