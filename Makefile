@@ -4,7 +4,7 @@ DIST    ?= dist
 LDFLAGS := -s -w
 export CGO_ENABLED := 0
 
-.PHONY: all build layer synth deploy destroy test e2e lint demo bench clean local-up local-down local-deploy local-stop local-destroy metrics
+.PHONY: all build layer synth deploy destroy test e2e fuzz lint demo bench clean local-up local-down local-deploy local-stop local-destroy metrics
 
 all: build
 
@@ -72,6 +72,17 @@ destroy: $(CDK)
 test: $(CDK)
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 8m ./...
+
+## fuzz: every fuzz target in turn, each for FUZZTIME (not in CI; make test
+## runs their seed corpora). A crasher lands in the package's testdata/fuzz.
+FUZZTIME ?= 1m
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for fn in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$fn ($$pkg) for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
 
 ## e2e: only the end-to-end suite: deploy to a local AWS, load, metrics, teardown.
 e2e: $(CDK)

@@ -78,3 +78,29 @@ func TestREADMEListsEveryVariable(t *testing.T) {
 		return strings.HasPrefix(n, "FERRY_") && !strings.HasPrefix(n, "FERRY_ROUTER_")
 	})
 }
+
+// FuzzLoad: any environment is a configuration or an error naming the
+// variable, never a panic; what loads is usable.
+func FuzzLoad(f *testing.F) {
+	f.Add(EnvAppPort + "=3000\n" + EnvMaxConcurrency + "=8\n" + EnvIdleLinger + "=0\n" + EnvCPUBudget + "=0.1")
+	f.Add(EnvReadinessPath + "=/healthz\n" + EnvLogLevel + "=debug\n" + EnvCPUAdmission + "=off\n" + EnvLoadStream + "=on")
+	f.Add(EnvAppPort + "=99999\n" + EnvDrainMargin + "=-1s")
+	f.Fuzz(func(t *testing.T, lines string) {
+		m := map[string]string{}
+		for _, l := range strings.Split(lines, "\n") {
+			if k, v, ok := strings.Cut(l, "="); ok {
+				m[k] = v
+			}
+		}
+		c, err := Load(env(m))
+		if err != nil {
+			if !strings.Contains(err.Error(), "FERRY_") && !strings.Contains(err.Error(), "AWS_") {
+				t.Fatalf("error names no variable: %v", err)
+			}
+			return
+		}
+		if c.AppPort < 1 || c.AppPort > 65535 || c.MaxConcurrency < 1 || c.IdleLinger < 0 || c.CPUBudget <= 0 || c.CPUBudget > 1 {
+			t.Fatalf("%q loaded as %+v", lines, c)
+		}
+	})
+}

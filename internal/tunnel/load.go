@@ -79,9 +79,15 @@ func ParseLoad(s string) (Load, error) {
 		switch k {
 		case "inflight":
 			l.InFlight, err = strconv.Atoi(v)
+			if err == nil && (l.InFlight < 0 || l.InFlight > MaxStreamsLimit) {
+				err = fmt.Errorf("%d outside 0..%d", l.InFlight, MaxStreamsLimit)
+			}
 			seen++
 		case "cpu":
 			l.CPU, err = strconv.ParseFloat(v, 64)
+			if err == nil && !(l.CPU >= 0 && l.CPU <= 1) { // NaN too
+				err = fmt.Errorf("%v outside 0..1", l.CPU)
+			}
 			seen++
 		case "full":
 			switch v {
@@ -93,6 +99,9 @@ func ParseLoad(s string) (Load, error) {
 			seen++
 		case "left_ms":
 			l.LeftMs, err = strconv.ParseInt(v, 10, 64)
+			if err == nil && l.LeftMs < 0 {
+				err = fmt.Errorf("%d is negative", l.LeftMs)
+			}
 			seen++
 		case "room":
 			l.Room, err = strconv.Atoi(v)

@@ -175,3 +175,70 @@ func TestRouteOptionsPerFunction(t *testing.T) {
 		})
 	}
 }
+
+// FuzzRoutes: any FERRY_ROUTER_ROUTES value is routes or an error naming
+// what is wrong, never a panic; every route parsed has a function and a
+// rooted path prefix.
+func FuzzRoutes(f *testing.F) {
+	for _, s := range []string{"app=/", "app=/, api=api.example.com/v1", "web=example.com", "=/", "a=", "a=b=c", ",,", "app=/%zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		rs, err := ParseRoutes(s)
+		if err != nil {
+			return
+		}
+		for _, r := range rs {
+			if r.Function == "" || (r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/")) {
+				t.Fatalf("%q gave route %+v", s, r)
+			}
+		}
+	})
+}
+
+// FuzzRoutesFile: any FERRY_ROUTER_CONFIG file is routes or an error.
+func FuzzRoutesFile(f *testing.F) {
+	f.Add([]byte(`{"routes": [{"function": "app", "path_prefix": "/", "max_concurrency": 16, "policy": "pack"}, {"function": "api", "host": "api.example.com", "policy": "spread", "plain": "off"}]}`))
+	f.Add([]byte(`{"routes": [{"function": "app", "max_concurrency": -1}]}`))
+	f.Add([]byte(`{"routes": [{"function": "app", "policy": "x"}, {"function": "app", "policy": "spread"}]}`))
+	f.Add([]byte(`{"routes": null, "extra": 1}`))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "routes.json")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(env(map[string]string{EnvConfigFile: path, EnvTunnelListen: "127.0.0.1:0"}))
+		if err != nil {
+			return
+		}
+		for _, r := range c.Routes {
+			if r.Function == "" || r.MaxConcurrency < 0 {
+				t.Fatalf("%s gave route %+v", data, r)
+			}
+		}
+	})
+}
+
+// FuzzLoad: any environment is a configuration or an error naming the
+// variable, never a panic.
+func FuzzLoad(f *testing.F) {
+	f.Add(EnvRoutes + "=app=/\n" + EnvTunnelListen + "=127.0.0.1:0\n" + EnvMaxConcurrency + "=8\n" + EnvIdleLinger + "=1ms")
+	f.Add(EnvRoutes + "=app=/\n" + EnvTrustedProxies + "=10.0.0.0/8,::1/128\n" + EnvAdvertise + "=10.0.0.1:8443")
+	f.Add(EnvRoutes + "=app=/\n" + EnvQueueTimeout + "=-1s\n" + EnvPolicy + "=spread")
+	f.Fuzz(func(t *testing.T, lines string) {
+		m := map[string]string{}
+		for _, l := range strings.Split(lines, "\n") {
+			if k, v, ok := strings.Cut(l, "="); ok && k != EnvConfigFile && k != EnvTLSCert && k != EnvTLSKey {
+				m[k] = v
+			}
+		}
+		c, err := Load(env(m))
+		if err != nil {
+			return
+		}
+		if len(c.Routes) == 0 || c.MaxConcurrency < 1 || c.QueueTimeout <= 0 {
+			t.Fatalf("%q loaded as %+v", lines, c)
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +143,30 @@ func TestUnwatchedAndHTTP2RequestsPass(t *testing.T) {
 	if v := Check(ctx, "GET", "/", 1); v != Unseen {
 		t.Errorf("HTTP/1 request whose head the watch never saw: %q, want %q", v, Unseen)
 	}
+}
+
+// FuzzWatch: the watch never panics, holds no more than its limits, and
+// sees the same requests however the bytes are split across reads.
+func FuzzWatch(f *testing.F) {
+	f.Add([]byte("GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"), uint16(7))
+	f.Add([]byte("POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nT: t\r\n\r\nGET /d HTTP/1.1\r\n\r\n"), uint16(30))
+	f.Add([]byte("POST /b HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), uint16(1))
+	f.Add([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), uint16(3))
+	f.Add([]byte("GET / HTTP/1.0\nTransfer-Encoding: chunked\nContent-Length: 2\n\nabGET /x HTTP/1.0\n\n"), uint16(9))
+	f.Fuzz(func(t *testing.T, data []byte, split uint16) {
+		whole := watch{maxHead: 1 << 10}
+		whole.feed(data)
+		parts := watch{maxHead: 1 << 10}
+		for rest := data; len(rest) > 0; {
+			n := min(int(split%64)+1, len(rest))
+			parts.feed(rest[:n])
+			rest = rest[n:]
+		}
+		if len(whole.heads) > maxPending || len(whole.line) > max(maxLine, whole.maxHead) {
+			t.Fatalf("watch holds %d heads and a %d-byte line", len(whole.heads), len(whole.line))
+		}
+		if !reflect.DeepEqual(whole.heads, parts.heads) || whole.st != parts.st {
+			t.Fatalf("whole: %+v (state %d); in parts of %d: %+v (state %d)", whole.heads, whole.st, split%64+1, parts.heads, parts.st)
+		}
+	})
 }
