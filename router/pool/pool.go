@@ -98,7 +98,7 @@ type Config struct {
 	MaxLinger time.Duration
 	// Plain lets a request that no live instance can take travel as one
 	// plain invocation when tunnel invocations are not being shared (see
-	// directModel), if the caller says the request can (Acquire's plain).
+	// plainModel), if the caller says the request can (Acquire's plain).
 	Plain bool
 	// LaunchTimeout bounds one invocation's start, retries included. If
 	// zero, 30s.
@@ -135,9 +135,9 @@ type Pool struct {
 	// average of the streams they held when they did. Launches are sized
 	// by it, so a CPU-heavy function gets an instance per waiting request
 	// at once instead of one launch after another.
-	cover  float64      // guarded by mu
-	linger *lingerModel // guarded by mu
-	direct directModel  // guarded by mu
+	cover   float64      // guarded by mu
+	linger  *lingerModel // guarded by mu
+	sharing plainModel   // guarded by mu; whether requests share, and so whether to go plain
 	// plain counts plain invocations in flight: they hold a sandbox, so
 	// they count against MaxInstances.
 	plain  int   // guarded by mu
@@ -249,7 +249,7 @@ func (l *Lease) Release() {
 	l.once.Do(func() {
 		l.p.mu.Lock()
 		if l.answered {
-			l.p.direct.response(l.unsafe, l.p.cfg.Now())
+			l.p.sharing.response(l.unsafe, l.p.cfg.Now())
 		}
 		if l.inst == nil {
 			l.p.plain--
@@ -401,7 +401,7 @@ func (p *Pool) plainLocked() bool {
 	if len(p.instances)+len(p.launches)+p.plain >= p.cfg.MaxInstances {
 		return false
 	}
-	return p.direct.choose(p.cfg.Now())
+	return p.sharing.choose(p.cfg.Now())
 }
 
 // pickLocked returns the instance the policy prefers among those with a
@@ -648,7 +648,7 @@ func (p *Pool) launchEnded(id string, err error) {
 func (p *Pool) Ended(billed, busy, linger time.Duration, requests int64, idled bool) {
 	p.mu.Lock()
 	p.linger.ended(billed, busy, linger, idled)
-	p.direct.ended(requests)
+	p.sharing.ended(requests)
 	p.mu.Unlock()
 }
 
@@ -810,8 +810,8 @@ func (p *Pool) State() State {
 	s.LingerUs, s.OverheadUs, s.LingerGaps = linger.Microseconds(), overhead.Microseconds(), gaps
 	s.Failing, s.ConsecutiveFailures = p.failing, p.failures
 	now := p.cfg.Now()
-	s.Share, s.PlainInFlight = math.Round(p.direct.share()*100)/100, p.plain
-	s.PlainMode = p.cfg.Plain && p.direct.predicts(now)
+	s.Share, s.PlainInFlight = math.Round(p.sharing.share()*100)/100, p.plain
+	s.PlainMode = p.cfg.Plain && p.sharing.predicts(now)
 	for _, in := range p.instances {
 		l, ok := in.conn.Load()
 		if !ok {

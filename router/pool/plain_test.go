@@ -59,7 +59,7 @@ func teach(p *Pool, safe int, served ...int64) {
 	}
 	p.mu.Lock()
 	for range safe {
-		p.direct.response(false, p.cfg.Now())
+		p.sharing.response(false, p.cfg.Now())
 	}
 	p.mu.Unlock()
 }
@@ -97,9 +97,9 @@ func TestPlainOrTunnel(t *testing.T) {
 			teach(p, tt.safe, tt.served...)
 			if tt.unsafe {
 				p.mu.Lock()
-				p.direct.response(true, p.cfg.Now())
+				p.sharing.response(true, p.cfg.Now())
 				for range 20 {
-					p.direct.response(false, p.cfg.Now())
+					p.sharing.response(false, p.cfg.Now())
 				}
 				p.mu.Unlock()
 			}

@@ -2,7 +2,7 @@ package pool
 
 import "time"
 
-// directModel decides when a request that no live instance can take should
+// plainModel decides when a request that no live instance can take should
 // travel as one plain invocation (an ordinary HTTP event in the invoke
 // payload, the response in its result) instead of starting a tunnel
 // invocation. A tunnel pays its set-up, drain and linger on top of the
@@ -18,8 +18,8 @@ import "time"
 // unstreamed for a while.
 //
 // Not safe for concurrent use: the pool calls it under its lock.
-type directModel struct {
-	served  [directSamples]int64 // ring: requests each recent tunnel invocation took
+type plainModel struct {
+	served  [shareSamples]int64 // ring: requests each recent tunnel invocation took
 	n, next int
 	// explored counts requests sent plain since the last tunnel launch.
 	explored int
@@ -30,14 +30,14 @@ type directModel struct {
 }
 
 const (
-	directSamples = 16
-	// minDirectSamples tunnel invocations must have ended before any
+	shareSamples = 16
+	// minShareSamples tunnel invocations must have ended before any
 	// request goes plain.
-	minDirectSamples = 4
-	// directShare: plain invocations while tunnel invocations take fewer
+	minShareSamples = 4
+	// plainBelowShare: plain invocations while tunnel invocations take fewer
 	// requests than this on average. A second request saves about what a
 	// tunnel costs when one in four invocations gets one.
-	directShare = 1.25
+	plainBelowShare = 1.25
 	// exploreEvery: one tunnel launch in this many plain invocations.
 	exploreEvery = 16
 	// minSafeResponses, and unsafeHold since the last unsafe response,
@@ -48,16 +48,16 @@ const (
 
 // ended records a tunnel invocation that ended having taken requests
 // (none, for one closed as surplus).
-func (m *directModel) ended(requests int64) {
+func (m *plainModel) ended(requests int64) {
 	m.served[m.next] = requests
-	m.next = (m.next + 1) % directSamples
-	m.n = min(m.n+1, directSamples)
+	m.next = (m.next + 1) % shareSamples
+	m.n = min(m.n+1, shareSamples)
 }
 
 // response records a response that passed through a tunnel: unsafe if it
 // could not have travelled in an invoke result (too large, streamed, with
 // trailers).
-func (m *directModel) response(unsafe bool, now time.Time) {
+func (m *plainModel) response(unsafe bool, now time.Time) {
 	if unsafe {
 		m.safe, m.unsafeAt = 0, now
 		return
@@ -67,8 +67,8 @@ func (m *directModel) response(unsafe bool, now time.Time) {
 
 // share is the mean of the recorded tunnel invocations' requests, or 0
 // with too few.
-func (m *directModel) share() float64 {
-	if m.n < minDirectSamples {
+func (m *plainModel) share() float64 {
+	if m.n < minShareSamples {
 		return 0
 	}
 	var sum int64
@@ -80,15 +80,15 @@ func (m *directModel) share() float64 {
 
 // predicts reports whether a new tunnel invocation would likely take only
 // the request it is started for, and the responses allow a plain one.
-func (m *directModel) predicts(now time.Time) bool {
+func (m *plainModel) predicts(now time.Time) bool {
 	s := m.share()
-	return s > 0 && s < directShare && m.safe >= minSafeResponses &&
+	return s > 0 && s < plainBelowShare && m.safe >= minSafeResponses &&
 		(m.unsafeAt.IsZero() || now.Sub(m.unsafeAt) >= unsafeHold)
 }
 
 // choose is called for a request that would start a tunnel invocation;
 // it reports whether the request goes plain instead.
-func (m *directModel) choose(now time.Time) bool {
+func (m *plainModel) choose(now time.Time) bool {
 	if !m.predicts(now) {
 		m.explored = 0
 		return false
