@@ -30,10 +30,14 @@ import (
 // Limits on what the watch holds: a head longer than maxHead, a chunk line
 // longer than maxLine (net/http's own chunk line limit is 4096) or more
 // than maxPending heads read ahead of the handler end the watch, and the
-// requests it then cannot vouch for are refused.
+// requests it then cannot vouch for are refused. net/http reads only its
+// 4 KiB buffer ahead, so maxPending is reached only by bytes it never
+// parses as requests (a hijacked connection's): each head keeps at most
+// maxKey bytes of its request line, so that they cannot hold memory.
 const (
 	maxLine    = 4096
-	maxPending = 1024
+	maxPending = 256
+	maxKey     = 128
 )
 
 // Listener returns ln with every accepted connection watched. maxHead is
@@ -113,7 +117,7 @@ func Check(ctx context.Context, method, requestURI string, protoMajor int) Verdi
 	h := w.heads[0]
 	w.heads = w.heads[1:]
 	switch {
-	case h.method != method || h.target != requestURI:
+	case h != (head{ambiguous: h.ambiguous}.with(method, requestURI)):
 		return Unseen
 	case h.ambiguous:
 		return Ambiguous
@@ -121,10 +125,18 @@ func Check(ctx context.Context, method, requestURI string, protoMajor int) Verdi
 	return ""
 }
 
-// head is what the watch saw of one request's head.
+// head is what the watch saw of one request's head: the start of its
+// method and target, their length, and whether it was ambiguous.
 type head struct {
-	method, target string
-	ambiguous      bool
+	key       string
+	keyLen    int
+	ambiguous bool
+}
+
+func (h head) with(method, target string) head {
+	k := method + " " + target
+	h.key, h.keyLen = k[:min(len(k), maxKey)], len(k)
+	return h
 }
 
 type state int
@@ -270,7 +282,7 @@ func (w *watch) onHeadLine(line string) {
 		w.st = off
 		return
 	}
-	w.heads = append(w.heads, head{method: w.method, target: w.target, ambiguous: len(w.cl) > 0 && len(w.te) > 0})
+	w.heads = append(w.heads, head{ambiguous: len(w.cl) > 0 && len(w.te) > 0}.with(w.method, w.target))
 	http11 := w.proto != "HTTP/1.0" && w.proto != "HTTP/0.9"
 	cl, te := w.cl, w.te
 	w.lines, w.headLen, w.cl, w.te = 0, 0, nil, nil

@@ -162,11 +162,34 @@ func FuzzWatch(f *testing.F) {
 			parts.feed(rest[:n])
 			rest = rest[n:]
 		}
-		if len(whole.heads) > maxPending || len(whole.line) > max(maxLine, whole.maxHead) {
+		held := 0
+		for _, h := range whole.heads {
+			held += len(h.key)
+		}
+		if len(whole.heads) > maxPending || held > maxPending*maxKey || len(whole.line) > max(maxLine, whole.maxHead) {
 			t.Fatalf("watch holds %d heads and a %d-byte line", len(whole.heads), len(whole.line))
 		}
 		if !reflect.DeepEqual(whole.heads, parts.heads) || whole.st != parts.st {
 			t.Fatalf("whole: %+v (state %d); in parts of %d: %+v (state %d)", whole.heads, whole.st, split%64+1, parts.heads, parts.st)
 		}
 	})
+}
+
+// TestHeldHeadsAreBounded: bytes net/http never parses as requests (a
+// WebSocket's, after the upgrade hijacked the connection) cannot make the
+// watch hold memory: a flood of heads with 10 KB targets keeps at most
+// maxPending heads of maxKey bytes each.
+func TestHeldHeadsAreBounded(t *testing.T) {
+	w := watch{maxHead: 64 << 10}
+	line := []byte("GET /" + strings.Repeat("x", 10<<10) + " HTTP/1.1\r\n\r\n")
+	for range 1000 {
+		w.feed(line)
+	}
+	var held int
+	for _, h := range w.heads {
+		held += len(h.key)
+	}
+	if len(w.heads) > maxPending || held > maxPending*maxKey {
+		t.Errorf("the watch holds %d heads, %d bytes of them", len(w.heads), held)
+	}
 }
