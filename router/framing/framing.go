@@ -116,8 +116,9 @@ func Check(ctx context.Context, method, requestURI string, protoMajor int) Verdi
 	}
 	h := w.heads[0]
 	w.heads = w.heads[1:]
+	key, keyLen := requestKey(method, requestURI)
 	switch {
-	case h != (head{ambiguous: h.ambiguous}.with(method, requestURI)):
+	case h.key != key || h.keyLen != keyLen:
 		return Unseen
 	case h.ambiguous:
 		return Ambiguous
@@ -133,10 +134,11 @@ type head struct {
 	ambiguous bool
 }
 
-func (h head) with(method, target string) head {
+// requestKey is the start of "method target", at most maxKey bytes, and
+// its whole length.
+func requestKey(method, target string) (string, int) {
 	k := method + " " + target
-	h.key, h.keyLen = k[:min(len(k), maxKey)], len(k)
-	return h
+	return k[:min(len(k), maxKey)], len(k)
 }
 
 type state int
@@ -282,7 +284,8 @@ func (w *watch) onHeadLine(line string) {
 		w.st = off
 		return
 	}
-	w.heads = append(w.heads, head{ambiguous: len(w.cl) > 0 && len(w.te) > 0}.with(w.method, w.target))
+	key, keyLen := requestKey(w.method, w.target)
+	w.heads = append(w.heads, head{key: key, keyLen: keyLen, ambiguous: len(w.cl) > 0 && len(w.te) > 0})
 	http11 := w.proto != "HTTP/1.0" && w.proto != "HTTP/0.9"
 	cl, te := w.cl, w.te
 	w.lines, w.headLen, w.cl, w.te = 0, 0, nil, nil
