@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,11 +44,18 @@ type Supervisor struct {
 	cfg    Config
 	target *url.URL
 	proxy  *httputil.ReverseProxy
+	probe  *http.Client // asks the readiness path, one connection a time
 	log    *slog.Logger
 	warns  loglimit.Limiter // per-request warnings
 
 	mu   sync.Mutex // serializes starts; guards proc
 	proc *process   // nil before the first start
+
+	// suspect is set when a connection to the app broke under a request:
+	// the app may be dying, and a request written to it now could be
+	// reset unseen or seen, with no telling which. Until the app answers
+	// its readiness path again, each request is sent only after it does.
+	suspect atomic.Bool
 }
 
 type process struct {
@@ -80,6 +88,7 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg.MaxConns = 64
 	}
 	s := &Supervisor{cfg: cfg, log: cfg.Logger, target: &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port))}}
+	s.probe = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	transport := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        cfg.MaxConns,
@@ -141,6 +150,7 @@ func (s *Supervisor) startLocked(ctx context.Context) error {
 		proctree.Signal(cmd.Process.Pid, syscall.SIGKILL)
 		return err
 	}
+	s.suspect.Store(false)
 	s.log.Info("app ready", "cmd", s.cfg.Cmd, "port", s.cfg.Port, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -149,26 +159,39 @@ func (s *Supervisor) startLocked(ctx context.Context) error {
 func (s *Supervisor) awaitReady(ctx context.Context, p *process) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
 	defer cancel()
-	probe := &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
-	u := s.target.String() + s.cfg.ReadinessPath
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if resp, err := probe.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return nil
-			}
+		if s.answers(ctx) == nil {
+			return nil
 		}
 		select {
 		case <-p.exited:
 			return fmt.Errorf("app exited before it was ready: %v", p.err)
 		case <-ctx.Done():
-			return fmt.Errorf("app not ready at %s within %v", u, s.cfg.ReadyTimeout)
+			return fmt.Errorf("app not ready at %s within %v", s.cfg.ReadinessPath, s.cfg.ReadyTimeout)
 		case <-tick.C:
 		}
 	}
+}
+
+// answers asks the app's readiness path once, on a connection of its own.
+func (s *Supervisor) answers(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.target.String()+s.cfg.ReadinessPath, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.probe.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("readiness path answered %d", resp.StatusCode)
+	}
+	return nil
 }
 
 // ensure restarts the app if it has died.
@@ -194,20 +217,37 @@ type restartingTransport struct {
 }
 
 func (t *restartingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.s.suspect.Load() {
+		// Ask first: a readiness probe refused or reset costs nothing,
+		// and this request has not been sent.
+		if err := t.s.answers(req.Context()); err != nil {
+			return t.refused(req, &unreachableError{err}, false)
+		}
+		t.s.suspect.Store(false)
+	}
 	resp, err := t.base.RoundTrip(req)
 	if err != nil && !isDialError(err) && req.Context().Err() == nil {
 		// The connection broke under a request: the app may be dying.
 		// The idle connections it leaves are dead too, and a request
 		// written to one is reset with no way to tell whether the app
 		// saw it (a 502 for a request sent just after a crash, before
-		// the supervisor knew). Later requests dial afresh: a dead app
-		// refuses the dial, which is safe to retry.
+		// the supervisor knew). So is a fresh connection to a dying app:
+		// Linux may release its connections before its port. Later
+		// requests wait for the app to answer its readiness path.
+		t.s.suspect.Store(true)
 		t.base.CloseIdleConnections()
 	}
 	if err == nil || !isDialError(err) {
 		return resp, err
 	}
-	err = &unreachableError{err}
+	return t.refused(req, &unreachableError{err}, true)
+}
+
+// refused handles a request the app never received: once the app is known
+// dead it is restarted and the request sent again; while it runs but
+// refuses, err stands and the request is refused for another instance.
+// tried says whether a try was made, which closed the request's body.
+func (t *restartingTransport) refused(req *http.Request, err error, tried bool) (*http.Response, error) {
 	t.s.mu.Lock()
 	p := t.s.proc
 	t.s.mu.Unlock()
@@ -230,7 +270,7 @@ func (t *restartingTransport) RoundTrip(req *http.Request) (*http.Response, erro
 		return nil, fmt.Errorf("%w; restarting the app: %v", err, rerr)
 	}
 	// The failed attempt closed the body: send it again only from a copy.
-	if req.Body != nil && req.Body != http.NoBody {
+	if tried && req.Body != nil && req.Body != http.NoBody {
 		if req.GetBody == nil {
 			return nil, err
 		}

@@ -7,7 +7,9 @@
 //	ANY /echo  the request as JSON; ?status=, ?cookie=, ?header=K:V and ?trailer= shape the reply
 //	GET /binary  256 bytes 0x00..0xff as application/octet-stream
 //	GET /healthz  ok
-//	POST /crash  exit at once, only if GOAPP_ALLOW_CRASH=1 (for tests)
+//	POST /crash  exit at once, only if GOAPP_ALLOW_CRASH=1 (for tests); with
+//	             ?port_lingers_ms=N, close this connection, reset every new
+//	             one, and exit N ms later
 //	POST /panic  panic in the handler, only if GOAPP_ALLOW_CRASH=1 (for tests)
 package main
 
@@ -16,10 +18,12 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryrun/ferry/bootstrap/serve"
@@ -31,6 +35,7 @@ func main() {
 	if port == "" {
 		port = "8080"
 	}
+	ln := &dyingListener{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /work", work)
 	mux.HandleFunc("GET /render", render)
@@ -39,7 +44,7 @@ func main() {
 	mux.HandleFunc("GET /binary", binary)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	if os.Getenv("GOAPP_ALLOW_CRASH") == "1" {
-		mux.HandleFunc("POST /crash", func(http.ResponseWriter, *http.Request) { os.Exit(3) })
+		mux.HandleFunc("POST /crash", ln.crash)
 		mux.HandleFunc("POST /panic", func(http.ResponseWriter, *http.Request) { panic("goapp: asked to panic") })
 	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ferry sample app\n") })
@@ -49,8 +54,49 @@ func main() {
 		serve.Start(mux)
 		return
 	}
-	srv := &http.Server{Addr: "127.0.0.1:" + port, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	log.Fatal(srv.ListenAndServe())
+	var err error
+	if ln.Listener, err = net.Listen("tcp", "127.0.0.1:"+port); err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Fatal(srv.Serve(ln))
+}
+
+// dyingListener is the app's listener. Once dying, it resets whatever
+// connects: the app can die as Linux sometimes ends a process, its
+// connections closed a moment before its port, so that a client connects
+// in between and is reset having sent its request to no one.
+type dyingListener struct {
+	net.Listener
+	dying atomic.Bool
+}
+
+func (l *dyingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || !l.dying.Load() {
+			return c, err
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // close with a reset, as the kernel resets its backlog
+		}
+		c.Close()
+	}
+}
+
+// crash exits at once, or with ?port_lingers_ms=N closes this connection,
+// resets every new one and exits N ms later.
+func (l *dyingListener) crash(w http.ResponseWriter, r *http.Request) {
+	ms, err := intParam(r, "port_lingers_ms", 10_000)
+	if err != nil || ms == 0 {
+		os.Exit(3)
+	}
+	l.dying.Store(true)
+	if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+		c.Close()
+	}
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	os.Exit(3)
 }
 
 func intParam(r *http.Request, name string, max int) (int, error) {
