@@ -173,7 +173,8 @@ func TestLocalAWS(t *testing.T) {
 		t.Errorf("ferry metrics: %d requests, load generator sent %d", rep.Requests, gen.requests)
 	}
 	if rep.Invocations != emu.Invocations || rep.BilledMs != float64(emu.BilledMs) {
-		t.Errorf("ferry metrics: %d invocations, %.0f ms billed; emulator: %d, %d ms", rep.Invocations, rep.BilledMs, emu.Invocations, emu.BilledMs)
+		t.Errorf("ferry metrics: %d invocations, %.0f ms billed; emulator: %d, %d ms; router warnings and errors:\n%s",
+			rep.Invocations, rep.BilledMs, emu.Invocations, emu.BilledMs, routerWarnings(e))
 	}
 	// What one request per invocation would have billed, from the client's
 	// own clock: each request's latency, rounded up to the millisecond.
@@ -443,19 +444,24 @@ func awaitMetrics(t *testing.T, e *env, fn string, requests, invocations int64) 
 			return rep
 		}
 		if time.Now().After(deadline) {
-			// The router's own word on what it published, or failed to.
-			logs, _ := os.ReadFile(filepath.Join(e.dir, "ferry-router.log"))
-			var warn []string
-			for l := range strings.SplitSeq(string(logs), "\n") {
-				if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
-					warn = append(warn, l)
-				}
-			}
 			t.Fatalf("ferry metrics did not reach %d requests, %d invocations within 2m; last:\n%s\nrouter warnings and errors:\n%s",
-				requests, invocations, out, strings.Join(warn, "\n"))
+				requests, invocations, out, routerWarnings(e))
 		}
 		time.Sleep(3 * time.Second)
 	}
+}
+
+// routerWarnings is the router's own word on what it published, or
+// failed to.
+func routerWarnings(e *env) string {
+	logs, _ := os.ReadFile(filepath.Join(e.dir, "ferry-router.log"))
+	var warn []string
+	for l := range strings.SplitSeq(string(logs), "\n") {
+		if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			warn = append(warn, l)
+		}
+	}
+	return strings.Join(warn, "\n")
 }
 
 func checkPNG(t *testing.T, path string) {

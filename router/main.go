@@ -74,7 +74,7 @@ func run() error {
 		sinks = append(sinks, metrics.EMF(os.Stdout))
 	}
 	if cfg.MetricsCloudWatch {
-		sinks = append(sinks, metrics.CloudWatch(cloudwatch.NewFromConfig(awsCfg)))
+		sinks = append(sinks, metrics.CloudWatch(cloudwatch.NewFromConfig(awsCfg, metrics.RetryUnapplied)))
 	}
 	r, err := server.New(cfg, api, log, sinks...)
 	if err != nil {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 )
@@ -20,6 +22,28 @@ const (
 	maxDatumsPerCall  = 1000
 	maxValuesPerDatum = 150
 )
+
+// RetryUnapplied is an option for the CloudWatch client the sink uses: it
+// retries only calls CloudWatch cannot have applied, those throttled and
+// those whose connection never opened. PutMetricData is not idempotent: a
+// call that failed after it was sent (a reset, a 500) may have been
+// stored, and sent again it counts an interval twice (an invocation's
+// billed ms, so ferry would seem to cost double), which misleads more than
+// an interval missing, which the recorder's warning names.
+func RetryUnapplied(o *cloudwatch.Options) {
+	o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+		so.Retryables = []retry.IsErrorRetryable{
+			retry.NoRetryCanceledError{},
+			retry.RetryableErrorCode{Codes: retry.DefaultThrottleErrorCodes},
+			retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+				if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
+					return aws.TrueTernary
+				}
+				return aws.FalseTernary
+			}),
+		}
+	})
+}
 
 // CloudWatch is a Sink calling PutMetricData, in as few calls as
 // CloudWatch's limits allow. Use it where nothing extracts EMF from logs.

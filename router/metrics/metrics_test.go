@@ -5,6 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,6 +138,83 @@ func TestLatencySamplesWeighedByTraffic(t *testing.T) {
 		t.Errorf("Latency read back as %v samples summing to %v ms (mean %.1f), want 1005 and 15000 (mean 14.9)",
 			got["n"], got["sum"], got["sum"]/got["n"])
 	}
+}
+
+// TestPutMetricDataRetriedOnlyWhenNotApplied: a call CloudWatch may have
+// stored is never sent twice (a 500 after the call was read once made an
+// interval count double); one throttled, or one that found nobody
+// listening, is. The CloudWatch here is a fake: moto cannot be made to fail
+// a call after reading it, or to throttle.
+func TestPutMetricDataRetriedOnlyWhenNotApplied(t *testing.T) {
+	const throttled = `<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>1</RequestId></ErrorResponse>`
+	const ok = `<PutMetricDataResponse><ResponseMetadata><RequestId>2</RequestId></ResponseMetadata></PutMetricDataResponse>`
+	for _, tc := range []struct {
+		name    string
+		answers []int // status of each call in turn; 200 after the list
+		calls   int32
+		fails   bool
+	}{
+		{"500 after reading the call: not sent again", []int{500}, 1, true},
+		{"throttled: sent again", []int{400}, 2, false},
+		{"answered: sent once", nil, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n := int(calls.Add(1))
+				w.Header().Set("Content-Type", "text/xml")
+				if n <= len(tc.answers) {
+					w.WriteHeader(tc.answers[n-1])
+					if tc.answers[n-1] == 400 {
+						fmt.Fprint(w, throttled)
+					}
+					return
+				}
+				fmt.Fprint(w, ok)
+			}))
+			defer srv.Close()
+			err := CloudWatch(fakeCloudWatch(srv.URL)).Publish(t.Context(), []Snapshot{{Function: "app", Time: time.Now(), Values: []Value{{Name: "Invocations", Unit: "Count", V: 1}}}})
+			if got := calls.Load(); got != tc.calls || (err != nil) != tc.fails {
+				t.Errorf("%d calls, err %v; want %d calls, failed %v", got, err, tc.calls, tc.fails)
+			}
+		})
+	}
+	t.Run("nobody listening: sent again", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close() // refuses from now on
+		var attempts int
+		api := cloudwatch.New(cloudwatch.Options{Region: "us-east-1", BaseEndpoint: aws.String("http://" + addr),
+			Credentials: aws.AnonymousCredentials{}}, RetryUnapplied, func(o *cloudwatch.Options) {
+			o.Retryer = countingRetryer{o.Retryer, &attempts}
+		})
+		if _, err := api.PutMetricData(t.Context(), &cloudwatch.PutMetricDataInput{Namespace: aws.String(Namespace),
+			MetricData: []types.MetricDatum{{MetricName: aws.String("Invocations"), Value: aws.Float64(1)}}}); err == nil {
+			t.Fatal("a call to a closed port succeeded")
+		}
+		if attempts < 2 {
+			t.Errorf("a refused connection was tried %d times; want it tried again", attempts)
+		}
+	})
+}
+
+// countingRetryer counts the attempts the client asks about.
+type countingRetryer struct {
+	aws.Retryer
+	n *int
+}
+
+func (c countingRetryer) IsErrorRetryable(err error) bool {
+	*c.n++
+	return c.Retryer.IsErrorRetryable(err)
+}
+
+func fakeCloudWatch(url string) *cloudwatch.Client {
+	return cloudwatch.New(cloudwatch.Options{Region: "us-east-1", BaseEndpoint: aws.String(url),
+		Credentials: aws.AnonymousCredentials{}, DisableRequestCompression: true}, RetryUnapplied)
 }
 
 // motoCloudWatch is a CloudWatch client for the local AWS (moto).
