@@ -1,7 +1,10 @@
 # ferry — see README.md. Every target works offline once Go modules are cached.
 GO      ?= go
 DIST    ?= dist
-LDFLAGS := -s -w
+# What the binaries say to --version: git describe of this checkout.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+STAMP   := -X github.com/ferryrun/ferry/internal/version.stamp=$(VERSION)
+LDFLAGS := -s -w $(STAMP)
 export CGO_ENABLED := 0
 
 .PHONY: all build layer synth deploy destroy test e2e fuzz lint demo bench clean local-up local-down local-deploy local-stop local-destroy metrics
@@ -14,20 +17,20 @@ build:
 	@mkdir -p $(DIST)/linux-amd64 $(DIST)/linux-arm64
 	GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/linux-amd64/bootstrap ./bootstrap
 	GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/linux-arm64/bootstrap ./bootstrap
-	$(GO) build -trimpath -o $(DIST)/lambda-emulator ./localstack/cmd/lambda-emulator
-	$(GO) build -trimpath -o $(DIST)/goapp ./examples/goapp
-	$(GO) build -trimpath -o $(DIST)/ferry-router ./router
-	$(GO) build -trimpath -o $(DIST)/ferry ./cmd/ferry
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $(DIST)/lambda-emulator ./localstack/cmd/lambda-emulator
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $(DIST)/goapp ./examples/goapp
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $(DIST)/ferry-router ./router
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $(DIST)/ferry ./cmd/ferry
 	@ls -l $(DIST)/linux-amd64/bootstrap $(DIST)/linux-arm64/bootstrap | awk '{printf "%-32s %6.2f MB\n", $$9, $$5/1048576}'
 
 ## demo: ferry vs one request per invocation, side by side, on this machine.
 # The binaries make demo and make bench run, built into $(1).
 define local-binaries
 	@mkdir -p $(1)
-	$(GO) build -trimpath -o $(1)/bootstrap ./bootstrap
-	$(GO) build -trimpath -o $(1)/goapp ./examples/goapp
-	$(GO) build -trimpath -o $(1)/lambda-emulator ./localstack/cmd/lambda-emulator
-	$(GO) build -trimpath -o $(1)/ferry-router ./router
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $(1)/bootstrap ./bootstrap
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $(1)/goapp ./examples/goapp
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $(1)/lambda-emulator ./localstack/cmd/lambda-emulator
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $(1)/ferry-router ./router
 endef
 
 DEMO_FOR ?= 15s
@@ -110,11 +113,11 @@ LOCAL_BIN = $(DIST)/ferry $(DIST)/ferry-router $(DIST)/lambda-emulator
 # Always handed to go build, whose cache makes an unchanged build free.
 .PHONY: FORCE
 $(DIST)/ferry: FORCE
-	$(GO) build -trimpath -o $@ ./cmd/ferry
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $@ ./cmd/ferry
 $(DIST)/ferry-router: FORCE
-	$(GO) build -trimpath -o $@ ./router
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $@ ./router
 $(DIST)/lambda-emulator: FORCE
-	$(GO) build -trimpath -o $@ ./localstack/cmd/lambda-emulator
+	$(GO) build -trimpath -ldflags='$(STAMP)' -o $@ ./localstack/cmd/lambda-emulator
 
 ## local-up / local-down: start / stop the local AWS on 127.0.0.1:$(LOCAL_PORT).
 local-up:

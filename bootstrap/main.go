@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 
@@ -15,9 +16,20 @@ import (
 	"github.com/ferryrun/ferry/bootstrap/config"
 	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
 	"github.com/ferryrun/ferry/bootstrap/serve"
+	"github.com/ferryrun/ferry/internal/version"
 )
 
 func main() {
+	// Lambda runs the bootstrap with no arguments; a person may ask it
+	// which build it is.
+	if len(os.Args) > 1 {
+		if a := os.Args[1]; a == "--version" || a == "-version" || a == "version" {
+			fmt.Println(version.Line("ferry bootstrap"))
+			return
+		}
+		fmt.Fprintf(os.Stderr, "bootstrap: unknown argument %q: this is ferry's Lambda runtime, run by Lambda with none; --version prints its version\n", os.Args[1])
+		os.Exit(2)
+	}
 	ctx := context.Background()
 	client := runtimeapi.New(os.Getenv("AWS_LAMBDA_RUNTIME_API"))
 	boot := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -26,6 +38,7 @@ func main() {
 		serve.InitFail(ctx, client, boot, "Ferry.InvalidConfig", err)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	serve.WarnUnknown(log)
 
 	sup, err := app.New(app.Config{
 		Cmd: cfg.AppCmd, Port: cfg.AppPort, ReadinessPath: cfg.ReadinessPath,

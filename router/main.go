@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -19,16 +20,53 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 
+	"github.com/ferryrun/ferry/internal/envcheck"
+	"github.com/ferryrun/ferry/internal/version"
 	"github.com/ferryrun/ferry/router/config"
 	"github.com/ferryrun/ferry/router/metrics"
 	"github.com/ferryrun/ferry/router/server"
 )
 
 func main() {
+	if len(os.Args) > 1 {
+		os.Exit(commandLine(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "ferry-router:", err)
 		os.Exit(1)
 	}
+}
+
+const help = `ferry-router takes client HTTP traffic, packs it into live AWS Lambda
+invocations over their tunnels, and invokes new ones only when the live ones
+are full.
+
+usage:
+  ferry-router            serve, configured by the environment
+  ferry-router --help     this help
+  ferry-router --version  the build's version
+
+It reads these variables (README's router section says what each does and
+its default), and the AWS SDK's own (AWS_REGION, AWS_ENDPOINT_URL_LAMBDA):
+`
+
+// commandLine answers the arguments: the router is configured by its
+// environment, so it takes none but --help and --version. It returns the
+// exit code: 0, or 2 for arguments it does not take.
+func commandLine(args []string, stdout, stderr io.Writer) int {
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, help)
+		for _, n := range config.Names {
+			fmt.Fprintln(stdout, "  "+n)
+		}
+		return 0
+	case "-version", "--version", "version":
+		fmt.Fprintln(stdout, version.Line("ferry-router"))
+		return 0
+	}
+	fmt.Fprintf(stderr, "ferry-router: unknown argument %q: it is configured by FERRY_ROUTER_* variables (ferry-router --help lists them)\n", args[0])
+	return 2
 }
 
 func run() error {
@@ -38,6 +76,10 @@ func run() error {
 	}
 	// Logs go to stderr; stdout carries only EMF metric lines.
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log.Info("ferry-router starting", "version", version.String())
+	for _, w := range envcheck.Unknown(os.Environ(), "FERRY_ROUTER_", config.Names) {
+		log.Warn(w)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1117,3 +1117,90 @@ func TestInstanceSaysWhenItHasRoom(t *testing.T) {
 		t.Fatalf("in 5 tries, no instance said it had room beside a request waiting; last seen %+v", seen)
 	}
 }
+
+// TestCommandLines: the router and the emulator answer --help and
+// --version, and refuse what they do not take with status 2, before
+// starting anything (the router once served when asked for help).
+func TestCommandLines(t *testing.T) {
+	routerEnv := append(os.Environ(), "FERRY_ROUTER_ROUTES=app=/", "FERRY_ROUTER_LISTEN=127.0.0.1:0",
+		"FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_ADMIN_LISTEN=127.0.0.1:0", "AWS_REGION=us-east-1")
+	for _, tc := range []struct {
+		name           string
+		bin            string
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{"router help", bins.router, []string{"--help"}, 0, "FERRY_ROUTER_QUEUE_TIMEOUT", ""},
+		{"router help word", bins.router, []string{"help"}, 0, "usage:", ""},
+		{"router version", bins.router, []string{"--version"}, 0, "ferry-router ", ""},
+		{"router argument", bins.router, []string{"serve"}, 2, "", `unknown argument "serve"`},
+		{"emulator help", bins.emulator, []string{"--help"}, 0, "-config", ""},
+		{"emulator version", bins.emulator, []string{"--version"}, 0, "lambda-emulator ", ""},
+		{"emulator without config", bins.emulator, nil, 2, "", "-config is required"},
+		{"emulator unknown flag", bins.emulator, []string{"-conf", "x"}, 2, "", "flag provided but not defined"},
+		{"emulator config missing", bins.emulator, []string{"-config", filepath.Join(t.TempDir(), "none.json")}, 1, "", "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, tc.bin, tc.args...)
+			cmd.Env = routerEnv
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.code || !strings.Contains(stdout.String(), tc.stdout) || !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q",
+					code, tail(stdout.String(), 300), tail(stderr.String(), 300), tc.code, tc.stdout, tc.stderr)
+			}
+		})
+	}
+}
+
+// TestMisspeltSettingIsNamed: a FERRY_ROUTER_ variable the router does not
+// read is warned about with the name meant, never silently ignored.
+func TestMisspeltSettingIsNamed(t *testing.T) {
+	cmd := exec.Command(bins.router)
+	cmd.Env = append(os.Environ(), "FERRY_ROUTER_ROUTES=app=/", "FERRY_ROUTER_LISTEN=127.0.0.1:0",
+		"FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_ADMIN_LISTEN=127.0.0.1:0", "AWS_REGION=us-east-1",
+		"FERRY_ROUTER_QUEUE_TIMOUT=5s")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	found := make(chan string, 1)
+	go func() {
+		var seen []string
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			seen = append(seen, sc.Text())
+			if strings.Contains(sc.Text(), "FERRY_ROUTER_QUEUE_TIMOUT") {
+				found <- sc.Text()
+				io.Copy(io.Discard, stderr)
+				return
+			}
+		}
+		found <- "no warning in:\n" + strings.Join(seen, "\n")
+	}()
+	select {
+	case line := <-found:
+		if !strings.Contains(line, `"level":"WARN"`) || !strings.Contains(line, "did you mean FERRY_ROUTER_QUEUE_TIMEOUT?") || strings.Contains(line, "5s") {
+			t.Errorf("want a warning naming FERRY_ROUTER_QUEUE_TIMEOUT, without the value; got %s", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no warning within 10s")
+	}
+}

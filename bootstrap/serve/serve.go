@@ -26,6 +26,8 @@ import (
 	"github.com/ferryrun/ferry/bootstrap/direct"
 	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
 	"github.com/ferryrun/ferry/internal/dialback"
+	"github.com/ferryrun/ferry/internal/envcheck"
+	"github.com/ferryrun/ferry/internal/version"
 )
 
 // Options configure Run.
@@ -58,9 +60,20 @@ func Start(handler http.Handler) {
 		InitFail(context.Background(), client, slog.New(slog.NewJSONHandler(os.Stderr, nil)), "Ferry.InvalidConfig", err)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	WarnUnknown(log)
 	err = Run(context.Background(), Options{Handler: handler, Config: cfg, Logger: log})
 	log.Error("runtime loop ended", "err", err)
 	os.Exit(1)
+}
+
+// WarnUnknown logs each FERRY_ variable of the environment the bootstrap
+// does not read (a misspelling, say), with the name nearest to it, and the
+// bootstrap's version.
+func WarnUnknown(log *slog.Logger) {
+	log.Debug("ferry bootstrap", "version", version.String())
+	for _, w := range envcheck.Unknown(os.Environ(), "FERRY_", config.Names) {
+		log.Warn(w)
+	}
 }
 
 // InitFail reports an init error to Lambda, logs it and exits.

@@ -3,6 +3,7 @@
 //	ferry metrics -function NAME [-since 1h | -start T -end T] [-period 1m] [-json] [-png FILE]
 //	ferry local start -stack Ferry-us-east-1 [-state .local] [-bin dist] [-ingress 127.0.0.1:8080]
 //	ferry local stop [-state .local]
+//	ferry help | version
 //
 // metrics reads a function's ferry metrics from CloudWatch and prints what
 // ferry saved. local start runs, on this machine, the data plane of a stack
@@ -27,52 +28,106 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 
 	"github.com/ferryrun/ferry/internal/review"
+	"github.com/ferryrun/ferry/internal/version"
 	"github.com/ferryrun/ferry/localstack/dataplane"
 )
 
-const usage = `usage:
+const usage = `ferry reviews what ferry saved and runs a deployed stack's data plane locally.
+
+usage:
   ferry metrics -function NAME [-since 1h | -start RFC3339 -end RFC3339] [-period 1m] [-json] [-png FILE]
   ferry local start -stack NAME [-state .local] [-bin dist] [-ingress 127.0.0.1:8080]
-  ferry local stop [-state .local]`
+  ferry local stop [-state .local]
+  ferry help | --help
+  ferry version | --version
+
+ferry COMMAND -h shows a command's flags. AWS endpoint, region and
+credentials come from the environment (AWS_ENDPOINT_URL, AWS_REGION, ...).
+Exit status: 0 done, 1 failed, 2 a command line ferry does not take.`
+
+// usageError is a command line ferry does not take: exit status 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// usagef is a usageError saying what is wrong and where to read more.
+func usagef(format string, a ...any) error {
+	return usageError{fmt.Errorf(format+" (ferry --help)", a...)}
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "ferry:", err)
-		}
-		os.Exit(2)
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode prints err and returns the status for it: 0 for none or a
+// help request, 2 for a command line ferry does not take, 1 otherwise.
+func exitCode(err error, stderr io.Writer) int {
+	var usage usageError
+	switch {
+	case err == nil || errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &usage):
+		fmt.Fprintln(stderr, "ferry:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "ferry:", err)
+		return 1
 	}
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, usage)
-		return errors.New("no command")
+		return usageError{errors.New("no command")}
 	}
 	switch {
+	case args[0] == "help" || args[0] == "-h" || args[0] == "-help" || args[0] == "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	case args[0] == "version" || args[0] == "-version" || args[0] == "--version":
+		fmt.Fprintln(stdout, version.Line("ferry"))
+		return nil
 	case args[0] == "metrics":
 		return metrics(ctx, args[1:], stdout, stderr)
 	case args[0] == "local" && len(args) > 1 && args[1] == "start":
 		return localStart(ctx, args[2:], stdout, stderr)
 	case args[0] == "local" && len(args) > 1 && args[1] == "stop":
-		fs := flag.NewFlagSet("ferry local stop", flag.ContinueOnError)
-		fs.SetOutput(stderr)
+		fs := flagSet("ferry local stop", stderr)
 		state := fs.String("state", ".local", "state directory of the data plane")
-		if err := fs.Parse(args[2:]); err != nil {
+		if err := parse(fs, args[2:]); err != nil {
 			return err
 		}
 		return dataplane.Stop(*state)
 	}
-	fmt.Fprintln(stderr, usage)
-	return fmt.Errorf("unknown command %q", strings.Join(args[:min(2, len(args))], " "))
+	return usagef("unknown command %q", strings.Join(args[:min(2, len(args))], " "))
+}
+
+// flagSet is a command's flags: -h prints them to stderr.
+func flagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parse parses a command's flags: a help request stands, anything else
+// wrong (an unknown flag, a bad value, a stray argument) is a usage error.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return err
+	} else if err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
 }
 
 func metrics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("ferry metrics", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flagSet("ferry metrics", stderr)
 	fn := fs.String("function", "", "the function's name (required)")
 	since := fs.Duration("since", time.Hour, "review the last `duration` (ignored with -start)")
 	start := fs.String("start", "", "window start, RFC 3339")
@@ -80,24 +135,26 @@ func metrics(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	period := fs.Duration("period", time.Minute, "step of the series, a multiple of 1m")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	png := fs.String("png", "", "also chart compute saved and requests over time into this PNG `file`")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *fn == "" {
-		fs.Usage()
-		return errors.New("-function is required")
+		return usagef("metrics: -function is required")
+	}
+	if *period < time.Minute || *period%time.Minute != 0 {
+		return usagef("metrics: -period %v: want a multiple of 1m", *period)
 	}
 	w := review.Window{End: time.Now(), Period: *period}
 	var err error
 	if *end != "" {
 		if w.End, err = time.Parse(time.RFC3339, *end); err != nil {
-			return fmt.Errorf("-end: %w", err)
+			return usagef("metrics: -end: %v", err)
 		}
 	}
 	w.Start = w.End.Add(-*since)
 	if *start != "" {
 		if w.Start, err = time.Parse(time.RFC3339, *start); err != nil {
-			return fmt.Errorf("-start: %w", err)
+			return usagef("metrics: -start: %v", err)
 		}
 	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx)
@@ -122,19 +179,17 @@ func metrics(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func localStart(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("ferry local start", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flagSet("ferry local start", stderr)
 	stack := fs.String("stack", "", "the deployed stack (required), e.g. Ferry-us-east-1")
 	state := fs.String("state", ".local", "state directory: code, logs, pid files")
 	bin := fs.String("bin", "dist", "directory holding lambda-emulator and ferry-router")
 	ingress := fs.String("ingress", "127.0.0.1:8080", "the router's client address")
 	interval := fs.Duration("metrics-interval", 10*time.Second, "the router's metrics interval")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *stack == "" {
-		fs.Usage()
-		return errors.New("-stack is required")
+		return usagef("local start: -stack is required")
 	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {

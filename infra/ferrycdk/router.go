@@ -1,6 +1,7 @@
 package ferrycdk
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/constructs-go/constructs/v10"
+
+	"github.com/ferryrun/ferry/layers/layerzip"
 )
 
 // TunnelEndpointProps configure NewTunnelEndpoint.
@@ -139,7 +142,9 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 	} else {
 		image = awsecs.ContainerImage_FromAsset(str(root), &awsecs.AssetImageProps{
 			File: str("router/Dockerfile"), Platform: awsecrassets.Platform_LINUX_ARM64(),
-			Exclude: &[]*string{str(".git"), str("dist"), str("cdk.out"), str(".cdk"), str("node_modules"), str("**/*.test")},
+			// .git stays out of the context: the version comes from here.
+			BuildArgs: &map[string]*string{"VERSION": str(layerzip.Version(context.Background(), root))},
+			Exclude:   &[]*string{str(".git"), str("dist"), str("cdk.out"), str(".cdk"), str("node_modules"), str("**/*.test")},
 		})
 	}
 	task.AddContainer(str("router"), &awsecs.ContainerDefinitionOptions{

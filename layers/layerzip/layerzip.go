@@ -1,6 +1,7 @@
 // Package layerzip builds ferry's Lambda artifacts reproducibly: the layer
 // zip per architecture (bootstrap at the root, which Lambda mounts as
-// /opt/bootstrap, plus the exec wrapper) and the sample function's code zip.
+// /opt/bootstrap, the exec wrapper, and ferry-version, the build's version)
+// and the sample function's code zip.
 // The same source gives byte-identical zips: fixed timestamps, sorted
 // entries, -trimpath builds with no build id.
 package layerzip
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -56,15 +58,17 @@ func Build(ctx context.Context, root, outDir string) ([]Artifact, error) {
 	if err != nil {
 		return nil, err
 	}
+	version := Version(ctx, root)
 	var out []Artifact
 	for _, a := range Arches {
-		boot, err := goBuild(ctx, root, "./bootstrap", a.GOARCH)
+		boot, err := goBuild(ctx, root, "./bootstrap", a.GOARCH, version)
 		if err != nil {
 			return nil, err
 		}
 		art, err := writeZip(LayerZip(outDir, a), map[string]entry{
 			"bootstrap":          {boot, 0o755},
 			"ferry-exec-wrapper": {wrapper, 0o755},
+			"ferry-version":      {[]byte(version + "\n"), 0o644},
 		})
 		if err != nil {
 			return nil, err
@@ -72,7 +76,7 @@ func Build(ctx context.Context, root, outDir string) ([]Artifact, error) {
 		out = append(out, art)
 	}
 	for _, a := range Arches {
-		app, err := goBuild(ctx, root, "./examples/goapp", a.GOARCH)
+		app, err := goBuild(ctx, root, "./examples/goapp", a.GOARCH, version)
 		if err != nil {
 			return nil, err
 		}
@@ -93,14 +97,28 @@ type entry struct {
 	mode os.FileMode
 }
 
-func goBuild(ctx context.Context, root, pkg, goarch string) ([]byte, error) {
+// Version names the source being built: what git describe says of root
+// (a tag or the commit, "-dirty" with uncommitted changes), or "devel"
+// where root is no git checkout. The binaries report it (--version), and the
+// layer carries it as /opt/ferry-version.
+func Version(ctx context.Context, root string) string {
+	cmd := exec.CommandContext(ctx, "git", "describe", "--tags", "--always", "--dirty")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if v := strings.TrimSpace(string(out)); err == nil && v != "" {
+		return v
+	}
+	return "devel"
+}
+
+func goBuild(ctx context.Context, root, pkg, goarch, version string) ([]byte, error) {
 	tmp, err := os.CreateTemp("", "ferry-build-")
 	if err != nil {
 		return nil, err
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", tmp.Name(), pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid= -X github.com/ferryrun/ferry/internal/version.stamp="+version, "-o", tmp.Name(), pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
 	if msg, err := cmd.CombinedOutput(); err != nil {

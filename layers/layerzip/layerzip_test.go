@@ -4,8 +4,13 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ferryrun/ferry/internal/testbin"
@@ -35,13 +40,33 @@ func TestBuildIsReproducibleAndLaidOutForLambda(t *testing.T) {
 		var names []string
 		for _, f := range zr.File {
 			names = append(names, f.Name)
-			if f.Mode()&0o111 == 0 {
+			if f.Mode()&0o111 == 0 && f.Name != "ferry-version" {
 				t.Errorf("%s: %s is not executable", arch.Lambda, f.Name)
+			}
+			if f.Name == "bootstrap" && arch.GOARCH == runtime.GOARCH {
+				// The bootstrap says the version the layer names.
+				bin := filepath.Join(t.TempDir(), "bootstrap")
+				rc, _ := f.Open()
+				b, _ := io.ReadAll(rc)
+				rc.Close()
+				os.WriteFile(bin, b, 0o755)
+				out, err := exec.Command(bin, "--version").Output()
+				if want := Version(context.Background(), testbin.ModuleRoot()); err != nil || !strings.Contains(string(out), " "+want+" ") {
+					t.Errorf("bootstrap --version: %q, %v; want it to name %s", out, err, want)
+				}
+			}
+			if f.Name == "ferry-version" {
+				rc, _ := f.Open()
+				v, _ := io.ReadAll(rc)
+				rc.Close()
+				if want := Version(context.Background(), testbin.ModuleRoot()) + "\n"; string(v) != want {
+					t.Errorf("%s: ferry-version is %q; want %q, what git describe says of the checkout", arch.Lambda, v, want)
+				}
 			}
 		}
 		zr.Close()
-		if len(names) != 2 || names[0] != "bootstrap" || names[1] != "ferry-exec-wrapper" {
-			t.Errorf("%s layer entries = %v, want [bootstrap ferry-exec-wrapper] at the root", arch.Lambda, names)
+		if !slices.Equal(names, []string{"bootstrap", "ferry-exec-wrapper", "ferry-version"}) {
+			t.Errorf("%s layer entries = %v, want [bootstrap ferry-exec-wrapper ferry-version] at the root", arch.Lambda, names)
 		}
 	}
 }
