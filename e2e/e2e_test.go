@@ -145,7 +145,7 @@ func TestLocalAWS(t *testing.T) {
 	ctx := t.Context()
 
 	// 1. Deploy, then find every resource through the AWS API.
-	e.make(15*time.Minute, "local-deploy")
+	deployed := e.make(15*time.Minute, "local-deploy")
 	outputs := stackOutputs(t, ctx, cfloud(cfg))
 	fn := outputs["SampleFunctionName"]
 	checkResources(t, ctx, cfg, outputs)
@@ -190,6 +190,14 @@ func TestLocalAWS(t *testing.T) {
 		t.Errorf("table lacks the figures:\n%s", table)
 	}
 	checkPNG(t, chart)
+	if ownAWS {
+		// The review command local-deploy printed works as printed, with
+		// no AWS_* variables: ferry finds the local AWS by itself.
+		out := runPrinted(t, deployed, "review metrics: ")
+		if !strings.Contains(out, "using the local AWS") || !strings.Contains(out, strconv.FormatInt(gen.requests, 10)) {
+			t.Errorf("the printed review command said:\n%s\nwant the local AWS found and %d requests", out, gen.requests)
+		}
+	}
 
 	// 4. Tear down; nothing ferry started may be left running.
 	e.make(5*time.Minute, "local-destroy")
@@ -449,6 +457,37 @@ func awaitMetrics(t *testing.T, e *env, fn string, requests, invocations int64) 
 		}
 		time.Sleep(3 * time.Second)
 	}
+}
+
+// runPrinted runs the command on the line of out that starts with prefix,
+// as a user would paste it: without the AWS_* variables make sets.
+func runPrinted(t *testing.T, out, prefix string) string {
+	t.Helper()
+	var line string
+	for l := range strings.SplitSeq(out, "\n") {
+		if rest, ok := strings.CutPrefix(l, prefix); ok {
+			line = rest
+			break
+		}
+	}
+	args := strings.Fields(line)
+	if len(args) == 0 {
+		t.Fatalf("no line %q in:\n%s", prefix, out)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "AWS_CONFIG_FILE=/nonexistent", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("%s: %v\n%s", line, err, b)
+	}
+	return string(b)
 }
 
 // routerWarnings is the router's own word on what it published, or

@@ -14,16 +14,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 
@@ -135,6 +140,7 @@ func metrics(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	period := fs.Duration("period", time.Minute, "step of the series, a multiple of 1m")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	png := fs.String("png", "", "also chart compute saved and requests over time into this PNG `file`")
+	state := fs.String("state", ".local", "where the environment names no AWS, use the local AWS this `directory` describes (make local-up)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -157,15 +163,15 @@ func metrics(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return usagef("metrics: -start: %v", err)
 		}
 	}
-	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	cfg, err := awsConfig(ctx, *state, stderr)
 	if err != nil {
-		return fmt.Errorf("AWS configuration: %w", err)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	rep, err := review.Fetch(ctx, cloudwatch.NewFromConfig(cfg), *fn, w)
 	if err != nil {
-		return err
+		return unanswered(err, cfg)
 	}
 	if *png != "" {
 		if err := rep.WritePNG(*png); err != nil {
@@ -176,6 +182,57 @@ func metrics(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteTable(stdout)
+}
+
+// localAWSFile, in a state directory, is what make local-up writes: where
+// the local AWS answers.
+const localAWSFile = "local-aws.json"
+
+// awsConfig is the AWS configuration from the environment, as for any AWS
+// tool. Where the environment names no AWS (no endpoint, profile or keys)
+// and the state directory describes a local AWS (make local-up), it is that
+// one, and stderr says so: the commands make local-deploy prints then work
+// as printed.
+func awsConfig(ctx context.Context, state string, stderr io.Writer) (aws.Config, error) {
+	path := filepath.Join(state, localAWSFile)
+	b, err := os.ReadFile(path)
+	if err != nil || os.Getenv("AWS_ENDPOINT_URL") != "" || os.Getenv("AWS_PROFILE") != "" || os.Getenv("AWS_ACCESS_KEY_ID") != "" {
+		cfg, err := awsconfig.LoadDefaultConfig(ctx)
+		if err != nil {
+			return cfg, fmt.Errorf("AWS configuration: %w", err)
+		}
+		return cfg, nil
+	}
+	var local struct{ Endpoint, Region string }
+	if err := json.Unmarshal(b, &local); err != nil || local.Endpoint == "" || local.Region == "" {
+		return aws.Config{}, fmt.Errorf("%s does not describe a local AWS (want endpoint and region): run make local-up again", path)
+	}
+	fmt.Fprintf(stderr, "ferry: using the local AWS at %s (from %s; AWS_ENDPOINT_URL or AWS_PROFILE chooses another)\n", local.Endpoint, path)
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(local.Region), awsconfig.WithBaseEndpoint(local.Endpoint),
+		awsconfig.WithCredentialsProvider(aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test", Source: "ferry local AWS"}, nil
+		})))
+	if err != nil {
+		return cfg, fmt.Errorf("AWS configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// unanswered says, for a call that found nobody listening, where it went,
+// and on this machine how to start the local AWS.
+func unanswered(err error, cfg aws.Config) error {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return err
+	}
+	endpoint := aws.ToString(cfg.BaseEndpoint)
+	if endpoint == "" {
+		endpoint = os.Getenv("AWS_ENDPOINT_URL")
+	}
+	if u, perr := url.Parse(endpoint); perr == nil && (u.Hostname() == "localhost" || net.ParseIP(u.Hostname()).IsLoopback()) {
+		return fmt.Errorf("nothing answers at %s: start the local AWS with make local-up (%w)", endpoint, err)
+	}
+	return err
 }
 
 func localStart(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -209,8 +266,14 @@ func localStart(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "\nsend traffic:   curl %s/work?cpu_ms=5\\&wait_ms=100\n", st.ClientURL)
+	// The review as it can be run from here: this binary, this state
+	// directory (whose local AWS it then finds by itself).
+	stateFlag := ""
+	if *state != ".local" {
+		stateFlag = " -state " + *state
+	}
 	for _, f := range st.Functions {
-		fmt.Fprintf(stdout, "review metrics: ferry metrics -function %s -since 15m\n", f)
+		fmt.Fprintf(stdout, "review metrics: %s metrics -function %s -since 15m%s\n", os.Args[0], f, stateFlag)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 dir=${LOCAL_DIR:-.local}
 pidfile=$dir/moto.pid
+rm -f "$dir/local-aws.json"
 if [ ! -f "$pidfile" ]; then
 	echo "local AWS not running (no $pidfile)"
 	exit 0

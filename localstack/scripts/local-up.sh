@@ -9,12 +9,15 @@ port=${LOCAL_PORT:-4566}
 dir=${LOCAL_DIR:-.local}
 pidfile=$dir/moto.pid
 mkdir -p "$dir"
+# Where it answers, for ferry to find it without AWS_* variables.
+describe() { printf '{"endpoint": "http://127.0.0.1:%s", "region": "us-east-1"}\n' "$port" >"$dir/local-aws.json"; }
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$(cat "$pidfile")/status" 2>/dev/null; }
 answers() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/moto-api/" 2>/dev/null; }
 
 if running; then
 	echo "local AWS already running: pid $(cat "$pidfile"), http://127.0.0.1:$port"
+	[ -f "$dir/local-aws.json" ] || describe
 	exit 0
 fi
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -30,6 +33,7 @@ setsid python3 localstack/moto/ferry_moto.py -H 127.0.0.1 -p "$port" >"$dir/moto
 echo $! >"$pidfile"
 for _ in $(seq 1 300); do
 	if answers; then
+		describe
 		echo "local AWS up: pid $(cat "$pidfile"), http://127.0.0.1:$port (log: $dir/moto.log)"
 		exit 0
 	fi
