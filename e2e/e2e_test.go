@@ -193,13 +193,32 @@ func TestLocalAWS(t *testing.T) {
 	if ownAWS {
 		// The review command local-deploy printed works as printed, with
 		// no AWS_* variables: ferry finds the local AWS by itself.
-		out := runPrinted(t, deployed, "review metrics: ")
+		out := asUser(t, printed(t, deployed, "review metrics: "))
 		if !strings.Contains(out, "using the local AWS") || !strings.Contains(out, strconv.FormatInt(gen.requests, 10)) {
 			t.Errorf("the printed review command said:\n%s\nwant the local AWS found and %d requests", out, gen.requests)
 		}
 	}
 
-	// 4. Tear down; nothing ferry started may be left running.
+	// 4. A route added with ferry routes serves within 5 s, with no router
+	// restart; removed, it stops. A host route to a function that does not
+	// exist shows which route answered: its requests fail naming it, where
+	// the sample's catch-all route answers them from the app.
+	if ownAWS {
+		const missing = "ferry-e2e-missing"
+		ferryCLI := filepath.Join(e.dist, "ferry")
+		asUser(t, ferryCLI+" routes add -function "+missing+" -host missing.example -state "+e.dir)
+		awaitRoute(t, st.ClientURL, "missing.example", func(status int, body string) bool {
+			return status >= 500 && strings.Contains(body, missing)
+		})
+		out := asUser(t, ferryCLI+" routes list -state "+e.dir)
+		if !strings.Contains(out, missing) {
+			t.Errorf("ferry routes list:\n%s\nwant the added route", out)
+		}
+		asUser(t, ferryCLI+" routes remove -function "+missing+" -host missing.example -state "+e.dir)
+		awaitRoute(t, st.ClientURL, "missing.example", func(status int, _ string) bool { return status == http.StatusOK })
+	}
+
+	// 5. Tear down; nothing ferry started may be left running.
 	e.make(5*time.Minute, "local-destroy")
 	if ownAWS {
 		e.make(time.Minute, "local-down")
@@ -459,21 +478,23 @@ func awaitMetrics(t *testing.T, e *env, fn string, requests, invocations int64) 
 	}
 }
 
-// runPrinted runs the command on the line of out that starts with prefix,
-// as a user would paste it: without the AWS_* variables make sets.
-func runPrinted(t *testing.T, out, prefix string) string {
+// printed is the rest of the line of out that starts with prefix.
+func printed(t *testing.T, out, prefix string) string {
 	t.Helper()
-	var line string
 	for l := range strings.SplitSeq(out, "\n") {
 		if rest, ok := strings.CutPrefix(l, prefix); ok {
-			line = rest
-			break
+			return rest
 		}
 	}
+	t.Fatalf("no line %q in:\n%s", prefix, out)
+	return ""
+}
+
+// asUser runs a command line as a user would type it: without the AWS_*
+// variables make sets, or any AWS configuration of this machine's.
+func asUser(t *testing.T, line string) string {
+	t.Helper()
 	args := strings.Fields(line)
-	if len(args) == 0 {
-		t.Fatalf("no line %q in:\n%s", prefix, out)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
@@ -487,7 +508,34 @@ func runPrinted(t *testing.T, out, prefix string) string {
 	if err != nil {
 		t.Errorf("%s: %v\n%s", line, err, b)
 	}
+	t.Logf("%s:\n%s", line, b)
 	return string(b)
+}
+
+// awaitRoute waits up to 5 s for GET /healthz with host to answer as ok
+// says.
+func awaitRoute(t *testing.T, clientURL, host string, ok func(status int, body string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", clientURL+"/healthz", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		var status int
+		var body []byte
+		if err == nil {
+			status = resp.StatusCode
+			body, _ = io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if ok(status, string(body)) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /healthz for host %s: %d %q %v, not what the routes should make it within 5s", host, status, body, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // routerWarnings is the router's own word on what it published, or

@@ -14,11 +14,13 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/ferryrun/ferry/internal/envcheck"
 	"github.com/ferryrun/ferry/internal/version"
@@ -121,6 +123,15 @@ func run() error {
 	r, err := server.New(cfg, api, log, sinks...)
 	if err != nil {
 		return err
+	}
+	if cfg.RoutesParameter != "" {
+		params := ssm.NewFromConfig(awsCfg)
+		// Start with the parameter's routes where it answers in time; the
+		// watcher keeps trying, and says why, where it does not.
+		first, cancel := context.WithTimeout(ctx, 10*time.Second)
+		r.RefreshRoutes(first, params)
+		cancel()
+		go r.WatchRoutes(ctx, params)
 	}
 	return r.Run(ctx, ls)
 }

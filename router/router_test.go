@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"golang.org/x/net/http2"
 
 	"github.com/ferryrun/ferry/internal/testbin"
@@ -1202,5 +1205,71 @@ func TestMisspeltSettingIsNamed(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no warning within 10s")
+	}
+}
+
+// TestRoutesFromParameter: routes kept in an SSM parameter (moto here)
+// serve within seconds of being written, with no restart; a document that
+// cannot be used leaves the routes in force and is named in the log; a
+// route removed there stops serving.
+func TestRoutesFromParameter(t *testing.T) {
+	endpoint := testbin.Moto(t)
+	params := ssm.New(ssm.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint),
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"}, nil
+		})})
+	const name = "/ferry/test/routes"
+	put := func(doc string) {
+		t.Helper()
+		if _, err := params.PutParameter(t.Context(), &ssm.PutParameterInput{Name: aws.String(name), Value: aws.String(doc),
+			Type: ssmtypes.ParameterTypeString, Overwrite: aws.Bool(true)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(`{"routes": []}`)
+	s := startStack(t, stackOpts{routerEnv: map[string]string{
+		"FERRY_ROUTER_ROUTES": "app=/echo", "FERRY_ROUTER_ROUTES_PARAMETER": name, "FERRY_ROUTER_ROUTES_POLL": "1s",
+		"AWS_ENDPOINT_URL": endpoint,
+	}})
+	// until waits up to 5 s for GET /work to answer want.
+	until := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := s.get("/work")
+			if got.status == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET /work: %d %q %v; want %d within 5s", got.status, got.body, got.err, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if got := s.get("/work"); got.status != http.StatusNotFound {
+		t.Fatalf("GET /work before any route: %d, want 404", got.status)
+	}
+	if got := s.get("/echo"); got.status != http.StatusOK {
+		t.Fatalf("GET /echo (the configured route): %d %q, want 200", got.status, got.body)
+	}
+	put(`{"routes": [{"function": "app", "path_prefix": "/work"}]}`)
+	until(http.StatusOK)
+
+	put(`{"routes": [{"function": "app", "path_prefix": "work"}]}`)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(s.routerLog.String(), `must start with /`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning for a bad routes document; router log:\n%s", tail(s.routerLog.String(), 2000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := s.get("/work"); got.status != http.StatusOK {
+		t.Errorf("GET /work after a bad document: %d, want the route in force to stay", got.status)
+	}
+
+	put(`{"routes": []}`)
+	until(http.StatusNotFound)
+	if got := s.get("/echo"); got.status != http.StatusOK {
+		t.Errorf("GET /echo after the parameter emptied: %d, want the configured route to stay", got.status)
 	}
 }

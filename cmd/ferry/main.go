@@ -1,13 +1,16 @@
 // Command ferry is ferry's command line:
 //
 //	ferry metrics -function NAME [-since 1h | -start T -end T] [-period 1m] [-json] [-png FILE]
+//	ferry routes list|add|remove [-function NAME -host HOST -path /P] [-stack NAME]
 //	ferry local start -stack Ferry-us-east-1 [-state .local] [-bin dist] [-ingress 127.0.0.1:8080]
 //	ferry local stop [-state .local]
 //	ferry help | version
 //
 // metrics reads a function's ferry metrics from CloudWatch and prints what
-// ferry saved. local start runs, on this machine, the data plane of a stack
-// deployed to a local AWS (see localstack/dataplane); local stop ends it.
+// ferry saved. routes edits the routes the stack's routers read from SSM,
+// beyond the stack's own. local start runs, on this machine, the data
+// plane of a stack deployed to a local AWS (see localstack/dataplane);
+// local stop ends it.
 // AWS endpoint, region and credentials come from the environment
 // (AWS_ENDPOINT_URL, AWS_REGION, ...), as for any AWS tool.
 package main
@@ -41,6 +44,9 @@ const usage = `ferry reviews what ferry saved and runs a deployed stack's data p
 
 usage:
   ferry metrics -function NAME [-since 1h | -start RFC3339 -end RFC3339] [-period 1m] [-json] [-png FILE]
+  ferry routes list [-stack NAME | -parameter NAME]
+  ferry routes add -function NAME [-host HOST] [-path /PREFIX] [-max-concurrency N] [-policy pack|spread] [-plain auto|off]
+  ferry routes remove -function NAME [-host HOST] [-path /PREFIX]
   ferry local start -stack NAME [-state .local] [-bin dist] [-ingress 127.0.0.1:8080]
   ferry local stop [-state .local]
   ferry help | --help
@@ -97,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case args[0] == "metrics":
 		return metrics(ctx, args[1:], stdout, stderr)
+	case args[0] == "routes":
+		return routes(ctx, args[1:], stdout, stderr)
 	case args[0] == "local" && len(args) > 1 && args[1] == "start":
 		return localStart(ctx, args[2:], stdout, stderr)
 	case args[0] == "local" && len(args) > 1 && args[1] == "stop":

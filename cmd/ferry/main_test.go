@@ -5,14 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+
 	"github.com/ferryrun/ferry/internal/review"
 	"github.com/ferryrun/ferry/internal/testbin"
+	"github.com/ferryrun/ferry/router/config"
 )
 
 // TestCommandLine: help and version answer with status 0 on stdout; a
@@ -117,4 +123,67 @@ func TestFindsTheLocalAWS(t *testing.T) {
 			t.Errorf("err %v; want the bad description named", err)
 		}
 	})
+}
+
+// TestRoutesCommand: ferry routes edits the routes parameter (moto's SSM),
+// refuses what a router could not use or what is not there, and lists what
+// is.
+func TestRoutesCommand(t *testing.T) {
+	endpoint := testbin.Moto(t)
+	for _, k := range []string{"AWS_PROFILE", "AWS_SESSION_TOKEN"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_ENDPOINT_URL", endpoint)
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Chdir(t.TempDir())
+	ferry := func(args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := exitCode(run(context.Background(), args, &stdout, &stderr), &stderr)
+		return code, stdout.String(), stderr.String()
+	}
+	if code, _, stderr := ferry("routes", "list"); code != 1 || !strings.Contains(stderr, "no routes parameter /ferry/Ferry-us-east-1/routes: deploy the stack first") {
+		t.Fatalf("list before the stack: exit %d, %q; want 1 naming the missing parameter", code, stderr)
+	}
+	// What the stack creates.
+	cfg, err := awsConfig(context.Background(), ".local", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ssm.NewFromConfig(cfg).PutParameter(t.Context(), &ssm.PutParameterInput{Name: aws.String("/ferry/Ferry-us-east-1/routes"),
+		Value: aws.String(`{"routes": []}`), Type: ssmtypes.ParameterTypeString}); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		args   []string
+		code   int
+		output string
+	}{
+		{[]string{"routes", "add", "-function", "api", "-host", "api.example.com", "-path", "/v1", "-policy", "spread"}, 0, "route added: api.example.com/v1 -> api"},
+		{[]string{"routes", "add", "-function", "web", "-path", "/"}, 0, "route added"},
+		{[]string{"routes", "add", "-function", "api", "-host", "api.example.com", "-path", "/v1"}, 1, "already routes"},
+		{[]string{"routes", "add", "-function", "api", "-path", "/v2", "-policy", "pack"}, 2, "policy spread on one route, pack on another"},
+		{[]string{"routes", "add", "-function", "bad", "-path", "v1"}, 2, "must start with /"},
+		{[]string{"routes", "add", "-host", "x"}, 2, "-function is required"},
+		{[]string{"routes", "list"}, 0, "api       api.example.com  /v1   policy=spread"},
+		{[]string{"routes", "remove", "-function", "web", "-path", "/"}, 0, "route removed"},
+		{[]string{"routes", "remove", "-function", "web", "-path", "/"}, 1, "has no route"},
+		{[]string{"routes", "list", "-stack", "Other"}, 1, "no routes parameter /ferry/Other/routes"},
+		{[]string{"routes", "rename"}, 2, "want list, add or remove"},
+	} {
+		code, stdout, stderr := ferry(step.args...)
+		if code != step.code || !strings.Contains(stdout+stderr, step.output) {
+			t.Errorf("ferry %s: exit %d, %q %q; want exit %d with %q", strings.Join(step.args, " "), code, stdout, stderr, step.code, step.output)
+		}
+	}
+	// What the routers read: a routes document they accept.
+	out, err := ssm.NewFromConfig(cfg).GetParameter(t.Context(), &ssm.GetParameterInput{Name: aws.String("/ferry/Ferry-us-east-1/routes")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := config.ParseRoutesDocument([]byte(aws.ToString(out.Parameter.Value)))
+	if err != nil || len(rs) != 1 || rs[0].Function != "api" || rs[0].Host != "api.example.com" || rs[0].PathPrefix != "/v1" || rs[0].Policy != "spread" {
+		t.Errorf("parameter holds %q (%v); want the one api route", aws.ToString(out.Parameter.Value), err)
+	}
 }

@@ -17,9 +17,11 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsssm"
 	"github.com/aws/constructs-go/constructs/v10"
 
 	"github.com/ferryrun/ferry/layers/layerzip"
+	"github.com/ferryrun/ferry/router/config"
 )
 
 // TunnelEndpointProps configure NewTunnelEndpoint.
@@ -76,6 +78,11 @@ type RouterService struct {
 	LoadBalancer elb.ApplicationLoadBalancer
 	TargetGroup  elb.ApplicationTargetGroup
 	URL          string
+	// RoutesParameter holds routes beyond the stack's own, as a routes
+	// document, which the router reads every 2 s (ferry routes edits it).
+	// The template sets its value only at creation: routes added there
+	// outlive the next deploy.
+	RoutesParameter awsssm.StringParameter
 }
 
 // NewRouterService makes the cluster, the tunnel secret, the task and
@@ -116,6 +123,15 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		f.Function.GrantInvoke(r.TaskRole)
 		routes = append(routes, f.Route())
 	}
+	r.RoutesParameter = awsssm.NewStringParameter(scope, str(id+"Routes"), &awsssm.StringParameterProps{
+		ParameterName: str(config.RoutesParameterName(*awscdk.Stack_Of(scope).StackName())),
+		StringValue:   str(`{"routes": []}`),
+		Description:   str("ferry-router: routes beyond the stack's own (ferry routes add|remove); read every 2 s"),
+	})
+	// Exactly the call the router makes (GrantRead adds three more).
+	r.TaskRole.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Actions: &[]*string{str("ssm:GetParameter")}, Resources: &[]*string{r.RoutesParameter.ParameterArn()},
+	}))
 	r.TaskRole.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Actions:    &[]*string{str("cloudwatch:PutMetricData")},
 		Resources:  &[]*string{str("*")},
@@ -157,9 +173,10 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 			"FERRY_ROUTER_ADVERTISE":     str("ecs"), // this task's own address: tunnels return to their launcher
 			// The ALB sits in the VPC: its X-Forwarded-For and -Proto (https
 			// behind the HTTPS listener) reach the app; no one else's do.
-			"FERRY_ROUTER_TRUSTED_PROXIES": p.Vpc.VpcCidrBlock(),
-			"FERRY_ROUTER_ROUTES":          str(strings.Join(routes, ",")),
-			"FERRY_ROUTER_MAX_CONCURRENCY": str(strconv.Itoa(conc)),
+			"FERRY_ROUTER_TRUSTED_PROXIES":  p.Vpc.VpcCidrBlock(),
+			"FERRY_ROUTER_ROUTES":           str(strings.Join(routes, ",")),
+			"FERRY_ROUTER_ROUTES_PARAMETER": r.RoutesParameter.ParameterName(),
+			"FERRY_ROUTER_MAX_CONCURRENCY":  str(strconv.Itoa(conc)),
 		},
 		Secrets: &map[string]awsecs.Secret{
 			"FERRY_ROUTER_TOKEN_SECRET": awsecs.Secret_FromSecretsManager(r.Secret, nil),

@@ -84,6 +84,8 @@ func NewFerryStack(scope constructs.Construct, id string, props *FerryStackProps
 	awscdk.NewCfnOutput(stack, str("DashboardUrl"), &awscdk.CfnOutputProps{Value: str(
 		"https://" + *stack.Region() + ".console.aws.amazon.com/cloudwatch/home?region=" + *stack.Region() +
 			"#dashboards:name=" + *s.Observability.Dashboard.DashboardName())})
+	awscdk.NewCfnOutput(stack, str("RoutesParameterName"), &awscdk.CfnOutputProps{Value: s.Router.RoutesParameter.ParameterName(),
+		Description: str("routes beyond the stack's own: ferry routes list|add|remove")})
 	awscdk.NewCfnOutput(stack, str("SampleFunctionName"), &awscdk.CfnOutputProps{Value: s.Sample.Function.FunctionName()})
 	return s
 }

@@ -5,16 +5,19 @@
 package permissions
 
 // Router returns the actions ferry-router calls: Invoke for dial-back
-// invocations (router/invoke) and PutMetricData for the cloudwatch
-// metrics sink (router/metrics). The tunnel secret reaches it through
-// the ECS task definition, by the execution role, not by a call.
+// invocations (router/invoke), PutMetricData for the cloudwatch metrics
+// sink (router/metrics) and GetParameter for the routes parameter
+// (router/server). The tunnel secret reaches it through the ECS task
+// definition, by the execution role, not by a call.
 func Router() []string {
-	return []string{"lambda:InvokeFunction", "cloudwatch:PutMetricData"}
+	return []string{"lambda:InvokeFunction", "cloudwatch:PutMetricData", "ssm:GetParameter"}
 }
 
-// CLI returns the actions `ferry metrics` calls (internal/review).
+// CLI returns the actions the ferry CLI calls: `ferry metrics`
+// (internal/review) and `ferry routes` (the routes parameter). `ferry
+// local` runs against a local AWS only and is not counted.
 func CLI() []string {
-	return []string{"cloudwatch:GetMetricData", "cloudwatch:ListMetrics"}
+	return []string{"cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ssm:GetParameter", "ssm:PutParameter"}
 }
 
 // Action returns the IAM action that allows an SDK operation of a service
@@ -24,7 +27,7 @@ func Action(service, operation string) (string, bool) {
 	switch {
 	case service == "lambda" && operation == "Invoke":
 		return "lambda:InvokeFunction", true // the one operation named unlike its action
-	case service == "lambda" || service == "cloudwatch" || service == "secretsmanager":
+	case service == "lambda" || service == "cloudwatch" || service == "secretsmanager" || service == "ssm":
 		return service + ":" + operation, true
 	}
 	return "", false

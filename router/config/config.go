@@ -47,13 +47,16 @@ const (
 	EnvTrustedProxies  = "FERRY_ROUTER_TRUSTED_PROXIES"
 	EnvBodyTimeout     = "FERRY_ROUTER_BODY_TIMEOUT"
 	EnvPlain           = "FERRY_ROUTER_PLAIN"
+	EnvRoutesParameter = "FERRY_ROUTER_ROUTES_PARAMETER"
+	EnvRoutesPoll      = "FERRY_ROUTER_ROUTES_POLL"
 )
 
 // Names lists every variable above.
 var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, EnvRoutes, EnvConfigFile,
 	EnvMaxConcurrency, EnvIdleLinger, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
-	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout, EnvPlain}
+	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout, EnvPlain,
+	EnvRoutesParameter, EnvRoutesPoll}
 
 // Route maps requests to a function, with that function's pool options.
 type Route struct {
@@ -70,7 +73,12 @@ type Config struct {
 	Listen, TunnelListen, AdminListen string
 	Advertise                         string // host:port bootstraps dial; in every invoke payload
 	Routes                            []Route
-	MaxConcurrency                    int
+	// RoutesParameter names an SSM parameter holding more routes (a routes
+	// document, as the routes file), read every RoutesPoll: routes added
+	// there serve without a restart and outlive a redeploy.
+	RoutesParameter string
+	RoutesPoll      time.Duration
+	MaxConcurrency  int
 	// IdleLinger is the longest an instance is asked, in its dial-back
 	// payload, to stay with no request in flight before it ends; each pool
 	// asks for less when the gaps between its requests say lingering costs
@@ -116,7 +124,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Listen: ":8080", TunnelListen: ":8443", AdminListen: "127.0.0.1:9090",
 		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Plain: true, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
-		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second,
+		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second, RoutesPoll: 2 * time.Second,
 	}
 	var err error
 	fail := func(name, value, why string) {
@@ -247,11 +255,13 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.Routes = append(c.Routes, rs...)
 	}
+	str(EnvRoutesParameter, &c.RoutesParameter)
+	dur(EnvRoutesPoll, &c.RoutesPoll, time.Second, 10*time.Minute)
 	if err != nil {
 		return Config{}, err
 	}
-	if len(c.Routes) == 0 {
-		return Config{}, fmt.Errorf("no routes: set %s (e.g. \"app=/\") or %s", EnvRoutes, EnvConfigFile)
+	if len(c.Routes) == 0 && c.RoutesParameter == "" {
+		return Config{}, fmt.Errorf("no routes: set %s (e.g. \"app=/\"), %s or %s", EnvRoutes, EnvConfigFile, EnvRoutesParameter)
 	}
 	if e := mergeFunctionOptions(c.Routes); e != nil {
 		return Config{}, fmt.Errorf("routes (%s, %s): %w", EnvRoutes, EnvConfigFile, e)
@@ -298,15 +308,45 @@ func readRoutesFile(path string) ([]Route, error) {
 	if err != nil {
 		return nil, err
 	}
-	var f struct {
-		Routes []Route `json:"routes"`
+	return ParseRoutesDocument(b)
+}
+
+// RoutesParameterName is the routes parameter ferry's stack named
+// stackName creates (ferry routes finds it by the stack's name).
+func RoutesParameterName(stackName string) string { return "/ferry/" + stackName + "/routes" }
+
+// MaxRoutesDocument bounds a routes document (SSM's advanced tier holds
+// 8 KB; a file may be larger, but no router needs thousands of routes).
+const MaxRoutesDocument = 1 << 20
+
+// RoutesDocument is the routes file's, and the routes parameter's, JSON.
+type RoutesDocument struct {
+	Routes []Route `json:"routes"`
+}
+
+// ParseRoutesDocument parses and validates a routes document.
+func ParseRoutesDocument(b []byte) ([]Route, error) {
+	if len(b) > MaxRoutesDocument {
+		return nil, fmt.Errorf("routes document of %d bytes: the limit is %d", len(b), MaxRoutesDocument)
 	}
+	var f RoutesDocument
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
 		return nil, err
 	}
 	return f.Routes, validateRoutes(f.Routes)
+}
+
+// Combine is the routes of every list together, each function's options
+// shared by all its routes; routes that set one function's options
+// differently are refused.
+func Combine(lists ...[]Route) ([]Route, error) {
+	var out []Route
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out, mergeFunctionOptions(out)
 }
 
 func validateRoutes(rs []Route) error {

@@ -47,7 +47,7 @@ func (r Route) matches(host, path string) bool {
 // Config configures a Handler.
 type Config struct {
 	Routes []Route               // most specific wins: a host route over any-host, then the longer prefix
-	Pools  map[string]*pool.Pool // by function; one for every route's function
+	Pools  map[string]*pool.Pool // by function; one for every route's function (SetRoutes replaces both)
 	// QueueTimeout bounds the wait for a slot, retries included. If zero, 10s.
 	QueueTimeout time.Duration
 	// MaxBodyBytes bounds a request body. If zero, 32 MiB.
@@ -81,18 +81,46 @@ const replayLimit = 64 << 10
 
 // Handler is the ingress http.Handler.
 type Handler struct {
-	cfg   Config
+	cfg   Config // Routes and Pools are read from table
+	table atomic.Pointer[table]
 	proxy *httputil.ReverseProxy
 	log   *slog.Logger
 	warns loglimit.Limiter // per-request warnings
 }
 
-// New returns the ingress handler.
-func New(cfg Config) (*Handler, error) {
-	for _, r := range cfg.Routes {
-		if cfg.Pools[r.Function] == nil {
+// table is the routes in force and the pools they lead to: replaced whole,
+// so a request sees one table from routing to its last retry.
+type table struct {
+	routes []Route // sorted: most specific first
+	pools  map[string]*pool.Pool
+}
+
+func newTable(routes []Route, pools map[string]*pool.Pool) (*table, error) {
+	for _, r := range routes {
+		if pools[r.Function] == nil {
 			return nil, fmt.Errorf("proxy: route to %s has no pool", r.Function)
 		}
+	}
+	return &table{routes: sortRoutes(routes), pools: pools}, nil
+}
+
+// SetRoutes puts routes in force, each to its function's pool in pools,
+// for requests from now on; those in flight finish as they were routed.
+// Neither is changed afterwards by the Handler, nor may be by the caller.
+func (h *Handler) SetRoutes(routes []Route, pools map[string]*pool.Pool) error {
+	t, err := newTable(routes, pools)
+	if err != nil {
+		return err
+	}
+	h.table.Store(t)
+	return nil
+}
+
+// New returns the ingress handler.
+func New(cfg Config) (*Handler, error) {
+	t, err := newTable(cfg.Routes, cfg.Pools)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Metrics == nil {
 		return nil, errors.New("proxy: Metrics is required")
@@ -115,8 +143,9 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cfg.Routes = sortRoutes(cfg.Routes)
+	cfg.Routes, cfg.Pools = nil, nil
 	h := &Handler{cfg: cfg, log: cfg.Logger}
+	h.table.Store(t)
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      &tunnelTransport{h: h},
@@ -155,6 +184,7 @@ type reqState struct {
 	slowBody atomic.Bool // the client's body fell behind its pace: 408
 	badBody  atomic.Bool // the client's body was malformed or cut short: 400
 	function string
+	pool     *pool.Pool // the function's, from the table the request was routed by
 	start    time.Time
 	queue    time.Duration // time spent waiting for a slot
 	appStart time.Time     // when the winning stream was opened
@@ -173,9 +203,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.URL.Path, r.URL.RawPath = clean, ""
 	}
 	var route *Route
-	for i := range h.cfg.Routes {
-		if h.cfg.Routes[i].matches(host, r.URL.Path) {
-			route = &h.cfg.Routes[i]
+	t := h.table.Load()
+	for i := range t.routes {
+		if t.routes[i].matches(host, r.URL.Path) {
+			route = &t.routes[i]
 			break
 		}
 	}
@@ -191,7 +222,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("ferry: request body of %d bytes exceeds the limit of %d", r.ContentLength, h.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
 		return
 	}
-	st := &reqState{function: route.Function, start: time.Now()}
+	st := &reqState{function: route.Function, pool: t.pools[route.Function], start: time.Now()}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &pacedBody{rc: http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes), ctl: http.NewResponseController(w),
 			start: st.start, grace: h.cfg.BodyTimeout, st: st}
@@ -383,7 +414,7 @@ type tunnelTransport struct{ h *Handler }
 
 func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := req.Context().Value(ctxKey{}).(*reqState)
-	p := t.h.cfg.Pools[st.function]
+	p := st.pool
 	body, err := newReplayBody(req.Body)
 	if err != nil {
 		return nil, err

@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sort"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,9 +46,16 @@ type Router struct {
 	log     *slog.Logger
 	pin     string
 	tunnels *tunnel.Server
-	pools   map[string]*pool.Pool
-	ingress http.Handler
+	inv     *invoke.Invoker
+	ingress *proxy.Handler
 	metrics *metrics.Recorder
+
+	// pools holds a pool for every function ever routed, replaced whole
+	// when routes add one (a function whose routes go keeps its pool: its
+	// instances finish what they hold and idle out).
+	pools    atomic.Pointer[map[string]*pool.Pool]
+	routesMu sync.Mutex // serializes route changes
+	routes   routesState
 
 	shuttingDown atomic.Bool
 	refusals     loglimit.Limiter
@@ -69,14 +78,14 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, log: log, pin: tunnel.Pin(cert.Leaf), pools: map[string]*pool.Pool{},
-		metrics: metrics.New(cfg.MetricsInterval, log, sinks...)}
+	r := &Router{cfg: cfg, log: log, pin: tunnel.Pin(cert.Leaf), metrics: metrics.New(cfg.MetricsInterval, log, sinks...)}
+	r.pools.Store(&map[string]*pool.Pool{})
 
 	inv, err := invoke.New(invoke.Config{
 		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Logger: log,
 		OnResult: func(res invoke.Result) {
 			r.metrics.Invocation(res.Function, res.BilledMs, res.Cold)
-			if p := r.pools[res.Function]; p != nil && res.Err == nil && res.Ended != "plain" {
+			if p := r.pool(res.Function); p != nil && res.Err == nil && res.Ended != "plain" {
 				p.Ended(time.Duration(res.BilledMs)*time.Millisecond, time.Duration(res.BusyUs)*time.Microsecond,
 					time.Duration(res.LingerUs)*time.Microsecond, res.Requests, res.Ended == "idle")
 			}
@@ -86,16 +95,57 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	if err != nil {
 		return nil, err
 	}
-	var routes []proxy.Route
-	for _, rt := range cfg.Routes {
+	r.inv = inv
+	routes, pools, err := r.table(cfg.Routes)
+	if err != nil {
+		return nil, err
+	}
+	r.pools.Store(&pools)
+	r.ingress, err = proxy.New(proxy.Config{
+		Routes: routes, Pools: pools, QueueTimeout: cfg.QueueTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
+		MaxHeaderBytes: cfg.MaxHeaderBytes, TrustedProxies: cfg.TrustedProxies, BodyTimeout: cfg.BodyTimeout,
+		Plain: inv.Plain, Metrics: r.metrics, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.tunnels, err = tunnel.NewServer(tunnel.ServerConfig{
+		TLS: tunnel.ServerTLSConfig(cert),
+		Authenticate: func(_ context.Context, h tunnel.Hello) (tunnel.Claims, error) {
+			c, err := issuer.Redeem(h.Token, h.FunctionARN)
+			if err == nil && r.pool(c.Function) == nil {
+				err = fmt.Errorf("function %s has no route on this router", c.Function)
+			}
+			return c, err
+		},
+		// OnConn runs once the tunnel is fully established (TLS, hello,
+		// SETTINGS): only then may the instance join its pool.
+		OnConn: func(c *tunnel.Conn) { r.pool(c.Claims().Function).Add(c) },
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// pool is fn's pool, or nil for a function never routed.
+func (r *Router) pool(fn string) *pool.Pool { return (*r.pools.Load())[fn] }
+
+// table is the proxy's routes for rs and the pools they lead to: the pools
+// of today, and a new one for each function that has none yet.
+func (r *Router) table(rs []config.Route) ([]proxy.Route, map[string]*pool.Pool, error) {
+	pools := maps.Clone(*r.pools.Load())
+	routes := make([]proxy.Route, 0, len(rs))
+	for _, rt := range rs {
 		routes = append(routes, proxy.Route{Function: rt.Function, Host: rt.Host, PathPrefix: rt.PathPrefix})
-		if r.pools[rt.Function] != nil {
+		if pools[rt.Function] != nil {
 			continue
 		}
 		pc := pool.Config{
-			Function: rt.Function, MaxConcurrency: cfg.MaxConcurrency, Policy: cfg.Policy,
-			QueueLimit: cfg.QueueLimit, MaxInstances: cfg.MaxInstances, LaunchTimeout: cfg.LaunchTimeout,
-			MaxLinger: cfg.IdleLinger, Plain: cfg.Plain, Launcher: inv, Logger: log,
+			Function: rt.Function, MaxConcurrency: r.cfg.MaxConcurrency, Policy: r.cfg.Policy,
+			QueueLimit: r.cfg.QueueLimit, MaxInstances: r.cfg.MaxInstances, LaunchTimeout: r.cfg.LaunchTimeout,
+			MaxLinger: r.cfg.IdleLinger, Plain: r.cfg.Plain, Launcher: r.inv, Logger: r.log,
 			OnLaunchFailure: func(string) { r.metrics.LaunchFailure(rt.Function) },
 		}
 		if rt.MaxConcurrency > 0 {
@@ -107,36 +157,13 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		if rt.Plain != "" {
 			pc.Plain = rt.Plain == "auto"
 		}
-		if r.pools[rt.Function], err = pool.New(pc); err != nil {
-			return nil, err
+		p, err := pool.New(pc)
+		if err != nil {
+			return nil, nil, err
 		}
+		pools[rt.Function] = p
 	}
-	r.ingress, err = proxy.New(proxy.Config{
-		Routes: routes, Pools: r.pools, QueueTimeout: cfg.QueueTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
-		MaxHeaderBytes: cfg.MaxHeaderBytes, TrustedProxies: cfg.TrustedProxies, BodyTimeout: cfg.BodyTimeout,
-		Plain: inv.Plain, Metrics: r.metrics, Logger: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	r.tunnels, err = tunnel.NewServer(tunnel.ServerConfig{
-		TLS: tunnel.ServerTLSConfig(cert),
-		Authenticate: func(_ context.Context, h tunnel.Hello) (tunnel.Claims, error) {
-			c, err := issuer.Redeem(h.Token, h.FunctionARN)
-			if err == nil && r.pools[c.Function] == nil {
-				err = fmt.Errorf("function %s has no route on this router", c.Function)
-			}
-			return c, err
-		},
-		// OnConn runs once the tunnel is fully established (TLS, hello,
-		// SETTINGS): only then may the instance join its pool.
-		OnConn: func(c *tunnel.Conn) { r.pools[c.Claims().Function].Add(c) },
-		Logger: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return r, nil
+	return routes, pools, nil
 }
 
 func certificate(cfg config.Config) (tls.Certificate, error) {
@@ -199,7 +226,7 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 			r.log.Warn("requests still running at the shutdown timeout", "err", err)
 			ingress.Close()
 		}
-		for _, p := range r.pools {
+		for _, p := range *r.pools.Load() {
 			p.Close(sctx)
 		}
 		stopTunnels()
@@ -246,7 +273,7 @@ func (r *Router) sampleInFlight(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for fn, p := range r.pools {
+		for fn, p := range *r.pools.Load() {
 			// Not State(): that lists every instance, under the pool's lock.
 			if n, streams := p.InFlight(); n > 0 {
 				r.metrics.InFlight(fn, float64(streams)/float64(n))
@@ -272,14 +299,11 @@ func (r *Router) adminHandler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	}
 	mux.HandleFunc("GET /pool", func(w http.ResponseWriter, _ *http.Request) {
-		names := make([]string, 0, len(r.pools))
-		for n := range r.pools {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+		pools := *r.pools.Load()
+		names := slices.Sorted(maps.Keys(pools))
 		out := make([]pool.State, 0, len(names))
 		for _, n := range names {
-			out = append(out, r.pools[n].State())
+			out = append(out, pools[n].State())
 		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+
+	"github.com/ferryrun/ferry/router/config"
+	"github.com/ferryrun/ferry/router/pool"
+)
+
+// routes runs ferry routes list|add|remove: it edits the routes parameter
+// the stack's routers read every 2 s, so a route added serves without a
+// redeploy and outlives the next one.
+func routes(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "add" && args[0] != "remove") {
+		return usagef("routes: want list, add or remove")
+	}
+	verb := args[0]
+	fs := flagSet("ferry routes "+verb, stderr)
+	stack := fs.String("stack", "", "the ferry stack whose routes to edit (default Ferry-<region>)")
+	param := fs.String("parameter", "", "the routes parameter's name, instead of the stack's")
+	state := fs.String("state", ".local", "where the environment names no AWS, use the local AWS this `directory` describes")
+	var rt config.Route
+	var policy string
+	if verb != "list" {
+		fs.StringVar(&rt.Function, "function", "", "the function's name (required)")
+		fs.StringVar(&rt.Host, "host", "", "requests for this host only (default any host)")
+		fs.StringVar(&rt.PathPrefix, "path", "", "requests under this path prefix only, e.g. /api (default any path)")
+	}
+	if verb == "add" {
+		fs.IntVar(&rt.MaxConcurrency, "max-concurrency", 0, "most requests one instance takes (default the router's)")
+		fs.StringVar(&policy, "policy", "", "pack or spread (default the router's)")
+		fs.StringVar(&rt.Plain, "plain", "", "auto or off (default the router's)")
+	}
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	rt.Policy = pool.Policy(policy)
+	if verb != "list" && rt.Function == "" {
+		return usagef("routes %s: -function is required", verb)
+	}
+	cfg, err := awsConfig(ctx, *state, stderr)
+	if err != nil {
+		return err
+	}
+	name := *param
+	if name == "" {
+		if *stack == "" {
+			*stack = "Ferry-" + cfg.Region
+		}
+		name = config.RoutesParameterName(*stack)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	api := ssm.NewFromConfig(cfg)
+	current, version, err := readRoutes(ctx, api, name)
+	if err != nil {
+		return unanswered(err, cfg)
+	}
+	switch verb {
+	case "list":
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "FUNCTION\tHOST\tPATH\tOPTIONS")
+		for _, r := range current {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Function, orAny(r.Host), orAny(r.PathPrefix), options(r))
+		}
+		tw.Flush()
+		fmt.Fprintf(stdout, "(%s version %d; the stack's own routes are in its router's FERRY_ROUTER_ROUTES)\n", name, version)
+		return nil
+	case "add":
+		for _, r := range current {
+			if same(r, rt) {
+				return fmt.Errorf("%s already routes %s%s to %s", name, r.Host, orAny(r.PathPrefix), r.Function)
+			}
+		}
+		current = append(current, rt)
+	case "remove":
+		kept := current[:0:0]
+		for _, r := range current {
+			if !same(r, rt) {
+				kept = append(kept, r)
+			}
+		}
+		if len(kept) == len(current) {
+			return fmt.Errorf("%s has no route %s%s to %s (ferry routes list shows them)", name, rt.Host, orAny(rt.PathPrefix), rt.Function)
+		}
+		current = kept
+	}
+	doc, err := json.Marshal(config.RoutesDocument{Routes: current})
+	if err != nil {
+		return err
+	}
+	// What the routers will read must be what they can use: refused here,
+	// not in every router's log.
+	if rs, err := config.ParseRoutesDocument(doc); err != nil {
+		return usagef("routes %s: %v", verb, err)
+	} else if _, err := config.Combine(rs); err != nil {
+		return usagef("routes %s: %v", verb, err)
+	}
+	out, err := api.PutParameter(ctx, &ssm.PutParameterInput{
+		Name: aws.String(name), Value: aws.String(string(doc)), Type: ssmtypes.ParameterTypeString,
+		Overwrite: aws.Bool(true), Tier: ssmtypes.ParameterTierIntelligentTiering,
+	})
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", name, unanswered(err, cfg))
+	}
+	fmt.Fprintf(stdout, "route %s: %s%s -> %s (%s version %d); routers put it in force within seconds\n",
+		map[string]string{"add": "added", "remove": "removed"}[verb], rt.Host, orAny(rt.PathPrefix), rt.Function, name, out.Version)
+	if out.Version != version+1 {
+		// SSM has no conditional write: say so when another edit landed
+		// between this one's read and write (one of them is lost).
+		fmt.Fprintf(stderr, "ferry: %s went from version %d to %d: another edit landed meanwhile; check ferry routes list\n", name, version, out.Version)
+	}
+	return nil
+}
+
+// readRoutes reads the routes parameter: its routes and version.
+func readRoutes(ctx context.Context, api *ssm.Client, name string) ([]config.Route, int64, error) {
+	out, err := api.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name)})
+	var missing *ssmtypes.ParameterNotFound
+	if errors.As(err, &missing) {
+		return nil, 0, fmt.Errorf("no routes parameter %s: deploy the stack first, or name it with -stack or -parameter", name)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading %s: %w", name, err)
+	}
+	rs, err := config.ParseRoutesDocument([]byte(aws.ToString(out.Parameter.Value)))
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s holds no routes document (%v): fix it with aws ssm put-parameter", name, err)
+	}
+	return rs, out.Parameter.Version, nil
+}
+
+// same reports whether two routes match the same requests to one function.
+func same(a, b config.Route) bool {
+	return a.Function == b.Function && a.Host == b.Host && a.PathPrefix == b.PathPrefix
+}
+
+func orAny(s string) string {
+	if s == "" {
+		return "*"
+	}
+	return s
+}
+
+func options(r config.Route) string {
+	var s string
+	if r.MaxConcurrency > 0 {
+		s += fmt.Sprintf("max_concurrency=%d ", r.MaxConcurrency)
+	}
+	if r.Policy != "" {
+		s += "policy=" + string(r.Policy) + " "
+	}
+	if r.Plain != "" {
+		s += "plain=" + r.Plain
+	}
+	if s == "" {
+		return "-"
+	}
+	return s
+}
