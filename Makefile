@@ -59,12 +59,12 @@ $(CDK): .cdk/package.json .cdk/package-lock.json
 	@touch $@
 
 ## synth: the CloudFormation templates in cdk.out, offline, no AWS credentials needed.
-synth: layer $(CDK)
+synth: $(CDK)
 	$(CDK) synth --quiet --no-notices --no-version-reporting
 	@ls cdk.out/*.template.json
 
 ## deploy: cdk deploy --all (after cdk bootstrap; see README "Deploy to AWS").
-deploy: layer $(CDK)
+deploy: $(CDK)
 	$(CDK) deploy --all --no-notices $(CDK_FLAGS)
 
 destroy: $(CDK)
@@ -128,7 +128,7 @@ local-down: local-stop
 
 ## local-deploy: cdk bootstrap + cdk deploy onto the local AWS, then run the
 ## deployed data plane (Lambda emulator + ferry-router) on this machine.
-local-deploy: layer $(CDK) $(LOCAL_BIN)
+local-deploy: $(CDK) $(LOCAL_BIN)
 	$(LOCAL_CDK) bootstrap
 	$(LOCAL_CDK) deploy --all --require-approval never
 	$(DIST)/ferry local stop -state $(LOCAL_DIR)

@@ -1,6 +1,7 @@
 // Command infra is ferry's CDK app: `cdk deploy --all` from the repository
 // root deploys one Ferry-<region> stack per region in the "regions" context
-// (see infra/ferrycdk/app.go for every context key). Run `make layer` first.
+// (see infra/ferrycdk/app.go for every context key). The layer and the
+// sample app are built at synth, unless -c artifactsDir names make layer's.
 package main
 
 import (

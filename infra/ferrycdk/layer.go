@@ -10,7 +10,8 @@ import (
 // FerryLayerProps configure NewFerryLayer.
 type FerryLayerProps struct {
 	// ArtifactsDir holds ferry-layer-arm64.zip and ferry-layer-x86_64.zip
-	// (make layer). If empty, "dist".
+	// (make layer). If empty, the layer is built at synth from ferry's
+	// module source (SourceDir), reproducibly: no ferry checkout needed.
 	ArtifactsDir string
 }
 
@@ -31,9 +32,11 @@ func layerRuntimes() *[]awslambda.Runtime {
 
 // NewFerryLayer publishes both layer versions.
 func NewFerryLayer(scope constructs.Construct, id string, props *FerryLayerProps) *FerryLayer {
-	dir := "dist"
+	var dir string
 	if props != nil && props.ArtifactsDir != "" {
 		dir = props.ArtifactsDir
+	} else {
+		dir = builtArtifacts(scope, false)
 	}
 	mk := func(suffix, zip string, arch awslambda.Architecture) awslambda.LayerVersion {
 		return awslambda.NewLayerVersion(scope, str(id+suffix), &awslambda.LayerVersionProps{

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsecs"
 	elb "github.com/aws/aws-cdk-go/awscdk/v2/awselasticloadbalancingv2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
@@ -54,7 +55,8 @@ type RouterServiceProps struct {
 	Vpc       awsec2.IVpc     // required
 	Tunnel    *TunnelEndpoint // required
 	Functions []*FerryFunction
-	// RepoRoot is the build context for router/Dockerfile. If empty, ".".
+	// RepoRoot is the build context for router/Dockerfile. If empty,
+	// ferry's module source (SourceDir): no ferry checkout needed.
 	RepoRoot string
 	// Image is a built router image (a registry URI); if set, RepoRoot is
 	// not used and cdk deploy builds no image.
@@ -83,6 +85,24 @@ type RouterService struct {
 	// The template sets its value only at creation: routes added there
 	// outlive the next deploy.
 	RoutesParameter awsssm.StringParameter
+
+	tunnel *TunnelEndpoint
+	routes []string // FERRY_ROUTER_ROUTES's entries: Attach adds to them until synth
+}
+
+// grantInvoke lets the router's tasks invoke fn, and only fn.
+func (r *RouterService) grantInvoke(fn awslambda.Function) {
+	fn.GrantInvoke(r.TaskRole)
+	suppress(r.TaskRole, "AwsSolutions-IAM5", "invoke exactly this ferry function, any of its versions or aliases "+
+		"(the :* is the qualifier)", "Resource::<"+*awscdk.Stack_Of(fn).GetLogicalId(fn.Node().DefaultChild().(awscdk.CfnElement))+".Arn>:*")
+}
+
+// routesProducer gives FERRY_ROUTER_ROUTES its value at synth, once every
+// function is attached.
+type routesProducer struct{ r *RouterService }
+
+func (p *routesProducer) Produce() *string {
+	return str(strings.Join(p.r.routes, ","))
 }
 
 // NewRouterService makes the cluster, the tunnel secret, the task and
@@ -92,8 +112,11 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		panic(fmt.Sprintf("RouterService %s: Vpc and Tunnel are required", id))
 	}
 	root, desired, conc := p.RepoRoot, p.DesiredCount, p.MaxConcurrency
-	if root == "" {
-		root = "."
+	if root == "" && p.Image == "" {
+		var err error
+		if root, err = SourceDir(); err != nil {
+			panic(fmt.Sprintf("RouterService %s: %v (or set Image to a built router image)", id, err))
+		}
 	}
 	if desired <= 0 {
 		desired = 2
@@ -118,10 +141,10 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		AssumedBy:   awsiam.NewServicePrincipal(str("ecs-tasks.amazonaws.com"), nil),
 		Description: str("ferry-router: invoke exactly the ferry functions, publish Ferry metrics"),
 	})
-	var routes []string
+	r.tunnel = p.Tunnel
 	for _, f := range p.Functions {
-		f.Function.GrantInvoke(r.TaskRole)
-		routes = append(routes, f.Route())
+		r.grantInvoke(f.Function)
+		r.routes = append(r.routes, f.Route())
 	}
 	r.RoutesParameter = awsssm.NewStringParameter(scope, str(id+"Routes"), &awsssm.StringParameterProps{
 		ParameterName: str(config.RoutesParameterName(*awscdk.Stack_Of(scope).StackName())),
@@ -139,10 +162,6 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 	}))
 	suppress(r.TaskRole, "AwsSolutions-IAM5", "cloudwatch:PutMetricData has no resource-level permissions; "+
 		"the statement is limited to the Ferry namespace by condition", "Resource::*")
-	for _, f := range p.Functions {
-		suppress(r.TaskRole, "AwsSolutions-IAM5", "invoke exactly this ferry function, any of its versions or aliases "+
-			"(the :* is the qualifier)", "Resource::<"+*awscdk.Stack_Of(f.Function).GetLogicalId(f.Function.Node().DefaultChild().(awscdk.CfnElement))+".Arn>:*")
-	}
 	suppress(r.Secret, "AwsSolutions-SMG4", "the token-signing key is read at task start; rotate it by updating the secret "+
 		"and redeploying the service: tokens live 30 s, so no coordination is needed")
 
@@ -174,7 +193,7 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 			// The ALB sits in the VPC: its X-Forwarded-For and -Proto (https
 			// behind the HTTPS listener) reach the app; no one else's do.
 			"FERRY_ROUTER_TRUSTED_PROXIES":  p.Vpc.VpcCidrBlock(),
-			"FERRY_ROUTER_ROUTES":           str(strings.Join(routes, ",")),
+			"FERRY_ROUTER_ROUTES":           awscdk.Lazy_String(&routesProducer{r}, nil),
 			"FERRY_ROUTER_ROUTES_PARAMETER": r.RoutesParameter.ParameterName(),
 			"FERRY_ROUTER_MAX_CONCURRENCY":  str(strconv.Itoa(conc)),
 		},

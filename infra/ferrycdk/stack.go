@@ -12,9 +12,11 @@ import (
 // defaults documented on each field.
 type FerryStackProps struct {
 	awscdk.StackProps
-	// RepoRoot is where router/Dockerfile lives. If empty, ".".
+	// RepoRoot is where router/Dockerfile lives. If empty, ferry's module
+	// source (SourceDir).
 	RepoRoot string
-	// ArtifactsDir holds make layer's zips. If empty, RepoRoot/dist.
+	// ArtifactsDir holds make layer's zips. If empty, they are built at
+	// synth from ferry's module source.
 	ArtifactsDir string
 	// VpcID uses an existing VPC; NatGateways sizes a new one (default 1).
 	VpcID       string
@@ -46,15 +48,11 @@ func NewFerryStack(scope constructs.Construct, id string, props *FerryStackProps
 	if props == nil {
 		props = &FerryStackProps{}
 	}
-	root := props.RepoRoot
-	if root == "" {
-		root = "."
-	}
+	stack := awscdk.NewStack(scope, str(id), &props.StackProps)
 	artifacts := props.ArtifactsDir
 	if artifacts == "" {
-		artifacts = filepath.Join(root, "dist")
+		artifacts = builtArtifacts(stack, true)
 	}
-	stack := awscdk.NewStack(scope, str(id), &props.StackProps)
 	s := &FerryStack{Stack: stack}
 
 	vpc := NewNetwork(stack, "Vpc", &NetworkProps{VpcID: props.VpcID, NatGateways: props.NatGateways})
@@ -71,7 +69,7 @@ func NewFerryStack(scope constructs.Construct, id string, props *FerryStackProps
 		Environment:  map[string]string{"FERRY_READINESS_PATH": "/healthz"},
 	})
 	s.Router = NewRouterService(stack, "Router", &RouterServiceProps{
-		Vpc: vpc, Tunnel: tunnel, Functions: []*FerryFunction{s.Sample}, RepoRoot: root,
+		Vpc: vpc, Tunnel: tunnel, Functions: []*FerryFunction{s.Sample}, RepoRoot: props.RepoRoot,
 		DesiredCount: props.DesiredRouterTasks, CertificateArn: props.CertificateArn, Image: props.RouterImage,
 	})
 	s.Observability = NewObservability(stack, "Dashboard", &ObservabilityProps{

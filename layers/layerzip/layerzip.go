@@ -48,9 +48,32 @@ func SampleZip(dir string, a Arch) string {
 }
 
 // Build writes the layer zip and the sample app zip for each architecture
-// into outDir. root
-// is the module root.
+// into outDir. root is the module root.
 func Build(ctx context.Context, root, outDir string) ([]Artifact, error) {
+	out, err := BuildLayers(ctx, root, outDir)
+	if err != nil {
+		return nil, err
+	}
+	version := Version(ctx, root)
+	for _, a := range Arches {
+		app, err := goBuild(ctx, root, "./examples/goapp", a.GOARCH, version)
+		if err != nil {
+			return nil, err
+		}
+		art, err := writeZip(SampleZip(outDir, a), map[string]entry{
+			"goapp":  {app, 0o755},
+			"run.sh": {[]byte("#!/bin/sh\nexec \"$LAMBDA_TASK_ROOT/goapp\"\n"), 0o755},
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, art)
+	}
+	return out, nil
+}
+
+// BuildLayers writes the layer zip for each architecture into outDir.
+func BuildLayers(ctx context.Context, root, outDir string) ([]Artifact, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -75,20 +98,6 @@ func Build(ctx context.Context, root, outDir string) ([]Artifact, error) {
 		}
 		out = append(out, art)
 	}
-	for _, a := range Arches {
-		app, err := goBuild(ctx, root, "./examples/goapp", a.GOARCH, version)
-		if err != nil {
-			return nil, err
-		}
-		art, err := writeZip(SampleZip(outDir, a), map[string]entry{
-			"goapp":  {app, 0o755},
-			"run.sh": {[]byte("#!/bin/sh\nexec \"$LAMBDA_TASK_ROOT/goapp\"\n"), 0o755},
-		})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, art)
-	}
 	return out, nil
 }
 
@@ -98,14 +107,29 @@ type entry struct {
 }
 
 // Version names the source being built: what git describe says of root
-// (a tag or the commit, "-dirty" with uncommitted changes), or "devel"
-// where root is no git checkout. The binaries report it (--version), and the
-// layer carries it as /opt/ferry-version.
+// where root is a git checkout's top (a tag or the commit, "-dirty" with
+// uncommitted changes), the module version where root is the module
+// cache's copy (…/ferry@v1.2.3), else "devel". The binaries report it
+// (--version), and the layer carries it as /opt/ferry-version.
 func Version(ctx context.Context, root string) string {
-	cmd := exec.CommandContext(ctx, "git", "describe", "--tags", "--always", "--dirty")
-	cmd.Dir = root
-	out, err := cmd.Output()
-	if v := strings.TrimSpace(string(out)); err == nil && v != "" {
+	if _, v, ok := strings.Cut(filepath.Base(root), "@"); ok && v != "" {
+		return v
+	}
+	git := func(args ...string) string {
+		cmd := exec.CommandContext(ctx, "git", args...)
+		cmd.Dir = root
+		out, err := cmd.Output()
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(out))
+	}
+	top, _ := filepath.EvalSymlinks(git("rev-parse", "--show-toplevel"))
+	here, _ := filepath.EvalSymlinks(root)
+	if top == "" || top != here {
+		return "devel" // not a checkout of its own, or inside someone else's
+	}
+	if v := git("describe", "--tags", "--always", "--dirty"); v != "" {
 		return v
 	}
 	return "devel"
