@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"sort"
 	"sync"
 	"time"
@@ -146,8 +147,30 @@ type Pool struct {
 	stats  Stats // guarded by mu
 }
 
+// Conn is an instance's tunnel, as the pool and the proxy use it:
+// *tunnel.Conn, or in tests one of their own.
+type Conn interface {
+	http.RoundTripper // a leased stream goes over it
+	Claims() tunnel.Claims
+	Hello() tunnel.Hello
+	Handshake() (accepted time.Time, took time.Duration)
+	Limit() int
+	Deadline() time.Time
+	Draining() bool
+	CanTakeStream() bool
+	Load() (tunnel.Load, bool)
+	// WatchLoad calls changed whenever the instance's load changes, until
+	// the tunnel is gone.
+	WatchLoad(changed func())
+	Done() <-chan struct{}
+	Shutdown(ctx context.Context) error
+	Close() error
+}
+
+var _ Conn = (*tunnel.Conn)(nil)
+
 type instance struct {
-	conn     *tunnel.Conn
+	conn     Conn
 	limit    int
 	inflight int   // guarded by Pool.mu
 	slot     int   // guarded by Pool.mu; index in Pool.byLoad[inflight]
@@ -224,7 +247,7 @@ type Lease struct {
 }
 
 // Conn returns the leased instance's tunnel; nil when Plain.
-func (l *Lease) Conn() *tunnel.Conn {
+func (l *Lease) Conn() Conn {
 	if l.inst == nil {
 		return nil
 	}
@@ -655,7 +678,7 @@ func (p *Pool) Ended(billed, busy, linger time.Duration, requests int64, idled b
 // Add puts an instance in the pool. Call it only once the tunnel is fully
 // established (tunnel.ServerConfig.OnConn guarantees that): an instance in
 // the pool must be able to take a stream at once.
-func (p *Pool) Add(conn *tunnel.Conn) {
+func (p *Pool) Add(conn Conn) {
 	inst := &instance{conn: conn, limit: conn.Limit()}
 	p.mu.Lock()
 	if p.closed {

@@ -1,0 +1,389 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ferryrun/ferry/internal/tunnel"
+)
+
+// fakeConn stands in for an instance's tunnel (the pool's Conn): an
+// instance that never answers a stream and says nothing of its load, alive
+// until it is ended, closed or shut down. The pool's bookkeeping is what
+// these tests hold, not the tunnel's.
+type fakeConn struct {
+	id       string
+	limit    int
+	deadline time.Time
+
+	mu       sync.Mutex
+	done     chan struct{}
+	shutdown bool
+}
+
+func newFakeConn(id string, limit int) *fakeConn {
+	return &fakeConn{id: id, limit: limit, deadline: time.Now().Add(time.Minute), done: make(chan struct{})}
+}
+
+func (c *fakeConn) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("fakeConn carries no streams")
+}
+func (c *fakeConn) Claims() tunnel.Claims                 { return tunnel.Claims{ID: c.id, Function: "f"} }
+func (c *fakeConn) Hello() tunnel.Hello                   { return tunnel.Hello{RequestID: "req-" + c.id} }
+func (c *fakeConn) Handshake() (time.Time, time.Duration) { return time.Now(), 0 }
+func (c *fakeConn) Limit() int                            { return c.limit }
+func (c *fakeConn) Deadline() time.Time                   { return c.deadline }
+func (c *fakeConn) Draining() bool                        { return false }
+func (c *fakeConn) CanTakeStream() bool                   { return !c.ended() }
+func (c *fakeConn) Load() (tunnel.Load, bool)             { return tunnel.Load{}, false }
+func (c *fakeConn) WatchLoad(func())                      { <-c.done }
+func (c *fakeConn) Done() <-chan struct{}                 { return c.done }
+func (c *fakeConn) Close() error                          { c.end(); return nil }
+func (c *fakeConn) Shutdown(context.Context) error {
+	c.mu.Lock()
+	c.shutdown = true
+	c.mu.Unlock()
+	c.end()
+	return nil
+}
+func (c *fakeConn) wasShutdown() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.shutdown }
+func (c *fakeConn) ended() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+func (c *fakeConn) end() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.ended() {
+		close(c.done)
+	}
+}
+
+// fakeLauncher stands in for Lambda: each launch is recorded, and its
+// invocation runs until the test ends it (or its context does).
+type fakeLauncher struct {
+	mu       sync.Mutex
+	launched []string
+	ends     map[string]chan error
+}
+
+func (l *fakeLauncher) Prepare(string, int, time.Duration) (string, func(context.Context) error, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	id := fmt.Sprint("launch-", len(l.launched)+1)
+	l.launched = append(l.launched, id)
+	if l.ends == nil {
+		l.ends = map[string]chan error{}
+	}
+	end := make(chan error, 1)
+	l.ends[id] = end
+	return id, func(ctx context.Context) error {
+		select {
+		case err := <-end:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}, nil
+}
+
+func (l *fakeLauncher) ids() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.launched...)
+}
+
+// end ends launch id's invocation with err.
+func (l *fakeLauncher) end(id string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ends[id] <- err
+}
+
+func newTestPool(t *testing.T, cfg Config) (*Pool, *fakeLauncher) {
+	t.Helper()
+	l := &fakeLauncher{}
+	cfg.Function, cfg.Launcher = "f", l
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Every instance shut down, every invocation ended: the bubble's
+		// goroutines (the pool's and the fakes') all return.
+		p.Close(context.Background())
+		l.mu.Lock()
+		for _, end := range l.ends {
+			select {
+			case end <- nil:
+			default:
+			}
+		}
+		l.mu.Unlock()
+	})
+	return p, l
+}
+
+// acquire starts an Acquire and returns where its outcome arrives.
+func acquire(ctx context.Context, p *Pool, avoid *Lease) <-chan acquired {
+	ch := make(chan acquired, 1)
+	go func() {
+		l, err := p.Acquire(ctx, avoid, false)
+		ch <- acquired{l, err}
+	}()
+	return ch
+}
+
+type acquired struct {
+	lease *Lease
+	err   error
+}
+
+// firstInstance sends one request to an empty pool and lets the
+// invocation it starts join with limit slots: the instance, and the
+// request's lease on it.
+func firstInstance(t *testing.T, p *Pool, l *fakeLauncher, limit int) (*fakeConn, *Lease) {
+	t.Helper()
+	first := acquire(t.Context(), p, nil)
+	synctest.Wait()
+	ids := l.ids()
+	if len(ids) != 1 {
+		t.Fatalf("launches %v for one request on an empty pool, want one", ids)
+	}
+	conn := newFakeConn(ids[0], limit)
+	p.Add(conn)
+	got := <-first
+	if got.err != nil || got.lease.Conn() != Conn(conn) {
+		t.Fatalf("Acquire = %v, %v; want a lease on the instance that joined", got.lease, got.err)
+	}
+	return conn, got.lease
+}
+
+// TestColdRequestLaunchesAndJoins: a request on an empty pool starts one
+// invocation and takes the instance that dials back; the slot it frees is
+// the next request's, with no second launch.
+func TestColdRequestLaunchesAndJoins(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 4})
+		conn, lease := firstInstance(t, p, l, 4)
+		lease.Release()
+		second, err := p.Acquire(t.Context(), nil, false)
+		if err != nil || second.Conn() != Conn(conn) {
+			t.Fatalf("second Acquire = %v, %v; want the same instance", second, err)
+		}
+		second.Release()
+		if st := p.State(); st.Stats.Launches != 1 || st.Stats.Joined != 1 || len(st.Instances) != 1 || st.Instances[0].InFlight != 0 || st.Instances[0].Served != 2 {
+			t.Errorf("State = %+v; want one launch, one instance that served 2 and holds none", st)
+		}
+	})
+}
+
+// TestWaitersAreServedInOrder: requests waiting for a full instance get its
+// freed slots first come, first served.
+func TestWaitersAreServedInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 1, MaxInstances: 1})
+		_, holder := firstInstance(t, p, l, 1)
+		var waits []<-chan acquired
+		for range 3 {
+			waits = append(waits, acquire(t.Context(), p, nil))
+			synctest.Wait() // queued in this order
+		}
+		if n := len(l.ids()); n != 1 {
+			t.Errorf("%d launches with MaxInstances 1", n)
+		}
+		for i, w := range waits {
+			holder.Release()
+			got := <-w
+			if got.err != nil {
+				t.Fatalf("waiter %d: %v", i, got.err)
+			}
+			for j, other := range waits[i+1:] {
+				select {
+				case o := <-other:
+					t.Fatalf("waiter %d was served before waiter %d released: %+v", i+1+j, i, o)
+				default:
+				}
+			}
+			holder = got.lease
+		}
+		holder.Release()
+	})
+}
+
+// TestCancelledWaiterHandsItsSlotOn: a request that gives up as a slot is
+// assigned to it returns the slot; the slot is not lost.
+func TestCancelledWaiterHandsItsSlotOn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 1, MaxInstances: 1})
+		_, holder := firstInstance(t, p, l, 1)
+		ctx, cancel := context.WithCancel(t.Context())
+		gaveUp := acquire(ctx, p, nil)
+		synctest.Wait()
+		// The waiter gives up and, before it takes the pool's lock to
+		// leave the queue, the freed slot is assigned to it: it must hand
+		// the slot back. (Which comes first varies from run to run; either
+		// way the slot is free after.)
+		cancel()
+		holder.Release()
+		if got := <-gaveUp; got.err == nil {
+			got.lease.Release() // it won the race: fine, it gives the slot back
+		}
+		next, err := p.Acquire(t.Context(), nil, false)
+		if err != nil {
+			t.Fatalf("Acquire after a waiter gave up: %v; want the freed slot", err)
+		}
+		next.Release()
+		if st := p.State(); st.Instances[0].InFlight != 0 || st.Waiting != 0 {
+			t.Errorf("State = %+v; want no stream held and nobody waiting", st)
+		}
+	})
+}
+
+// TestNackedRequestAvoidsItsInstance: a request an instance refused goes to
+// another instance, and does not block the queue behind it while it waits.
+func TestNackedRequestAvoidsItsInstance(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 2, Policy: Spread})
+		a, nacked := firstInstance(t, p, l, 2)
+		retry := acquire(t.Context(), p, nacked) // the only instance is the one to avoid
+		synctest.Wait()
+		other, err := p.Acquire(t.Context(), nil, false) // behind it in no queue
+		if err != nil || other.Conn() != Conn(a) {
+			t.Fatalf("a new request while the retry waits: %v, %v; want instance a", other, err)
+		}
+		ids := l.ids()
+		if len(ids) != 2 {
+			t.Fatalf("launches %v: want a second instance for the retry", ids)
+		}
+		b := newFakeConn(ids[1], 2)
+		p.Add(b)
+		got := <-retry
+		if got.err != nil || got.lease.Conn() != Conn(b) {
+			t.Fatalf("retry = %v, %v; want instance b", got.lease, got.err)
+		}
+		for _, l := range []*Lease{nacked, other, got.lease} {
+			l.Release()
+		}
+	})
+}
+
+// TestGoneInstanceIsReplacedForWaiters: an instance whose tunnel ends
+// leaves the pool, and requests waiting for it get a new invocation.
+func TestGoneInstanceIsReplacedForWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// One instance at most: the waiter gets no launch while a lives.
+		p, l := newTestPool(t, Config{MaxConcurrency: 1, MaxInstances: 1})
+		a, lease := firstInstance(t, p, l, 1)
+		waiting := acquire(t.Context(), p, nil)
+		synctest.Wait()
+		if ids := l.ids(); len(ids) != 1 {
+			t.Fatalf("launches %v beside a live instance with MaxInstances 1", ids)
+		}
+		a.end() // the instance ends (its deadline, a crash)
+		synctest.Wait()
+		lease.Release() // its stream's end, after the tunnel's
+		if st := p.State(); len(st.Instances) != 0 {
+			t.Errorf("instances %+v after the tunnel ended, want none", st.Instances)
+		}
+		ids := l.ids()
+		if len(ids) != 2 {
+			t.Fatalf("launches %v after the instance went: want one for the waiter", ids)
+		}
+		p.Add(newFakeConn(ids[1], 1))
+		if got := <-waiting; got.err != nil {
+			t.Errorf("the waiter: %v; want the new instance", got.err)
+		} else {
+			got.lease.Release()
+		}
+	})
+}
+
+// TestSurplusInstanceIsShutDown: an instance that joins when nothing waits
+// for it (its request was served meanwhile) is shut down at once rather
+// than billed idle.
+func TestSurplusInstanceIsShutDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 4})
+		ctx, cancel := context.WithCancel(t.Context())
+		gone := acquire(ctx, p, nil)
+		synctest.Wait()
+		cancel() // the client left before the instance came
+		if got := <-gone; !errors.Is(got.err, ErrNoCapacity) {
+			t.Fatalf("Acquire = %v; want ErrNoCapacity", got.err)
+		}
+		conn := newFakeConn(l.ids()[0], 4)
+		p.Add(conn)
+		synctest.Wait()
+		if st := p.State(); !conn.wasShutdown() || st.Stats.Surplus != 1 || len(st.Instances) != 0 {
+			t.Errorf("shut down %v, State %+v; want the surplus instance shut down and out of the pool", conn.wasShutdown(), st)
+		}
+	})
+}
+
+// TestLaunchesAreBounded: the waiting requests start as many invocations
+// as MaxInstances allows, no more, and the queue is bounded by QueueLimit.
+func TestLaunchesAreBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 1, MaxInstances: 2, QueueLimit: 5})
+		ctx, cancel := context.WithCancel(t.Context())
+		var waits []<-chan acquired
+		for range 5 {
+			waits = append(waits, acquire(ctx, p, nil))
+		}
+		synctest.Wait()
+		if ids := l.ids(); len(ids) != 2 {
+			t.Errorf("launches %v for 5 waiting requests with MaxInstances 2, want 2", ids)
+		}
+		if _, err := p.Acquire(t.Context(), nil, false); !errors.Is(err, ErrQueueFull) {
+			t.Errorf("a sixth request: %v; want ErrQueueFull", err)
+		}
+		cancel()
+		for _, w := range waits {
+			if got := <-w; got.err == nil {
+				t.Errorf("a waiter got %v after its context ended", got.lease)
+			}
+		}
+	})
+}
+
+// TestLaunchThatNeverDialsBack: an invocation whose tunnel never arrives is
+// given up after LaunchTimeout, counted, and replaced for the requests
+// still waiting.
+func TestLaunchThatNeverDialsBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var failures []string
+		p, l := newTestPool(t, Config{MaxConcurrency: 1, LaunchTimeout: 5 * time.Second,
+			OnLaunchFailure: func(c string) { failures = append(failures, c) }})
+		waiting := acquire(t.Context(), p, nil)
+		synctest.Wait()
+		time.Sleep(6 * time.Second)
+		synctest.Wait()
+		ids := l.ids()
+		if len(ids) != 2 || len(failures) != 1 {
+			t.Fatalf("launches %v, failures %v after the first timed out; want a second launch and one failure", ids, failures)
+		}
+		p.Add(newFakeConn(ids[1], 1))
+		if got := <-waiting; got.err != nil {
+			t.Errorf("the waiter: %v; want the second instance", got.err)
+		} else {
+			got.lease.Release()
+		}
+		if st := p.State(); st.Stats.LaunchFailures != 1 || st.ConsecutiveFailures != 0 || st.Pending != 0 {
+			t.Errorf("State = %+v; want one failure, forgotten once an instance joined, nothing pending", st)
+		}
+		for _, id := range ids {
+			l.end(id, nil)
+		}
+	})
+}
