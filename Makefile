@@ -128,7 +128,7 @@ local-down: local-stop
 
 ## local-deploy: cdk bootstrap + cdk deploy onto the local AWS, then run the
 ## deployed data plane (Lambda emulator + ferry-router) on this machine.
-local-deploy: $(CDK) $(LOCAL_BIN)
+local-deploy: layer $(CDK) $(LOCAL_BIN)
 	$(LOCAL_CDK) bootstrap
 	$(LOCAL_CDK) deploy --all --require-approval never
 	$(DIST)/ferry local stop -state $(LOCAL_DIR)
