@@ -4,7 +4,9 @@ import (
 	"path/filepath"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsssm"
 	"github.com/aws/constructs-go/constructs/v10"
 )
 
@@ -82,8 +84,40 @@ func NewFerryStack(scope constructs.Construct, id string, props *FerryStackProps
 	awscdk.NewCfnOutput(stack, str("DashboardUrl"), &awscdk.CfnOutputProps{Value: str(
 		"https://" + *stack.Region() + ".console.aws.amazon.com/cloudwatch/home?region=" + *stack.Region() +
 			"#dashboards:name=" + *s.Observability.Dashboard.DashboardName())})
-	awscdk.NewCfnOutput(stack, str("RoutesParameterName"), &awscdk.CfnOutputProps{Value: s.Router.RoutesParameter.ParameterName(),
-		Description: str("routes beyond the stack's own: ferry routes list|add|remove")})
 	awscdk.NewCfnOutput(stack, str("SampleFunctionName"), &awscdk.CfnOutputProps{Value: s.Sample.Function.FunctionName()})
+	s.exportForFunctions(vpc, tunnel)
 	return s
+}
+
+// exportForFunctions publishes what a function deployed apart from this
+// stack (SAM, another CDK app) needs to join it: exports named
+// <stack>-VpcId, -PrivateSubnetIds (comma-separated), -TunnelSecurityGroupId,
+// -RouterTaskRoleArn and -RoutesParameterName, which rarely change; and
+// the layer ARNs as SSM parameters /ferry/<stack>/layer-arn/{arm64,x86_64},
+// which change with every new layer version: CloudFormation refuses to
+// change an export another stack imports, so an exported layer ARN would
+// lock the layer.
+func (s *FerryStack) exportForFunctions(vpc awsec2.IVpc, tunnel *TunnelEndpoint) {
+	name := *s.Stack.StackName()
+	export := func(id string, value *string, what string) {
+		awscdk.NewCfnOutput(s.Stack, str(id), &awscdk.CfnOutputProps{Value: value, ExportName: str(name + "-" + id), Description: str(what)})
+	}
+	var subnets []*string
+	for _, sn := range *vpc.SelectSubnets(&awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS}).SubnetIds {
+		subnets = append(subnets, sn)
+	}
+	export("VpcId", vpc.VpcId(), "the VPC ferry's functions run in")
+	export("PrivateSubnetIds", awscdk.Fn_Join(str(","), &subnets), "the subnets ferry's functions run in, comma-separated")
+	export("TunnelSecurityGroupId", tunnel.SecurityGroup.SecurityGroupId(), "admit a function's group on the tunnel port here")
+	export("RouterTaskRoleArn", s.Router.TaskRole.RoleArn(), "let this principal invoke a function (lambda add-permission)")
+	export("RoutesParameterName", s.Router.RoutesParameter.ParameterName(), "routes beyond the stack's own: ferry routes list|add|remove")
+	for _, l := range []struct {
+		arch  string
+		layer awslambda.LayerVersion
+	}{{"arm64", s.Layer.Arm64}, {"x86_64", s.Layer.X8664}} {
+		awsssm.NewStringParameter(s.Stack, str("LayerArnParameter"+l.arch), &awsssm.StringParameterProps{
+			ParameterName: str("/ferry/" + name + "/layer-arn/" + l.arch), StringValue: l.layer.LayerVersionArn(),
+			Description: str("ferry's layer for " + l.arch + ": the current version, for functions deployed apart from the stack"),
+		})
+	}
 }

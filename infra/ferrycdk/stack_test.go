@@ -43,6 +43,8 @@ func TestMain(m *testing.M) {
 
 func newApp(ctx map[string]any) awscdk.App {
 	ctx[ferrycdk.CtxArtifactsDir] = artifacts
+	// CloudFormation's own rules, checked as CDK synthesizes: errors.
+	ctx["@aws-cdk/core:validateAgainstDefaultRules"] = true
 	return awscdk.NewApp(&awscdk.AppProps{Context: &ctx})
 }
 
