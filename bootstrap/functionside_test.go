@@ -29,15 +29,16 @@ import (
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
 )
 
-// Built once: the layer (bootstrap + exec wrapper) and the Go sample app.
-var layerDir, goappDir string
+// Built once: the layer (bootstrap + exec wrapper) and the Go sample app;
+// raceDir holds what a race-built bootstrap finds (testbin.RaceLog).
+var layerDir, goappDir, raceDir string
 
 func TestMain(m *testing.M) {
 	root, err := os.MkdirTemp("", "bootstrap-test-")
 	if err != nil {
 		panic(err)
 	}
-	layerDir, goappDir = filepath.Join(root, "layer"), filepath.Join(root, "goapp")
+	layerDir, goappDir, raceDir = filepath.Join(root, "layer"), filepath.Join(root, "goapp"), root
 	os.MkdirAll(layerDir, 0o755)
 	os.MkdirAll(goappDir, 0o755)
 	_, err = testbin.Build(layerDir, "./bootstrap")
@@ -55,6 +56,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if races := testbin.RaceReports(raceDir); races != "" {
+		fmt.Fprintf(os.Stderr, "the race-built bootstrap found data races:\n%s", races)
+		code = 1
+	}
 	os.RemoveAll(root)
 	os.Exit(code)
 }
@@ -62,6 +67,10 @@ func TestMain(m *testing.M) {
 // goFunction is the Go sample app behind the real bootstrap layer.
 func goFunction(name string, timeout time.Duration, env map[string]string) lambdaemu.Function {
 	e := map[string]string{"FERRY_APP_CMD": filepath.Join(goappDir, "goapp"), "FERRY_READINESS_PATH": "/healthz"}
+	for _, kv := range testbin.RaceLog(raceDir) {
+		k, v, _ := strings.Cut(kv, "=")
+		e[k] = v
+	}
 	for k, v := range env {
 		e[k] = v
 	}

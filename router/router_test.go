@@ -58,6 +58,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if races := testbin.RaceReports(dir); races != "" {
+		fmt.Fprintf(os.Stderr, "the race-built router, emulator or bootstrap found data races:\n%s", races)
+		code = 1
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -112,6 +116,10 @@ func startStack(t *testing.T, o stackOpts) *stack {
 		o.memoryMB = 1024
 	}
 	env := map[string]string{"FERRY_APP_CMD": filepath.Join(bins.code, "goapp"), "FERRY_READINESS_PATH": "/healthz"}
+	for _, kv := range testbin.RaceLog(bins.dir) {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
 	for k, v := range o.fnEnv {
 		env[k] = v
 	}
@@ -126,6 +134,7 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	emuAddr := freeAddr(t)
 	s.emulator = "http://" + emuAddr
 	emu := exec.Command(bins.emulator, "-config", cfgPath, "-listen", emuAddr)
+	emu.Env = append(os.Environ(), testbin.RaceLog(bins.dir)...)
 	emuLog := &syncBuf{}
 	emu.Stdout, emu.Stderr = emuLog, emuLog
 	if err := emu.Start(); err != nil {
@@ -147,6 +156,7 @@ func startStack(t *testing.T, o stackOpts) *stack {
 		"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_ENDPOINT_URL_LAMBDA="+s.emulator,
 		"FERRY_ROUTER_ROUTES=app=/", "FERRY_ROUTER_LISTEN="+ingress, "FERRY_ROUTER_ADMIN_LISTEN="+admin,
 		"FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_METRICS_INTERVAL=1s", "FERRY_ROUTER_SHUTDOWN_TIMEOUT=5s")
+	s.router.Env = append(s.router.Env, testbin.RaceLog(bins.dir)...)
 	for k, v := range o.routerEnv {
 		s.router.Env = append(s.router.Env, k+"="+v)
 	}
