@@ -1282,4 +1282,19 @@ func TestRoutesFromParameter(t *testing.T) {
 	if got := s.get("/echo"); got.status != http.StatusOK {
 		t.Errorf("GET /echo after the parameter emptied: %d, want the configured route to stay", got.status)
 	}
+
+	// Deleted, the parameter takes its routes with it, and says so once;
+	// made again (its version starts again at 1), it is read again.
+	put(`{"routes": [{"function": "app", "path_prefix": "/work"}]}`)
+	until(http.StatusOK)
+	if _, err := params.DeleteParameter(t.Context(), &ssm.DeleteParameterInput{Name: aws.String(name)}); err != nil {
+		t.Fatal(err)
+	}
+	until(http.StatusNotFound)
+	time.Sleep(3 * time.Second) // three more polls
+	if n := strings.Count(s.routerLog.String(), "does not exist"); n != 1 {
+		t.Errorf("%d warnings that the parameter does not exist over several polls, want 1", n)
+	}
+	put(`{"routes": [{"function": "app", "path_prefix": "/work"}]}`)
+	until(http.StatusOK)
 }

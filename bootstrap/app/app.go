@@ -51,11 +51,13 @@ type Supervisor struct {
 	mu   sync.Mutex // serializes starts; guards proc
 	proc *process   // nil before the first start
 
-	// suspect is set when a connection to the app broke under a request:
-	// the app may be dying, and a request written to it now could be
-	// reset unseen or seen, with no telling which. Until the app answers
-	// its readiness path again, each request is sent only after it does.
-	suspect atomic.Bool
+	// suspect counts connections that broke under a request since the app
+	// last proved it takes connections (0: it has). The app may be dying,
+	// and a request written to it now could be reset unseen or seen, with
+	// no telling which: while suspect, each request is sent only after the
+	// app answers a probe. A count, so that a probe that began before a
+	// later break does not clear it.
+	suspect atomic.Uint64
 }
 
 type process struct {
@@ -150,7 +152,7 @@ func (s *Supervisor) startLocked(ctx context.Context) error {
 		proctree.Signal(cmd.Process.Pid, syscall.SIGKILL)
 		return err
 	}
-	s.suspect.Store(false)
+	s.suspect.Store(0)
 	s.log.Info("app ready", "cmd", s.cfg.Cmd, "port", s.cfg.Port, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -175,23 +177,43 @@ func (s *Supervisor) awaitReady(ctx context.Context, p *process) error {
 	}
 }
 
-// answers asks the app's readiness path once, on a connection of its own.
+// answers asks the app's readiness path once, on a connection of its own:
+// an error if it does not answer, or answers 500 or more.
 func (s *Supervisor) answers(ctx context.Context) error {
+	status, err := s.ask(ctx)
+	if err == nil && status >= 500 {
+		err = fmt.Errorf("readiness path answered %d", status)
+	}
+	return err
+}
+
+// takesConnections reports whether the app takes connections and reads
+// what is sent on them: it answered a probe, whatever it said (an app
+// whose health check fails on its database still runs requests), or kept
+// the probe waiting (busy, not dead). A connection refused, reset or
+// closed unanswered is the error.
+func (s *Supervisor) takesConnections(ctx context.Context) error {
+	_, err := s.ask(ctx)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil
+	}
+	return err
+}
+
+// ask sends one GET to the readiness path, waiting at most 500 ms.
+func (s *Supervisor) ask(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.target.String()+s.cfg.ReadinessPath, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resp, err := s.probe.Do(req)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resp.Body.Close()
-	if resp.StatusCode >= 500 {
-		return fmt.Errorf("readiness path answered %d", resp.StatusCode)
-	}
-	return nil
+	return resp.StatusCode, nil
 }
 
 // ensure restarts the app if it has died.
@@ -217,13 +239,13 @@ type restartingTransport struct {
 }
 
 func (t *restartingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.s.suspect.Load() {
-		// Ask first: a readiness probe refused or reset costs nothing,
-		// and this request has not been sent.
-		if err := t.s.answers(req.Context()); err != nil {
+	if breaks := t.s.suspect.Load(); breaks > 0 {
+		// Ask first: a probe refused or reset costs nothing, and this
+		// request has not been sent.
+		if err := t.s.takesConnections(req.Context()); err != nil {
 			return t.refused(req, &unreachableError{err}, false)
 		}
-		t.s.suspect.Store(false)
+		t.s.suspect.CompareAndSwap(breaks, 0)
 	}
 	resp, err := t.base.RoundTrip(req)
 	if err != nil && !isDialError(err) && req.Context().Err() == nil {
@@ -234,7 +256,7 @@ func (t *restartingTransport) RoundTrip(req *http.Request) (*http.Response, erro
 		// the supervisor knew). So is a fresh connection to a dying app:
 		// Linux may release its connections before its port. Later
 		// requests wait for the app to answer its readiness path.
-		t.s.suspect.Store(true)
+		t.s.suspect.Add(1)
 		t.base.CloseIdleConnections()
 	}
 	if err == nil || !isDialError(err) {

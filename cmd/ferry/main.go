@@ -197,14 +197,15 @@ func metrics(ctx context.Context, args []string, stdout, stderr io.Writer) error
 const localAWSFile = "local-aws.json"
 
 // awsConfig is the AWS configuration from the environment, as for any AWS
-// tool. Where the environment names no AWS (no endpoint, profile or keys)
-// and the state directory describes a local AWS (make local-up), it is that
-// one, and stderr says so: the commands make local-deploy prints then work
-// as printed.
+// tool. Where this machine is configured for no AWS at all (no endpoint,
+// profile, keys, role or shared config file) and the state directory
+// describes a local AWS on loopback (make local-up), it is that one, and
+// stderr says so: the commands make local-deploy prints then work as
+// printed, and nobody set up for a real account is sent to a local one.
 func awsConfig(ctx context.Context, state string, stderr io.Writer) (aws.Config, error) {
 	path := filepath.Join(state, localAWSFile)
 	b, err := os.ReadFile(path)
-	if err != nil || os.Getenv("AWS_ENDPOINT_URL") != "" || os.Getenv("AWS_PROFILE") != "" || os.Getenv("AWS_ACCESS_KEY_ID") != "" {
+	if err != nil || realAWSConfigured() {
 		cfg, err := awsconfig.LoadDefaultConfig(ctx)
 		if err != nil {
 			return cfg, fmt.Errorf("AWS configuration: %w", err)
@@ -212,8 +213,8 @@ func awsConfig(ctx context.Context, state string, stderr io.Writer) (aws.Config,
 		return cfg, nil
 	}
 	var local struct{ Endpoint, Region string }
-	if err := json.Unmarshal(b, &local); err != nil || local.Endpoint == "" || local.Region == "" {
-		return aws.Config{}, fmt.Errorf("%s does not describe a local AWS (want endpoint and region): run make local-up again", path)
+	if err := json.Unmarshal(b, &local); err != nil || local.Endpoint == "" || local.Region == "" || !loopback(local.Endpoint) {
+		return aws.Config{}, fmt.Errorf("%s does not describe a local AWS (want an endpoint on this machine and a region): run make local-up again", path)
 	}
 	fmt.Fprintf(stderr, "ferry: using the local AWS at %s (from %s; AWS_ENDPOINT_URL or AWS_PROFILE chooses another)\n", local.Endpoint, path)
 	cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(local.Region), awsconfig.WithBaseEndpoint(local.Endpoint),
@@ -224,6 +225,42 @@ func awsConfig(ctx context.Context, state string, stderr io.Writer) (aws.Config,
 		return cfg, fmt.Errorf("AWS configuration: %w", err)
 	}
 	return cfg, nil
+}
+
+// realAWSConfigured reports whether the environment or the shared files
+// name an AWS account's credentials or endpoint, as the SDK would find
+// them. (A role from the instance's metadata cannot be seen without
+// asking; a machine that has one rarely runs a local AWS in .local/.)
+func realAWSConfigured() bool {
+	for _, k := range []string{"AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID",
+		"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"} {
+		if os.Getenv(k) != "" {
+			return true
+		}
+	}
+	home, _ := os.UserHomeDir()
+	for _, f := range []struct{ env, def string }{
+		{"AWS_CONFIG_FILE", filepath.Join(home, ".aws", "config")},
+		{"AWS_SHARED_CREDENTIALS_FILE", filepath.Join(home, ".aws", "credentials")},
+	} {
+		path := os.Getenv(f.env)
+		if path == "" {
+			path = f.def
+		}
+		if _, err := os.Stat(path); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// loopback reports whether endpoint is an address on this machine.
+func loopback(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return false
+	}
+	return u.Hostname() == "localhost" || net.ParseIP(u.Hostname()).IsLoopback()
 }
 
 // unanswered says, for a call that found nobody listening, where it went,
@@ -237,7 +274,7 @@ func unanswered(err error, cfg aws.Config) error {
 	if endpoint == "" {
 		endpoint = os.Getenv("AWS_ENDPOINT_URL")
 	}
-	if u, perr := url.Parse(endpoint); perr == nil && (u.Hostname() == "localhost" || net.ParseIP(u.Hostname()).IsLoopback()) {
+	if loopback(endpoint) {
 		return fmt.Errorf("nothing answers at %s: start the local AWS with make local-up (%w)", endpoint, err)
 	}
 	return err

@@ -114,6 +114,27 @@ func TestFindsTheLocalAWS(t *testing.T) {
 			t.Errorf("err %v, stderr %q; want the refusing endpoint named", err, stderr.String())
 		}
 	})
+	t.Run("set up for a real account: the local AWS is not used", func(t *testing.T) {
+		t.Chdir(t.TempDir())
+		describe(".local", endpoint)
+		creds := filepath.Join(t.TempDir(), "credentials")
+		os.WriteFile(creds, []byte("[default]\n"), 0o600)
+		t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
+		t.Setenv("AWS_REGION", "us-east-1")
+		var stderr bytes.Buffer
+		cfg, err := awsConfig(context.Background(), ".local", &stderr)
+		if err != nil || cfg.BaseEndpoint != nil || strings.Contains(stderr.String(), "using the local AWS") {
+			t.Errorf("endpoint %v, err %v, stderr %q: want the SDK's own configuration", aws.ToString(cfg.BaseEndpoint), err, stderr.String())
+		}
+	})
+	t.Run("a description pointing off this machine", func(t *testing.T) {
+		t.Chdir(t.TempDir())
+		describe(".local", "http://203.0.113.7:4566")
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), []string{"metrics", "-function", "app"}, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "does not describe a local AWS") {
+			t.Errorf("err %v; want an endpoint off this machine refused", err)
+		}
+	})
 	t.Run("a description that is not one", func(t *testing.T) {
 		t.Chdir(t.TempDir())
 		os.MkdirAll(".local", 0o755)
@@ -163,6 +184,7 @@ func TestRoutesCommand(t *testing.T) {
 		{[]string{"routes", "add", "-function", "api", "-host", "api.example.com", "-path", "/v1", "-policy", "spread"}, 0, "route added: api.example.com/v1 -> api"},
 		{[]string{"routes", "add", "-function", "web", "-path", "/"}, 0, "route added"},
 		{[]string{"routes", "add", "-function", "api", "-host", "api.example.com", "-path", "/v1"}, 1, "already routes"},
+		{[]string{"routes", "add", "-function", "other", "-host", "API.example.com", "-path", "/v1/"}, 1, "already routes api.example.com/v1 to api"},
 		{[]string{"routes", "add", "-function", "api", "-path", "/v2", "-policy", "pack"}, 2, "policy spread on one route, pack on another"},
 		{[]string{"routes", "add", "-function", "bad", "-path", "v1"}, 2, "must start with /"},
 		{[]string{"routes", "add", "-host", "x"}, 2, "-function is required"},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -78,7 +79,9 @@ func routes(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return nil
 	case "add":
 		for _, r := range current {
-			if same(r, rt) {
+			if sameRequests(r, rt) {
+				// One of them would never match: refuse, rather than
+				// report a route in force that serves nothing.
 				return fmt.Errorf("%s already routes %s%s to %s", name, r.Host, orAny(r.PathPrefix), r.Function)
 			}
 		}
@@ -142,7 +145,14 @@ func readRoutes(ctx context.Context, api *ssm.Client, name string) ([]config.Rou
 
 // same reports whether two routes match the same requests to one function.
 func same(a, b config.Route) bool {
-	return a.Function == b.Function && a.Host == b.Host && a.PathPrefix == b.PathPrefix
+	return a.Function == b.Function && sameRequests(a, b)
+}
+
+// sameRequests reports whether two routes match the same requests, as the
+// router matches them: hosts without regard to case, prefixes without a
+// trailing slash.
+func sameRequests(a, b config.Route) bool {
+	return strings.EqualFold(a.Host, b.Host) && strings.TrimSuffix(a.PathPrefix, "/") == strings.TrimSuffix(b.PathPrefix, "/")
 }
 
 func orAny(s string) string {

@@ -82,8 +82,9 @@ type RouterService struct {
 	URL          string
 	// RoutesParameter holds routes beyond the stack's own, as a routes
 	// document, which the router reads every 2 s (ferry routes edits it).
-	// The template sets its value only at creation: routes added there
-	// outlive the next deploy.
+	// CloudFormation writes its value when it creates it, and again only
+	// if the resource's own properties change (they are constant here):
+	// routes added there outlive deploys.
 	RoutesParameter awsssm.StringParameter
 
 	tunnel *TunnelEndpoint
@@ -149,6 +150,9 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 	r.RoutesParameter = awsssm.NewStringParameter(scope, str(id+"Routes"), &awsssm.StringParameterProps{
 		ParameterName: str(config.RoutesParameterName(*awscdk.Stack_Of(scope).StackName())),
 		StringValue:   str(`{"routes": []}`),
+		// As ferry routes writes it: a tier the template named otherwise
+		// could not be changed back once the document outgrew 4 KB.
+		Tier: awsssm.ParameterTier_INTELLIGENT_TIERING,
 		Description:   str("ferry-router: routes beyond the stack's own (ferry routes add|remove); read every 2 s"),
 	})
 	// Exactly the call the router makes (GrantRead adds three more).

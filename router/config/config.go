@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -349,11 +350,17 @@ func Combine(lists ...[]Route) ([]Route, error) {
 	return out, mergeFunctionOptions(out)
 }
 
+// functionName is what Lambda takes as a function: a name, a partial or
+// whole ARN, a qualifier. (A name is also a metrics dimension.)
+var functionName = regexp.MustCompile(`^[A-Za-z0-9_.:$-]{1,170}$`)
+
 func validateRoutes(rs []Route) error {
 	for _, r := range rs {
 		switch {
 		case r.Function == "":
 			return fmt.Errorf("route %+v: missing function", r)
+		case !functionName.MatchString(r.Function):
+			return fmt.Errorf("route to %q: not a Lambda function name or ARN", r.Function)
 		case r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/"):
 			return fmt.Errorf("route to %s: path prefix %q must start with /", r.Function, r.PathPrefix)
 		case r.MaxConcurrency < 0 || r.MaxConcurrency > 1600:

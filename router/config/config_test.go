@@ -242,3 +242,23 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// TestRouteFunctionNames: a route names a Lambda function by name or ARN;
+// anything else (a routes parameter is written by hand) is refused before
+// it reaches an invoke or a metrics dimension.
+func TestRouteFunctionNames(t *testing.T) {
+	for _, tc := range []struct {
+		doc string
+		ok  bool
+	}{
+		{`{"routes": [{"function": "my-api_2"}]}`, true},
+		{`{"routes": [{"function": "arn:aws:lambda:us-east-1:123456789012:function:my-api:live"}]}`, true},
+		{`{"routes": [{"function": "my api"}]}`, false},
+		{`{"routes": [{"function": "../admin"}]}`, false},
+		{`{"routes": [{"function": "` + strings.Repeat("f", 171) + `"}]}`, false},
+	} {
+		if _, err := ParseRoutesDocument([]byte(tc.doc)); (err == nil) != tc.ok {
+			t.Errorf("%s: err %v, want ok %v", tc.doc, err, tc.ok)
+		}
+	}
+}

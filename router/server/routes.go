@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/ferryrun/ferry/router/config"
 )
@@ -20,8 +22,11 @@ type ParameterAPI interface {
 
 // routesState is what the watcher last read from the routes parameter.
 type routesState struct {
-	version int64  // the parameter version in force; 0 before any
-	problem string // the last problem logged, so that each is said once
+	value   string // the document in force; "" for none
+	problem string // the kind of the last problem logged, so that each is said once
+	// options are the pool options each function's pool was made with:
+	// a document that asks others for it is told to wait for a restart.
+	options map[string]config.Route
 }
 
 // WatchRoutes reads the routes parameter (config.RoutesParameter) now and
@@ -30,22 +35,24 @@ type routesState struct {
 // that cannot be used, leaves the routes in force as they are and says why
 // once, until the problem changes.
 func (r *Router) WatchRoutes(ctx context.Context, api ParameterAPI) {
-	t := time.NewTicker(r.cfg.RoutesPoll)
-	defer t.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, max(r.cfg.RoutesPoll, 5*time.Second))
 		r.RefreshRoutes(rctx, api)
 		cancel()
+		// Each replica at its own moment: polls in lockstep would meet
+		// SSM's account-wide rate all at once.
+		jitter := time.Duration(rand.Int64N(int64(r.cfg.RoutesPoll)/5 + 1))
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(r.cfg.RoutesPoll*9/10 + jitter):
 		}
 	}
 }
 
-// RefreshRoutes reads the routes parameter once and, if it has a new
-// version, puts its routes in force. It returns what kept it from doing so.
+// RefreshRoutes reads the routes parameter once and, if its document
+// changed, puts its routes in force. A parameter that no longer exists
+// takes its routes with it. It returns what kept it from doing so.
 func (r *Router) RefreshRoutes(ctx context.Context, api ParameterAPI) error {
 	name := r.cfg.RoutesParameter
 	out, err := api.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name)})
@@ -53,34 +60,57 @@ func (r *Router) RefreshRoutes(ctx context.Context, api ParameterAPI) error {
 		err = errors.New("GetParameter returned no parameter")
 	}
 	var missing *ssmtypes.ParameterNotFound
+	value, kind, version := "", "", int64(0)
 	switch {
 	case errors.As(err, &missing):
-		err = fmt.Errorf("routes parameter %s does not exist: serving the configured routes only", name)
+		err, kind = fmt.Errorf("routes parameter %s does not exist: serving the configured routes only", name), "missing"
 	case err != nil:
-		err = fmt.Errorf("reading routes parameter %s: %w", name, err)
+		err, kind = fmt.Errorf("reading routes parameter %s: %w", name, err), "read "+errorKind(err)
+	default:
+		value, version = aws.ToString(out.Parameter.Value), out.Parameter.Version
 	}
 	r.routesMu.Lock()
 	defer r.routesMu.Unlock()
-	if err == nil && out.Parameter.Version != r.routes.version {
+	if (err == nil || kind == "missing") && value != r.routes.value {
 		var extra []config.Route
-		if extra, err = config.ParseRoutesDocument([]byte(aws.ToString(out.Parameter.Value))); err == nil {
-			err = r.setRoutesLocked(extra)
+		var perr error
+		if value != "" {
+			extra, perr = config.ParseRoutesDocument([]byte(value))
 		}
-		if err != nil {
-			err = fmt.Errorf("routes parameter %s version %d: %w; the routes in force stay", name, out.Parameter.Version, err)
-		} else {
-			r.routes.version = out.Parameter.Version
-			r.log.Info("routes updated", "parameter", name, "version", out.Parameter.Version, "routes", len(extra))
+		if perr == nil {
+			perr = r.setRoutesLocked(extra)
+		}
+		switch {
+		case perr != nil:
+			err, kind = fmt.Errorf("routes parameter %s version %d: %w; the routes in force stay", name, version, perr), "use "+perr.Error()
+		case value != "":
+			r.routes.value = value
+			r.log.Info("routes updated", "parameter", name, "version", version, "routes", len(extra))
+		default:
+			r.routes.value = ""
 		}
 	}
+	if err == nil || kind == "missing" {
+		r.routesRead.Store(true) // and it stays: a later failed read changes no route
+	}
 	switch {
-	case err != nil && err.Error() != r.routes.problem:
+	case err != nil && kind != r.routes.problem:
 		r.log.Warn(err.Error())
-		r.routes.problem = err.Error()
-	case err == nil && r.routes.problem != "":
+		r.routes.problem = kind
+	case err == nil:
 		r.routes.problem = ""
 	}
 	return err
+}
+
+// errorKind names what went wrong in a way that stays the same from one
+// poll to the next (an AWS error's code, not its request id).
+func errorKind(err error) string {
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		return api.ErrorCode()
+	}
+	return fmt.Sprintf("%T", errors.Unwrap(err))
 }
 
 // setRoutesLocked puts the configured routes and extra in force.
@@ -89,6 +119,12 @@ func (r *Router) setRoutesLocked(extra []config.Route) error {
 	if err != nil {
 		return err
 	}
+	for _, rt := range all {
+		if made, ok := r.routes.options[rt.Function]; ok && !sameOptions(made, rt) {
+			r.log.Warn("a route asks other pool options than the function's pool was made with: they take effect when the router restarts",
+				"function", rt.Function, "max_concurrency", rt.MaxConcurrency, "policy", rt.Policy, "plain", rt.Plain)
+		}
+	}
 	routes, pools, err := r.table(all)
 	if err != nil {
 		return err
@@ -96,4 +132,8 @@ func (r *Router) setRoutesLocked(extra []config.Route) error {
 	// Pools first: an instance a new route launches dials back at once.
 	r.pools.Store(&pools)
 	return r.ingress.SetRoutes(routes, pools)
+}
+
+func sameOptions(a, b config.Route) bool {
+	return a.MaxConcurrency == b.MaxConcurrency && a.Policy == b.Policy && a.Plain == b.Plain
 }

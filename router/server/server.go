@@ -54,8 +54,13 @@ type Router struct {
 	// when routes add one (a function whose routes go keeps its pool: its
 	// instances finish what they hold and idle out).
 	pools    atomic.Pointer[map[string]*pool.Pool]
-	routesMu sync.Mutex // serializes route changes
-	routes   routesState
+	routesMu sync.Mutex  // serializes route changes
+	routes   routesState // guarded by routesMu
+	// routesRead: the routes parameter, if any, has been read (or found
+	// missing) at least once; until then /readyz says not ready, for at
+	// most routesGrace after start.
+	routesRead atomic.Bool
+	started    time.Time
 
 	shuttingDown atomic.Bool
 	refusals     loglimit.Limiter
@@ -78,7 +83,9 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, log: log, pin: tunnel.Pin(cert.Leaf), metrics: metrics.New(cfg.MetricsInterval, log, sinks...)}
+	r := &Router{cfg: cfg, log: log, pin: tunnel.Pin(cert.Leaf), metrics: metrics.New(cfg.MetricsInterval, log, sinks...),
+		started: time.Now(), routes: routesState{options: map[string]config.Route{}}}
+	r.routesRead.Store(cfg.RoutesParameter == "")
 	r.pools.Store(&map[string]*pool.Pool{})
 
 	inv, err := invoke.New(invoke.Config{
@@ -129,6 +136,9 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	return r, nil
 }
 
+// routesGrace bounds how long /readyz waits for the routes parameter.
+const routesGrace = time.Minute
+
 // pool is fn's pool, or nil for a function never routed.
 func (r *Router) pool(fn string) *pool.Pool { return (*r.pools.Load())[fn] }
 
@@ -162,6 +172,7 @@ func (r *Router) table(rs []config.Route) ([]proxy.Route, map[string]*pool.Pool,
 			return nil, nil, err
 		}
 		pools[rt.Function] = p
+		r.routes.options[rt.Function] = rt
 	}
 	return routes, pools, nil
 }
@@ -288,6 +299,13 @@ func (r *Router) adminHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if r.shuttingDown.Load() {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if !r.routesRead.Load() && time.Since(r.started) < routesGrace {
+			// A task that could not read its routes yet would answer 404
+			// for every route kept there: not in service until it has,
+			// within a bound, so that an SSM outage cannot stop deploys.
+			http.Error(w, "routes parameter not read yet", http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ready\n")
