@@ -152,8 +152,8 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		StringValue:   str(`{"routes": []}`),
 		// As ferry routes writes it: a tier the template named otherwise
 		// could not be changed back once the document outgrew 4 KB.
-		Tier: awsssm.ParameterTier_INTELLIGENT_TIERING,
-		Description:   str("ferry-router: routes beyond the stack's own (ferry routes add|remove); read every 2 s"),
+		Tier:        awsssm.ParameterTier_INTELLIGENT_TIERING,
+		Description: str("ferry-router: routes beyond the stack's own (ferry routes add|remove); read every 2 s"),
 	})
 	// Exactly the call the router makes (GrantRead adds three more).
 	r.TaskRole.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
