@@ -7,7 +7,7 @@ STAMP   := -X github.com/ferryrun/ferry/internal/version.stamp=$(VERSION)
 LDFLAGS := -s -w $(STAMP)
 export CGO_ENABLED := 0
 
-.PHONY: all build layer synth deploy destroy test e2e fuzz lint demo bench clean local-up local-down local-deploy local-stop local-destroy metrics
+.PHONY: all build layer synth deploy destroy test e2e fuzz lint demo bench soak clean local-up local-down local-deploy local-stop local-destroy metrics
 
 all: build
 
@@ -45,6 +45,14 @@ bench:
 	$(call local-binaries,$(DIST)/bench)
 	$(GO) build -trimpath -o $(DIST)/bench/bench ./bench
 	$(DIST)/bench/bench -dist $(DIST)/bench $(BENCH_FLAGS)
+
+## soak: steady mixed load through the local stack for SOAK_FOR (30m), a row
+## a minute of the router's memory, goroutines and descriptors; fails on an error.
+SOAK_FOR ?= 30m
+soak:
+	$(call local-binaries,$(DIST)/bench)
+	$(GO) build -trimpath -o $(DIST)/bench/bench ./bench
+	$(DIST)/bench/bench -dist $(DIST)/bench -soak $(SOAK_FOR)
 
 ## layer: dist/ferry-layer-{arm64,x86_64}.zip and dist/sample-app-{arm64,x86_64}.zip, reproducibly.
 layer:

@@ -80,6 +80,8 @@ func main() {
 	flag.StringVar(&only, "only", "", "comma-separated sections to run (default all): "+names())
 	var demo time.Duration
 	flag.DurationVar(&demo, "demo", 0, "make demo instead of the suite: the api and seed workloads for this long each, ferry against plain Lambda, printed only")
+	var soak time.Duration
+	flag.DurationVar(&soak, "soak", 0, "make soak instead of the suite: steady mixed load for this long, the router's memory, goroutines and descriptors a row a minute")
 	flag.StringVar(&savedEnv, "saved-env", "", "K=V,... added to the ferry functions' environment in section saved (try FERRY_CPU_BUDGET=0.1)")
 	flag.StringVar(&o.logs, "logs", "", "directory to keep section saved's router (debug) and emulator logs in, to see why an invocation started or ended")
 	flag.Parse()
@@ -110,13 +112,21 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if demo > 0 {
-		if err := checkDist(o.dist); err != nil {
-			fmt.Fprintln(os.Stderr, "demo:", err)
-			os.Exit(1)
+	// make soak and make demo instead of the suite.
+	for _, m := range []struct {
+		name string
+		d    time.Duration
+		run  func(context.Context, options, time.Duration, io.Writer) error
+	}{{"soak", soak, runSoak}, {"demo", demo, runDemo}} {
+		if m.d <= 0 {
+			continue
 		}
-		if err := runDemo(ctx, o, demo, os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, "demo:", err)
+		err := checkDist(o.dist)
+		if err == nil {
+			err = m.run(ctx, o, m.d, os.Stdout)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, m.name+":", err)
 			os.Exit(1)
 		}
 		return
