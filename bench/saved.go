@@ -91,6 +91,26 @@ func savedCombos(o options) []combo {
 }
 
 // fnName is the emulator function a run uses at mem.
+// keepLogs, with bench -logs DIR, sends the stack's emulator and router
+// output to DIR/<section>-emulator.log and DIR/<section>-router.log; the
+// returned function closes them.
+func (o options) keepLogs(lc *localrun.Config, section string) (func(), error) {
+	if o.logs == "" {
+		return func() {}, nil
+	}
+	emu, err := os.Create(filepath.Join(o.logs, section+"-emulator.log"))
+	if err != nil {
+		return nil, err
+	}
+	router, err := os.Create(filepath.Join(o.logs, section+"-router.log"))
+	if err != nil {
+		emu.Close()
+		return nil, err
+	}
+	lc.Log, lc.RouterLog = emu, router
+	return func() { emu.Close(); router.Close() }, nil
+}
+
 func fnName(run string, mem int) string { return fmt.Sprintf("%s-%d", run, mem) }
 
 // savedSection: ferry, limit 1 through the router, and plain Lambda, side by
@@ -120,18 +140,13 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 	}
 	lc := localrun.Config{Dist: o.dist, Functions: fns}
 	if o.logs != "" {
-		emu, err := os.Create(filepath.Join(o.logs, "saved-emulator.log"))
-		if err != nil {
-			return nil, err
-		}
-		defer emu.Close()
-		router, err := os.Create(filepath.Join(o.logs, "saved-router.log"))
-		if err != nil {
-			return nil, err
-		}
-		defer router.Close()
-		lc.Log, lc.RouterLog, lc.RouterEnv = emu, router, []string{"FERRY_ROUTER_LOG_LEVEL=debug"}
+		lc.RouterEnv = []string{"FERRY_ROUTER_LOG_LEVEL=debug"}
 	}
+	closeLogs, err := o.keepLogs(&lc, "saved")
+	if err != nil {
+		return nil, err
+	}
+	defer closeLogs()
 	st, err := localrun.Start(ctx, lc)
 	if err != nil {
 		return nil, err

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -46,19 +45,11 @@ func runSoak(ctx context.Context, o options, d time.Duration, out io.Writer) err
 	fn := fnName("soak", mem)
 	lc := localrun.Config{Dist: o.dist, Functions: []localrun.Function{{Name: fn, MemoryMB: mem, Concurrency: 300}},
 		RouterEnv: []string{"FERRY_ROUTER_PPROF=true"}}
-	if o.logs != "" { // bench -logs DIR: the router's and the emulator's logs
-		emu, err := os.Create(filepath.Join(o.logs, "soak-emulator.log"))
-		if err != nil {
-			return err
-		}
-		defer emu.Close()
-		router, err := os.Create(filepath.Join(o.logs, "soak-router.log"))
-		if err != nil {
-			return err
-		}
-		defer router.Close()
-		lc.Log, lc.RouterLog = emu, router
+	closeLogs, err := o.keepLogs(&lc, "soak")
+	if err != nil {
+		return err
 	}
+	defer closeLogs()
 	st, err := localrun.Start(ctx, lc)
 	if err != nil {
 		return err

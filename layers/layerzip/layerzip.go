@@ -50,11 +50,11 @@ func SampleZip(dir string, a Arch) string {
 // Build writes the layer zip and the sample app zip for each architecture
 // into outDir. root is the module root.
 func Build(ctx context.Context, root, outDir string) ([]Artifact, error) {
-	out, err := BuildLayers(ctx, root, outDir)
+	version := Version(ctx, root)
+	out, err := buildLayers(ctx, root, outDir, version)
 	if err != nil {
 		return nil, err
 	}
-	version := Version(ctx, root)
 	for _, a := range Arches {
 		app, err := goBuild(ctx, root, "./examples/goapp", a.GOARCH, version)
 		if err != nil {
@@ -74,6 +74,10 @@ func Build(ctx context.Context, root, outDir string) ([]Artifact, error) {
 
 // BuildLayers writes the layer zip for each architecture into outDir.
 func BuildLayers(ctx context.Context, root, outDir string) ([]Artifact, error) {
+	return buildLayers(ctx, root, outDir, Version(ctx, root))
+}
+
+func buildLayers(ctx context.Context, root, outDir, version string) ([]Artifact, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -81,7 +85,6 @@ func BuildLayers(ctx context.Context, root, outDir string) ([]Artifact, error) {
 	if err != nil {
 		return nil, err
 	}
-	version := Version(ctx, root)
 	var out []Artifact
 	for _, a := range Arches {
 		boot, err := goBuild(ctx, root, "./bootstrap", a.GOARCH, version)
