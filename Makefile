@@ -7,7 +7,7 @@ STAMP   := -X github.com/ferryrun/ferry/internal/version.stamp=$(VERSION)
 LDFLAGS := -s -w $(STAMP)
 export CGO_ENABLED := 0
 
-.PHONY: all build layer synth deploy destroy test e2e fuzz lint demo bench soak clean local-up local-down local-deploy local-stop local-destroy metrics
+.PHONY: all build layer synth deploy destroy test e2e fuzz lint demo bench soak clean local-up local-down local-deploy local-start local-stop local-destroy metrics
 
 all: build
 
@@ -136,11 +136,19 @@ local-down: local-stop
 
 ## local-deploy: cdk bootstrap + cdk deploy onto the local AWS, then run the
 ## deployed data plane (Lambda emulator + ferry-router) on this machine.
+define start-dataplane
+	$(DIST)/ferry local stop -state $(LOCAL_DIR)
+	$(LOCAL_AWS) $(DIST)/ferry local start -stack $(LOCAL_STACK) -state $(LOCAL_DIR) -bin $(DIST) -ingress $(LOCAL_INGRESS)
+endef
 local-deploy: layer $(CDK) $(LOCAL_BIN)
 	$(LOCAL_CDK) bootstrap
 	$(LOCAL_CDK) deploy --all --require-approval never
-	$(DIST)/ferry local stop -state $(LOCAL_DIR)
-	$(LOCAL_AWS) $(DIST)/ferry local start -stack $(LOCAL_STACK) -state $(LOCAL_DIR) -bin $(DIST) -ingress $(LOCAL_INGRESS)
+	$(start-dataplane)
+
+## local-start: (re)start the data plane on what the local AWS holds now:
+## the stack's functions and any attached since (ferry attach).
+local-start: $(LOCAL_BIN)
+	$(start-dataplane)
 
 ## local-stop: stop the local data plane (the local AWS keeps running).
 local-stop: $(DIST)/ferry

@@ -207,7 +207,7 @@ func TestLocalAWS(t *testing.T) {
 		const missing = "ferry-e2e-missing"
 		ferryCLI := filepath.Join(e.dist, "ferry")
 		asUser(t, ferryCLI+" routes add -function "+missing+" -host missing.example -state "+e.dir)
-		awaitRoute(t, st.ClientURL, "missing.example", func(status int, body string) bool {
+		awaitRoute(t, st.ClientURL, "missing.example", "/healthz", func(status int, body string) bool {
 			return status >= 500 && strings.Contains(body, missing)
 		})
 		out := asUser(t, ferryCLI+" routes list -state "+e.dir)
@@ -215,10 +215,17 @@ func TestLocalAWS(t *testing.T) {
 			t.Errorf("ferry routes list:\n%s\nwant the added route", out)
 		}
 		asUser(t, ferryCLI+" routes remove -function "+missing+" -host missing.example -state "+e.dir)
-		awaitRoute(t, st.ClientURL, "missing.example", func(status int, _ string) bool { return status == http.StatusOK })
+		awaitRoute(t, st.ClientURL, "missing.example", "/healthz", func(status int, _ string) bool { return status == http.StatusOK })
+
+		// 5. A function created apart from the stack, put behind it with
+		// ferry attach, serves through the router; ferry detach leaves
+		// nothing of ferry on it or around it.
+		if restarted := attachDetach(t, e, cfg, outputs); restarted.ClientURL != "" {
+			st = restarted
+		}
 	}
 
-	// 5. Tear down; nothing ferry started may be left running.
+	// 6. Tear down; nothing ferry started may be left running.
 	e.make(5*time.Minute, "local-destroy")
 	if ownAWS {
 		e.make(time.Minute, "local-down")
@@ -512,13 +519,12 @@ func asUser(t *testing.T, line string) string {
 	return string(b)
 }
 
-// awaitRoute waits up to 5 s for GET /healthz with host to answer as ok
-// says.
-func awaitRoute(t *testing.T, clientURL, host string, ok func(status int, body string) bool) {
+// awaitRoute waits up to 5 s for GET path with host to answer as ok says.
+func awaitRoute(t *testing.T, clientURL, host, path string, ok func(status int, body string) bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		req, _ := http.NewRequestWithContext(t.Context(), "GET", clientURL+"/healthz", nil)
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", clientURL+path, nil)
 		req.Host = host
 		resp, err := http.DefaultClient.Do(req)
 		var status int
@@ -532,7 +538,7 @@ func awaitRoute(t *testing.T, clientURL, host string, ok func(status int, body s
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("GET /healthz for host %s: %d %q %v, not what the routes should make it within 5s", host, status, body, err)
+			t.Fatalf("GET %s for host %s: %d %q %v, not what the routes should make it within 5s", path, host, status, body, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

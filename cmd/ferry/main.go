@@ -2,13 +2,16 @@
 //
 //	ferry metrics -function NAME [-since 1h | -start T -end T] [-period 1m] [-json] [-png FILE]
 //	ferry routes list|add|remove [-function NAME -host HOST -path /P] [-stack NAME]
+//	ferry attach|detach -function NAME [-host HOST -path /P] [-stack NAME]
 //	ferry local start -stack Ferry-us-east-1 [-state .local] [-bin dist] [-ingress 127.0.0.1:8080]
 //	ferry local stop [-state .local]
 //	ferry help | version
 //
 // metrics reads a function's ferry metrics from CloudWatch and prints what
 // ferry saved. routes edits the routes the stack's routers read from SSM,
-// beyond the stack's own. local start runs, on this machine, the data
+// beyond the stack's own. attach puts a function deployed apart from the
+// stack behind it (layer, settings, network, permission, route) and
+// detach undoes exactly that. local start runs, on this machine, the data
 // plane of a stack deployed to a local AWS (see localstack/dataplane);
 // local stop ends it.
 // AWS endpoint, region and credentials come from the environment
@@ -40,13 +43,15 @@ import (
 	"github.com/ferryrun/ferry/localstack/dataplane"
 )
 
-const usage = `ferry reviews what ferry saved and runs a deployed stack's data plane locally.
+const usage = `ferry reviews what ferry saved, puts your functions behind it, and runs a deployed stack's data plane locally.
 
 usage:
   ferry metrics -function NAME [-since 1h | -start RFC3339 -end RFC3339] [-period 1m] [-json] [-png FILE]
   ferry routes list [-stack NAME | -parameter NAME]
   ferry routes add -function NAME [-host HOST] [-path /PREFIX] [-max-concurrency N] [-policy pack|spread] [-plain auto|off]
   ferry routes remove -function NAME [-host HOST] [-path /PREFIX]
+  ferry attach -function NAME [-host HOST] [-path /PREFIX] [-env FERRY_NAME=value ...] [-stack NAME]
+  ferry detach -function NAME [-stack NAME]
   ferry local start -stack NAME [-state .local] [-bin dist] [-ingress 127.0.0.1:8080]
   ferry local stop [-state .local]
   ferry help | --help
@@ -105,6 +110,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return metrics(ctx, args[1:], stdout, stderr)
 	case args[0] == "routes":
 		return routes(ctx, args[1:], stdout, stderr)
+	case args[0] == "attach":
+		return attach(ctx, args[1:], stdout, stderr)
+	case args[0] == "detach":
+		return detach(ctx, args[1:], stdout, stderr)
 	case args[0] == "local" && len(args) > 1 && args[1] == "start":
 		return localStart(ctx, args[2:], stdout, stderr)
 	case args[0] == "local" && len(args) > 1 && args[1] == "stop":

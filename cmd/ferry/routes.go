@@ -63,12 +63,11 @@ func routes(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	api := ssm.NewFromConfig(cfg)
-	current, version, err := readRoutes(ctx, api, name)
-	if err != nil {
-		return unanswered(err, cfg)
-	}
-	switch verb {
-	case "list":
+	if verb == "list" {
+		current, version, err := readRoutes(ctx, api, name)
+		if err != nil {
+			return unanswered(err, cfg)
+		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "FUNCTION\tHOST\tPATH\tOPTIONS")
 		for _, r := range current {
@@ -77,16 +76,38 @@ func routes(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		tw.Flush()
 		fmt.Fprintf(stdout, "(%s version %d; the stack's own routes are in its router's FERRY_ROUTER_ROUTES)\n", name, version)
 		return nil
-	case "add":
+	}
+	change := addRoute(rt)
+	if verb == "remove" {
+		change = removeRoute(rt)
+	}
+	version, err := changeRoutes(ctx, api, name, change, stderr)
+	if err != nil {
+		return unanswered(err, cfg)
+	}
+	fmt.Fprintf(stdout, "route %s: %s%s -> %s (%s version %d); routers put it in force within seconds\n",
+		map[string]string{"add": "added", "remove": "removed"}[verb], rt.Host, orAny(rt.PathPrefix), rt.Function, name, version)
+	return nil
+}
+
+// addRoute adds rt to the routes, unless another route already takes its
+// requests.
+func addRoute(rt config.Route) func([]config.Route) ([]config.Route, error) {
+	return func(current []config.Route) ([]config.Route, error) {
 		for _, r := range current {
 			if sameRequests(r, rt) {
 				// One of them would never match: refuse, rather than
 				// report a route in force that serves nothing.
-				return fmt.Errorf("%s already routes %s%s to %s", name, r.Host, orAny(r.PathPrefix), r.Function)
+				return nil, fmt.Errorf("already routes %s%s to %s", r.Host, orAny(r.PathPrefix), r.Function)
 			}
 		}
-		current = append(current, rt)
-	case "remove":
+		return append(current, rt), nil
+	}
+}
+
+// removeRoute removes rt from the routes; it must be there.
+func removeRoute(rt config.Route) func([]config.Route) ([]config.Route, error) {
+	return func(current []config.Route) ([]config.Route, error) {
 		kept := current[:0:0]
 		for _, r := range current {
 			if !same(r, rt) {
@@ -94,36 +115,48 @@ func routes(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}
 		if len(kept) == len(current) {
-			return fmt.Errorf("%s has no route %s%s to %s (ferry routes list shows them)", name, rt.Host, orAny(rt.PathPrefix), rt.Function)
+			return nil, fmt.Errorf("has no route %s%s to %s (ferry routes list shows them)", rt.Host, orAny(rt.PathPrefix), rt.Function)
 		}
-		current = kept
+		return kept, nil
 	}
-	doc, err := json.Marshal(config.RoutesDocument{Routes: current})
+}
+
+// changeRoutes reads the routes parameter name, changes its routes, and
+// writes them back if the routers can use them, returning the version
+// written. An error from change is the parameter's: it is named in it.
+func changeRoutes(ctx context.Context, api *ssm.Client, name string, change func([]config.Route) ([]config.Route, error), stderr io.Writer) (int64, error) {
+	current, version, err := readRoutes(ctx, api, name)
 	if err != nil {
-		return err
+		return 0, err
+	}
+	routes, err := change(current)
+	if err != nil {
+		return 0, fmt.Errorf("%s %w", name, err)
+	}
+	doc, err := json.Marshal(config.RoutesDocument{Routes: routes})
+	if err != nil {
+		return 0, err
 	}
 	// What the routers will read must be what they can use: refused here,
 	// not in every router's log.
 	if rs, err := config.ParseRoutesDocument(doc); err != nil {
-		return usagef("routes %s: %v", verb, err)
+		return 0, usageError{err}
 	} else if _, err := config.Combine(rs); err != nil {
-		return usagef("routes %s: %v", verb, err)
+		return 0, usageError{err}
 	}
 	out, err := api.PutParameter(ctx, &ssm.PutParameterInput{
 		Name: aws.String(name), Value: aws.String(string(doc)), Type: ssmtypes.ParameterTypeString,
 		Overwrite: aws.Bool(true), Tier: ssmtypes.ParameterTierIntelligentTiering,
 	})
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", name, unanswered(err, cfg))
+		return 0, fmt.Errorf("writing %s: %w", name, err)
 	}
-	fmt.Fprintf(stdout, "route %s: %s%s -> %s (%s version %d); routers put it in force within seconds\n",
-		map[string]string{"add": "added", "remove": "removed"}[verb], rt.Host, orAny(rt.PathPrefix), rt.Function, name, out.Version)
 	if out.Version != version+1 {
 		// SSM has no conditional write: say so when another edit landed
 		// between this one's read and write (one of them is lost).
 		fmt.Fprintf(stderr, "ferry: %s went from version %d to %d: another edit landed meanwhile; check ferry routes list\n", name, version, out.Version)
 	}
-	return nil
+	return out.Version, nil
 }
 
 // readRoutes reads the routes parameter: its routes and version.

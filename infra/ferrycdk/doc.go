@@ -8,13 +8,17 @@
 // your own functions.
 package ferrycdk
 
-import "github.com/aws/jsii-runtime-go"
+import (
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/ferryrun/ferry/router/config"
+)
 
 // Ports the router listens on; see router/config.
 const (
-	IngressPort = 8080
-	TunnelPort  = 8443
-	AdminPort   = 9090
+	IngressPort = config.IngressPort
+	TunnelPort  = config.TunnelPort
+	AdminPort   = config.AdminPort
 )
 
 var (

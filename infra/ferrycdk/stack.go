@@ -8,6 +8,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsssm"
 	"github.com/aws/constructs-go/constructs/v10"
+
+	"github.com/ferryrun/ferry/router/config"
 )
 
 // FerryStackProps configure NewFerryStack. The zero value deploys with the
@@ -116,7 +118,7 @@ func (s *FerryStack) exportForFunctions(vpc awsec2.IVpc, tunnel *TunnelEndpoint)
 		layer awslambda.LayerVersion
 	}{{"arm64", s.Layer.Arm64}, {"x86_64", s.Layer.X8664}} {
 		awsssm.NewStringParameter(s.Stack, str("LayerArnParameter"+l.arch), &awsssm.StringParameterProps{
-			ParameterName: str("/ferry/" + name + "/layer-arn/" + l.arch), StringValue: l.layer.LayerVersionArn(),
+			ParameterName: str(config.LayerParameterName(name, l.arch)), StringValue: l.layer.LayerVersionArn(),
 			Description: str("ferry's layer for " + l.arch + ": the current version, for functions deployed apart from the stack"),
 		})
 	}

@@ -20,15 +20,30 @@ func CLI() []string {
 	return []string{"cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ssm:GetParameter", "ssm:PutParameter"}
 }
 
-// Action returns the IAM action that allows an SDK operation of a service
-// (package name, as in aws-sdk-go-v2/service/<service>), and false for a
-// service this package does not know.
-func Action(service, operation string) (string, bool) {
+// Attach returns the further actions `ferry attach` and `ferry detach`
+// call: the stack's exports, the function's configuration and policy, its
+// security group and the tunnel group's rule, the inline policy that lets
+// Lambda place it in the VPC, and the record of what attach changed.
+func Attach() []string {
+	return []string{"cloudformation:DescribeStacks",
+		"lambda:GetFunctionConfiguration", "lambda:UpdateFunctionConfiguration", "lambda:AddPermission", "lambda:RemovePermission",
+		"ec2:CreateSecurityGroup", "ec2:CreateTags", "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup",
+		"iam:PutRolePolicy", "iam:DeleteRolePolicy", "ssm:DeleteParameter"}
+}
+
+// Actions returns the IAM actions that allow an SDK operation of a
+// service (package name, as in aws-sdk-go-v2/service/<service>) as ferry
+// calls it, and false for a service this package does not know.
+func Actions(service, operation string) ([]string, bool) {
 	switch {
 	case service == "lambda" && operation == "Invoke":
-		return "lambda:InvokeFunction", true // the one operation named unlike its action
-	case service == "lambda" || service == "cloudwatch" || service == "secretsmanager" || service == "ssm":
-		return service + ":" + operation, true
+		return []string{"lambda:InvokeFunction"}, true // the one operation named unlike its action
+	case service == "ec2" && operation == "CreateSecurityGroup":
+		// ferry attach tags the group as it creates it.
+		return []string{"ec2:CreateSecurityGroup", "ec2:CreateTags"}, true
+	case service == "lambda" || service == "cloudwatch" || service == "secretsmanager" || service == "ssm" ||
+		service == "cloudformation" || service == "ec2" || service == "iam":
+		return []string{service + ":" + operation}, true
 	}
-	return "", false
+	return nil, false
 }

@@ -51,11 +51,13 @@ func calls(t *testing.T, dirs ...string) []string {
 				if !ok || !isInput || services[pkg.Name] == "" {
 					return true
 				}
-				a, known := Action(services[pkg.Name], op)
+				as, known := Actions(services[pkg.Name], op)
 				if !known {
 					t.Errorf("%s calls %s.%s, a service this package does not map", path, services[pkg.Name], op)
 				}
-				seen[a] = true
+				for _, a := range as {
+					seen[a] = true
+				}
 				return true
 			})
 			return nil
@@ -80,7 +82,7 @@ func TestListsMatchTheCode(t *testing.T) {
 		list []string
 	}{
 		"ferry-router": {[]string{"router"}, Router()},
-		"ferry CLI":    {[]string{"cmd/ferry", "internal/review"}, CLI()},
+		"ferry CLI":    {[]string{"cmd/ferry", "internal/review"}, append(CLI(), Attach()...)},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -98,7 +100,7 @@ func TestREADMENamesTheActions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range append(Router(), CLI()...) {
+	for _, a := range slices.Concat(Router(), CLI(), Attach()) {
 		if !strings.Contains(string(b), "`"+a+"`") {
 			t.Errorf("README does not name %s", a)
 		}

@@ -1,11 +1,12 @@
 // Package dataplane runs, on this machine, what AWS would run for a ferry
-// stack deployed to a local AWS: the stack's Lambda functions under the
-// Lambda emulator, with the code and layers the stack deployed, and
+// stack deployed to a local AWS: the stack's Lambda functions, and those
+// its routes parameter names (ferry attach), under the Lambda emulator,
+// with the code and layers deployed, and
 // ferry-router configured from the stack's ECS task definition and its
 // secret, as the Fargate task would be.
 //
 // Everything is read back from the local AWS through its APIs
-// (CloudFormation, Lambda, S3, ECS, Secrets Manager), never from the CDK
+// (CloudFormation, Lambda, S3, ECS, Secrets Manager, SSM), never from the CDK
 // app's source, so the data plane runs exactly what was deployed. The
 // processes it starts are recorded in pid files in the state directory;
 // Stop ends exactly those.
@@ -20,6 +21,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,12 +39,16 @@ import (
 	cftypes "github.com/aws/aws-sdk-go-v2/service/cloudformation/types"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
+	"github.com/ferryrun/ferry/internal/lambdaarn"
 	"github.com/ferryrun/ferry/internal/localrun"
 	"github.com/ferryrun/ferry/internal/proctree"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
+	"github.com/ferryrun/ferry/router/config"
 )
 
 // Options configure Start.
@@ -80,6 +88,7 @@ type Clients struct {
 	S3             *s3.Client
 	ECS            *ecs.Client
 	SecretsManager *secretsmanager.Client
+	SSM            *ssm.Client
 }
 
 // NewClients makes the clients from one AWS configuration (endpoint,
@@ -91,6 +100,7 @@ func NewClients(cfg aws.Config) Clients {
 		S3:             s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true }),
 		ECS:            ecs.NewFromConfig(cfg),
 		SecretsManager: secretsmanager.NewFromConfig(cfg),
+		SSM:            ssm.NewFromConfig(cfg),
 	}
 }
 
@@ -182,33 +192,43 @@ func Start(ctx context.Context, c Clients, o Options) (State, error) {
 		if err != nil {
 			return st, fmt.Errorf("function %s: %w", name, err)
 		}
-		cfg := fn.Configuration
-		if arch := hostArch(); len(cfg.Architectures) > 0 && string(cfg.Architectures[0]) != arch {
-			return st, fmt.Errorf("function %s is deployed for %s; this machine runs %s binaries: deploy with -c sampleArch=%s (make local-deploy does)",
-				name, cfg.Architectures[0], arch, arch)
-		}
 		code := filepath.Join(o.StateDir, "functions", name)
 		if err := fetchZip(ctx, c.S3, r.Properties.Code, pseudo, code); err != nil {
 			return st, fmt.Errorf("function %s code: %w", name, err)
 		}
-		f := lambdaemu.Function{
-			Name: name, CodeDir: code, Runtime: string(cfg.Runtime), Handler: aws.ToString(cfg.Handler),
-			Timeout:  lambdaemu.Duration{Duration: time.Duration(aws.ToInt32(cfg.Timeout)) * time.Second},
-			MemoryMB: int(aws.ToInt32(cfg.MemorySize)), Concurrency: o.Concurrency,
-		}
-		if cfg.Environment != nil {
-			f.Env = cfg.Environment.Variables
-		}
-		for _, l := range cfg.Layers {
-			dir, ok := layerDirs[aws.ToString(l.Arn)]
-			if !ok {
-				return st, fmt.Errorf("function %s: layer %s is not one of the stack's layers", name, aws.ToString(l.Arn))
-			}
-			f.Layers = append(f.Layers, dir)
+		f, err := emulated(fn.Configuration, code, layerDirs, o.Concurrency)
+		if err != nil {
+			return st, err
 		}
 		fns = append(fns, f)
 		st.Functions = append(st.Functions, name)
-		logf("function %s: %s, %s, %ds, %d MB, %d layer(s)", name, f.Runtime, cfg.Architectures, aws.ToInt32(cfg.Timeout), f.MemoryMB, len(f.Layers))
+		logf("function %s: %s, %s, %s, %d MB, %d layer(s)", name, f.Runtime, fn.Configuration.Architectures, f.Timeout, f.MemoryMB, len(f.Layers))
+	}
+	// Functions deployed apart from the stack (ferry attach, SAM) that the
+	// routes parameter names, with their code from where Lambda gives it.
+	for _, name := range routedElsewhere(ctx, c.SSM, o.Stack, st.Functions, logf) {
+		fn, err := c.Lambda.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: &name})
+		if err != nil {
+			logf("routed function %s: %v: not run here", name, err)
+			continue
+		}
+		code := filepath.Join(o.StateDir, "functions", name)
+		if fn.Code == nil || fn.Code.Location == nil {
+			logf("routed function %s: Lambda gives no code location: not run here", name)
+			continue
+		}
+		if err := fetchURL(ctx, aws.ToString(fn.Code.Location), code); err != nil {
+			logf("routed function %s: its code: %v: not run here", name, err)
+			continue
+		}
+		f, err := emulated(fn.Configuration, code, layerDirs, o.Concurrency)
+		if err != nil {
+			logf("routed function %v: not run here", err)
+			continue
+		}
+		fns = append(fns, f)
+		st.Functions = append(st.Functions, name)
+		logf("routed function %s (not the stack's): %s, %s, %s, %d MB, %d layer(s)", name, f.Runtime, fn.Configuration.Architectures, f.Timeout, f.MemoryMB, len(f.Layers))
 	}
 	if len(fns) == 0 {
 		return st, fmt.Errorf("stack %s has no Lambda functions", o.Stack)
@@ -277,6 +297,89 @@ func Start(ctx context.Context, c Clients, o Options) (State, error) {
 	}
 	logf("router: clients %s, admin %s; Lambda API %s", st.ClientURL, st.AdminURL, st.LambdaURL)
 	return st, nil
+}
+
+// emulated is a deployed function as the emulator runs it, with its code
+// unpacked in code and its layers among the stack's.
+func emulated(cfg *lambdatypes.FunctionConfiguration, code string, layerDirs map[string]string, concurrency int) (lambdaemu.Function, error) {
+	name := aws.ToString(cfg.FunctionName)
+	if arch := hostArch(); len(cfg.Architectures) > 0 && string(cfg.Architectures[0]) != arch {
+		return lambdaemu.Function{}, fmt.Errorf("function %s is deployed for %s; this machine runs %s binaries: deploy with -c sampleArch=%s (make local-deploy does)",
+			name, cfg.Architectures[0], arch, arch)
+	}
+	f := lambdaemu.Function{
+		Name: name, CodeDir: code, Runtime: string(cfg.Runtime), Handler: aws.ToString(cfg.Handler),
+		Timeout:  lambdaemu.Duration{Duration: time.Duration(aws.ToInt32(cfg.Timeout)) * time.Second},
+		MemoryMB: int(aws.ToInt32(cfg.MemorySize)), Concurrency: concurrency,
+	}
+	if cfg.Environment != nil {
+		f.Env = cfg.Environment.Variables
+	}
+	for _, l := range cfg.Layers {
+		dir, ok := layerDirs[aws.ToString(l.Arn)]
+		if !ok {
+			return f, fmt.Errorf("function %s: layer %s is not one of the stack's layers", name, aws.ToString(l.Arn))
+		}
+		f.Layers = append(f.Layers, dir)
+	}
+	return f, nil
+}
+
+// routedElsewhere lists the functions the stack's routes parameter names
+// that are not among the stack's own (have).
+func routedElsewhere(ctx context.Context, api *ssm.Client, stack string, have []string, logf func(string, ...any)) []string {
+	name := config.RoutesParameterName(stack)
+	out, err := api.GetParameter(ctx, &ssm.GetParameterInput{Name: &name})
+	if err != nil {
+		logf("routes parameter %s: %v: running the stack's functions only", name, err)
+		return nil
+	}
+	routes, err := config.ParseRoutesDocument([]byte(aws.ToString(out.Parameter.Value)))
+	if err != nil {
+		logf("routes parameter %s: %v: running the stack's functions only", name, err)
+		return nil
+	}
+	var fns []string
+	for _, r := range routes {
+		fn := lambdaarn.FunctionName(r.Function)
+		if !slices.Contains(have, fn) && !slices.Contains(fns, fn) {
+			fns = append(fns, fn)
+		}
+	}
+	return fns
+}
+
+// fetchURL unpacks the zip at a code location into dir. In AWS that is a
+// presigned S3 URL; the local AWS gives one on this machine, and nothing
+// is fetched from anywhere else.
+func fetchURL(ctx context.Context, location, dir string) error {
+	u, err := url.Parse(location)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("code location %q is not a URL", location)
+	}
+	if h := u.Hostname(); h != "localhost" && !net.ParseIP(h).IsLoopback() {
+		return fmt.Errorf("code location on %s, not this machine: the local data plane fetches nothing from elsewhere", h)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, location, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u.Path, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxZip+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > maxZip {
+		return fmt.Errorf("code over %d MB", maxZip>>20)
+	}
+	return unzip(b, dir)
 }
 
 // Load reads the State a running data plane saved in dir.

@@ -305,6 +305,74 @@ def _install():
     CloudFormationBackend.execute_change_set = execute_with_outputs
 
     _install_network_deletes()
+    _install_code_location()
+    _install_function_vpc()
+
+
+def _own_endpoint(argv):
+    """Where this moto_server answers, from its -H/-p flags."""
+    host, port = "127.0.0.1", "5000"
+    for i, a in enumerate(argv[:-1]):
+        if a in ("-H", "--host"):
+            host = argv[i + 1]
+        elif a in ("-p", "--port"):
+            port = argv[i + 1]
+    return f"http://{host}:{port}"
+
+
+def _install_code_location():
+    """GetFunction's Code.Location is, in AWS, a presigned URL from which
+    the function's code zip downloads. moto's names an amazonaws.com host
+    and a key in no bucket, so nothing can read a function's code back (the
+    local data plane must, for a function created outside the stack). Here
+    the zip is put in the local S3, in the bucket AWS keeps Lambda's code
+    in (awslambda-<region>-tasks), and Location is its path-style URL on
+    this server. The object reads without signing (public-read), as a
+    presigned URL does for whoever holds it."""
+    from moto.awslambda.models import LambdaFunction
+    from moto.s3.models import get_canned_acl, s3_backends
+
+    endpoint = _own_endpoint(sys.argv[1:])
+    get_code = LambdaFunction.get_code
+
+    def get_code_with_location(self):
+        resp = get_code(self)
+        code = resp.get("Code") or {}
+        key = self.code.get("S3Key")
+        if code.get("RepositoryType") != "S3" or not key or not getattr(self, "code_bytes", b""):
+            return resp
+        s3 = s3_backends[self.account_id][self.partition]
+        bucket = f"awslambda-{self.region}-tasks"
+        if bucket not in s3.buckets:
+            s3.create_bucket(bucket, self.region)
+        s3.put_object(bucket, key, self.code_bytes).acl = get_canned_acl("public-read")
+        code["Location"] = f"{endpoint}/{bucket}/{key}"
+        return resp
+
+    LambdaFunction.get_code = get_code_with_location
+
+
+def _install_function_vpc():
+    """moto names every function's VPC vpc-123abc; AWS names the VPC its
+    subnets are in, which is what tells whether a function can reach a
+    router in a given VPC (ferry attach reads it)."""
+    from moto.awslambda.models import LambdaFunction
+    from moto.ec2.models import ec2_backends
+
+    def vpc_config(self):
+        if not self._vpc_config:
+            return None
+        config = dict(self._vpc_config)
+        subnets = config.get("SubnetIds") or []
+        config["VpcId"] = ""
+        if subnets:
+            try:
+                config["VpcId"] = ec2_backends[self.account_id][self.region].get_subnet(subnets[0]).vpc_id
+            except Exception:  # a subnet that does not exist has no VPC
+                pass
+        return config
+
+    LambdaFunction.vpc_config = property(vpc_config)
 
 
 def _install_network_deletes():

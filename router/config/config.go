@@ -122,7 +122,7 @@ type Config struct {
 // An error names the variable and the value it could not use.
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
-		Listen: ":8080", TunnelListen: ":8443", AdminListen: "127.0.0.1:9090",
+		Listen: fmt.Sprintf(":%d", IngressPort), TunnelListen: fmt.Sprintf(":%d", TunnelPort), AdminListen: fmt.Sprintf("127.0.0.1:%d", AdminPort),
 		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Plain: true, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
 		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second, RoutesPoll: 2 * time.Second,
@@ -310,6 +310,20 @@ func readRoutesFile(path string) ([]Route, error) {
 		return nil, err
 	}
 	return ParseRoutesDocument(b)
+}
+
+// The ports the router listens on by default, and the stack's tasks on.
+const (
+	IngressPort = 8080
+	TunnelPort  = 8443
+	AdminPort   = 9090
+)
+
+// LayerParameterName is the SSM parameter in which ferry's stack named
+// stackName keeps the ARN of its layer's current version for arch (arm64
+// or x86_64), for functions deployed apart from the stack.
+func LayerParameterName(stackName, arch string) string {
+	return "/ferry/" + stackName + "/layer-arn/" + arch
 }
 
 // RoutesParameterName is the routes parameter ferry's stack named
