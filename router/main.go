@@ -19,11 +19,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/ferryrun/ferry/internal/envcheck"
 	"github.com/ferryrun/ferry/internal/version"
+	"github.com/ferryrun/ferry/router/advertise"
 	"github.com/ferryrun/ferry/router/config"
 	"github.com/ferryrun/ferry/router/metrics"
 	"github.com/ferryrun/ferry/router/server"
@@ -95,19 +97,22 @@ func run() error {
 			return err
 		}
 	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("loading AWS configuration: %w", err)
+	}
 	tunnelPort := strconv.Itoa(ls.Tunnel.Addr().(*net.TCPAddr).Port)
 	switch host, port, err := net.SplitHostPort(cfg.Advertise); {
 	case cfg.Advertise == config.AdvertiseECS:
-		if cfg.Advertise, err = config.ResolveECSAdvertise(ctx, os.Getenv("ECS_CONTAINER_METADATA_URI_V4"), tunnelPort); err != nil {
+		if cfg.Advertise, err = advertise.ECS(ctx, os.Getenv("ECS_CONTAINER_METADATA_URI_V4"), tunnelPort); err != nil {
+			return err
+		}
+	case cfg.Advertise == config.AdvertiseECSPublic:
+		if cfg.Advertise, err = advertise.ECSPublic(ctx, os.Getenv("ECS_CONTAINER_METADATA_URI_V4"), tunnelPort, ec2.NewFromConfig(awsCfg)); err != nil {
 			return err
 		}
 	case err == nil && port == "0": // the tunnel listener's actual port
 		cfg.Advertise = net.JoinHostPort(host, tunnelPort)
-	}
-
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
-	if err != nil {
-		return fmt.Errorf("loading AWS configuration: %w", err)
 	}
 	// Invoke retries are the invoker's (backoff within the request's wait),
 	// not the SDK's.

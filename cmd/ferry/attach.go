@@ -78,6 +78,9 @@ type ferryStack struct {
 	tunnelGroup string
 	routerRole  string
 	routes      string // the routes parameter's name
+	// public: the routers' tunnel port is open to the internet, and
+	// functions dial back from anywhere (TunnelMode public).
+	public bool
 }
 
 type attachClients struct {
@@ -160,34 +163,41 @@ func attach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// The changes, recorded first: a detach after a failure undoes
 	// whatever was done.
 	fmt.Fprintf(stdout, "attaching %s to %s\n", name, st.name)
-	sg, err := c.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
-		GroupName: aws.String("ferry-" + name), VpcId: &st.vpc,
-		Description: aws.String("ferry attach: " + name + " dials the tunnel port of " + st.name),
-		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeSecurityGroup, Tags: []ec2types.Tag{
-			{Key: aws.String("ferry:stack"), Value: &st.name}, {Key: aws.String("ferry:attached"), Value: &name}}}},
-	})
-	if err != nil {
-		return fmt.Errorf("creating the function's security group: %w", err)
+	if !st.public {
+		sg, err := c.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
+			GroupName: aws.String("ferry-" + name), VpcId: &st.vpc,
+			Description: aws.String("ferry attach: " + name + " dials the tunnel port of " + st.name),
+			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeSecurityGroup, Tags: []ec2types.Tag{
+				{Key: aws.String("ferry:stack"), Value: &st.name}, {Key: aws.String("ferry:attached"), Value: &name}}}},
+		})
+		if err != nil {
+			return fmt.Errorf("creating the function's security group: %w", err)
+		}
+		a.SecurityGroup = aws.ToString(sg.GroupId)
+		update.VpcConfig.SecurityGroupIds = append(update.VpcConfig.SecurityGroupIds, a.SecurityGroup)
 	}
-	a.SecurityGroup = aws.ToString(sg.GroupId)
-	vpc := update.VpcConfig
-	vpc.SecurityGroupIds = append(vpc.SecurityGroupIds, a.SecurityGroup)
 	doc, _ := json.Marshal(a)
 	if _, err := c.ssm.PutParameter(ctx, &ssm.PutParameterInput{Name: &record, Value: aws.String(string(doc)),
 		Type: ssmtypes.ParameterTypeString, Tier: ssmtypes.ParameterTierIntelligentTiering,
 		Description: aws.String("ferry attach: what it changed on " + name + ", for ferry detach")}); err != nil {
-		c.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: sg.GroupId})
+		if a.SecurityGroup != "" {
+			c.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: &a.SecurityGroup})
+		}
 		return fmt.Errorf("recording the attachment in %s: %w", record, err)
 	}
 	undo := func(step string, err error) error {
 		return fmt.Errorf("attach stopped at %s: %w\nferry detach -function %s -stack %s undoes what was done", step, err, name, st.name)
 	}
-	step := fmt.Sprintf("admitting %s on %s's tunnel port", a.SecurityGroup, st.tunnelGroup)
-	if _, err := c.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
-		GroupId: &st.tunnelGroup, IpPermissions: tunnelRule(a.SecurityGroup, name)}); err != nil {
-		return undo(step, err)
+	if a.SecurityGroup != "" {
+		step := fmt.Sprintf("admitting %s on %s's tunnel port", a.SecurityGroup, st.tunnelGroup)
+		if _, err := c.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
+			GroupId: &st.tunnelGroup, IpPermissions: tunnelRule(a.SecurityGroup, name)}); err != nil {
+			return undo(step, err)
+		}
+		fmt.Fprintf(stdout, "  %s\n", step)
+	} else {
+		fmt.Fprintf(stdout, "  public tunnel: it dials back over the internet, from where it runs (in a VPC, through its NAT)\n")
 	}
-	fmt.Fprintf(stdout, "  %s\n", step)
 	if a.RolePolicy != "" {
 		role, policy, _ := strings.Cut(a.RolePolicy, "/")
 		step := "letting role " + role + " place the function in the VPC (inline policy " + policy + ")"
@@ -196,7 +206,10 @@ func attach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stdout, "  %s\n", step)
 	}
-	step = fmt.Sprintf("adding layer %s, %d setting(s), subnets %s and group %s", a.Layer, len(a.Env), strings.Join(vpc.SubnetIds, ","), a.SecurityGroup)
+	step := fmt.Sprintf("adding layer %s and %d setting(s)", a.Layer, len(a.Env))
+	if a.SecurityGroup != "" {
+		step += fmt.Sprintf(", subnets %s and group %s", strings.Join(update.VpcConfig.SubnetIds, ","), a.SecurityGroup)
+	}
 	if err := updateFunction(ctx, c.lambda, update); err != nil {
 		return undo(step, err)
 	}
@@ -276,6 +289,10 @@ func plan(ctx context.Context, c attachClients, st ferryStack, fn *lambda.GetFun
 
 	update := &lambda.UpdateFunctionConfigurationInput{FunctionName: &name, Layers: append(layers, a.Layer),
 		Environment: &lambdatypes.Environment{Variables: vars}}
+	a.Permission = "ferry-router-" + st.name
+	if st.public {
+		return update, nil // wherever it runs, it dials the routers' public addresses
+	}
 	if v := fn.VpcConfig; v != nil && len(v.SubnetIds) > 0 {
 		if aws.ToString(v.VpcId) != st.vpc {
 			return nil, fmt.Errorf("%s runs in %s, the ferry stack %s in %s: the function must reach the router's tunnel port; "+
@@ -297,7 +314,6 @@ func plan(ctx context.Context, c attachClients, st ferryStack, fn *lambda.GetFun
 		role := aws.ToString(fn.Role)
 		a.RolePolicy = role[strings.LastIndex(role, "/")+1:] + "/ferry-vpc-access-" + name
 	}
-	a.Permission = "ferry-router-" + st.name
 	return update, nil
 }
 
@@ -479,7 +495,7 @@ func restored(fn *lambda.GetFunctionConfigurationOutput, a attachment) *lambda.U
 	switch v := fn.VpcConfig; {
 	case a.Vpc != nil:
 		in.VpcConfig = &lambdatypes.VpcConfig{SubnetIds: a.Vpc.SubnetIDs, SecurityGroupIds: a.Vpc.SecurityGroupIDs}
-	case v != nil:
+	case v != nil && a.SecurityGroup != "":
 		in.VpcConfig = &lambdatypes.VpcConfig{SubnetIds: v.SubnetIds,
 			SecurityGroupIds: slices.DeleteFunc(slices.Clone(v.SecurityGroupIds), func(g string) bool { return g == a.SecurityGroup })}
 	}
@@ -497,7 +513,7 @@ func readStack(ctx context.Context, cf *cloudformation.Client, name string) (fer
 		outputs[aws.ToString(o.OutputKey)] = aws.ToString(o.OutputValue)
 	}
 	st := ferryStack{name: name, vpc: outputs["VpcId"], tunnelGroup: outputs["TunnelSecurityGroupId"],
-		routerRole: outputs["RouterTaskRoleArn"], routes: outputs["RoutesParameterName"]}
+		routerRole: outputs["RouterTaskRoleArn"], routes: outputs["RoutesParameterName"], public: outputs["TunnelMode"] == "public"}
 	if outputs["PrivateSubnetIds"] != "" {
 		st.subnets = strings.Split(outputs["PrivateSubnetIds"], ",")
 	}

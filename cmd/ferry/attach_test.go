@@ -4,11 +4,13 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
+	cftypes "github.com/aws/aws-sdk-go-v2/service/cloudformation/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
@@ -16,11 +18,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/ferryrun/ferry/internal/testbin"
+	"github.com/ferryrun/ferry/router/config"
 )
 
 // attachStack stands in for a deployed ferry stack: what it exports for
 // functions, and its routes and layer parameters (one route taken).
 const attachStack = `{
+  "Parameters": {"TunnelMode": {"Type": "String"}, "LayerArn": {"Type": "String"}},
   "Resources": {
     "Vpc": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.0.0.0/16"}},
     "Private": {"Type": "AWS::EC2::Subnet", "Properties": {"VpcId": {"Ref": "Vpc"}, "CidrBlock": "10.0.1.0/24"}},
@@ -29,28 +33,28 @@ const attachStack = `{
     "OtherSubnet": {"Type": "AWS::EC2::Subnet", "Properties": {"VpcId": {"Ref": "OtherVpc"}, "CidrBlock": "10.1.1.0/24"}},
     "OtherGroup": {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": "other", "VpcId": {"Ref": "OtherVpc"}}},
     "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": []}}},
-    "Routes": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": "/ferry/Ferry-us-east-1/routes", "Type": "String",
+    "Routes": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": {"Fn::Sub": "/ferry/${AWS::StackName}/routes"}, "Type": "String",
       "Value": "{\"routes\": [{\"function\": \"other\", \"host\": \"taken.example\"}]}"}},
-    "LayerX86": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": "/ferry/Ferry-us-east-1/layer-arn/x86_64", "Type": "String",
-      "Value": "arn:aws:lambda:us-east-1:123456789012:layer:ferry:1"}}
+    "LayerX86": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": {"Fn::Sub": "/ferry/${AWS::StackName}/layer-arn/x86_64"}, "Type": "String",
+      "Value": {"Ref": "LayerArn"}}}
   },
   "Outputs": {
     "VpcId": {"Value": {"Ref": "Vpc"}},
     "PrivateSubnetIds": {"Value": {"Ref": "Private"}},
     "TunnelSecurityGroupId": {"Value": {"Fn::GetAtt": ["Tunnel", "GroupId"]}},
     "RouterTaskRoleArn": {"Value": {"Fn::GetAtt": ["Role", "Arn"]}},
-    "RoutesParameterName": {"Value": "/ferry/Ferry-us-east-1/routes"},
+    "RoutesParameterName": {"Value": {"Fn::Sub": "/ferry/${AWS::StackName}/routes"}},
+    "TunnelMode": {"Value": {"Ref": "TunnelMode"}},
     "OtherVpc": {"Value": {"Ref": "OtherVpc"}},
     "OtherSubnet": {"Value": {"Ref": "OtherSubnet"}},
     "OtherGroup": {"Value": {"Fn::GetAtt": ["OtherGroup", "GroupId"]}}
   }
 }`
 
-// TestAttachRefuses: ferry attach refuses, with the reason and before it
-// changes anything, a function it cannot put behind the stack; detach
-// refuses one that is not attached. (TestLocalAWS attaches and detaches a
-// function for real and sends it a request through the router.)
-func TestAttachRefuses(t *testing.T) {
+// attachAWS is the local AWS, in the environment as a user's AWS would be,
+// with a ferry stack of each tunnel mode: Ferry-us-east-1 (private) and
+// Public. It returns the configuration and each stack's outputs.
+func attachAWS(t *testing.T) (aws.Config, map[string]map[string]string) {
 	endpoint := testbin.Moto(t)
 	for _, k := range []string{"AWS_PROFILE", "AWS_SESSION_TOKEN"} {
 		t.Setenv(k, "")
@@ -65,18 +69,39 @@ func TestAttachRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cf := cloudformation.NewFromConfig(cfg)
-	if _, err := cf.CreateStack(ctx, &cloudformation.CreateStackInput{StackName: aws.String("Ferry-us-east-1"), TemplateBody: aws.String(attachStack)}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := cf.DescribeStacks(ctx, &cloudformation.DescribeStacksInput{StackName: aws.String("Ferry-us-east-1")})
+	layer, err := lambda.NewFromConfig(cfg).PublishLayerVersion(ctx, &lambda.PublishLayerVersionInput{LayerName: aws.String("ferry"),
+		Content: &lambdatypes.LayerVersionContentInput{ZipFile: emptyZip(t)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]string{}
-	for _, o := range st.Stacks[0].Outputs {
-		out[aws.ToString(o.OutputKey)] = aws.ToString(o.OutputValue)
+	cf := cloudformation.NewFromConfig(cfg)
+	outputs := map[string]map[string]string{}
+	for name, mode := range map[string]string{"Ferry-us-east-1": "private", "Public": "public"} {
+		if _, err := cf.CreateStack(ctx, &cloudformation.CreateStackInput{StackName: aws.String(name), TemplateBody: aws.String(attachStack),
+			Parameters: []cftypes.Parameter{{ParameterKey: aws.String("TunnelMode"), ParameterValue: aws.String(mode)},
+				{ParameterKey: aws.String("LayerArn"), ParameterValue: layer.LayerVersionArn}}}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := cf.DescribeStacks(ctx, &cloudformation.DescribeStacksInput{StackName: aws.String(name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		outputs[name] = map[string]string{}
+		for _, o := range st.Stacks[0].Outputs {
+			outputs[name][aws.ToString(o.OutputKey)] = aws.ToString(o.OutputValue)
+		}
 	}
+	return cfg, outputs
+}
+
+// TestAttachRefuses: ferry attach refuses, with the reason and before it
+// changes anything, a function it cannot put behind the stack; detach
+// refuses one that is not attached. (TestLocalAWS attaches and detaches a
+// function for real and sends it a request through the router.)
+func TestAttachRefuses(t *testing.T) {
+	cfg, stacks := attachAWS(t)
+	ctx := t.Context()
+	out := stacks["Ferry-us-east-1"]
 	lam := lambda.NewFromConfig(cfg)
 	for _, f := range []struct {
 		name    string
@@ -134,6 +159,72 @@ func TestAttachRefuses(t *testing.T) {
 	after, err := lam.GetFunctionConfiguration(ctx, &lambda.GetFunctionConfigurationInput{FunctionName: aws.String("plain")})
 	if err != nil || len(after.Layers) != len(before.Layers) || after.VpcConfig != nil || len(after.Environment.Variables) != 1 {
 		t.Errorf("plain after refusals: layers %v, VPC %v, env %v (%v); want it untouched", after.Layers, after.VpcConfig, after.Environment, err)
+	}
+}
+
+// TestAttachPublicTunnel: behind a stack whose tunnel is public, attach
+// leaves the function where it runs (no VPC, group or role policy) and
+// detach restores it exactly.
+func TestAttachPublicTunnel(t *testing.T) {
+	cfg, stacks := attachAWS(t)
+	ctx := t.Context()
+	out := stacks["Public"]
+	lam, sm := lambda.NewFromConfig(cfg), ssm.NewFromConfig(cfg)
+	if _, err := lam.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String("anywhere"), Role: aws.String(out["RouterTaskRoleArn"]),
+		Runtime: lambdatypes.RuntimePython313, Handler: aws.String("run.sh"), Code: &lambdatypes.FunctionCode{ZipFile: emptyZip(t)},
+		Environment: &lambdatypes.Environment{Variables: map[string]string{"GREETING": "hi"}}}); err != nil {
+		t.Fatal(err)
+	}
+	state := func() string {
+		c, err := lam.GetFunctionConfiguration(ctx, &lambda.GetFunctionConfigurationInput{FunctionName: aws.String("anywhere")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		groups, err := ec2.NewFromConfig(cfg).DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{
+			Filters: []ec2types.Filter{{Name: aws.String("tag-key"), Values: []string{"ferry:attached"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes, err := sm.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(out["RoutesParameterName"])})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := config.ParseRoutesDocument([]byte(aws.ToString(routes.Parameter.Value)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var layers []string
+		for _, l := range c.Layers {
+			layers = append(layers, aws.ToString(l.Arn))
+		}
+		return fmt.Sprintf("layers %v\nenv %v\nvpc %v\ngroups made %d\nroutes %+v", layers, c.Environment.Variables, c.VpcConfig != nil && len(c.VpcConfig.SubnetIds) > 0,
+			len(groups.SecurityGroups), rs)
+	}
+	ferry := func(args ...string) string {
+		var stdout, stderr bytes.Buffer
+		if code := exitCode(run(context.Background(), args, &stdout, &stderr), &stderr); code != 0 {
+			t.Fatalf("ferry %s: exit %d: %s%s", strings.Join(args, " "), code, stdout.String(), stderr.String())
+		}
+		return stdout.String()
+	}
+	before := state()
+	said := ferry("attach", "-function", "anywhere", "-stack", "Public", "-host", "anywhere.example", "-env", "FERRY_READINESS_PATH=/healthz")
+	attached := state()
+	for _, want := range []string{"layers [arn:aws:lambda:", "AWS_LAMBDA_EXEC_WRAPPER:/opt/ferry-exec-wrapper", "FERRY_READINESS_PATH:/healthz", "GREETING:hi",
+		"vpc false", "groups made 0", "Function:anywhere Host:anywhere.example"} {
+		if !strings.Contains(attached, want) {
+			t.Errorf("attached with a public tunnel:\n%s\nwant %q (attach said %q)", attached, want, said)
+		}
+	}
+	if pol, err := lam.GetPolicy(ctx, &lambda.GetPolicyInput{FunctionName: aws.String("anywhere")}); err != nil || !strings.Contains(aws.ToString(pol.Policy), out["RouterTaskRoleArn"]) {
+		t.Errorf("policy after attach: %v %v; want the router's role allowed", pol, err)
+	}
+	ferry("detach", "-function", "anywhere", "-stack", "Public")
+	if after := state(); after != before {
+		t.Errorf("after detach:\n%s\nbefore attach:\n%s", after, before)
+	}
+	if pol, err := lam.GetPolicy(ctx, &lambda.GetPolicyInput{FunctionName: aws.String("anywhere")}); err == nil && strings.Contains(aws.ToString(pol.Policy), "ferry-router") {
+		t.Errorf("policy after detach: %s; want the router's statement gone", aws.ToString(pol.Policy))
 	}
 }
 

@@ -20,6 +20,7 @@ const (
 	CtxArtifactsDir   = "artifactsDir"   // make layer's output; default dist
 	CtxRouterImage    = "routerImage"    // a built router image; default: build router/Dockerfile
 	CtxSampleArch     = "sampleArch"     // the sample function's architecture: arm64 (default) or x86_64
+	CtxTunnel         = "tunnel"         // private (default): functions in the VPC; public: functions anywhere
 )
 
 // NewRegionStacks adds one FerryStack per region in the app's context,
@@ -64,6 +65,14 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 	default:
 		return nil, fmt.Errorf("context %s=%q: want arm64 or x86_64", CtxSampleArch, a)
 	}
+	var public bool
+	switch t := ctx(CtxTunnel); t {
+	case "", "private":
+	case "public":
+		public = true
+	default:
+		return nil, fmt.Errorf("context %s=%q: want private or public", CtxTunnel, t)
+	}
 	var stacks []*FerryStack
 	for r := range strings.SplitSeq(regions, ",") {
 		r = strings.TrimSpace(r)
@@ -84,6 +93,7 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 			DesiredRouterTasks: tasks,
 			RouterImage:        ctx(CtxRouterImage),
 			SampleArch:         arch,
+			PublicTunnel:       public,
 		}))
 	}
 	return stacks, nil

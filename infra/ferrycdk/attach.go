@@ -33,9 +33,9 @@ func (r *RouterService) Attach(fn awslambda.Function, o *AttachOptions) *FerryFu
 	switch {
 	case o == nil || o.Layer == nil:
 		panic(fmt.Sprintf("Attach %s: AttachOptions.Layer is required", id))
-	case !*fn.IsBoundToVpc():
-		panic(fmt.Sprintf("Attach %s: the function runs outside a VPC, so it cannot dial the router's tunnel endpoint: "+
-			"give it the router's VPC and private subnets", id))
+	case !*fn.IsBoundToVpc() && !r.tunnel.Public:
+		panic(fmt.Sprintf("Attach %s: the function runs outside a VPC, so it cannot dial the router's private tunnel endpoint: "+
+			"give it the router's VPC and private subnets, or make the tunnel endpoint public", id))
 	}
 	fn.AddLayers(o.Layer.For(fn.Architecture()))
 	if o.AppCmd != "" {
@@ -48,7 +48,9 @@ func (r *RouterService) Attach(fn awslambda.Function, o *AttachOptions) *FerryFu
 		fn.AddEnvironment(str(k), str(v), nil)
 	}
 	r.grantInvoke(fn)
-	r.tunnel.SecurityGroup.Connections().AllowFrom(fn, awsec2.Port_Tcp(num(TunnelPort)), str("tunnels from "+id))
+	if !r.tunnel.Public {
+		r.tunnel.SecurityGroup.Connections().AllowFrom(fn, awsec2.Port_Tcp(num(TunnelPort)), str("tunnels from "+id))
+	}
 	f := &FerryFunction{Function: fn, host: o.Host, prefix: o.PathPrefix}
 	r.routes = append(r.routes, f.Route())
 	return f

@@ -26,9 +26,13 @@ type FerryFunctionProps struct {
 	// Architecture; if nil, ARM64.
 	Architecture awslambda.Architecture
 	Layer        *FerryLayer // required
-	Vpc          awsec2.IVpc // required: the functions reach the tunnel endpoint inside it
+	// Vpc is where the function reaches a private tunnel endpoint: its
+	// private subnets. With Vpc and TunnelPeer both nil the function runs
+	// outside any VPC, which only a public tunnel endpoint
+	// (TunnelEndpointProps.Public) can take dial-backs from.
+	Vpc awsec2.IVpc
 	// TunnelPeer is the tunnel endpoint's security group; the function gets
-	// egress to it on the tunnel port. Required.
+	// egress to it on the tunnel port. Required with Vpc.
 	TunnelPeer awsec2.ISecurityGroup
 	// Host and PathPrefix route client requests to this function. With
 	// both empty, the function takes every path ("/").
@@ -42,15 +46,16 @@ type FerryFunctionProps struct {
 // FerryFunction is a Lambda function served through ferry.
 type FerryFunction struct {
 	Function      awslambda.Function
-	SecurityGroup awsec2.SecurityGroup
+	SecurityGroup awsec2.SecurityGroup // nil outside a VPC
 	host, prefix  string
 }
 
 // NewFerryFunction makes a function with ferry's layer and configuration,
-// placed in the VPC's private subnets so it can dial the tunnel endpoint.
+// placed in the VPC's private subnets so it can dial the tunnel endpoint,
+// or outside any VPC for a public one.
 func NewFerryFunction(scope constructs.Construct, id string, p *FerryFunctionProps) *FerryFunction {
-	if p.Code == nil || p.Layer == nil || p.Vpc == nil || p.TunnelPeer == nil {
-		panic(fmt.Sprintf("FerryFunction %s: Code, Layer, Vpc and TunnelPeer are required", id))
+	if p.Code == nil || p.Layer == nil || (p.Vpc == nil) != (p.TunnelPeer == nil) {
+		panic(fmt.Sprintf("FerryFunction %s: Code and Layer are required, and Vpc and TunnelPeer go together", id))
 	}
 	runtime := p.Runtime
 	if runtime == nil {
@@ -85,22 +90,26 @@ func NewFerryFunction(scope constructs.Construct, id string, p *FerryFunctionPro
 		env[k] = str(v)
 	}
 
-	sg := awsec2.NewSecurityGroup(scope, str(id+"Sg"), &awsec2.SecurityGroupProps{
-		Vpc: p.Vpc, AllowAllOutbound: yes,
-		Description: str("ferry function " + id + ": dials the router tunnel endpoint, plus the app egress"),
-	})
-	p.TunnelPeer.AddIngressRule(sg, awsec2.Port_Tcp(num(TunnelPort)), str("tunnels from "+id), nil)
-
-	fn := awslambda.NewFunction(scope, str(id), &awslambda.FunctionProps{
+	props := &awslambda.FunctionProps{
 		Code: p.Code, Runtime: runtime, Handler: str(handler), Architecture: arch,
 		Layers: &[]awslambda.ILayerVersion{p.Layer.For(arch)}, MemorySize: num(float64(mem)), Timeout: timeout,
-		Environment: &env, Vpc: p.Vpc, SecurityGroups: &[]awsec2.ISecurityGroup{sg},
-		VpcSubnets: &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS},
+		Environment: &env,
 		LogGroup: awslogs.NewLogGroup(scope, str(id+"Logs"), &awslogs.LogGroupProps{
 			Retention: awslogs.RetentionDays_ONE_MONTH, RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
 		}),
 		Description: str("served through ferry"),
-	})
+	}
+	var sg awsec2.SecurityGroup
+	if p.Vpc != nil {
+		sg = awsec2.NewSecurityGroup(scope, str(id+"Sg"), &awsec2.SecurityGroupProps{
+			Vpc: p.Vpc, AllowAllOutbound: yes,
+			Description: str("ferry function " + id + ": dials the router tunnel endpoint, plus the app egress"),
+		})
+		p.TunnelPeer.AddIngressRule(sg, awsec2.Port_Tcp(num(TunnelPort)), str("tunnels from "+id), nil)
+		props.Vpc, props.SecurityGroups = p.Vpc, &[]awsec2.ISecurityGroup{sg}
+		props.VpcSubnets = &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS}
+	}
+	fn := awslambda.NewFunction(scope, str(id), props)
 	suppress(fn, "AwsSolutions-IAM4", "AWS's managed Lambda execution policies: write its own logs and manage its VPC "+
 		"network interfaces, maintained by AWS as those services change",
 		"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",

@@ -19,7 +19,13 @@ import (
 // left unsuppressed, and every suppression carries a written reason
 // (cdk-nag itself rejects a reason under 10 characters).
 func TestAwsSolutionsNag(t *testing.T) {
-	app := newApp(map[string]any{})
+	for _, tunnel := range []string{"private", "public"} {
+		t.Run(tunnel+" tunnel", func(t *testing.T) { awsSolutionsNag(t, map[string]any{ferrycdk.CtxTunnel: tunnel}) })
+	}
+}
+
+func awsSolutionsNag(t *testing.T, ctx map[string]any) {
+	app := newApp(ctx)
 	stacks, err := ferrycdk.NewRegionStacks(app, testbin.ModuleRoot())
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package ferrycdk_test
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
@@ -35,6 +36,9 @@ type sgGraph struct {
 	carriers        map[string][]string // resource logical id -> the groups it carries
 	subnets         map[string][]string // resource logical id -> its subnets' logical ids
 	natSubnets      map[string]bool     // subnets whose default route is a NAT gateway
+	igwSubnets      map[string]bool     // subnets whose default route is the internet gateway
+	publicIP        map[string]bool     // resources with public addresses of their own
+	functions       []string            // Lambda functions, in the VPC or not
 }
 
 // ref returns the logical id in {"Ref": id} or {"Fn::GetAtt": [id, attr]}.
@@ -93,7 +97,7 @@ func props(r map[string]any) map[string]any {
 func graphOf(t *testing.T, tmpl assertions.Template) sgGraph {
 	t.Helper()
 	g := sgGraph{ingress: map[string][]sgRule{}, egress: map[string][]sgRule{}, carriers: map[string][]string{},
-		subnets: map[string][]string{}, natSubnets: map[string]bool{}}
+		subnets: map[string][]string{}, natSubnets: map[string]bool{}, igwSubnets: map[string]bool{}, publicIP: map[string]bool{}}
 	for _, v := range resources(tmpl, "AWS::EC2::VPC") {
 		g.vpc = netip.MustParsePrefix(props(v)["CidrBlock"].(string))
 	}
@@ -118,8 +122,10 @@ func graphOf(t *testing.T, tmpl assertions.Template) sgGraph {
 	for id, r := range resources(tmpl, "AWS::ECS::Service") {
 		vpc, _ := props(r)["NetworkConfiguration"].(map[string]any)["AwsvpcConfiguration"].(map[string]any)
 		g.carriers[id], g.subnets[id] = refs(vpc["SecurityGroups"]), refs(vpc["Subnets"])
+		g.publicIP[id] = vpc["AssignPublicIp"] == "ENABLED"
 	}
 	for id, r := range resources(tmpl, "AWS::Lambda::Function") {
+		g.functions = append(g.functions, id)
 		if vc, ok := props(r)["VpcConfig"].(map[string]any); ok {
 			g.carriers[id], g.subnets[id] = refs(vc["SecurityGroupIds"]), refs(vc["SubnetIds"])
 		}
@@ -137,6 +143,11 @@ func graphOf(t *testing.T, tmpl assertions.Template) sgGraph {
 		if p["DestinationCidrBlock"] == "0.0.0.0/0" && p["NatGatewayId"] != nil {
 			for _, s := range tables[ref(p["RouteTableId"])] {
 				g.natSubnets[s] = true
+			}
+		}
+		if p["DestinationCidrBlock"] == "0.0.0.0/0" && p["GatewayId"] != nil {
+			for _, s := range tables[ref(p["RouteTableId"])] {
+				g.igwSubnets[s] = true
 			}
 		}
 	}
@@ -192,9 +203,29 @@ func (g sgGraph) fromInternet(dst string, port int) bool {
 	return false
 }
 
-// toInternet reports whether src may connect out to the internet on port
-// and every subnet it sits in routes there through a NAT gateway.
+// publiclyReachable reports whether a connection from the internet can
+// arrive at dst on port: dst has public addresses, every subnet it sits
+// in routes to the internet gateway, and its groups admit the internet.
+func (g sgGraph) publiclyReachable(dst string, port int) bool {
+	if !g.publicIP[dst] || len(g.subnets[dst]) == 0 {
+		return false
+	}
+	for _, sn := range g.subnets[dst] {
+		if !g.igwSubnets[sn] {
+			return false
+		}
+	}
+	return g.fromInternet(dst, port)
+}
+
+// toInternet reports whether src may connect out to the internet on port:
+// a function outside the VPC always may; in the VPC, its groups must let
+// it out and every subnet it sits in must route there through a NAT
+// gateway, or through the internet gateway if it has a public address.
 func (g sgGraph) toInternet(src string, port int) bool {
+	if slices.Contains(g.functions, src) && g.carriers[src] == nil {
+		return true // Lambda's own network
+	}
 	out := false
 	for _, s := range g.carriers[src] {
 		for _, r := range g.egress[s] {
@@ -205,11 +236,21 @@ func (g sgGraph) toInternet(src string, port int) bool {
 		return false
 	}
 	for _, sn := range g.subnets[src] {
-		if !g.natSubnets[sn] {
+		if !g.natSubnets[sn] && !(g.igwSubnets[sn] && g.publicIP[src]) {
 			return false
 		}
 	}
 	return true
+}
+
+// dialsBack reports whether function fn can open a tunnel to the router:
+// inside the VPC, through the security groups to the task's private
+// address; outside it, over the internet to the task's public address.
+func (g sgGraph) dialsBack(fn, router string) bool {
+	if g.carriers[fn] != nil {
+		return g.reaches(fn, router, ferrycdk.TunnelPort)
+	}
+	return g.toInternet(fn, ferrycdk.TunnelPort) && g.publiclyReachable(router, ferrycdk.TunnelPort)
 }
 
 func only(t *testing.T, tmpl assertions.Template, typ string) string {
@@ -225,30 +266,37 @@ func only(t *testing.T, tmpl assertions.Template, typ string) string {
 }
 
 // TestNetworkPaths proves each path a deployment depends on, and that the
-// router's tunnel and admin ports are reached by nothing else.
+// router's ports are reached by nothing else, with a private tunnel
+// endpoint (functions in the VPC) and a public one (functions anywhere).
 func TestNetworkPaths(t *testing.T) {
-	_, tmpl := stack(t)
+	for mode, synth := range modes(t) {
+		t.Run(mode, func(t *testing.T) {
+			_, tmpl := synth(t)
+			networkPaths(t, tmpl, mode == "public tunnel")
+		})
+	}
+}
+
+func networkPaths(t *testing.T, tmpl assertions.Template, public bool) {
 	g := graphOf(t, tmpl)
 	router := only(t, tmpl, "AWS::ECS::Service")
 	alb := only(t, tmpl, "AWS::ElasticLoadBalancingV2::LoadBalancer")
-	var functions []string
-	for id := range g.subnets {
-		if id != router && id != alb {
-			functions = append(functions, id)
+	if len(g.functions) == 0 {
+		t.Fatal("no function")
+	}
+	for _, fn := range g.functions {
+		inVpc := g.carriers[fn] != nil
+		if inVpc == public {
+			t.Errorf("function %s in the VPC: %v; want %v with a public tunnel %v", fn, inVpc, !public, public)
 		}
-	}
-	if len(functions) == 0 {
-		t.Fatal("no function in the VPC")
-	}
-	for _, fn := range functions {
 		cases := []struct {
 			name string
 			got  bool
 			want bool
 		}{
-			{"function dials back to the router task's tunnel port", g.reaches(fn, router, ferrycdk.TunnelPort), true},
+			{"function dials back to the router task's tunnel port", g.dialsBack(fn, router), true},
 			{"function reaches the router's admin port", g.reaches(fn, router, ferrycdk.AdminPort), false},
-			{"function reaches the AWS APIs (HTTPS through NAT)", g.toInternet(fn, 443), true},
+			{"function reaches the AWS APIs (HTTPS)", g.toInternet(fn, 443), true},
 			{"the internet reaches the function", g.fromInternet(fn, 443), false},
 		}
 		for _, c := range cases {
@@ -266,9 +314,9 @@ func TestNetworkPaths(t *testing.T) {
 		{"ALB forwards clients to the router's ingress port", g.reaches(alb, router, ferrycdk.IngressPort), true},
 		{"ALB health-checks the router's admin port", g.reaches(alb, router, ferrycdk.AdminPort), true},
 		{"ALB reaches the router's tunnel port", g.reaches(alb, router, ferrycdk.TunnelPort), false},
-		{"router calls Lambda, CloudWatch and Secrets Manager (HTTPS through NAT)", g.toInternet(router, 443), true},
+		{"router calls Lambda, CloudWatch and Secrets Manager (HTTPS)", g.toInternet(router, 443), true},
 		{"the internet reaches the router's ingress port", g.fromInternet(router, ferrycdk.IngressPort), false},
-		{"the internet reaches the router's tunnel port", g.fromInternet(router, ferrycdk.TunnelPort), false},
+		{"the internet reaches the router's tunnel port", g.publiclyReachable(router, ferrycdk.TunnelPort), public},
 		{"the internet reaches the router's admin port", g.fromInternet(router, ferrycdk.AdminPort), false},
 	}
 	for _, c := range cases {

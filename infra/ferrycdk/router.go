@@ -28,6 +28,16 @@ import (
 // TunnelEndpointProps configure NewTunnelEndpoint.
 type TunnelEndpointProps struct {
 	Vpc awsec2.IVpc // required
+	// Public opens the tunnel port of the router tasks to the internet, on
+	// each task's own public IP, so that functions outside the VPC can
+	// dial back: no VPC, subnets or NAT on the function side. What guards
+	// the private endpoint guards this one: pinned TLS 1.3, single-use
+	// tokens bound to the function, bounded handshakes and rate-limited
+	// rejection logs; what it gives up is that nobody outside the VPC can
+	// even open a connection. The router tasks then run in the public
+	// subnets with public IPs (their other ports stay closed to the
+	// internet).
+	Public bool
 }
 
 // TunnelEndpoint is where functions dial back: each router task's own
@@ -39,15 +49,24 @@ type TunnelEndpointProps struct {
 // adds each) and nothing else.
 type TunnelEndpoint struct {
 	SecurityGroup awsec2.SecurityGroup
+	Public        bool // see TunnelEndpointProps.Public
 }
 
 // NewTunnelEndpoint makes the tunnel security group.
 func NewTunnelEndpoint(scope constructs.Construct, id string, p *TunnelEndpointProps) *TunnelEndpoint {
+	what := "the tunnel port from ferry functions only"
+	if p.Public {
+		what = "the tunnel port from anywhere (public tunnel: functions outside the VPC)"
+	}
 	sg := awsec2.NewSecurityGroup(scope, str(id+"Sg"), &awsec2.SecurityGroupProps{
-		Vpc: p.Vpc, AllowAllOutbound: no(),
-		Description: str("ferry tunnel endpoint on the router tasks: the tunnel port from ferry functions only"),
+		Vpc: p.Vpc, AllowAllOutbound: no(), Description: str("ferry tunnel endpoint on the router tasks: " + what),
 	})
-	return &TunnelEndpoint{SecurityGroup: sg}
+	if p.Public {
+		sg.AddIngressRule(awsec2.Peer_AnyIpv4(), awsec2.Port_Tcp(num(TunnelPort)), str("tunnels from functions anywhere"), nil)
+		suppress(sg, "AwsSolutions-EC23", "the public tunnel endpoint takes dial-backs from functions outside the VPC by design; "+
+			"each connection must complete pinned TLS 1.3 and present a single-use token bound to its function within a bounded handshake")
+	}
+	return &TunnelEndpoint{SecurityGroup: sg, Public: p.Public}
 }
 
 // RouterServiceProps configure NewRouterService.
@@ -144,6 +163,10 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 	})
 	r.tunnel = p.Tunnel
 	for _, f := range p.Functions {
+		if !p.Tunnel.Public && !*f.Function.IsBoundToVpc() {
+			panic(fmt.Sprintf("RouterService %s: function %s runs outside the VPC, so it cannot dial the router's private tunnel endpoint: "+
+				"give it the VPC, or make the tunnel endpoint public", id, *f.Function.Node().Id()))
+		}
 		r.grantInvoke(f.Function)
 		r.routes = append(r.routes, f.Route())
 	}
@@ -186,6 +209,17 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 			Exclude:   &[]*string{str(".git"), str("dist"), str("cdk.out"), str(".cdk"), str("node_modules"), str("**/*.test")},
 		})
 	}
+	advertise := config.AdvertiseECS
+	if p.Tunnel.Public {
+		advertise = config.AdvertiseECSPublic
+		// The task finds its public IP on its network interface; EC2's
+		// Describe calls take no resource-level permissions.
+		r.TaskRole.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Actions: &[]*string{str("ec2:DescribeNetworkInterfaces")}, Resources: &[]*string{str("*")},
+		}))
+		suppress(r.TaskRole, "AwsSolutions-IAM5", "ec2:DescribeNetworkInterfaces, read-only, has no resource-level "+
+			"permissions: the task reads its own interface's public IP (public tunnel)", "Resource::*")
+	}
 	task.AddContainer(str("router"), &awsecs.ContainerDefinitionOptions{
 		Image:   image,
 		Logging: awsecs.LogDrivers_AwsLogs(&awsecs.AwsLogDriverProps{StreamPrefix: str("router"), LogGroup: r.LogGroup}),
@@ -193,7 +227,7 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 			"FERRY_ROUTER_LISTEN":        str(":" + strconv.Itoa(IngressPort)),
 			"FERRY_ROUTER_TUNNEL_LISTEN": str(":" + strconv.Itoa(TunnelPort)),
 			"FERRY_ROUTER_ADMIN_LISTEN":  str(":" + strconv.Itoa(AdminPort)),
-			"FERRY_ROUTER_ADVERTISE":     str("ecs"), // this task's own address: tunnels return to their launcher
+			"FERRY_ROUTER_ADVERTISE":     str(advertise), // this task's own address: tunnels return to their launcher
 			// The ALB sits in the VPC: its X-Forwarded-For and -Proto (https
 			// behind the HTTPS listener) reach the app; no one else's do.
 			"FERRY_ROUTER_TRUSTED_PROXIES":  p.Vpc.VpcCidrBlock(),
@@ -215,6 +249,12 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 	suppress(task, "AwsSolutions-IAM5", "the execution role's ecr:GetAuthorizationToken, added by CDK for the image "+
 		"asset, has no resource-level permissions", "Resource::*")
 
+	subnets, publicIP := awsec2.SubnetType_PRIVATE_WITH_EGRESS, no()
+	if p.Tunnel.Public {
+		// Each task is reached on its own public IP; its way out to the AWS
+		// APIs is then the internet gateway, not the NAT.
+		subnets, publicIP = awsec2.SubnetType_PUBLIC, yes
+	}
 	routerSg := awsec2.NewSecurityGroup(scope, str(id+"Sg"), &awsec2.SecurityGroupProps{
 		Vpc: p.Vpc, AllowAllOutbound: yes,
 		Description: str("ferry-router tasks: clients and health checks from the ALB; egress to the Lambda API"),
@@ -224,7 +264,8 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		// The tunnel group admits functions' dial-backs; without it on the
 		// tasks no function could reach its router.
 		SecurityGroups:    &[]awsec2.ISecurityGroup{routerSg, p.Tunnel.SecurityGroup},
-		VpcSubnets:        &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS},
+		VpcSubnets:        &awsec2.SubnetSelection{SubnetType: subnets},
+		AssignPublicIp:    publicIP,
 		CircuitBreaker:    &awsecs.DeploymentCircuitBreaker{Rollback: yes},
 		MinHealthyPercent: num(100),
 	})

@@ -34,6 +34,10 @@ type FerryStackProps struct {
 	RouterImage string
 	// SampleArch is the sample function's architecture; if nil, ARM64.
 	SampleArch awslambda.Architecture
+	// PublicTunnel opens the routers' tunnel port to the internet, so
+	// functions need no VPC (TunnelEndpointProps.Public); the sample
+	// function then runs outside the VPC.
+	PublicTunnel bool
 }
 
 // FerryStack is one region's deployment.
@@ -60,18 +64,21 @@ func NewFerryStack(scope constructs.Construct, id string, props *FerryStackProps
 	s := &FerryStack{Stack: stack}
 
 	vpc := NewNetwork(stack, "Vpc", &NetworkProps{VpcID: props.VpcID, NatGateways: props.NatGateways})
-	tunnel := NewTunnelEndpoint(stack, "TunnelEndpoint", &TunnelEndpointProps{Vpc: vpc})
+	tunnel := NewTunnelEndpoint(stack, "TunnelEndpoint", &TunnelEndpointProps{Vpc: vpc, Public: props.PublicTunnel})
 	s.Layer = NewFerryLayer(stack, "FerryLayer", &FerryLayerProps{ArtifactsDir: artifacts})
 	arch := props.SampleArch
 	if arch == nil {
 		arch = awslambda.Architecture_ARM_64()
 	}
-	s.Sample = NewFerryFunction(stack, "SampleApp", &FerryFunctionProps{
+	sample := &FerryFunctionProps{
 		Code:   awslambda.Code_FromAsset(str(filepath.Join(artifacts, "sample-app-"+*arch.Name()+".zip")), nil),
-		AppCmd: "$LAMBDA_TASK_ROOT/goapp", Layer: s.Layer, Vpc: vpc, TunnelPeer: tunnel.SecurityGroup,
-		Architecture: arch,
-		Environment:  map[string]string{"FERRY_READINESS_PATH": "/healthz"},
-	})
+		AppCmd: "$LAMBDA_TASK_ROOT/goapp", Layer: s.Layer, Architecture: arch,
+		Environment: map[string]string{"FERRY_READINESS_PATH": "/healthz"},
+	}
+	if !props.PublicTunnel {
+		sample.Vpc, sample.TunnelPeer = vpc, tunnel.SecurityGroup
+	}
+	s.Sample = NewFerryFunction(stack, "SampleApp", sample)
 	s.Router = NewRouterService(stack, "Router", &RouterServiceProps{
 		Vpc: vpc, Tunnel: tunnel, Functions: []*FerryFunction{s.Sample}, RepoRoot: props.RepoRoot,
 		DesiredCount: props.DesiredRouterTasks, CertificateArn: props.CertificateArn, Image: props.RouterImage,
@@ -113,6 +120,11 @@ func (s *FerryStack) exportForFunctions(vpc awsec2.IVpc, tunnel *TunnelEndpoint)
 	export("TunnelSecurityGroupId", tunnel.SecurityGroup.SecurityGroupId(), "admit a function's group on the tunnel port here")
 	export("RouterTaskRoleArn", s.Router.TaskRole.RoleArn(), "let this principal invoke a function (lambda add-permission)")
 	export("RoutesParameterName", s.Router.RoutesParameter.ParameterName(), "routes beyond the stack's own: ferry routes list|add|remove")
+	mode := "private"
+	if tunnel.Public {
+		mode = "public"
+	}
+	export("TunnelMode", str(mode), "public: functions dial back over the internet and need no VPC; private: from the VPC's private subnets")
 	for _, l := range []struct {
 		arch  string
 		layer awslambda.LayerVersion

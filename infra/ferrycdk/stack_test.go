@@ -52,7 +52,31 @@ var (
 	oneStack     *ferrycdk.FerryStack
 	oneTemplate  assertions.Template
 	oneStackOnce sync.Once
+
+	publicOne     *ferrycdk.FerryStack
+	publicTmpl    assertions.Template
+	publicOneOnce sync.Once
 )
+
+// publicStack synthesizes the one-region stack with a public tunnel
+// endpoint (-c tunnel=public) once.
+func publicStack(t *testing.T) (*ferrycdk.FerryStack, assertions.Template) {
+	t.Helper()
+	publicOneOnce.Do(func() {
+		stacks, err := ferrycdk.NewRegionStacks(newApp(map[string]any{ferrycdk.CtxTunnel: "public"}), testbin.ModuleRoot())
+		if err != nil {
+			panic(err)
+		}
+		publicOne = stacks[0]
+		publicTmpl = assertions.Template_FromStack(publicOne.Stack, nil)
+	})
+	return publicOne, publicTmpl
+}
+
+// modes are the stack as deployed with each tunnel endpoint.
+func modes(t *testing.T) map[string]func(*testing.T) (*ferrycdk.FerryStack, assertions.Template) {
+	return map[string]func(*testing.T) (*ferrycdk.FerryStack, assertions.Template){"private tunnel": stack, "public tunnel": publicStack}
+}
 
 // stack synthesizes the default one-region stack once for the tests that
 // only read it.
@@ -169,7 +193,19 @@ func TestRouterMayInvokeExactlyTheFerryFunctions(t *testing.T) {
 // (internal/permissions, itself held to the code), and each action only
 // where it is needed.
 func TestRouterRoleAllowsExactlyWhatTheRouterCalls(t *testing.T) {
-	st, tmpl := stack(t)
+	for mode, synth := range modes(t) {
+		t.Run(mode, func(t *testing.T) {
+			st, tmpl := synth(t)
+			want := permissions.Router()
+			if mode == "public tunnel" {
+				want = append(want, permissions.RouterPublicTunnel()...)
+			}
+			routerRoleAllows(t, st, tmpl, want)
+		})
+	}
+}
+
+func routerRoleAllows(t *testing.T, st *ferrycdk.FerryStack, tmpl assertions.Template, want []string) {
 	role := *st.Stack.GetLogicalId(st.Router.TaskRole.Node().DefaultChild().(awscdk.CfnElement))
 	fnArn := *st.Stack.GetLogicalId(st.Sample.Function.Node().DefaultChild().(awscdk.CfnElement))
 	allowed := map[string]bool{}
@@ -214,7 +250,6 @@ func TestRouterRoleAllowsExactlyWhatTheRouterCalls(t *testing.T) {
 	for a := range allowed {
 		got = append(got, a)
 	}
-	want := permissions.Router()
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
@@ -250,12 +285,17 @@ func TestTunnelPathIsTheOnlyWayIn(t *testing.T) {
 }
 
 func TestRouterAdvertisesItsOwnTaskAddress(t *testing.T) {
-	_, tmpl := stack(t)
-	tmpl.HasResourceProperties(jsii.String("AWS::ECS::TaskDefinition"), map[string]any{
-		"ContainerDefinitions": assertions.Match_ArrayWith(&[]any{assertions.Match_ObjectLike(&map[string]any{
-			"Environment": assertions.Match_ArrayWith(&[]any{map[string]any{"Name": "FERRY_ROUTER_ADVERTISE", "Value": "ecs"}}),
-		})}),
-	})
+	for mode, advertise := range map[string]string{"private tunnel": "ecs", "public tunnel": "ecs-public"} {
+		t.Run(mode, func(t *testing.T) {
+			_, tmpl := modes(t)[mode](t)
+			tmpl.HasResourceProperties(jsii.String("AWS::ECS::TaskDefinition"), map[string]any{
+				"ContainerDefinitions": assertions.Match_ArrayWith(&[]any{assertions.Match_ObjectLike(&map[string]any{
+					"Environment": assertions.Match_ArrayWith(&[]any{map[string]any{"Name": "FERRY_ROUTER_ADVERTISE", "Value": advertise}}),
+				})}),
+			})
+			tmpl.HasOutput(jsii.String("TunnelMode"), map[string]any{"Value": strings.TrimSuffix(mode, " tunnel")})
+		})
+	}
 }
 
 func TestTwoRegions(t *testing.T) {
@@ -275,7 +315,7 @@ func TestTwoRegions(t *testing.T) {
 }
 
 func TestBadContextIsAClearError(t *testing.T) {
-	for key, value := range map[string]string{ferrycdk.CtxNatGateways: "lots", ferrycdk.CtxSampleArch: "sparc"} {
+	for key, value := range map[string]string{ferrycdk.CtxNatGateways: "lots", ferrycdk.CtxSampleArch: "sparc", ferrycdk.CtxTunnel: "open"} {
 		_, err := ferrycdk.NewRegionStacks(newApp(map[string]any{key: value}), testbin.ModuleRoot())
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%s=%s: error = %v, want one naming %s", key, value, err, key)

@@ -13,6 +13,13 @@ func Router() []string {
 	return []string{"lambda:InvokeFunction", "cloudwatch:PutMetricData", "ssm:GetParameter"}
 }
 
+// RouterPublicTunnel returns what ferry-router also calls with a public
+// tunnel endpoint (FERRY_ROUTER_ADVERTISE=ecs-public): its task's network
+// interface, for the public IP it advertises.
+func RouterPublicTunnel() []string {
+	return []string{"ec2:DescribeNetworkInterfaces"}
+}
+
 // CLI returns the actions the ferry CLI calls: `ferry metrics`
 // (internal/review) and `ferry routes` (the routes parameter). `ferry
 // local` runs against a local AWS only and is not counted.

@@ -81,7 +81,7 @@ func TestListsMatchTheCode(t *testing.T) {
 		dirs []string
 		list []string
 	}{
-		"ferry-router": {[]string{"router"}, Router()},
+		"ferry-router": {[]string{"router"}, append(Router(), RouterPublicTunnel()...)},
 		"ferry CLI":    {[]string{"cmd/ferry", "internal/review"}, append(CLI(), Attach()...)},
 	}
 	for name, tc := range cases {
@@ -100,7 +100,7 @@ func TestREADMENamesTheActions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range slices.Concat(Router(), CLI(), Attach()) {
+	for _, a := range slices.Concat(Router(), RouterPublicTunnel(), CLI(), Attach()) {
 		if !strings.Contains(string(b), "`"+a+"`") {
 			t.Errorf("README does not name %s", a)
 		}

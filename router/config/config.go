@@ -267,7 +267,7 @@ func Load(getenv func(string) string) (Config, error) {
 	if e := mergeFunctionOptions(c.Routes); e != nil {
 		return Config{}, fmt.Errorf("routes (%s, %s): %w", EnvRoutes, EnvConfigFile, e)
 	}
-	if c.Advertise == AdvertiseECS {
+	if c.Advertise == AdvertiseECS || c.Advertise == AdvertiseECSPublic {
 		return c, nil // resolved at start, from the task metadata
 	}
 	if c.Advertise == "" {

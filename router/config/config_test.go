@@ -1,11 +1,7 @@
 package config
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,25 +80,6 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 
 func TestREADMEListsEveryVariable(t *testing.T) {
 	testbin.CheckEnvTable(t, Names, func(n string) bool { return strings.HasPrefix(n, "FERRY_ROUTER_") })
-}
-
-func TestResolveECSAdvertise(t *testing.T) {
-	// A stand-in for the ECS task metadata endpoint, which exists only on ECS.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/task" {
-			http.NotFound(w, r)
-			return
-		}
-		io.WriteString(w, `{"Containers":[{"Name":"router","Networks":[{"NetworkMode":"awsvpc","IPv4Addresses":["10.0.3.17"]}]}]}`)
-	}))
-	defer srv.Close()
-	got, err := ResolveECSAdvertise(context.Background(), srv.URL, "8443")
-	if err != nil || got != "10.0.3.17:8443" {
-		t.Errorf("ResolveECSAdvertise = %q, %v; want 10.0.3.17:8443", got, err)
-	}
-	if _, err := ResolveECSAdvertise(context.Background(), "", "8443"); err == nil || !strings.Contains(err.Error(), "ECS_CONTAINER_METADATA_URI_V4") {
-		t.Errorf("off ECS: error = %v", err)
-	}
 }
 
 // One pool serves all of a function's routes: the options any route sets
