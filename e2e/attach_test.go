@@ -72,7 +72,7 @@ func attachDetach(t *testing.T, e *env, cfg aws.Config, outputs map[string]strin
 	tunnel := ingress(t, ctx, ec, outputs["TunnelSecurityGroupId"])
 	var admitted bool
 	for _, g := range attached.VpcConfig.SecurityGroupIds {
-		admitted = admitted || strings.Contains(tunnel, `"FromPort":8443,"IpProtocol":"tcp"`) && strings.Contains(tunnel, `"GroupId":"`+g+`"`)
+		admitted = admitted || admits(t, ctx, ec, outputs["TunnelSecurityGroupId"], g, 8443)
 	}
 	if aws.ToString(attached.VpcConfig.VpcId) != outputs["VpcId"] || !slices.Equal(attached.VpcConfig.SubnetIds, strings.Split(outputs["PrivateSubnetIds"], ",")) || !admitted {
 		t.Errorf("attached: VPC %s, subnets %v, groups %v; tunnel group's rules %s; want the stack's VPC %s, subnets %s, and a group admitted on 8443",
@@ -147,7 +147,7 @@ func snapshot(t *testing.T, ctx context.Context, cfg aws.Config, fn string, outp
 		t.Fatal(err)
 	}
 	b.WriteString("role policies " + strings.Join(rp.PolicyNames, ",") + "\n")
-	sgs, err := ec.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{{Name: aws.String("group-name"), Values: []string{"ferry-" + fn}}}})
+	sgs, err := ec.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{{Name: aws.String("tag:ferry:attached"), Values: []string{fn}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +159,26 @@ func snapshot(t *testing.T, ctx context.Context, cfg aws.Config, fn string, outp
 	}
 	b.WriteString("routes " + aws.ToString(routes.Parameter.Value) + "\n")
 	return b.String()
+}
+
+// admits reports whether group takes TCP on port from the group from.
+func admits(t *testing.T, ctx context.Context, ec *ec2.Client, group, from string, port int32) bool {
+	t.Helper()
+	out, err := ec.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: []string{group}})
+	if err != nil || len(out.SecurityGroups) != 1 {
+		t.Fatalf("security group %s: %v", group, err)
+	}
+	for _, p := range out.SecurityGroups[0].IpPermissions {
+		if aws.ToString(p.IpProtocol) != "tcp" || aws.ToInt32(p.FromPort) > port || aws.ToInt32(p.ToPort) < port {
+			continue
+		}
+		for _, pair := range p.UserIdGroupPairs {
+			if aws.ToString(pair.GroupId) == from {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ingress is a security group's inbound rules, as JSON.

@@ -32,11 +32,13 @@ import (
 
 // An attachment is what ferry attach changed on a function, kept in the
 // SSM parameter /ferry/<stack>/attached/<function> so that ferry detach
-// undoes exactly that and nothing else. It holds no value of the
-// function's own: only the prior values of the FERRY_ variables and the
-// exec wrapper attach set.
+// undoes exactly that and nothing else. Of the function's environment it
+// holds only the prior values of the variables attach sets: ferry's
+// settings (FERRY_*) and the exec wrapper.
 type attachment struct {
 	Function string `json:"function"`
+	// Routes is the routes parameter the route went into.
+	Routes string `json:"routes_parameter"`
 	// Layer is the layer version attach added.
 	Layer string `json:"layer"`
 	// Env holds each variable attach set and its value before: null where
@@ -52,7 +54,9 @@ type attachment struct {
 	// RolePolicy is the inline policy attach put on the function's role
 	// ("role/policy") so that Lambda may place it in the VPC.
 	RolePolicy string `json:"role_policy,omitempty"`
-	// Permission is the statement attach added to the function's policy.
+	// Permission is the statement attach added to the function's policy
+	// (recorded once added: a statement of that id already there is not
+	// attach's to remove).
 	Permission string       `json:"permission,omitempty"`
 	Route      config.Route `json:"route"`
 }
@@ -60,6 +64,7 @@ type attachment struct {
 type vpcConfig struct {
 	SubnetIDs        []string `json:"subnet_ids"`
 	SecurityGroupIDs []string `json:"security_group_ids"`
+	IPv6             bool     `json:"ipv6_allowed_for_dual_stack,omitempty"`
 }
 
 // attachedParameterName is where the attachment of fn to stack is kept.
@@ -77,7 +82,8 @@ type ferryStack struct {
 	subnets     []string
 	tunnelGroup string
 	routerRole  string
-	routes      string // the routes parameter's name
+	routes      string         // the routes parameter's name
+	own         []config.Route // the stack's own routes (FERRY_ROUTER_ROUTES)
 	// public: the routers' tunnel port is open to the internet, and
 	// functions dial back from anywhere (TunnelMode public).
 	public bool
@@ -139,25 +145,52 @@ func attach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("function %s: %w", fnName, err)
 	}
 	name := aws.ToString(fn.FunctionName)
+	if v := aws.ToString(fn.Version); v != "$LATEST" {
+		// Attach changes the function's configuration, which versions
+		// cannot have, and routes invoke the function unqualified.
+		return fmt.Errorf("%s names version %s of %s: attach the function itself (-function %s); routes invoke its $LATEST", fnName, v, name, name)
+	}
 	record := attachedParameterName(st.name, name)
-	if _, err := c.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: &record}); err == nil {
-		return fmt.Errorf("%s is already attached to %s (%s): ferry detach -function %s first", name, st.name, record, name)
+	if p, err := c.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: &record}); err == nil {
+		var prior attachment
+		if json.Unmarshal([]byte(aws.ToString(p.Parameter.Value)), &prior) == nil && prior.Layer == "" && prior.SecurityGroup != "" {
+			return fmt.Errorf("a detach of %s from %s is still waiting for AWS to release its security group %s: run ferry detach -function %s -stack %s again first",
+				name, st.name, prior.SecurityGroup, name, st.name)
+		}
+		return fmt.Errorf("%s is already attached to %s (%s): ferry detach -function %s -stack %s first", name, st.name, record, name, st.name)
 	} else if !notFound(err) {
 		return fmt.Errorf("reading %s: %w", record, err)
 	}
 	rt.Function = name
-	a := attachment{Function: name, TunnelGroup: st.tunnelGroup, Route: rt, Env: map[string]*string{}}
+	a := attachment{Function: name, Routes: st.routes, TunnelGroup: st.tunnelGroup, Route: rt, Env: map[string]*string{}}
 	update, err := plan(ctx, c, st, fn, env, &a)
 	if err != nil {
 		return err
 	}
-	// The route must be free before anything changes.
+	// The route must be one the routers can use, and free, before
+	// anything changes: neither the stack's own routes nor those added
+	// may take its requests.
 	current, _, err := readRoutes(ctx, c.ssm, st.routes)
 	if err != nil {
 		return err
 	}
-	if _, err := addRoute(rt)(current); err != nil {
+	for _, r := range st.own {
+		if sameRequests(r, rt) {
+			return fmt.Errorf("the stack's own route already takes %s%s (to %s): give the function a -host or a -path of its own", orAny(rt.Host), orAny(rt.PathPrefix), r.Function)
+		}
+	}
+	if routes, err := addRoute(rt)(current); err != nil {
 		return fmt.Errorf("%s %w", st.routes, err)
+	} else if err := usable(routes); err != nil {
+		return err
+	}
+	// So must the id of the statement that lets the router invoke it.
+	sid := "ferry-router-" + st.name
+	if pol, err := c.lambda.GetPolicy(ctx, &lambda.GetPolicyInput{FunctionName: &name}); err == nil && strings.Contains(aws.ToString(pol.Policy), `"`+sid+`"`) {
+		return fmt.Errorf("%s's policy already has a statement %s (added by hand?): remove it first (aws lambda remove-permission --function-name %s --statement-id %s)",
+			name, sid, name, sid)
+	} else if err != nil && !notFound(err) {
+		return fmt.Errorf("reading %s's policy: %w", name, err)
 	}
 
 	// The changes, recorded first: a detach after a failure undoes
@@ -165,7 +198,9 @@ func attach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "attaching %s to %s\n", name, st.name)
 	if !st.public {
 		sg, err := c.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
-			GroupName: aws.String("ferry-" + name), VpcId: &st.vpc,
+			// A name of its own each time: AWS may keep an earlier one a
+			// while after a detach (see detach).
+			GroupName: aws.String(fmt.Sprintf("ferry-%s-%d", name, time.Now().Unix())), VpcId: &st.vpc,
 			Description: aws.String("ferry attach: " + name + " dials the tunnel port of " + st.name),
 			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeSecurityGroup, Tags: []ec2types.Tag{
 				{Key: aws.String("ferry:stack"), Value: &st.name}, {Key: aws.String("ferry:attached"), Value: &name}}}},
@@ -176,14 +211,11 @@ func attach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		a.SecurityGroup = aws.ToString(sg.GroupId)
 		update.VpcConfig.SecurityGroupIds = append(update.VpcConfig.SecurityGroupIds, a.SecurityGroup)
 	}
-	doc, _ := json.Marshal(a)
-	if _, err := c.ssm.PutParameter(ctx, &ssm.PutParameterInput{Name: &record, Value: aws.String(string(doc)),
-		Type: ssmtypes.ParameterTypeString, Tier: ssmtypes.ParameterTierIntelligentTiering,
-		Description: aws.String("ferry attach: what it changed on " + name + ", for ferry detach")}); err != nil {
+	if err := writeRecord(ctx, c.ssm, record, a); err != nil {
 		if a.SecurityGroup != "" {
 			c.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: &a.SecurityGroup})
 		}
-		return fmt.Errorf("recording the attachment in %s: %w", record, err)
+		return err
 	}
 	undo := func(step string, err error) error {
 		return fmt.Errorf("attach stopped at %s: %w\nferry detach -function %s -stack %s undoes what was done", step, err, name, st.name)
@@ -210,13 +242,20 @@ func attach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if a.SecurityGroup != "" {
 		step += fmt.Sprintf(", subnets %s and group %s", strings.Join(update.VpcConfig.SubnetIds, ","), a.SecurityGroup)
 	}
+	// Against the configuration read above: a change made meanwhile is
+	// not overwritten.
+	update.RevisionId = fn.RevisionId
 	if err := updateFunction(ctx, c.lambda, update); err != nil {
 		return undo(step, err)
 	}
 	fmt.Fprintf(stdout, "  %s\n", step)
 	step = "letting " + st.routerRole + " invoke it"
-	if _, err := c.lambda.AddPermission(ctx, &lambda.AddPermissionInput{FunctionName: &name, StatementId: &a.Permission,
+	if _, err := c.lambda.AddPermission(ctx, &lambda.AddPermissionInput{FunctionName: &name, StatementId: &sid,
 		Action: aws.String("lambda:InvokeFunction"), Principal: &st.routerRole}); err != nil {
+		return undo(step, err)
+	}
+	a.Permission = sid
+	if err := writeRecord(ctx, c.ssm, record, a); err != nil {
 		return undo(step, err)
 	}
 	fmt.Fprintf(stdout, "  %s\n", step)
@@ -225,7 +264,17 @@ func attach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return undo("adding its route", err)
 	}
 	fmt.Fprintf(stdout, "  route %s%s -> %s (%s version %d); routers put it in force within seconds\n", rt.Host, orAny(rt.PathPrefix), name, st.routes, version)
-	fmt.Fprintf(stdout, "attached; ferry detach -function %s undoes it (record: %s)\n", name, record)
+	fmt.Fprintf(stdout, "attached; ferry detach -function %s -stack %s undoes it (record: %s)\n", name, st.name, record)
+	return nil
+}
+
+// writeRecord keeps a in the SSM parameter name.
+func writeRecord(ctx context.Context, api *ssm.Client, name string, a attachment) error {
+	doc, _ := json.Marshal(a)
+	if _, err := api.PutParameter(ctx, &ssm.PutParameterInput{Name: &name, Value: aws.String(string(doc)), Overwrite: aws.Bool(true),
+		Type: ssmtypes.ParameterTypeString, Tier: ssmtypes.ParameterTierIntelligentTiering}); err != nil {
+		return fmt.Errorf("recording the attachment in %s: %w", name, err)
+	}
 	return nil
 }
 
@@ -250,10 +299,16 @@ func plan(ctx context.Context, c attachClients, st ferryStack, fn *lambda.GetFun
 	layers := []string{}
 	for _, l := range fn.Layers {
 		arn := aws.ToString(l.Arn)
-		if layerName(arn) == layerName(a.Layer) {
-			return nil, fmt.Errorf("%s already has ferry's layer (%s): it was put behind ferry another way; undo that first", name, arn)
+		if layerName(arn) == layerName(a.Layer) || strings.Contains(arn, "FerryLayer") {
+			return nil, fmt.Errorf("%s already has a ferry layer (%s): it is behind ferry already, another way or another stack; undo that first", name, arn)
 		}
 		layers = append(layers, arn)
+	}
+	if fn.Environment != nil && fn.Environment.Error != nil {
+		// Its variables cannot be read (a KMS key out of reach, say): an
+		// update would replace them with ferry's alone.
+		return nil, fmt.Errorf("%s's environment cannot be read (%s: %s): mend that first", name,
+			aws.ToString(fn.Environment.Error.ErrorCode), aws.ToString(fn.Environment.Error.Message))
 	}
 	if len(layers) >= 5 {
 		return nil, fmt.Errorf("%s has %d layers, Lambda's most: remove one to make room for ferry's", name, len(layers))
@@ -272,7 +327,9 @@ func plan(ctx context.Context, c attachClients, st ferryStack, fn *lambda.GetFun
 				"(its code must hold no file named bootstrap, which Lambda would run instead)", name, fn.Runtime, bootconfig.EnvAppCmd)
 		}
 	} else {
-		if w := vars["AWS_LAMBDA_EXEC_WRAPPER"]; w != "" && w != execWrapper {
+		if w := vars["AWS_LAMBDA_EXEC_WRAPPER"]; w == execWrapper {
+			return nil, fmt.Errorf("%s already runs ferry's exec wrapper: it is behind ferry already, another way or another stack; undo that first", name)
+		} else if w != "" {
 			return nil, fmt.Errorf("%s already runs through AWS_LAMBDA_EXEC_WRAPPER=%s (another adapter, such as Lambda Web Adapter?): "+
 				"remove it and its layer, then attach", name, w)
 		}
@@ -289,7 +346,6 @@ func plan(ctx context.Context, c attachClients, st ferryStack, fn *lambda.GetFun
 
 	update := &lambda.UpdateFunctionConfigurationInput{FunctionName: &name, Layers: append(layers, a.Layer),
 		Environment: &lambdatypes.Environment{Variables: vars}}
-	a.Permission = "ferry-router-" + st.name
 	if st.public {
 		return update, nil // wherever it runs, it dials the routers' public addresses
 	}
@@ -301,7 +357,8 @@ func plan(ctx context.Context, c attachClients, st ferryStack, fn *lambda.GetFun
 		if len(v.SecurityGroupIds) >= 5 {
 			return nil, fmt.Errorf("%s has %d security groups, Lambda's most: attach adds one", name, len(v.SecurityGroupIds))
 		}
-		update.VpcConfig = &lambdatypes.VpcConfig{SubnetIds: v.SubnetIds, SecurityGroupIds: slices.Clone(v.SecurityGroupIds)}
+		update.VpcConfig = &lambdatypes.VpcConfig{SubnetIds: v.SubnetIds, SecurityGroupIds: slices.Clone(v.SecurityGroupIds),
+			Ipv6AllowedForDualStack: v.Ipv6AllowedForDualStack}
 	} else {
 		// Outside a VPC: into the stack's private subnets, whose NAT
 		// keeps its way out. Lambda needs the role to manage its network
@@ -309,6 +366,7 @@ func plan(ctx context.Context, c attachClients, st ferryStack, fn *lambda.GetFun
 		a.Vpc = &vpcConfig{SubnetIDs: []string{}, SecurityGroupIDs: []string{}}
 		if v != nil {
 			a.Vpc.SecurityGroupIDs = append(a.Vpc.SecurityGroupIDs, v.SecurityGroupIds...)
+			a.Vpc.IPv6 = aws.ToBool(v.Ipv6AllowedForDualStack)
 		}
 		update.VpcConfig = &lambdatypes.VpcConfig{SubnetIds: st.subnets, SecurityGroupIds: []string{}}
 		role := aws.ToString(fn.Role)
@@ -345,6 +403,8 @@ func updateFunction(ctx context.Context, api *lambda.Client, in *lambda.UpdateFu
 			return nil
 		case errors.As(err, &conflict), errors.As(err, &invalid) && strings.Contains(invalid.ErrorMessage(), "execution role"):
 			return err
+		case errors.As(err, new(*lambdatypes.PreconditionFailedException)):
+			return backoff.Permanent(fmt.Errorf("the function's configuration changed meanwhile; run the command again: %w", err))
 		}
 		return backoff.Permanent(err)
 	}, backoff.WithContext(b, ctx))
@@ -407,13 +467,16 @@ func detach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	// The route first, so that routers stop sending before the function
-	// changes under them.
-	if st, err := readStack(ctx, c.cf, stackName); err != nil {
-		fail("its route", err)
-	} else if _, err := changeRoutes(ctx, c.ssm, st.routes, removeRoute(a.Route), stderr); err != nil && !strings.Contains(err.Error(), "has no route") {
-		fail("its route", err)
-	} else {
+	// changes under them. A routes parameter gone with its stack took the
+	// route with it.
+	_, err = changeRoutes(ctx, c.ssm, a.Routes, removeRoute(a.Route), stderr)
+	switch {
+	case err == nil:
 		fmt.Fprintf(stdout, "  route %s%s -> %s removed\n", a.Route.Host, orAny(a.Route.PathPrefix), name)
+	case errors.Is(err, errNoRoutes) || errors.Is(err, errNoSuchRoute):
+		fmt.Fprintf(stdout, "  route %s%s -> %s already gone\n", a.Route.Host, orAny(a.Route.PathPrefix), name)
+	default:
+		fail("its route", err)
 	}
 	fn, err := c.lambda.GetFunctionConfiguration(ctx, &lambda.GetFunctionConfigurationInput{FunctionName: &name})
 	switch {
@@ -421,6 +484,8 @@ func detach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "  the function is gone: nothing to restore on it\n")
 	case err != nil:
 		fail("reading the function", err)
+	case a.Layer == "":
+		// An earlier detach restored it and left only the group.
 	default:
 		if a.Permission != "" {
 			if _, err := c.lambda.RemovePermission(ctx, &lambda.RemovePermissionInput{FunctionName: &name, StatementId: &a.Permission}); err != nil && !notFound(err) {
@@ -429,7 +494,9 @@ func detach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				fmt.Fprintf(stdout, "  the router's permission %s removed\n", a.Permission)
 			}
 		}
-		if err := updateFunction(ctx, c.lambda, restored(fn, a)); err != nil {
+		in := restored(fn, a)
+		in.RevisionId = fn.RevisionId
+		if err := updateFunction(ctx, c.lambda, in); err != nil {
 			fail("restoring its configuration", err)
 		} else {
 			fmt.Fprintf(stdout, "  its layers, settings and network restored\n")
@@ -443,19 +510,27 @@ func detach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			fmt.Fprintf(stdout, "  role %s's policy %s removed\n", role, policy)
 		}
 	}
-	if a.SecurityGroup != "" {
+	if a.SecurityGroup != "" && len(errs) == 0 {
 		if _, err := c.ec2.RevokeSecurityGroupIngress(ctx, &ec2.RevokeSecurityGroupIngressInput{
 			GroupId: &a.TunnelGroup, IpPermissions: tunnelRule(a.SecurityGroup, name)}); err != nil && !notFound(err) {
 			fail("closing the tunnel port to "+a.SecurityGroup, err)
 		}
-		if _, err := c.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: &a.SecurityGroup}); apiCode(err) == "DependencyViolation" {
+		_, err := c.ec2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: &a.SecurityGroup})
+		switch {
+		case apiCode(err) == "DependencyViolation":
 			// Lambda releases a function's network interfaces some minutes
-			// after it leaves a VPC.
-			fmt.Fprintf(stderr, "ferry: security group %s is still in use by the function's network interfaces, which AWS releases within about 20 minutes: "+
-				"then aws ec2 delete-security-group --group-id %s\n", a.SecurityGroup, a.SecurityGroup)
-		} else if err != nil && !notFound(err) {
+			// after it leaves a VPC: only the group is left, and the record
+			// keeps just that for the next detach.
+			left := attachment{Function: a.Function, Routes: a.Routes, SecurityGroup: a.SecurityGroup, TunnelGroup: a.TunnelGroup}
+			if err := writeRecord(ctx, c.ssm, record, left); err != nil {
+				fail("recording the group left", err)
+				break
+			}
+			return fmt.Errorf("detached, but security group %s is still held by the network interfaces the function left, which AWS releases within "+
+				"about 20 minutes: then run ferry detach -function %s -stack %s again to delete it", a.SecurityGroup, name, stackName)
+		case err != nil && !notFound(err):
 			fail("deleting security group "+a.SecurityGroup, err)
-		} else {
+		default:
 			fmt.Fprintf(stdout, "  security group %s and its rule on %s deleted\n", a.SecurityGroup, a.TunnelGroup)
 		}
 	}
@@ -475,7 +550,9 @@ func detach(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 func restored(fn *lambda.GetFunctionConfigurationOutput, a attachment) *lambda.UpdateFunctionConfigurationInput {
 	layers := []string{}
 	for _, l := range fn.Layers {
-		if aws.ToString(l.Arn) != a.Layer {
+		// Any version of the layer attach added: it may have been moved
+		// to a newer one since.
+		if layerName(aws.ToString(l.Arn)) != layerName(a.Layer) {
 			layers = append(layers, aws.ToString(l.Arn))
 		}
 	}
@@ -494,9 +571,10 @@ func restored(fn *lambda.GetFunctionConfigurationOutput, a attachment) *lambda.U
 		Environment: &lambdatypes.Environment{Variables: vars}}
 	switch v := fn.VpcConfig; {
 	case a.Vpc != nil:
-		in.VpcConfig = &lambdatypes.VpcConfig{SubnetIds: a.Vpc.SubnetIDs, SecurityGroupIds: a.Vpc.SecurityGroupIDs}
+		in.VpcConfig = &lambdatypes.VpcConfig{SubnetIds: a.Vpc.SubnetIDs, SecurityGroupIds: a.Vpc.SecurityGroupIDs,
+			Ipv6AllowedForDualStack: aws.Bool(a.Vpc.IPv6)}
 	case v != nil && a.SecurityGroup != "":
-		in.VpcConfig = &lambdatypes.VpcConfig{SubnetIds: v.SubnetIds,
+		in.VpcConfig = &lambdatypes.VpcConfig{SubnetIds: v.SubnetIds, Ipv6AllowedForDualStack: v.Ipv6AllowedForDualStack,
 			SecurityGroupIds: slices.DeleteFunc(slices.Clone(v.SecurityGroupIds), func(g string) bool { return g == a.SecurityGroup })}
 	}
 	return in
@@ -514,6 +592,13 @@ func readStack(ctx context.Context, cf *cloudformation.Client, name string) (fer
 	}
 	st := ferryStack{name: name, vpc: outputs["VpcId"], tunnelGroup: outputs["TunnelSecurityGroupId"],
 		routerRole: outputs["RouterTaskRoleArn"], routes: outputs["RoutesParameterName"], public: outputs["TunnelMode"] == "public"}
+	if own := outputs["StackRoutes"]; own != "" {
+		rs, err := config.ParseRoutes(own)
+		if err != nil {
+			return st, fmt.Errorf("stack %s's StackRoutes output %q: %w", name, own, err)
+		}
+		st.own = rs
+	}
 	if outputs["PrivateSubnetIds"] != "" {
 		st.subnets = strings.Split(outputs["PrivateSubnetIds"], ",")
 	}

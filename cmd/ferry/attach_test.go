@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,11 +14,12 @@ import (
 	cftypes "github.com/aws/aws-sdk-go-v2/service/cloudformation/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
-	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/router/config"
 )
 
@@ -45,6 +47,7 @@ const attachStack = `{
     "RouterTaskRoleArn": {"Value": {"Fn::GetAtt": ["Role", "Arn"]}},
     "RoutesParameterName": {"Value": {"Fn::Sub": "/ferry/${AWS::StackName}/routes"}},
     "TunnelMode": {"Value": {"Ref": "TunnelMode"}},
+    "StackRoutes": {"Value": "sample=/"},
     "OtherVpc": {"Value": {"Ref": "OtherVpc"}},
     "OtherSubnet": {"Value": {"Ref": "OtherSubnet"}},
     "OtherGroup": {"Value": {"Fn::GetAtt": ["OtherGroup", "GroupId"]}}
@@ -55,20 +58,8 @@ const attachStack = `{
 // with a ferry stack of each tunnel mode: Ferry-us-east-1 (private) and
 // Public. It returns the configuration and each stack's outputs.
 func attachAWS(t *testing.T) (aws.Config, map[string]map[string]string) {
-	endpoint := testbin.Moto(t)
-	for _, k := range []string{"AWS_PROFILE", "AWS_SESSION_TOKEN"} {
-		t.Setenv(k, "")
-	}
-	t.Setenv("AWS_ENDPOINT_URL", endpoint)
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Chdir(t.TempDir())
+	cfg := useLocalAWS(t)
 	ctx := t.Context()
-	cfg, err := awsConfig(ctx, ".local", &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	layer, err := lambda.NewFromConfig(cfg).PublishLayerVersion(ctx, &lambda.PublishLayerVersionInput{LayerName: aws.String("ferry"),
 		Content: &lambdatypes.LayerVersionContentInput{ZipFile: emptyZip(t)}})
 	if err != nil {
@@ -113,6 +104,7 @@ func TestAttachRefuses(t *testing.T) {
 		{"wrapped", lambdatypes.RuntimePython313, map[string]string{"AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap"}, nil},
 		{"custom", lambdatypes.RuntimeProvidedal2023, nil, nil},
 		{"elsewhere", lambdatypes.RuntimeNodejs22x, nil, &lambdatypes.VpcConfig{SubnetIds: []string{out["OtherSubnet"]}, SecurityGroupIds: []string{out["OtherGroup"]}}},
+		{"granted", lambdatypes.RuntimePython313, nil, nil},
 	} {
 		if _, err := lam.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(f.name), Role: aws.String(out["RouterTaskRoleArn"]),
 			Runtime: f.runtime, Handler: aws.String("run.sh"), Code: &lambdatypes.FunctionCode{ZipFile: emptyZip(t)},
@@ -124,6 +116,14 @@ func TestAttachRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := lam.PublishVersion(ctx, &lambda.PublishVersionInput{FunctionName: aws.String("plain")}); err != nil {
+		t.Fatal(err)
+	}
+	// Someone put the router's statement there by hand, as README once said to.
+	if _, err := lam.AddPermission(ctx, &lambda.AddPermissionInput{FunctionName: aws.String("granted"), StatementId: aws.String("ferry-router-Ferry-us-east-1"),
+		Action: aws.String("lambda:InvokeFunction"), Principal: aws.String("123456789012")}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args   []string
 		code   int
@@ -131,13 +131,18 @@ func TestAttachRefuses(t *testing.T) {
 	}{
 		{[]string{"attach"}, 2, "-function is required"},
 		{[]string{"attach", "-function", "nope"}, 1, "function nope"},
+		{[]string{"attach", "-function", "plain"}, 1, "the stack's own route already takes *"},
+		{[]string{"attach", "-function", "plain", "-path", "/"}, 1, "the stack's own route already takes */"},
+		{[]string{"attach", "-function", "plain:1", "-host", "a.example"}, 1, "names version 1 of plain"},
+		{[]string{"attach", "-function", "plain", "-path", "api"}, 2, "must start with /"},
 		{[]string{"attach", "-function", "plain", "-stack", "Missing"}, 1, "ferry stack Missing"},
 		{[]string{"attach", "-function", "plain", "-env", "FERRY_READYNESS_PATH=/healthz"}, 2, "FERRY_READYNESS_PATH is not a setting of ferry's bootstrap"},
 		{[]string{"attach", "-function", "plain", "-env", "GREETING=x"}, 2, "want FERRY_NAME=value"},
 		{[]string{"attach", "-function", "plain", "-host", "TAKEN.example"}, 1, "already routes taken.example* to other"},
-		{[]string{"attach", "-function", "wrapped"}, 1, "already runs through AWS_LAMBDA_EXEC_WRAPPER=/opt/bootstrap"},
-		{[]string{"attach", "-function", "custom"}, 2, "-env FERRY_APP_CMD="},
-		{[]string{"attach", "-function", "elsewhere"}, 1, "elsewhere runs in " + out["OtherVpc"]},
+		{[]string{"attach", "-function", "wrapped", "-host", "a.example"}, 1, "already runs through AWS_LAMBDA_EXEC_WRAPPER=/opt/bootstrap"},
+		{[]string{"attach", "-function", "custom", "-host", "a.example"}, 2, "-env FERRY_APP_CMD="},
+		{[]string{"attach", "-function", "elsewhere", "-host", "a.example"}, 1, "elsewhere runs in " + out["OtherVpc"]},
+		{[]string{"attach", "-function", "granted", "-host", "a.example"}, 1, "granted's policy already has a statement ferry-router-Ferry-us-east-1"},
 		{[]string{"detach", "-function", "plain"}, 1, "plain is not attached to Ferry-us-east-1"},
 	} {
 		var stdout, stderr bytes.Buffer
@@ -225,6 +230,111 @@ func TestAttachPublicTunnel(t *testing.T) {
 	}
 	if pol, err := lam.GetPolicy(ctx, &lambda.GetPolicyInput{FunctionName: aws.String("anywhere")}); err == nil && strings.Contains(aws.ToString(pol.Policy), "ferry-router") {
 		t.Errorf("policy after detach: %s; want the router's statement gone", aws.ToString(pol.Policy))
+	}
+}
+
+// TestAttachPrivateTunnel: behind a stack whose tunnel is private, a
+// function already in the stack's VPC keeps its subnets and groups and
+// gains one the tunnel group admits; one whose attach stops halfway (at
+// its update: the layer named is gone) is left by detach as it was.
+func TestAttachPrivateTunnel(t *testing.T) {
+	cfg, stacks := attachAWS(t)
+	ctx := t.Context()
+	out := stacks["Ferry-us-east-1"]
+	lam, ec := lambda.NewFromConfig(cfg), ec2.NewFromConfig(cfg)
+	own, err := ec.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String("own"), Description: aws.String("own"), VpcId: aws.String(out["VpcId"])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, vpc := range map[string]*lambdatypes.VpcConfig{
+		"invpc":   {SubnetIds: []string{out["PrivateSubnetIds"]}, SecurityGroupIds: []string{aws.ToString(own.GroupId)}},
+		"halfway": nil,
+	} {
+		if _, err := lam.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name), Role: aws.String(out["RouterTaskRoleArn"]),
+			Runtime: lambdatypes.RuntimePython313, Handler: aws.String("run.sh"), Code: &lambdatypes.FunctionCode{ZipFile: emptyZip(t)},
+			Environment: &lambdatypes.Environment{Variables: map[string]string{"GREETING": "hi"}}, VpcConfig: vpc}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ferry := func(wantCode int, args ...string) string {
+		var stdout, stderr bytes.Buffer
+		if code := exitCode(run(context.Background(), args, &stdout, &stderr), &stderr); code != wantCode {
+			t.Fatalf("ferry %s: exit %d, want %d: %s%s", strings.Join(args, " "), code, wantCode, stdout.String(), stderr.String())
+		}
+		return stdout.String() + stderr.String()
+	}
+	state := func(fn string) string {
+		c, err := lam.GetFunctionConfiguration(ctx, &lambda.GetFunctionConfigurationInput{FunctionName: &fn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var subnets, groups []string
+		if c.VpcConfig != nil {
+			subnets, groups = c.VpcConfig.SubnetIds, c.VpcConfig.SecurityGroupIds
+		}
+		made, err := ec.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{
+			Filters: []ec2types.Filter{{Name: aws.String("tag:ferry:attached"), Values: []string{fn}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tunnel, err := ec.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: []string{out["TunnelSecurityGroupId"]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules := 0
+		for _, p := range tunnel.SecurityGroups[0].IpPermissions {
+			rules += len(p.UserIdGroupPairs)
+		}
+		policies, err := iam.NewFromConfig(cfg).ListRolePolicies(ctx, &iam.ListRolePoliciesInput{RoleName: aws.String(out["RouterTaskRoleArn"][strings.LastIndex(out["RouterTaskRoleArn"], "/")+1:])})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol := "none"
+		if p, err := lam.GetPolicy(ctx, &lambda.GetPolicyInput{FunctionName: &fn}); err == nil {
+			pol = fmt.Sprint(strings.Count(aws.ToString(p.Policy), `"Sid"`), " statement(s)")
+		}
+		return fmt.Sprintf("layers %d, env %v, subnets %v, groups %v, groups made %d, tunnel rules %d, role policies %v, policy %s",
+			len(c.Layers), c.Environment.Variables, subnets, groups, len(made.SecurityGroups), rules, policies.PolicyNames, pol)
+	}
+
+	before := state("invpc")
+	ferry(0, "attach", "-function", "invpc", "-host", "invpc.example")
+	c, err := lam.GetFunctionConfiguration(ctx, &lambda.GetFunctionConfigurationInput{FunctionName: aws.String("invpc")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := c.VpcConfig.SecurityGroupIds; len(g) != 2 || g[0] != aws.ToString(own.GroupId) || !slices.Equal(c.VpcConfig.SubnetIds, []string{out["PrivateSubnetIds"]}) {
+		t.Errorf("in the stack's VPC, attached: subnets %v, groups %v; want its own subnet and group, and one more", c.VpcConfig.SubnetIds, g)
+	}
+	if s := state("invpc"); !strings.Contains(s, "groups made 1, tunnel rules 1, role policies []") {
+		t.Errorf("attached: %s; want a group made, admitted, and no role policy (it was in the VPC already)", s)
+	}
+	ferry(0, "detach", "-function", "invpc")
+	if after := state("invpc"); after != before {
+		t.Errorf("after detach:\n%s\nbefore attach:\n%s", after, before)
+	}
+
+	before = state("halfway")
+	sm := ssm.NewFromConfig(cfg)
+	layer, err := sm.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String("/ferry/Ferry-us-east-1/layer-arn/x86_64")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setLayer := func(arn string) {
+		if _, err := sm.PutParameter(ctx, &ssm.PutParameterInput{Name: aws.String("/ferry/Ferry-us-east-1/layer-arn/x86_64"), Value: &arn,
+			Type: ssmtypes.ParameterTypeString, Overwrite: aws.Bool(true)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setLayer(aws.ToString(layer.Parameter.Value) + "9") // a version that does not exist
+	said := ferry(1, "attach", "-function", "halfway", "-host", "halfway.example")
+	setLayer(aws.ToString(layer.Parameter.Value))
+	if !strings.Contains(said, "attach stopped at adding layer") || !strings.Contains(said, "ferry detach -function halfway -stack Ferry-us-east-1 undoes what was done") {
+		t.Errorf("attach that could not finish said %q", said)
+	}
+	ferry(0, "detach", "-function", "halfway")
+	if after := state("halfway"); after != before {
+		t.Errorf("after detach of a half-done attach:\n%s\nbefore attach:\n%s", after, before)
 	}
 }
 

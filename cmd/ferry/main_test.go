@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -146,10 +148,11 @@ func TestFindsTheLocalAWS(t *testing.T) {
 	})
 }
 
-// TestRoutesCommand: ferry routes edits the routes parameter (moto's SSM),
-// refuses what a router could not use or what is not there, and lists what
-// is.
-func TestRoutesCommand(t *testing.T) {
+// useLocalAWS starts a local AWS (moto) for the test and points the
+// environment at it, as a user's AWS configuration would be, from an empty
+// working directory; it returns the configuration ferry then uses.
+func useLocalAWS(t *testing.T) aws.Config {
+	t.Helper()
 	endpoint := testbin.Moto(t)
 	for _, k := range []string{"AWS_PROFILE", "AWS_SESSION_TOKEN"} {
 		t.Setenv(k, "")
@@ -159,6 +162,18 @@ func TestRoutesCommand(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
 	t.Setenv("AWS_REGION", "us-east-1")
 	t.Chdir(t.TempDir())
+	cfg, err := awsConfig(t.Context(), ".local", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestRoutesCommand: ferry routes edits the routes parameter (moto's SSM),
+// refuses what a router could not use or what is not there, and lists what
+// is.
+func TestRoutesCommand(t *testing.T) {
+	useLocalAWS(t)
 	ferry := func(args ...string) (int, string, string) {
 		var stdout, stderr bytes.Buffer
 		code := exitCode(run(context.Background(), args, &stdout, &stderr), &stderr)
@@ -207,5 +222,35 @@ func TestRoutesCommand(t *testing.T) {
 	rs, err := config.ParseRoutesDocument([]byte(aws.ToString(out.Parameter.Value)))
 	if err != nil || len(rs) != 1 || rs[0].Function != "api" || rs[0].Host != "api.example.com" || rs[0].PathPrefix != "/v1" || rs[0].Policy != "spread" {
 		t.Errorf("parameter holds %q (%v); want the one api route", aws.ToString(out.Parameter.Value), err)
+	}
+}
+
+// TestConcurrentRouteEdits: edits of the routes parameter made at once all
+// stand (SSM has no conditional write: an edit that another undid is made
+// again).
+func TestConcurrentRouteEdits(t *testing.T) {
+	cfg := useLocalAWS(t)
+	api := ssm.NewFromConfig(cfg)
+	const name = "/ferry/Ferry-us-east-1/routes"
+	if _, err := api.PutParameter(t.Context(), &ssm.PutParameterInput{Name: aws.String(name), Value: aws.String(`{"routes": []}`), Type: ssmtypes.ParameterTypeString}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			rt := config.Route{Function: fmt.Sprintf("fn%d", i), Host: fmt.Sprintf("h%d.example", i)}
+			if _, err := changeRoutes(t.Context(), api, name, addRoute(rt), io.Discard); err != nil {
+				t.Errorf("adding %v: %v", rt, err)
+			}
+		})
+	}
+	wg.Wait()
+	got, _, err := readRoutes(t.Context(), api, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Errorf("%d routes after %d concurrent adds: %+v", len(got), n, got)
 	}
 }

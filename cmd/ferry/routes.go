@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -115,7 +117,7 @@ func removeRoute(rt config.Route) func([]config.Route) ([]config.Route, error) {
 			}
 		}
 		if len(kept) == len(current) {
-			return nil, fmt.Errorf("has no route %s%s to %s (ferry routes list shows them)", rt.Host, orAny(rt.PathPrefix), rt.Function)
+			return nil, fmt.Errorf("has no route %s%s to %s (ferry routes list shows them): %w", rt.Host, orAny(rt.PathPrefix), rt.Function, errNoSuchRoute)
 		}
 		return kept, nil
 	}
@@ -124,7 +126,15 @@ func removeRoute(rt config.Route) func([]config.Route) ([]config.Route, error) {
 // changeRoutes reads the routes parameter name, changes its routes, and
 // writes them back if the routers can use them, returning the version
 // written. An error from change is the parameter's: it is named in it.
+// SSM has no conditional write, so edits take the parameter's lock first:
+// two at once would each read the same version, and the later write would
+// undo the earlier.
 func changeRoutes(ctx context.Context, api *ssm.Client, name string, change func([]config.Route) ([]config.Route, error), stderr io.Writer) (int64, error) {
+	unlock, err := lockRoutes(ctx, api, name)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	current, version, err := readRoutes(ctx, api, name)
 	if err != nil {
 		return 0, err
@@ -133,16 +143,12 @@ func changeRoutes(ctx context.Context, api *ssm.Client, name string, change func
 	if err != nil {
 		return 0, fmt.Errorf("%s %w", name, err)
 	}
+	if err := usable(routes); err != nil {
+		return 0, err
+	}
 	doc, err := json.Marshal(config.RoutesDocument{Routes: routes})
 	if err != nil {
 		return 0, err
-	}
-	// What the routers will read must be what they can use: refused here,
-	// not in every router's log.
-	if rs, err := config.ParseRoutesDocument(doc); err != nil {
-		return 0, usageError{err}
-	} else if _, err := config.Combine(rs); err != nil {
-		return 0, usageError{err}
 	}
 	out, err := api.PutParameter(ctx, &ssm.PutParameterInput{
 		Name: aws.String(name), Value: aws.String(string(doc)), Type: ssmtypes.ParameterTypeString,
@@ -152,11 +158,80 @@ func changeRoutes(ctx context.Context, api *ssm.Client, name string, change func
 		return 0, fmt.Errorf("writing %s: %w", name, err)
 	}
 	if out.Version != version+1 {
-		// SSM has no conditional write: say so when another edit landed
-		// between this one's read and write (one of them is lost).
+		// Written meanwhile by something that took no lock (aws ssm
+		// put-parameter, say): one of the two edits is lost.
 		fmt.Fprintf(stderr, "ferry: %s went from version %d to %d: another edit landed meanwhile; check ferry routes list\n", name, version, out.Version)
 	}
 	return out.Version, nil
+}
+
+// lockStale is how old a lock on the routes parameter may grow before
+// another edit takes it: an edit holds it for a few calls, and one that
+// died holding it must not block every later one.
+const lockStale = 30 * time.Second
+
+// lockRoutes takes the lock on the routes parameter name: the parameter
+// name + ".lock", which only one can create (PutParameter without
+// Overwrite). It waits up to 20 s for another edit's lock, and returns
+// what releases it.
+func lockRoutes(ctx context.Context, api *ssm.Client, name string) (unlock func(), err error) {
+	lock := name + ".lock"
+	host, _ := os.Hostname()
+	holder := fmt.Sprintf("ferry on %s, pid %d", host, os.Getpid())
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := api.PutParameter(ctx, &ssm.PutParameterInput{Name: &lock, Value: &holder, Type: ssmtypes.ParameterTypeString,
+			Overwrite: aws.Bool(false), Description: aws.String("ferry routes: held while an edit of " + name + " is under way")})
+		if err == nil {
+			return func() {
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				defer cancel()
+				api.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: &lock})
+			}, nil
+		}
+		if !errors.As(err, new(*ssmtypes.ParameterAlreadyExists)) {
+			return nil, fmt.Errorf("locking %s: %w", name, err)
+		}
+		held, err := api.GetParameter(ctx, &ssm.GetParameterInput{Name: &lock})
+		if err == nil && time.Since(aws.ToTime(held.Parameter.LastModifiedDate)) > lockStale {
+			// Its holder died: take it over (only one creates it anew).
+			api.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: &lock})
+			continue
+		}
+		if time.Now().After(deadline) {
+			by := "another edit"
+			if err == nil {
+				by = aws.ToString(held.Parameter.Value)
+			}
+			return nil, fmt.Errorf("%s is being edited by %s: try again, or delete %s if nothing edits it", name, by, lock)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(50+rand.IntN(100)) * time.Millisecond): // another edit takes a few calls
+		}
+	}
+}
+
+// Errors a change of the routes can end in.
+var (
+	errNoRoutes    = errors.New("no routes parameter")
+	errNoSuchRoute = errors.New("no such route")
+)
+
+// usable refuses routes the routers could not use: refused here, not in
+// every router's log.
+func usable(routes []config.Route) error {
+	doc, err := json.Marshal(config.RoutesDocument{Routes: routes})
+	if err != nil {
+		return err
+	}
+	if rs, err := config.ParseRoutesDocument(doc); err != nil {
+		return usageError{err}
+	} else if _, err := config.Combine(rs); err != nil {
+		return usageError{err}
+	}
+	return nil
 }
 
 // readRoutes reads the routes parameter: its routes and version.
@@ -164,7 +239,7 @@ func readRoutes(ctx context.Context, api *ssm.Client, name string) ([]config.Rou
 	out, err := api.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name)})
 	var missing *ssmtypes.ParameterNotFound
 	if errors.As(err, &missing) {
-		return nil, 0, fmt.Errorf("no routes parameter %s: deploy the stack first, or name it with -stack or -parameter", name)
+		return nil, 0, fmt.Errorf("%w %s: deploy the stack first, or name it with -stack or -parameter", errNoRoutes, name)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading %s: %w", name, err)

@@ -54,12 +54,10 @@ type TunnelEndpoint struct {
 
 // NewTunnelEndpoint makes the tunnel security group.
 func NewTunnelEndpoint(scope constructs.Construct, id string, p *TunnelEndpointProps) *TunnelEndpoint {
-	what := "the tunnel port from ferry functions only"
-	if p.Public {
-		what = "the tunnel port from anywhere (public tunnel: functions outside the VPC)"
-	}
+	// One description in both modes: a changed one would replace the group,
+	// and with it the rules ferry attach added to it.
 	sg := awsec2.NewSecurityGroup(scope, str(id+"Sg"), &awsec2.SecurityGroupProps{
-		Vpc: p.Vpc, AllowAllOutbound: no(), Description: str("ferry tunnel endpoint on the router tasks: " + what),
+		Vpc: p.Vpc, AllowAllOutbound: no(), Description: str("ferry tunnel endpoint on the router tasks: the tunnel port from ferry functions"),
 	})
 	if p.Public {
 		sg.AddIngressRule(awsec2.Peer_AnyIpv4(), awsec2.Port_Tcp(num(TunnelPort)), str("tunnels from functions anywhere"), nil)

@@ -125,6 +125,10 @@ func (s *FerryStack) exportForFunctions(vpc awsec2.IVpc, tunnel *TunnelEndpoint)
 		mode = "public"
 	}
 	export("TunnelMode", str(mode), "public: functions dial back over the internet and need no VPC; private: from the VPC's private subnets")
+	// Not exported: it changes with the stack's functions. ferry attach
+	// reads it to refuse a route one of these already takes.
+	awscdk.NewCfnOutput(s.Stack, str("StackRoutes"), &awscdk.CfnOutputProps{
+		Value: awscdk.Lazy_String(&routesProducer{s.Router}, nil), Description: str("the stack's own routes (FERRY_ROUTER_ROUTES)")})
 	for _, l := range []struct {
 		arch  string
 		layer awslambda.LayerVersion

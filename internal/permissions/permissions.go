@@ -21,10 +21,11 @@ func RouterPublicTunnel() []string {
 }
 
 // CLI returns the actions the ferry CLI calls: `ferry metrics`
-// (internal/review) and `ferry routes` (the routes parameter). `ferry
+// (internal/review) and `ferry routes` (the routes parameter, and its
+// lock, a parameter beside it). `ferry
 // local` runs against a local AWS only and is not counted.
 func CLI() []string {
-	return []string{"cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ssm:GetParameter", "ssm:PutParameter"}
+	return []string{"cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ssm:GetParameter", "ssm:PutParameter", "ssm:DeleteParameter"}
 }
 
 // Attach returns the further actions `ferry attach` and `ferry detach`
@@ -33,9 +34,18 @@ func CLI() []string {
 // Lambda place it in the VPC, and the record of what attach changed.
 func Attach() []string {
 	return []string{"cloudformation:DescribeStacks",
-		"lambda:GetFunctionConfiguration", "lambda:UpdateFunctionConfiguration", "lambda:AddPermission", "lambda:RemovePermission",
+		"lambda:GetFunctionConfiguration", "lambda:UpdateFunctionConfiguration", "lambda:GetPolicy", "lambda:AddPermission", "lambda:RemovePermission",
 		"ec2:CreateSecurityGroup", "ec2:CreateTags", "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup",
-		"iam:PutRolePolicy", "iam:DeleteRolePolicy", "ssm:DeleteParameter"}
+		"iam:PutRolePolicy", "iam:DeleteRolePolicy"}
+}
+
+// AttachImplied returns the actions Lambda requires of whoever runs
+// `ferry attach` beyond the calls it makes: to add a layer to a function,
+// read the layer version; to place a function in a VPC, describe its
+// security groups, subnets and VPC. No SDK call names them, so the test
+// that holds the lists to the code cannot see them.
+func AttachImplied() []string {
+	return []string{"lambda:GetLayerVersion", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs"}
 }
 
 // Actions returns the IAM actions that allow an SDK operation of a

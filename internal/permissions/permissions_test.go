@@ -100,7 +100,7 @@ func TestREADMENamesTheActions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range slices.Concat(Router(), RouterPublicTunnel(), CLI(), Attach()) {
+	for _, a := range slices.Concat(Router(), RouterPublicTunnel(), CLI(), Attach(), AttachImplied()) {
 		if !strings.Contains(string(b), "`"+a+"`") {
 			t.Errorf("README does not name %s", a)
 		}

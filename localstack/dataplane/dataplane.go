@@ -212,6 +212,8 @@ func Start(ctx context.Context, c Clients, o Options) (State, error) {
 			logf("routed function %s: %v: not run here", name, err)
 			continue
 		}
+		// Named as Lambda names it: a route's name is only checked for shape.
+		name = aws.ToString(fn.Configuration.FunctionName)
 		code := filepath.Join(o.StateDir, "functions", name)
 		if fn.Code == nil || fn.Code.Location == nil {
 			logf("routed function %s: Lambda gives no code location: not run here", name)
@@ -364,7 +366,13 @@ func fetchURL(ctx context.Context, location, dir string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	c := &http.Client{Timeout: time.Minute, CheckRedirect: func(r *http.Request, _ []*http.Request) error {
+		if h := r.URL.Hostname(); h != "localhost" && !net.ParseIP(h).IsLoopback() {
+			return fmt.Errorf("code location redirects to %s, not this machine", h)
+		}
+		return nil
+	}}
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
