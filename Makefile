@@ -7,7 +7,7 @@ STAMP   := -X github.com/ferryrun/ferry/internal/version.stamp=$(VERSION)
 LDFLAGS := -s -w $(STAMP)
 export CGO_ENABLED := 0
 
-.PHONY: all build layer synth deploy destroy test e2e fuzz lint demo bench soak clean local-up local-down local-deploy local-start local-stop local-destroy metrics
+.PHONY: all build layer synth deploy destroy test e2e fuzz lint demo bench soak clean chaos local-up local-down local-deploy local-start local-stop local-destroy metrics
 
 all: build
 
@@ -94,6 +94,12 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+## chaos: the chaos tests under CHAOS_FOR (60s) of load each, and the
+## 30 s turnover (make test runs them for a few seconds).
+CHAOS_FOR ?= 60s
+chaos:
+	FERRY_CHAOS_FOR=$(CHAOS_FOR) CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 60m -v -run 'TestChaos|TestTurnoverUnderContinuousLoad' ./router/
 
 ## e2e: only the end-to-end suite: deploy to a local AWS, load, metrics, teardown.
 e2e: $(CDK)

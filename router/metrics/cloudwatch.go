@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
+	"github.com/aws/smithy-go"
 )
 
 // PutMetricDataAPI is the part of the CloudWatch client the sink uses.
@@ -34,9 +37,8 @@ func RetryUnapplied(o *cloudwatch.Options) {
 	o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
 		so.Retryables = []retry.IsErrorRetryable{
 			retry.NoRetryCanceledError{},
-			retry.RetryableErrorCode{Codes: retry.DefaultThrottleErrorCodes},
 			retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-				if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
+				if notApplied(err) {
 					return aws.TrueTernary
 				}
 				return aws.FalseTernary
@@ -45,14 +47,46 @@ func RetryUnapplied(o *cloudwatch.Options) {
 	})
 }
 
+// notApplied reports whether a failed call cannot have been applied: it
+// was throttled, or its connection never opened.
+func notApplied(err error) bool {
+	if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	_, throttled := retry.DefaultThrottleErrorCodes[ae.ErrorCode()]
+	return throttled
+}
+
 // CloudWatch is a Sink calling PutMetricData, in as few calls as
 // CloudWatch's limits allow. Use it where nothing extracts EMF from logs.
-func CloudWatch(api PutMetricDataAPI) Sink { return cwSink{api} }
+//
+// What a call could not deliver and CloudWatch cannot have applied (the
+// endpoint down or unreachable, or throttled past the client's retries)
+// is kept, each datum with its own interval's timestamp, and sent before
+// the next interval's: metrics wait out an outage and then catch up. At
+// most maxKept datums are kept (the oldest go first, and are reported).
+// What may have been applied is never sent again (see RetryUnapplied).
+func CloudWatch(api PutMetricDataAPI) Sink { return &cwSink{api: api} }
 
-type cwSink struct{ api PutMetricDataAPI }
+// maxKept bounds the datums kept for resending: with a few functions at
+// 1-minute intervals, hours of an outage.
+const maxKept = 20 * maxDatumsPerCall
 
-func (c cwSink) Publish(ctx context.Context, snaps []Snapshot) error {
-	var datums []types.MetricDatum
+type cwSink struct {
+	api  PutMetricDataAPI
+	mu   sync.Mutex
+	kept []types.MetricDatum
+}
+
+func (c *cwSink) Publish(ctx context.Context, snaps []Snapshot) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	datums, kept := c.kept, 0
+	c.kept = nil
 	for _, s := range snaps {
 		dims := []types.Dimension{{Name: aws.String("Function"), Value: aws.String(s.Function)}}
 		for _, v := range s.Values {
@@ -81,10 +115,21 @@ func (c cwSink) Publish(ctx context.Context, snaps []Snapshot) error {
 	for len(datums) > 0 {
 		n := min(len(datums), maxDatumsPerCall)
 		_, err := c.api.PutMetricData(ctx, &cloudwatch.PutMetricDataInput{Namespace: aws.String(Namespace), MetricData: datums[:n]})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("PutMetricData (%d datums): %w", n, err))
+		switch {
+		case err != nil && notApplied(err):
+			c.kept = append(c.kept, datums[:n]...)
+			kept += n
+		case err != nil:
+			errs = append(errs, fmt.Errorf("PutMetricData (%d datums, lost: it may have been applied): %w", n, err))
 		}
 		datums = datums[n:]
+	}
+	if kept > 0 {
+		errs = append(errs, fmt.Errorf("PutMetricData: %d datums not delivered, kept to send with the next interval", kept))
+	}
+	if over := len(c.kept) - maxKept; over > 0 {
+		c.kept = slices.Delete(c.kept, 0, over)
+		errs = append(errs, fmt.Errorf("PutMetricData: %d datums kept longest dropped (at most %d are kept)", over, maxKept))
 	}
 	return errors.Join(errs...)
 }

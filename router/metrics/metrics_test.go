@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -281,6 +285,63 @@ func TestRunOutlastsAHangingSink(t *testing.T) {
 		case <-sink.calls:
 		case <-time.After(2 * time.Second):
 			t.Fatalf("flush %d never reached the sink: a hung call stopped the flushes", i+1)
+		}
+	}
+}
+
+// TestCloudWatchSinkCatchesUp: while nothing answers at CloudWatch's
+// address, the sink keeps what it could not deliver; once something does,
+// the kept intervals go with the next, each with its own timestamp, once.
+func TestCloudWatchSinkCatchesUp(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // refuses from now on
+	sink := CloudWatch(fakeCloudWatch("http://" + addr))
+	down := time.Now().Add(-2 * time.Minute)
+	snap := func(at time.Time, n float64) []Snapshot {
+		return []Snapshot{{Function: "app", Time: at, Values: []Value{{Name: "Requests", Unit: "Count", V: n}}}}
+	}
+	for i := range 2 {
+		err := sink.Publish(t.Context(), snap(down.Add(time.Duration(i)*time.Minute), 1))
+		if err == nil || !strings.Contains(err.Error(), "kept to send with the next interval") {
+			t.Fatalf("publishing with nothing listening: %v; want the datums kept", err)
+		}
+	}
+	// CloudWatch is back, on the same address.
+	var mu sync.Mutex
+	var bodies []string
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/xml")
+		fmt.Fprint(w, `<PutMetricDataResponse><ResponseMetadata><RequestId>2</RequestId></ResponseMetadata></PutMetricDataResponse>`)
+	}))
+	if srv.Listener, err = net.Listen("tcp", addr); err != nil {
+		t.Skipf("the address was taken meanwhile: %v", err)
+	}
+	srv.Start()
+	defer srv.Close()
+	if err := sink.Publish(t.Context(), snap(time.Now(), 5)); err != nil {
+		t.Fatalf("publishing once CloudWatch answers: %v", err)
+	}
+	if err := sink.Publish(t.Context(), snap(time.Now(), 7)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	all := strings.Join(bodies, "\n")
+	// Three intervals in the first call (two kept, one new), one in the next.
+	if len(bodies) != 2 || strings.Count(bodies[0], "MetricName=Requests") != 3 || strings.Count(bodies[1], "MetricName=Requests") != 1 {
+		t.Errorf("calls after the outage:\n%s\nwant the two kept intervals sent with the first, and not again", all)
+	}
+	for _, at := range []time.Time{down, down.Add(time.Minute)} {
+		if !strings.Contains(bodies[0], url.QueryEscape(at.UTC().Format("2006-01-02T15:04:05"))) {
+			t.Errorf("the kept interval of %v went without its own timestamp:\n%s", at, bodies[0])
 		}
 	}
 }

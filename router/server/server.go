@@ -64,6 +64,7 @@ type Router struct {
 
 	shuttingDown atomic.Bool
 	refusals     loglimit.Limiter
+	acceptFails  loglimit.Limiter // the ingress listener's accept errors
 }
 
 // New builds a router. api is the Lambda client; sinks receive the
@@ -223,7 +224,9 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	// net/http reads a head of up to MaxHeaderBytes plus its 4 KiB buffer.
-	g.Go(func() error { return serveHTTP(ingress, framing.Listener(ls.Ingress, r.cfg.MaxHeaderBytes+4096)) })
+	g.Go(func() error {
+		return serveHTTP(ingress, framing.Listener(&watchedListener{ls.Ingress, r}, r.cfg.MaxHeaderBytes+4096))
+	})
 	g.Go(func() error { return serveHTTP(admin, ls.Admin) })
 	g.Go(func() error { return r.tunnels.Serve(tunnelCtx, ls.Tunnel) })
 	g.Go(func() error { r.sampleInFlight(gctx); return nil })
@@ -250,6 +253,22 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	stopMetrics()
 	<-metricsDone
 	return err
+}
+
+// watchedListener says when the ingress listener cannot accept: net/http
+// backs off and retries an accept error (out of file descriptors, say)
+// in silence, while clients wait in the listen backlog.
+type watchedListener struct {
+	net.Listener
+	r *Router
+}
+
+func (l *watchedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		l.r.acceptFails.Warn(l.r.log, "accepting client connections failed; retrying (clients wait meanwhile)", "err", err)
+	}
+	return c, err
 }
 
 // framed refuses, with 400, requests whose framing is ambiguous (request

@@ -1,0 +1,484 @@
+package main_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
+	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
+
+	"github.com/ferryrun/ferry/internal/testbin"
+	"github.com/ferryrun/ferry/localstack/lambdaemu"
+)
+
+// The chaos tests: load at a fixed rate, open loop, through the real
+// router, emulator, bootstrap and app, while a fault strikes; then every
+// request is accounted for in a ledger. Each must have ended within its
+// limit (none missing, none hung) in an outcome the fault allows, a
+// served one must carry its own answer, and once the fault is over
+// everything must be served again.
+
+// The outcomes a request can end in.
+const (
+	served    = "2xx"
+	started   = "502 (started, then failed)"
+	refused   = "503 (refused)"
+	clientErr = "4xx"
+	unreached = "no connection (the router was down)"
+	hung      = "hung past its limit"
+	other     = "other"
+)
+
+// chaosFor is the length of each chaos test's load: a few seconds in make
+// test, FERRY_CHAOS_FOR (make chaos) for longer.
+func chaosFor(t *testing.T) time.Duration {
+	if v := os.Getenv("FERRY_CHAOS_FOR"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 5*time.Second {
+			t.Fatalf("FERRY_CHAOS_FOR=%q: want a duration of 5s or more", v)
+		}
+		return d
+	}
+	return 7 * time.Second
+}
+
+// hangLimit is how long a request may take before it counts as hung: the
+// router's queue timeout (10 s) and a launch, with room to spare.
+const hangLimit = 25 * time.Second
+
+type entry struct {
+	id     int
+	path   string
+	at     time.Duration // scheduled send time, from the start
+	took   time.Duration // from the scheduled send time
+	status int
+	err    error
+	body   string
+}
+
+func (e entry) outcome() string {
+	var nerr net.Error
+	switch {
+	case e.err != nil && errors.As(e.err, &nerr) && nerr.Timeout():
+		return hung
+	case e.err != nil && isRefused(e.err):
+		return unreached
+	case e.err != nil:
+		return other
+	case e.status >= 200 && e.status < 300:
+		return served
+	case e.status == http.StatusBadGateway:
+		return started
+	case e.status == http.StatusServiceUnavailable:
+		return refused
+	case e.status >= 400 && e.status < 500:
+		return clientErr
+	}
+	return other
+}
+
+func isRefused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) ||
+		strings.Contains(err.Error(), "server closed") // a kept-alive connection the old router closed
+}
+
+// ledger sends GETs at rate per second for d, open loop (each at its
+// scheduled time, whatever the earlier ones are doing), alternating path
+// and /echo (which answers with the request's own id), and runs fault
+// at faultAt. fresh sends each on a connection of its own. It returns
+// every request's entry.
+func ledger(t *testing.T, base, path string, rate float64, d time.Duration, fresh bool, fault func(), faultAt time.Duration) []entry {
+	t.Helper()
+	c := &http.Client{Timeout: hangLimit, Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableKeepAlives: fresh}}
+	defer c.CloseIdleConnections()
+	n := int(rate * d.Seconds())
+	entries := make([]entry, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	if fault != nil {
+		wg.Go(func() {
+			time.Sleep(faultAt) // drives the scenario, not synchronisation
+			fault()
+		})
+	}
+	for i := range n {
+		at := time.Duration(float64(i) / rate * float64(time.Second))
+		time.Sleep(time.Until(start.Add(at))) // the load's own pace
+		p := path
+		if i%2 == 1 {
+			p = "/echo"
+		}
+		p += fmt.Sprintf("%sid=%d", map[bool]string{true: "&", false: "?"}[strings.Contains(p, "?")], i)
+		wg.Go(func() {
+			e := entry{id: i, path: p, at: at}
+			resp, err := c.Get(base + p)
+			if err == nil {
+				b, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+				e.status, e.body, err = resp.StatusCode, string(b), rerr
+			}
+			e.err, e.took = err, time.Since(start.Add(at))
+			entries[i] = e
+		})
+	}
+	wg.Wait()
+	return entries
+}
+
+// expect is what a fault allows.
+type expect struct {
+	allowed map[string]bool
+	// recovered: requests scheduled this long after the fault struck are
+	// all served. Zero: no such window (the fault lasts the whole run).
+	recovered time.Duration
+}
+
+func allow(outcomes ...string) map[string]bool {
+	m := map[string]bool{served: true}
+	for _, o := range outcomes {
+		m[o] = true
+	}
+	return m
+}
+
+// account checks every entry against e and returns the tally.
+func account(t *testing.T, entries []entry, faultAt time.Duration, e expect) map[string]int {
+	t.Helper()
+	tally := map[string]int{}
+	var bad []string
+	for i, en := range entries {
+		o := en.outcome()
+		tally[o]++
+		switch {
+		case en.path == "":
+			bad = append(bad, fmt.Sprintf("request %d: missing from the ledger", i))
+		case !e.allowed[o] || en.took > hangLimit:
+			bad = append(bad, fmt.Sprintf("request %d (%s at %v): %s after %v: %d %v %.100q", i, en.path, en.at.Round(time.Millisecond), o, en.took.Round(time.Millisecond), en.status, en.err, en.body))
+		case o == served && strings.HasPrefix(en.path, "/echo") && !strings.Contains(en.body, `"query":"id=`+strconv.Itoa(en.id)+`"`):
+			bad = append(bad, fmt.Sprintf("request %d (%s): served someone else's answer: %.200q", i, en.path, en.body))
+		case e.recovered > 0 && en.at >= faultAt+e.recovered && o != served:
+			bad = append(bad, fmt.Sprintf("request %d (%s at %v, %v after the fault): %s, when the fault was over: %d %v %.100q",
+				i, en.path, en.at.Round(time.Millisecond), (en.at-faultAt).Round(time.Millisecond), o, en.status, en.err, en.body))
+		}
+	}
+	var slowest time.Duration
+	for _, en := range entries {
+		slowest = max(slowest, en.took)
+	}
+	t.Logf("%d requests: %v; slowest %v", len(entries), tally, slowest.Round(time.Millisecond))
+	for _, b := range bad[:min(len(bad), 15)] {
+		t.Error(b)
+	}
+	if len(bad) > 15 {
+		t.Errorf("... and %d more", len(bad)-15)
+	}
+	return tally
+}
+
+// sandboxes lists the emulator's live sandboxes.
+func (s *stack) sandboxes() []lambdaemu.SandboxInfo {
+	s.t.Helper()
+	resp, err := http.Get(s.emulator + "/_emulator/sandboxes")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sb []lambdaemu.SandboxInfo
+	if err := json.NewDecoder(resp.Body).Decode(&sb); err != nil {
+		s.t.Fatal(err)
+	}
+	return sb
+}
+
+// busySandbox is the process group of a sandbox serving requests.
+func (s *stack) busySandbox() int {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, sb := range s.sandboxes() {
+			if !sb.Idle {
+				return sb.PID
+			}
+		}
+	}
+	s.t.Error("no sandbox was busy")
+	return 0
+}
+
+// appOf is the pid of the app process in the sandbox whose process group
+// is pgid.
+func appOf(pgid int) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...
+		comm := string(b[strings.IndexByte(string(b), '(')+1 : strings.LastIndexByte(string(b), ')')])
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && comm == "goapp" {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
+		}
+	}
+	return 0
+}
+
+// restartRouter stops the router with SIGTERM (it drains) and starts it
+// again on the same addresses.
+func (s *stack) restartRouter() {
+	s.router.Process.Signal(syscall.SIGTERM)
+	s.router.Wait()
+	s.startRouter()
+}
+
+// localAWS runs the local AWS (moto) at addr until stop, which may be
+// called more than once; start runs it again at the same address.
+type localAWS struct {
+	t    *testing.T
+	addr string
+	cmd  *exec.Cmd
+}
+
+func (m *localAWS) start() {
+	m.t.Helper()
+	m.cmd = exec.Command("python3", filepath.Join(testbin.ModuleRoot(), "localstack", "moto", "ferry_moto.py"), "-H", "127.0.0.1",
+		"-p", m.addr[strings.LastIndexByte(m.addr, ':')+1:])
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := m.cmd.Start(); err != nil {
+		m.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + m.addr + "/moto-api/"); err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatal("moto did not start")
+		}
+	}
+}
+
+func (m *localAWS) stop() {
+	if m.cmd != nil && m.cmd.Process != nil {
+		syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+		m.cmd.Wait()
+		m.cmd = nil
+	}
+}
+
+func TestChaos(t *testing.T) {
+	d := chaosFor(t)
+	faultAt := d / 3
+	for _, tc := range []struct {
+		name  string
+		opts  stackOpts
+		path  string
+		rate  float64
+		fresh bool // a connection per request
+		fault func(t *testing.T, s *stack)
+		want  expect
+		after func(t *testing.T, s *stack, tally map[string]int)
+	}{
+		{
+			// Requests on the killed instance that had started fail (a
+			// started request is never replayed); the rest go elsewhere.
+			name: "sandbox killed", path: "/work?wait_ms=300", rate: 30,
+			fault: func(t *testing.T, s *stack) { syscall.Kill(-s.busySandbox(), syscall.SIGKILL) },
+			want:  expect{allowed: allow(started), recovered: 3 * time.Second},
+		},
+		{
+			name: "sandbox stopped for 1.5 s", path: "/work?wait_ms=300", rate: 30,
+			fault: func(t *testing.T, s *stack) {
+				pg := s.busySandbox()
+				syscall.Kill(-pg, syscall.SIGSTOP)
+				time.Sleep(1500 * time.Millisecond) // the fault's length
+				syscall.Kill(-pg, syscall.SIGCONT)
+			},
+			want: expect{allowed: allow(started, refused), recovered: 4 * time.Second},
+		},
+		{
+			// The bootstrap restarts its app; what the app had started fails.
+			name: "app killed", path: "/work?wait_ms=300", rate: 30,
+			fault: func(t *testing.T, s *stack) {
+				sb := s.busySandbox()
+				pid := appOf(sb)
+				if pid == 0 {
+					t.Error("no app process in the busy sandbox")
+					return
+				}
+				t.Logf("killing app %d of sandbox %d", pid, sb)
+				syscall.Kill(pid, syscall.SIGKILL)
+			},
+			want: expect{allowed: allow(started, refused), recovered: 3 * time.Second},
+		},
+		{
+			// In flight when SIGTERM comes: served (the router drains). While
+			// it is down: no connection. Started again: served.
+			name: "router restarted", path: "/work?wait_ms=300", rate: 30,
+			fault: func(t *testing.T, s *stack) { s.restartRouter() },
+			want:  expect{allowed: allow(refused, unreached), recovered: 6 * time.Second},
+		},
+		{
+			// Two concurrent invocations allowed and one request each: most
+			// launches are throttled the whole run. Requests wait for an
+			// instance or are refused at the queue timeout; the router backs
+			// off rather than hammer the Invoke API.
+			name: "throttling storm", path: "/work?wait_ms=250", rate: 12,
+			opts: stackOpts{concurrency: 2, routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "1", "FERRY_ROUTER_PLAIN": "off"}},
+			want: expect{allowed: allow(refused)},
+			after: func(t *testing.T, s *stack, tally map[string]int) {
+				st := s.stats()
+				t.Logf("emulator: %d invocations, %d throttled", st.Invocations, st.Throttles)
+				if st.Throttles == 0 {
+					t.Error("no invoke was throttled: the storm did not happen")
+				}
+				if perSec := float64(st.Throttles) / d.Seconds(); perSec > 100 {
+					t.Errorf("%d throttled invokes in %v (%.0f/s): the router hammers a throttled function", st.Throttles, d, perSec)
+				}
+			},
+		},
+		{
+			// Idle connections hold all the router's spare descriptors for
+			// 2 s: clients on new connections wait in the listen backlog
+			// meanwhile; the router must not fall over, and serves them once
+			// the descriptors are free.
+			name: "router at its descriptor limit", path: "/work?wait_ms=300", rate: 20, opts: stackOpts{nofile: 96}, fresh: true,
+			fault: func(t *testing.T, s *stack) {
+				var held []net.Conn
+				for range 120 {
+					c, err := net.DialTimeout("tcp", strings.TrimPrefix(s.ingress, "http://"), time.Second)
+					if err != nil {
+						break
+					}
+					held = append(held, c)
+				}
+				time.Sleep(2 * time.Second) // the fault's length
+				for _, c := range held {
+					c.Close()
+				}
+				t.Logf("held %d connections", len(held))
+			},
+			want: expect{allowed: allow(refused, started), recovered: 5 * time.Second},
+			after: func(t *testing.T, s *stack, _ map[string]int) {
+				if s.router.ProcessState != nil {
+					t.Errorf("the router exited: %v", s.router.ProcessState)
+				}
+				if !strings.Contains(s.routerLog.String(), "too many open files") {
+					t.Errorf("the router never ran out of descriptors: the fault did not strike")
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startStack(t, tc.opts)
+			var fault func()
+			if tc.fault != nil {
+				fault = func() { tc.fault(t, s) }
+			}
+			entries := ledger(t, s.ingress, tc.path, tc.rate, d, tc.fresh, fault, faultAt)
+			tally := account(t, entries, faultAt, tc.want)
+			if tc.after != nil {
+				tc.after(t, s, tally)
+			}
+		})
+	}
+}
+
+// TestChaosLocalAWSRestarted: the local AWS (moto, where the router
+// publishes its metrics) is stopped and started again while the router
+// serves. Serving goes on untouched, and what could not be published
+// while it was down reaches it once it is back.
+func TestChaosLocalAWSRestarted(t *testing.T) {
+	d := chaosFor(t)
+	faultAt := d / 3
+	aws0 := &localAWS{t: t, addr: freeAddr(t)}
+	aws0.start()
+	t.Cleanup(aws0.stop)
+	endpoint := "http://" + aws0.addr
+	s := startStack(t, stackOpts{routerEnv: map[string]string{
+		"FERRY_ROUTER_METRICS": "emf,cloudwatch", "AWS_ENDPOINT_URL": endpoint, "AWS_DISABLE_REQUEST_COMPRESSION": "true",
+	}})
+	var downAt, upAt time.Time
+	entries := ledger(t, s.ingress, "/work?wait_ms=200", 20, d, false, func() {
+		aws0.stop()
+		downAt = time.Now()
+		time.Sleep(2 * time.Second) // the outage's length
+		aws0.start()
+		upAt = time.Now()
+	}, faultAt)
+	account(t, entries, faultAt, expect{allowed: allow(), recovered: time.Nanosecond})
+
+	// The router logged what it kept, and the new local AWS (empty when
+	// it started) holds at least the requests of every interval that
+	// ended while it was down or since.
+	if !strings.Contains(s.routerLog.String(), "kept to send with the next interval") {
+		t.Errorf("the router never kept metrics it could not publish:\n%s", tail(s.routerLog.String(), 2000))
+	}
+	cw := cloudwatch.New(cloudwatch.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint), DisableRequestCompression: true,
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"}, nil
+		})})
+	// The router flushes every second; the EMF lines say what each
+	// interval held.
+	want := 0.0
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		want = s.emfSumSince("Requests", downAt.Add(time.Second))
+		out, err := cw.GetMetricData(t.Context(), &cloudwatch.GetMetricDataInput{
+			StartTime: aws.Time(downAt.Add(-time.Hour)), EndTime: aws.Time(time.Now().Add(time.Hour)),
+			MetricDataQueries: []cwtypes.MetricDataQuery{{Id: aws.String("r"), MetricStat: &cwtypes.MetricStat{
+				Metric: &cwtypes.Metric{Namespace: aws.String("Ferry"), MetricName: aws.String("Requests"),
+					Dimensions: []cwtypes.Dimension{{Name: aws.String("Function"), Value: aws.String("app")}}},
+				Period: aws.Int32(60), Stat: aws.String("Sum")}}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0.0
+		for _, r := range out.MetricDataResults {
+			for _, v := range r.Values {
+				got += v
+			}
+		}
+		if got >= want && want > 0 {
+			t.Logf("the restarted local AWS holds %.0f requests; intervals since the outage began held %.0f (down %v)", got, want, upAt.Sub(downAt).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted local AWS holds %.0f requests; the intervals since the outage began held %.0f", got, want)
+		}
+	}
+}
+
+// emfSumSince adds up metric name over the router's EMF lines of
+// intervals flushed at or after since.
+func (s *stack) emfSumSince(name string, since time.Time) float64 {
+	var total float64
+	for _, l := range strings.Split(s.routerOut.String(), "\n") {
+		var m struct {
+			AWS struct{ Timestamp int64 } `json:"_aws"`
+		}
+		var vals map[string]any
+		if json.Unmarshal([]byte(l), &m) != nil || json.Unmarshal([]byte(l), &vals) != nil || time.UnixMilli(m.AWS.Timestamp).Before(since) {
+			continue
+		}
+		if v, ok := vals[name].(float64); ok {
+			total += v
+		}
+	}
+	return total
+}
