@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/ferryrun/ferry/internal/localrun"
+	"github.com/ferryrun/ferry/internal/quantile"
+	"github.com/ferryrun/ferry/localstack/localrun"
 )
 
 // burstSection: 1,000 concurrent requests into a cold function with 32
@@ -42,7 +43,7 @@ func burstSection(ctx context.Context, o options) (*table, error) {
 		want := (n + limit - 1) / limit
 		ratios = append(ratios, float64(stats.Invocations)/float64(want))
 		t.add(i+1, stats.Invocations, want, ratio(float64(stats.Invocations), float64(want)),
-			pct(lats, 0.5), pct(lats, 0.99), pct(lats, 1), errs)
+			quantile.Of(lats, 0.5), quantile.Of(lats, 0.99), quantile.Of(lats, 1), errs)
 	}
 	t.notes = append(t.notes, fmt.Sprintf("median invocations / ceil(N/C) = %.2f. Each request: 1 ms CPU + 200 ms wait; latency includes the cold start.", median(ratios)))
 	return t, nil

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ferryrun/ferry/internal/localrun"
+	"github.com/ferryrun/ferry/localstack/localrun"
 )
 
 // coldSection: from a request reaching a router with no instance to its

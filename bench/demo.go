@@ -7,7 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ferryrun/ferry/internal/localrun"
+	"github.com/ferryrun/ferry/internal/quantile"
+	"github.com/ferryrun/ferry/localstack/localrun"
 )
 
 // demoWorkloads are what make demo shows: a typical API handler, where
@@ -65,13 +66,13 @@ func runDemo(ctx context.Context, o options, d time.Duration, out io.Writer) err
 				perReq = float64(m.billed) / float64(n)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.1f\t%v\t%v\t\n", w.label(), run, len(s.at), m.res.failed,
-				m.invocations, m.billed, perReq, pct(lat, 0.5).Round(time.Millisecond), pct(lat, 0.99).Round(time.Millisecond))
+				m.invocations, m.billed, perReq, quantile.Of(lat, 0.5).Round(time.Millisecond), quantile.Of(lat, 0.99).Round(time.Millisecond))
 		}
 		f, p := got["ferry"], got["plain"]
 		fl, pl := f.res.latencies(s, -1), p.res.latencies(s, -1)
 		lines = append(lines, fmt.Sprintf("%s %.0f requests/s: ferry billed %s than plain Lambda; p50 %s, p99 %s plain Lambda's.\n"+
-			"    Against ideal plain Lambda (each request its CPU + wait): ferry saved %.1f%%; the best any placement could, if CPU may wait 10 ms: %.1f%%.",
-			name, rate, savedWords(f.billed, p.billed), ratio(ms(pct(fl, 0.5)), ms(pct(pl, 0.5))), ratio(ms(pct(fl, 0.99)), ms(pct(pl, 0.99))),
+			"    Against ideal plain Lambda (each request its CPU + wait): ferry saved %.1f%%; a clairvoyant placement (the oracle), if CPU may wait 10 ms: %.1f%%.",
+			name, rate, savedWords(f.billed, p.billed), ratio(ms(quantile.Of(fl, 0.5)), ms(quantile.Of(pl, 0.5))), ratio(ms(quantile.Of(fl, 0.99)), ms(quantile.Of(pl, 0.99))),
 			100*(1-float64(f.billed)/ideal), oracle))
 	}
 	tw.Flush()

@@ -17,7 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ferryrun/ferry/internal/localrun"
+	"github.com/ferryrun/ferry/internal/quantile"
+	"github.com/ferryrun/ferry/localstack/localrun"
 )
 
 // warmPath is the request of the warm-path sections: no CPU, no wait, so
@@ -104,8 +105,8 @@ func overheadSection(ctx context.Context, o options) (*table, error) {
 			if r.errors > 0 {
 				return nil, fmt.Errorf("%s: %d of %d requests failed: %s", p.name, r.errors, r.requests, r.firstErr)
 			}
-			results[i].p50 = append(results[i].p50, float64(pct(r.latencies, 0.5)))
-			results[i].p99 = append(results[i].p99, float64(pct(r.latencies, 0.99)))
+			results[i].p50 = append(results[i].p50, float64(quantile.Of(r.latencies, 0.5)))
+			results[i].p99 = append(results[i].p99, float64(quantile.Of(r.latencies, 0.99)))
 			results[i].rps = append(results[i].rps, r.rps())
 		}
 	}

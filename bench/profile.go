@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferryrun/ferry/internal/localrun"
+	"github.com/ferryrun/ferry/localstack/localrun"
 )
 
 // profileSection: a CPU profile of ferry-router on the warm path, its top

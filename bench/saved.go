@@ -10,7 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferryrun/ferry/internal/localrun"
+	"github.com/ferryrun/ferry/internal/quantile"
+	"github.com/ferryrun/ferry/localstack/localrun"
 )
 
 // blindEnv turns the bootstrap's CPU admission off: the fixed-limit runs
@@ -197,7 +198,7 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 		"oracle@10ms: what the least-billed placement of the same arrivals saves if a request's CPU may wait 10 ms in all (no overhead, no linger); of oracle = saved / oracle@10ms. p50/p99 ratios: against plain Lambda measured in the same trial.",
 		"runs: ferry (defaults: adaptive admission); plain (one invocation per request); limitN (the router's and bootstrap's limit N, CPU admission off: CPU-blind packing).",
 		fmt.Sprintf("Sandboxes get memory/1769 vCPU and their memory from the kernel (cgroups); moderate rates put about 0.8 cores of CPU demand on this %s. ferry's extra environment: %v (-saved-env).", machineCores(), o.savedEnv))
-	curves.notes = append(curves.notes, "physical limit: the saving if billed time were only CPU time. The curve shows what latency buys: no scheduler can beat the oracle at the same Q.")
+	curves.notes = append(curves.notes, "physical limit: the saving if billed time were only CPU time. The curve shows what latency buys; the oracle knows every request in advance, which no scheduler does.")
 	t.extra = append(t.extra, curves)
 	return t, nil
 }
@@ -239,11 +240,11 @@ func runCombo(ctx context.Context, st *localrun.Stack, c combo) ([]savedRow, err
 				return nil, err
 			}
 			all := m.res.latencies(s, -1)
-			tt := trial{billed: float64(m.billed), p50: ms(pct(all, 0.5)), p99: ms(pct(all, 0.99)),
+			tt := trial{billed: float64(m.billed), p50: ms(quantile.Of(all, 0.5)), p99: ms(quantile.Of(all, 0.99)),
 				requests: float64(len(s.at)), errors: float64(m.res.failed), invocations: float64(m.invocations), sandboxes: float64(m.sandboxes)}
 			if len(c.w.kinds) > 1 {
 				io := m.res.latencies(s, 0)
-				tt.ioP50, tt.ioP99 = ms(pct(io, 0.5)), ms(pct(io, 0.99))
+				tt.ioP50, tt.ioP99 = ms(quantile.Of(io, 0.5)), ms(quantile.Of(io, 0.99))
 			}
 			per[run] = append(per[run], tt)
 			if m.res.failed > 0 {

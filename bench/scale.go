@@ -24,8 +24,9 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/ferryrun/ferry/internal/dialback"
-	"github.com/ferryrun/ferry/internal/localrun"
+	"github.com/ferryrun/ferry/internal/quantile"
 	"github.com/ferryrun/ferry/internal/tunnel"
+	"github.com/ferryrun/ferry/localstack/localrun"
 )
 
 // scaleSection: idle tunnels held by one router process, at 1k, 10k and as
@@ -91,7 +92,7 @@ func scaleSection(ctx context.Context, o options) (*table, error) {
 			}
 			ds = append(ds, d)
 		}
-		return pct(ds, 0.5), nil
+		return quantile.Of(ds, 0.5), nil
 	}
 
 	t := &table{

@@ -10,7 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferryrun/ferry/internal/localrun"
+	"github.com/ferryrun/ferry/internal/quantile"
+	"github.com/ferryrun/ferry/localstack/localrun"
 	"github.com/ferryrun/ferry/router/pool"
 )
 
@@ -74,7 +75,7 @@ func runSoak(ctx context.Context, o options, d time.Duration, out io.Writer) err
 		}
 		lat := res.latencies(s, -1)
 		sm.requests, sm.errors, sm.firstErr = len(s.at), res.failed, res.first
-		sm.p50, sm.p99 = pct(lat, 0.5), pct(lat, 0.99)
+		sm.p50, sm.p99 = quantile.Of(lat, 0.5), quantile.Of(lat, 0.99)
 		all = append(all, sm)
 		fmt.Fprintf(out, row, minute, sm.requests, sm.errors, sm.p50.Round(time.Millisecond), sm.p99.Round(time.Millisecond),
 			fmt.Sprintf("%.1f", sm.rssMB), sm.goroutines, sm.fds, sm.instances, sm.launches)

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"math"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -118,16 +117,6 @@ func medianDur(ds []time.Duration) time.Duration {
 		xs[i] = float64(d)
 	}
 	return time.Duration(median(xs))
-}
-
-// pct is the nearest-rank p-quantile of ds.
-func pct(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[max(0, min(len(s)-1, int(math.Ceil(p*float64(len(s))))-1))]
 }
 
 func ratio(a, b float64) string {

@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,12 +37,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
-	"github.com/ferryrun/ferry/internal/localrun"
 	"github.com/ferryrun/ferry/internal/proctree"
+	"github.com/ferryrun/ferry/internal/quantile"
 	"github.com/ferryrun/ferry/internal/review"
 	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/localstack/dataplane"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
+	"github.com/ferryrun/ferry/localstack/localrun"
 )
 
 const stack = "Ferry-us-east-1"
@@ -381,14 +381,7 @@ type loadResult struct {
 	firstErr         string
 }
 
-func (l *loadResult) pct(p float64) time.Duration {
-	if len(l.latencies) == 0 {
-		return 0
-	}
-	s := slices.Clone(l.latencies)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(math.Ceil(p*float64(len(s))))-1)]
-}
+func (l *loadResult) pct(p float64) time.Duration { return quantile.Of(l.latencies, p) }
 
 // load sends the I/O-heavy sample request from c clients for d.
 func load(t *testing.T, url string, c int, d time.Duration) *loadResult {

@@ -114,8 +114,8 @@ func run() error {
 	case err == nil && port == "0": // the tunnel listener's actual port
 		cfg.Advertise = net.JoinHostPort(host, tunnelPort)
 	}
-	// Invoke retries are the invoker's (backoff within the request's wait),
-	// not the SDK's.
+	// Invoke retries are the invoker's (backoff for up to its RetryFor, or
+	// within the request's wait for a plain invocation), not the SDK's.
 	api := lambda.NewFromConfig(awsCfg, func(o *lambda.Options) { o.Retryer = aws.NopRetryer{} })
 
 	var sinks []metrics.Sink

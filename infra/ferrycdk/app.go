@@ -17,7 +17,7 @@ const (
 	CtxNatGateways    = "natGateways"    // in a new VPC; default 1
 	CtxCertificateArn = "certificateArn" // HTTPS at the ALB
 	CtxRouterTasks    = "routerTasks"    // desired router tasks; default 2
-	CtxArtifactsDir   = "artifactsDir"   // make layer's output; default dist
+	CtxArtifactsDir   = "artifactsDir"   // make layer's output; default: built at synth from the source
 	CtxRouterImage    = "routerImage"    // a built router image; default: build router/Dockerfile
 	CtxSampleArch     = "sampleArch"     // the sample function's architecture: arm64 (default) or x86_64
 	CtxTunnel         = "tunnel"         // private (default): functions in the VPC; public: functions anywhere

@@ -1,6 +1,7 @@
 // Package ferrycdk holds ferry's CDK constructs and the per-region stack:
-// a VPC, the router on ECS Fargate behind a public ALB, a private NLB for
-// tunnels, the tunnel secret, the bootstrap layer for both architectures,
+// a VPC, the router on ECS Fargate behind a public ALB, the tunnel port on
+// each router task (private, or public for functions outside the VPC),
+// the tunnel secret, the bootstrap layer for both architectures,
 // functions that use it, and a dashboard with alarms.
 //
 // Each construct takes typed props with documented defaults and can be used

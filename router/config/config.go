@@ -108,7 +108,7 @@ type Config struct {
 	MaxHeaderBytes  int
 	MaxBodyBytes    int64
 	TLSCert, TLSKey string // files; both or neither (then a key is generated)
-	TokenSecret     []byte // nil: generated at start (tokens then verify on this router only)
+	TokenSecret     []byte // nil: generated at start; a token is redeemed only by the router that minted it either way
 	MetricsInterval time.Duration
 	// Where metrics go: EMF lines on stdout, PutMetricData, both, or
 	// neither (all false).

@@ -17,6 +17,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/ferryrun/ferry/internal/quantile"
 )
 
 // Namespace is the CloudWatch namespace of every metric.
@@ -231,8 +233,8 @@ func (w *window) values() []Value {
 			Value{Name: "Latency", Unit: "Milliseconds", Samples: w.latencies, Weight: float64(w.seen) / float64(len(w.latencies))},
 			// The interval's own percentiles, for stores that cannot
 			// compute percentiles from Latency's samples (moto, say).
-			Value{Name: "LatencyP50", Unit: "Milliseconds", V: Percentile(sorted, 0.50)},
-			Value{Name: "LatencyP99", Unit: "Milliseconds", V: Percentile(sorted, 0.99)},
+			Value{Name: "LatencyP50", Unit: "Milliseconds", V: quantile.Sorted(sorted, 0.50)},
+			Value{Name: "LatencyP99", Unit: "Milliseconds", V: quantile.Sorted(sorted, 0.99)},
 		)
 	}
 	if w.inflightN > 0 {
@@ -242,15 +244,6 @@ func (w *window) values() []Value {
 		vs = append(vs, Value{Name: "ComputeSavedPercent", Unit: "Percent", V: 100 * (1 - w.invocationMs/w.requestMs)})
 	}
 	return vs
-}
-
-// Percentile is the nearest-rank p-quantile (0 < p <= 1) of sorted values.
-func Percentile(sorted []float64, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(p*float64(len(sorted)))) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
 // EMF is a Sink writing one Embedded Metric Format line per function to

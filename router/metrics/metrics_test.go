@@ -79,26 +79,6 @@ func TestFlushWritesOneEMFLinePerFunction(t *testing.T) {
 	}
 }
 
-func TestPercentile(t *testing.T) {
-	for _, tc := range []struct {
-		in   []float64
-		p    float64
-		want float64
-	}{
-		{nil, 0.5, 0},
-		{[]float64{7}, 0.99, 7},
-		{[]float64{1, 2, 3, 4}, 0.5, 2},
-		{[]float64{1, 2, 3, 4}, 0.99, 4},
-		{[]float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 0.9, 9},
-	} {
-		if got := Percentile(tc.in, tc.p); got != tc.want {
-			t.Errorf("Percentile(%v, %v) = %v, want %v", tc.in, tc.p, got, tc.want)
-		}
-	}
-}
-
-// The CloudWatch sink against the local AWS (moto): more functions than
-// one PutMetricData call may carry, all of them readable back.
 func TestCloudWatchSinkPublishesEveryFunction(t *testing.T) {
 	api := motoCloudWatch(t)
 	r := New(time.Hour, nil, CloudWatch(api))
