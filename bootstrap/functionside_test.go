@@ -511,7 +511,13 @@ func TestAppFailures(t *testing.T) {
 			resp.Body.Close()
 			slow <- resp.StatusCode
 		}()
-		time.Sleep(200 * time.Millisecond)
+		// The slow request is in flight, ahead of the crash on the same
+		// path to the app (it then waits 3 s there).
+		for deadline := time.Now().Add(5 * time.Second); c.InFlight() < 1; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the slow request never went in flight")
+			}
+		}
 		req, _ := http.NewRequest("POST", "http://app/crash", nil)
 		if resp, err := c.RoundTrip(req); err == nil {
 			resp.Body.Close()

@@ -265,8 +265,8 @@ func (s *stack) pool() pool.State {
 func (s *stack) quiesce() {
 	s.t.Helper()
 	for deadline := time.Now().Add(40 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if p := s.pool(); len(p.Instances) == 0 && p.Pending == 0 {
-			time.Sleep(100 * time.Millisecond) // the last Invoke answer reaches the emulator's totals
+		// And every invocation's end is in the emulator's totals.
+		if p := s.pool(); len(p.Instances) == 0 && p.Pending == 0 && s.stats().Running == 0 {
 			return
 		}
 	}
@@ -900,7 +900,14 @@ func TestGracefulShutdown(t *testing.T) {
 	s := startStack(t, stackOpts{})
 	done := make(chan reply, 1)
 	go func() { done <- s.get("/work?wait_ms=1500") }()
-	time.Sleep(400 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if p := s.pool(); len(p.Instances) == 1 && p.Instances[0].InFlight == 1 {
+			break // in flight on an instance
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the request never went in flight: %+v", s.pool())
+		}
+	}
 	if err := s.router.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -357,7 +357,11 @@ func TestTokenNeverLogged(t *testing.T) {
 	r := startRouter(t)
 	h := r.hello(t, "other")
 	Dial(context.Background(), DialConfig{Addr: r.addr, Pin: r.pin, Hello: h})
-	time.Sleep(50 * time.Millisecond)
+	for deadline := time.Now().Add(3 * time.Second); !strings.Contains(r.logs.String(), "tunnel rejected"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the rejection was never logged:\n%s", r.logs.String())
+		}
+	}
 	if strings.Contains(r.logs.String(), h.Token) {
 		t.Fatalf("token appears in router log:\n%s", r.logs.String())
 	}
@@ -649,7 +653,9 @@ func TestHungInstanceIsClosed(t *testing.T) {
 	sc := &stoppableConn{Conn: nc, stopped: make(chan struct{}), ended: make(chan struct{})}
 	t.Cleanup(func() { close(sc.ended) })
 	s := NewSession(sc, 4)
+	arrived := make(chan struct{})
 	go s.Serve(context.Background(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
 		<-r.Context().Done() // a request in flight when the sandbox stops
 	}))
 	t.Cleanup(func() { nc.Close() })
@@ -663,7 +669,7 @@ func TestHungInstanceIsClosed(t *testing.T) {
 		}
 		errc <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	<-arrived
 	close(sc.stopped)
 	start := time.Now()
 	select {

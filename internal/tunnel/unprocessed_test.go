@@ -75,13 +75,19 @@ func TestUnprocessedMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 2)
-	for range 2 {
+	for i := range 2 {
 		go func() {
 			req, _ := http.NewRequest("POST", "http://app/", bytes.NewReader([]byte("x")))
 			_, err := cc.RoundTrip(req)
 			errs <- err
 		}()
-		time.Sleep(20 * time.Millisecond) // streams 1 then 3, in order
+		// Streams 1 then 3, in order: the second once the first is open
+		// (the peer answers nothing until it has both).
+		for deadline := time.Now().Add(5 * time.Second); i == 0 && cc.State().StreamsActive < 1; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("stream 1 never opened: %+v", cc.State())
+			}
+		}
 	}
 	for range 2 {
 		select {

@@ -204,10 +204,19 @@ func TestAWSLambdaGoFunctionUnderEmulator(t *testing.T) {
 
 	t.Run("over the concurrency limit is TooManyRequestsException", func(t *testing.T) {
 		var wg sync.WaitGroup
+		before, _ := h.emu.Stats("echo")
 		for range 2 {
 			wg.Go(func() { h.invoke(t, `{"sleep_ms":800}`) })
 		}
-		time.Sleep(300 * time.Millisecond)
+		// Both under way: the third is one too many.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if st, _ := h.emu.Stats("echo"); st.Running == before.Running+2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the two invocations never ran at once")
+			}
+		}
 		_, err := h.invoke(t, `{}`)
 		wg.Wait()
 		var tooMany *types.TooManyRequestsException

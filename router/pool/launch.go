@@ -1,0 +1,201 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Launcher starts invocations that dial back.
+type Launcher interface {
+	// Prepare readies one invocation of function asking for maxConcurrency
+	// streams and to end once idle for linger. It returns the id its
+	// tunnel will present (Claims.ID) and a run function that invokes and
+	// blocks until the invocation ends.
+	Prepare(function string, maxConcurrency int, linger time.Duration) (id string, run func(ctx context.Context) error, err error)
+}
+
+// FailingThreshold is how many launches in a row must fail before the
+// pool takes the function to be failing.
+const FailingThreshold = 3
+
+// FailingError is Acquire's answer while the function's launches keep
+// failing: requests fail at once instead of waiting out the queue timeout
+// for an instance that will not come. Class names the failure (Lambda's
+// error type, say Ferry.AppStartFailed), never its message.
+type FailingError struct {
+	Function string
+	Class    string
+}
+
+func (e *FailingError) Error() string {
+	return fmt.Sprintf("function %s is failing to start instances (%s)", e.Function, e.Class)
+}
+
+// failureClass names err for clients and metrics: its FailureClass if it
+// has one, else a generic class.
+func failureClass(err error) string {
+	var c interface{ FailureClass() string }
+	if errors.As(err, &c) && c.FailureClass() != "" {
+		return c.FailureClass()
+	}
+	if err == nil {
+		return "EndedWithoutTunnel"
+	}
+	return "LaunchFailed"
+}
+
+// errNoTunnel: the invocation ran, but its tunnel never came.
+var errNoTunnel = launchError{"NoTunnel", "no tunnel within the launch timeout"}
+
+type launchError struct{ class, msg string }
+
+func (e launchError) Error() string        { return e.msg }
+func (e launchError) FailureClass() string { return e.class }
+
+// LaunchesNeeded is how many invocations to start so that pending ones
+// cover the waiting requests: ceil(max(0, waiting - pending*limit) / limit).
+func LaunchesNeeded(waiting, pending, limit int) int {
+	uncovered := waiting - pending*limit
+	if uncovered <= 0 {
+		return 0
+	}
+	return (uncovered + limit - 1) / limit
+}
+
+// launchLocked starts the invocations the waiting requests need.
+func (p *Pool) launchLocked() {
+	pending := len(p.launches)
+	need := LaunchesNeeded(len(p.waiters), pending, p.coverLocked())
+	if room := p.cfg.MaxInstances - len(p.instances) - pending - p.plain; need > room {
+		need = max(room, 0)
+	}
+	p.startLaunchesLocked(need)
+}
+
+// startLaunchesLocked starts n invocations.
+func (p *Pool) startLaunchesLocked(n int) {
+	linger := time.Duration(0)
+	if n > 0 {
+		linger = p.linger.choose()
+	}
+	for range n {
+		id, run, err := p.cfg.Launcher.Prepare(p.cfg.Function, p.cfg.MaxConcurrency, linger)
+		if err != nil {
+			p.log.Error("preparing invocation", "err", err)
+			return
+		}
+		p.launches[id] = time.Now()
+		p.stats.Launches++
+		go p.run(id, run, p.failureDelayLocked())
+	}
+}
+
+// failureDelayLocked backs off launches after consecutive failures, so a
+// broken function is not invoked in a tight loop while requests wait.
+func (p *Pool) failureDelayLocked() time.Duration {
+	if p.failures == 0 {
+		return 0
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.RandomizationFactor = 100*time.Millisecond, 30*time.Second, 0.2
+	b.Reset()
+	var d time.Duration
+	for range min(p.failures, 20) {
+		d = b.NextBackOff()
+	}
+	return d
+}
+
+func (p *Pool) run(id string, run func(context.Context) error, delay time.Duration) {
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	// The invocation itself lasts until the instance ends it; the timeout
+	// bounds only the wait for the tunnel, enforced below.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx) }()
+
+	timer := time.NewTimer(p.cfg.LaunchTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case err = <-errc:
+	case <-timer.C:
+		p.mu.Lock()
+		_, pending := p.launches[id]
+		p.mu.Unlock()
+		if pending {
+			p.log.Error("instance never dialed back", "after", p.cfg.LaunchTimeout)
+			p.launchEnded(id, errNoTunnel)
+		}
+		err = <-errc
+	}
+	p.launchEnded(id, err)
+}
+
+// launchEnded settles a launch whose invocation ended (or timed out) before
+// its tunnel arrived: the capacity it promised is gone, so the waiting
+// requests may need another.
+func (p *Pool) launchEnded(id string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, pending := p.launches[id]; !pending {
+		if err != nil {
+			p.log.Warn("invocation ended with an error", "err", err)
+		}
+		return
+	}
+	delete(p.launches, id)
+	p.failures++
+	p.stats.LaunchFailures++
+	class := failureClass(err)
+	if p.cfg.OnLaunchFailure != nil {
+		p.cfg.OnLaunchFailure(class)
+	}
+	if p.closed {
+		return
+	}
+	if p.failures < FailingThreshold {
+		p.log.Error("invocation ended without a tunnel", "class", class, "err", err, "waiting", len(p.waiters))
+		p.launchLocked()
+		return
+	}
+	if len(p.launches) > 0 && p.failing == "" {
+		// Launches still under way may yet bring instances (one failed
+		// sandbox in a burst is not a broken function): wait for them,
+		// starting no more.
+		p.log.Error("invocation ended without a tunnel", "class", class, "err", err, "waiting", len(p.waiters), "pending", len(p.launches))
+		return
+	}
+	if p.failing == "" {
+		p.log.Error("function failing: requests fail at once until a launch succeeds; launches back off",
+			"class", class, "err", err, "failures", p.failures, "waiting", len(p.waiters))
+	} else {
+		p.log.Warn("function still failing", "class", class, "err", err, "failures", p.failures, "next_launch_in", p.failureDelayLocked())
+	}
+	p.failing = class
+	failed := &FailingError{Function: p.cfg.Function, Class: class}
+	for _, w := range p.waiters {
+		w.err = failed
+		close(w.ch)
+	}
+	clear(p.waiters)
+	p.waiters = p.waiters[:0]
+}
+
+// Ended learns from a tunnel invocation that ended: what it billed, its
+// busy time, the linger it kept, how many requests it took, and whether it
+// ended for idling. The pool weighs lingering against a new invocation's
+// overhead, and tunnels against plain invocations, with it.
+func (p *Pool) Ended(billed, busy, linger time.Duration, requests int64, idled bool) {
+	p.mu.Lock()
+	p.linger.ended(billed, busy, linger, idled)
+	p.sharing.ended(requests)
+	p.mu.Unlock()
+}

@@ -1,0 +1,97 @@
+package pool
+
+import (
+	"math"
+	"sync"
+
+	"github.com/ferryrun/ferry/internal/tunnel"
+)
+
+// Lease is one stream slot on one instance, or leave for one plain
+// invocation. Release it exactly once, when the stream (or the invocation)
+// has ended.
+type Lease struct {
+	p        *Pool
+	inst     *instance // nil for a plain invocation
+	answered bool
+	unsafe   bool
+	once     sync.Once
+}
+
+// Conn returns the leased instance's tunnel; nil when Plain.
+func (l *Lease) Conn() Conn {
+	if l.inst == nil {
+		return nil
+	}
+	return l.inst.conn
+}
+
+// Plain reports that the request is to travel as one plain invocation:
+// an ordinary HTTP event in the invoke payload, served by a sandbox of its
+// own, its response in the invoke result.
+func (l *Lease) Plain() bool { return l.inst == nil }
+
+// Answered notes, before Release, that the instance answered the request
+// (not a nack), and whether the response could not have travelled in a
+// plain invocation's result (over a MiB, streamed, with trailers): after
+// one that could not, the function's requests stay on tunnels a while.
+func (l *Lease) Answered(unsafe bool) { l.answered, l.unsafe = true, unsafe }
+
+// Release frees the slot for the next waiting request, after a response
+// or a nack; the instance's load hint on it teaches the pool how many
+// requests an instance takes.
+func (l *Lease) Release() {
+	l.once.Do(func() {
+		l.p.mu.Lock()
+		if l.answered {
+			l.p.sharing.response(l.unsafe, l.p.cfg.Now())
+		}
+		if l.inst == nil {
+			l.p.plain--
+			if len(l.p.waiters) > 0 && !l.p.closed {
+				l.p.launchLocked() // its sandbox is free for an instance
+			}
+			l.p.mu.Unlock()
+			return
+		}
+		if load, ok := l.inst.conn.Load(); ok {
+			l.p.learnCoverLocked(load)
+		}
+		l.p.addInFlightLocked(l.inst, -1)
+		l.p.dispatchLocked()
+		if l.inst.inflight == 0 {
+			// Gone or not: an instance told to linger 0 may end before
+			// its last response has been read here.
+			l.p.linger.wentIdle(l.p.cfg.Now())
+		}
+		l.p.mu.Unlock()
+	})
+}
+
+// learnCoverLocked moves cover toward what a hint shows: an instance full
+// at n streams covers n; one not full at n covers more than n.
+func (p *Pool) learnCoverLocked(l tunnel.Load) {
+	if l.Full {
+		p.cover += 0.3 * (float64(max(l.InFlight, 1)) - p.cover)
+	} else if n := float64(l.InFlight + 1); n > p.cover {
+		p.cover = min(n, float64(p.cfg.MaxConcurrency))
+	}
+}
+
+// firstCapLocked is how many streams in may hold before its first answer:
+// what its hello says fit at once, or, from a sandbox that has learnt
+// nothing and would admit on its prior, what instances have been taking.
+// (One more than the hello says was tried: api at 512 MB shared more, but
+// CPU-bound requests bounced between fresh instances until their last try
+// forced them onto busy ones, p50 7.6x plain Lambda's.)
+func (p *Pool) firstCapLocked(in *instance) int {
+	if f := in.conn.Hello().Fits; f > 0 {
+		return min(f, p.cfg.MaxConcurrency)
+	}
+	return p.coverLocked()
+}
+
+// coverLocked is cover as a whole number of requests, 1..MaxConcurrency.
+func (p *Pool) coverLocked() int {
+	return min(max(int(math.Round(p.cover)), 1), p.cfg.MaxConcurrency)
+}
