@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"github.com/ferryrun/ferry/internal/load"
 )
 
 // loadResult is what one closed-loop load measured.
@@ -24,34 +24,28 @@ func (l loadResult) rps() float64 {
 }
 
 // attack runs c closed-loop clients (each sends its next request when the
-// last one ends) against url for d, with vegeta. host, if set, is the Host
-// header: the router routes by it.
+// last one ends) against url for d (internal/load). host, if set, is the
+// Host header: the router routes by it.
 func attack(ctx context.Context, url, host string, c int, d time.Duration) loadResult {
 	hdr := http.Header{}
 	if host != "" {
 		hdr.Set("Host", host)
 	}
-	targeter := vegeta.NewStaticTargeter(vegeta.Target{Method: "GET", URL: url, Header: hdr})
-	a := vegeta.NewAttacker(vegeta.Workers(uint64(c)), vegeta.MaxWorkers(uint64(c)), vegeta.Connections(c),
-		vegeta.KeepAlive(true), vegeta.Timeout(60*time.Second))
-	stop := context.AfterFunc(ctx, func() { a.Stop() })
-	defer stop()
 	var r loadResult
 	start := time.Now()
-	// Rate 0 with a worker cap: as fast as c workers go, a closed loop.
-	for res := range a.Attack(targeter, vegeta.Rate{Freq: 0}, d, "bench") {
+	for _, h := range load.Closed(ctx, load.Target{Method: "GET", URL: url, Header: hdr}, c, d, load.Options{}) {
 		r.requests++
-		if res.Error != "" || res.Code != http.StatusOK {
+		if h.Err != "" || h.Code != http.StatusOK {
 			r.errors++
 			if r.firstErr == "" {
-				r.firstErr = res.Error
+				r.firstErr = h.Err
 				if r.firstErr == "" {
-					r.firstErr = http.StatusText(int(res.Code))
+					r.firstErr = http.StatusText(h.Code)
 				}
 			}
 			continue
 		}
-		r.latencies = append(r.latencies, res.Latency)
+		r.latencies = append(r.latencies, h.Took)
 	}
 	r.elapsed = time.Since(start)
 	return r

@@ -6,12 +6,10 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"github.com/ferryrun/ferry/internal/load"
 )
 
 // schedule is an open-loop arrival trace: when each request is due, from
@@ -43,25 +41,6 @@ func poisson(seed uint64, rate float64, d time.Duration, weights []float64) sche
 	return s
 }
 
-// tracePacer makes vegeta send hit i at s.at[i]: open loop, whatever the
-// responses do.
-type tracePacer struct{ s schedule }
-
-func (p tracePacer) Pace(elapsed time.Duration, hits uint64) (time.Duration, bool) {
-	if hits >= uint64(len(p.s.at)) {
-		return 0, true
-	}
-	return max(p.s.at[hits]-elapsed, 0), false
-}
-
-// Rate is required by vegeta.Pacer; the trace's mean rate.
-func (p tracePacer) Rate(time.Duration) float64 {
-	if len(p.s.at) == 0 {
-		return 0
-	}
-	return float64(len(p.s.at)) / p.s.at[len(p.s.at)-1].Seconds()
-}
-
 // openResult is what one open-loop run measured, per request in trace
 // order.
 type openResult struct {
@@ -84,83 +63,40 @@ func (r openResult) latencies(s schedule, k int) []time.Duration {
 }
 
 // target builds request i.
-type target func(i int) vegeta.Target
+type target func(i int) load.Target
 
-// openLoop sends s with vegeta and measures each request from its
-// scheduled time, so that queueing in ferry (or the client) is counted.
-// ok tells a good response.
-func openLoop(ctx context.Context, s schedule, tgt target, ok func(*vegeta.Result) bool) openResult {
-	// vegeta's workers call the targeter concurrently, and a hit's
-	// sequence number (which fixes its scheduled time) need not match the
-	// order of targeter calls: each target carries its index in the URL's
-	// fragment, which is never sent but comes back in the result, so the
-	// kind a hit sent is known.
-	var mu sync.Mutex
-	i := 0
-	targeter := func(t *vegeta.Target) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if i >= len(s.at) {
-			return vegeta.ErrNoTargets
-		}
-		*t = tgt(i)
-		t.URL += "#" + strconv.Itoa(i)
-		i++
-		return nil
-	}
-	a := vegeta.NewAttacker(vegeta.Workers(64), vegeta.MaxWorkers(4096), vegeta.Connections(4096),
-		vegeta.KeepAlive(true), vegeta.Timeout(60*time.Second), vegeta.MaxBody(1<<16))
-	stop := context.AfterFunc(ctx, func() { a.Stop() })
-	defer stop()
+// openLoop sends s (internal/load's open loop) and measures each request
+// from its scheduled time, so that queueing in ferry (or the client) is
+// counted. ok tells a good response.
+func openLoop(ctx context.Context, s schedule, tgt target, ok func(load.Hit) bool) openResult {
 	r := openResult{latency: make([]time.Duration, len(s.at)), kinds: slices.Clone(s.kinds)}
-	var results []*vegeta.Result
-	last := time.Duration(0)
-	if n := len(s.at); n > 0 {
-		last = s.at[n-1]
-	}
-	for res := range a.Attack(targeter, tracePacer{s}, last+time.Second, "bench") {
-		results = append(results, res)
-	}
-	// vegeta stamps each hit when it starts; hits are never early, so the
-	// attack began at the least (start - schedule).
-	var began time.Time
-	for _, res := range results {
-		if res.Seq < uint64(len(s.at)) {
-			if b := res.Timestamp.Add(-s.at[res.Seq]); began.IsZero() || b.Before(began) {
-				began = b
-			}
+	hits := load.Open(ctx, load.Schedule(s.at), tgt, load.Options{Timeout: 60 * time.Second})
+	for _, h := range hits {
+		// The kind a slot's request was is the kind of the target it sent.
+		if h.Target >= 0 && h.Target < len(s.kinds) {
+			r.kinds[h.Seq] = s.kinds[h.Target]
 		}
-	}
-	for _, res := range results {
-		if res.Seq >= uint64(len(s.at)) {
-			continue
-		}
-		if _, frag, found := strings.Cut(res.URL, "#"); found {
-			if j, err := strconv.Atoi(frag); err == nil && j >= 0 && j < len(s.kinds) {
-				r.kinds[res.Seq] = s.kinds[j]
-			}
-		}
-		if !ok(res) {
+		if !ok(h) {
 			r.failed++
 			if r.first == "" {
-				r.first = res.Error
+				r.first = h.Err
 				if r.first == "" {
-					r.first = http.StatusText(int(res.Code)) + ": " + string(res.Body)
+					r.first = http.StatusText(h.Code) + ": " + string(h.Body)
 				}
 			}
 			continue
 		}
-		r.latency[res.Seq] = res.Timestamp.Add(res.Latency).Sub(began.Add(s.at[res.Seq]))
+		r.latency[h.Seq] = h.Took
 	}
-	r.failed += len(s.at) - len(results)
+	r.failed += len(s.at) - len(hits)
 	return r
 }
 
 // viaRouter sends request i to the router with Host function.localhost.
 func viaRouter(ingress, function string, path func(i int) string) target {
 	hdr := http.Header{"Host": []string{function + ".localhost"}}
-	return func(i int) vegeta.Target {
-		return vegeta.Target{Method: "GET", URL: ingress + path(i), Header: hdr}
+	return func(i int) load.Target {
+		return load.Target{Method: "GET", URL: ingress + path(i), Header: hdr}
 	}
 }
 
@@ -169,7 +105,7 @@ func viaRouter(ingress, function string, path func(i int) string) target {
 // users run today.
 func viaInvoke(emulator, function string, path func(i int) string) target {
 	url := emulator + "/2015-03-31/functions/" + function + "/invocations"
-	return func(i int) vegeta.Target {
+	return func(i int) load.Target {
 		p := path(i)
 		raw, query, _ := strings.Cut(p, "?")
 		ev, _ := json.Marshal(map[string]any{
@@ -179,21 +115,21 @@ func viaInvoke(emulator, function string, path func(i int) string) target {
 				"protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"}},
 			"isBase64Encoded": false,
 		})
-		return vegeta.Target{Method: "POST", URL: url, Body: ev}
+		return load.Target{Method: "POST", URL: url, Body: ev}
 	}
 }
 
 // routerOK: a 200 from the router.
-func routerOK(r *vegeta.Result) bool { return r.Error == "" && r.Code == http.StatusOK }
+func routerOK(h load.Hit) bool { return h.Err == "" && h.Code == http.StatusOK }
 
 // invokeOK: the invoke succeeded with no function error and the function's
 // HTTP answer was 200.
-func invokeOK(r *vegeta.Result) bool {
-	if r.Error != "" || r.Code != http.StatusOK || r.Headers.Get("X-Amz-Function-Error") != "" {
+func invokeOK(h load.Hit) bool {
+	if h.Err != "" || h.Code != http.StatusOK || h.Header.Get("X-Amz-Function-Error") != "" {
 		return false
 	}
 	var out struct {
 		StatusCode int `json:"statusCode"`
 	}
-	return json.Unmarshal(r.Body, &out) == nil && out.StatusCode == http.StatusOK
+	return json.Unmarshal(h.Body, &out) == nil && out.StatusCode == http.StatusOK
 }

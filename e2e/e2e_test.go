@@ -25,7 +25,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +36,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/ferryrun/ferry/internal/load"
 	"github.com/ferryrun/ferry/internal/proctree"
 	"github.com/ferryrun/ferry/internal/quantile"
 	"github.com/ferryrun/ferry/internal/review"
@@ -155,7 +155,7 @@ func TestLocalAWS(t *testing.T) {
 	}
 
 	// 2. Load through the router into the deployed function.
-	gen := load(t, st.ClientURL, 8, loadFor)
+	gen := send(t, st.ClientURL, 8, loadFor)
 	t.Logf("load: %d requests in %v, %d failed, p50 %v, p99 %v", gen.requests, loadFor, gen.failed, gen.pct(0.5), gen.pct(0.99))
 	if gen.failed != 0 {
 		t.Errorf("%d of %d requests failed: %s", gen.failed, gen.requests, gen.firstErr)
@@ -383,52 +383,31 @@ type loadResult struct {
 
 func (l *loadResult) pct(p float64) time.Duration { return quantile.Of(l.latencies, p) }
 
-// load sends the I/O-heavy sample request from c clients for d.
-func load(t *testing.T, url string, c int, d time.Duration) *loadResult {
-	res := &loadResult{}
-	var mu sync.Mutex
-	var requests, failed atomic.Int64
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: c}}
-	defer client.CloseIdleConnections()
-	// One worker opens a connection per request and closes it as soon as
-	// it has the answer, as many clients do: the router must count those
-	// requests too.
-	oneShot := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	stop := time.Now().Add(d)
+// send sends the I/O-heavy sample request from c clients for d
+// (internal/load's closed loop). One of them opens a connection per
+// request and closes it as soon as it has the answer, as many clients do:
+// the router must count those requests too.
+func send(t *testing.T, url string, c int, d time.Duration) *loadResult {
+	target := load.Target{Method: "GET", URL: url + "/work?cpu_ms=5&wait_ms=100"}
+	var kept, oneShot []load.Hit
 	var wg sync.WaitGroup
-	for w := range c {
-		client := client
-		if w == 0 {
-			client = oneShot
-		}
-		wg.Go(func() {
-			for time.Now().Before(stop) {
-				start := time.Now()
-				resp, err := client.Get(url + "/work?cpu_ms=5&wait_ms=100")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				took := time.Since(start)
-				requests.Add(1)
-				mu.Lock()
-				if err != nil {
-					failed.Add(1)
-					if res.firstErr == "" {
-						res.firstErr = err.Error()
-					}
-				}
-				res.latencies = append(res.latencies, took)
-				res.singleMs += math.Ceil(float64(took) / float64(time.Millisecond))
-				mu.Unlock()
-			}
-		})
-	}
+	wg.Go(func() { kept = load.Closed(t.Context(), target, c-1, d, load.Options{Timeout: 30 * time.Second}) })
+	wg.Go(func() {
+		oneShot = load.Closed(t.Context(), target, 1, d, load.Options{Timeout: 30 * time.Second, NoKeepAlive: true})
+	})
 	wg.Wait()
-	res.requests, res.failed = requests.Load(), failed.Load()
+	res := &loadResult{}
+	for _, h := range append(kept, oneShot...) {
+		res.requests++
+		if h.Err != "" || h.Code != http.StatusOK {
+			res.failed++
+			if res.firstErr == "" {
+				res.firstErr = fmt.Sprintf("%d %s", h.Code, h.Err)
+			}
+		}
+		res.latencies = append(res.latencies, h.Took)
+		res.singleMs += math.Ceil(float64(h.Took) / float64(time.Millisecond))
+	}
 	return res
 }
 

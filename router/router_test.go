@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,6 +26,7 @@ import (
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"golang.org/x/net/http2"
 
+	"github.com/ferryrun/ferry/internal/load"
 	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
 	"github.com/ferryrun/ferry/router/pool"
@@ -341,23 +343,24 @@ func (s *stack) concurrently(n int, path string) map[int]int {
 	return statuses
 }
 
-// load runs workers that each send path in a loop until stop closes.
+// load runs workers that each send path in a loop (internal/load's closed
+// loop) until stop closes; wait returns once the last has its answer.
 func (s *stack) load(workers int, path string, stop <-chan struct{}) (results chan reply, wait func()) {
 	results = make(chan reply, 100_000)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				results <- s.get(path)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-stop; cancel() }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, h := range load.Closed(ctx, load.Target{Method: "GET", URL: s.ingress + path}, workers, time.Hour, load.Options{}) {
+			r := reply{status: h.Code, body: string(h.Body)}
+			if h.Code == 0 {
+				r.err = errors.New(h.Err)
 			}
-		})
-	}
-	return results, func() { wg.Wait(); close(results) }
+			results <- r
+		}
+	}()
+	return results, func() { <-done; close(results) }
 }
 
 func TestWarmPath(t *testing.T) {
