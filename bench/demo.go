@@ -80,7 +80,7 @@ func runDemo(ctx context.Context, o options, d time.Duration, out io.Writer) err
 	for _, l := range lines {
 		fmt.Fprintln(out, l)
 	}
-	fmt.Fprintln(out, "\nmake bench measures every workload, rate and size against plain Lambda and the best any scheduler could do (bench/RESULTS.md).")
+	fmt.Fprintln(out, "\nmake bench measures every workload, rate and size against plain Lambda and the clairvoyant oracle (bench/RESULTS.md).")
 	return nil
 }
 

@@ -95,6 +95,8 @@ func NewClients(cfg aws.Config) Clients {
 	}
 }
 
+// The state file, and the pid files localrun.Plane writes for detached
+// processes.
 const (
 	stateFile   = "dataplane.json"
 	emulatorPid = "lambda-emulator.pid"
@@ -227,35 +229,14 @@ func Start(ctx context.Context, c Clients, o Options) (State, error) {
 		return st, fmt.Errorf("stack %s has no Lambda functions", o.Stack)
 	}
 
-	// The emulator.
-	emuAddr, err := localrun.FreeAddr()
-	if err != nil {
-		return st, err
-	}
-	emuConfig := filepath.Join(o.StateDir, "functions.json")
-	b, _ := json.MarshalIndent(lambdaemu.Config{Functions: fns, Region: o.Region}, "", "  ")
-	if err := os.WriteFile(emuConfig, b, 0o644); err != nil {
-		return st, err
-	}
-	st.LambdaURL = "http://" + emuAddr
-	if err := spawn(o.StateDir, emulatorPid, nil, filepath.Join(o.BinDir, "lambda-emulator"),
-		"-config", emuConfig, "-listen", emuAddr); err != nil {
-		return st, err
-	}
-	if err := localrun.WaitHTTP(ctx, st.LambdaURL+"/_emulator/health"); err != nil {
-		Stop(o.StateDir)
-		return st, fmt.Errorf("lambda-emulator: %w (see %s)", err, filepath.Join(o.StateDir, "lambda-emulator.log"))
-	}
-
-	// The router, from the task definition the stack deployed.
+	// The router, from the task definition the stack deployed, and the
+	// emulator it invokes.
 	env, err := routerEnv(ctx, c, tmpl, res)
 	if err != nil {
-		Stop(o.StateDir)
 		return st, err
 	}
 	adminAddr, err := localrun.FreeAddr()
 	if err != nil {
-		Stop(o.StateDir)
 		return st, err
 	}
 	env = append(env,
@@ -269,21 +250,18 @@ func Start(ctx context.Context, c Clients, o Options) (State, error) {
 		"FERRY_ROUTER_METRICS=emf,cloudwatch",
 		"FERRY_ROUTER_METRICS_INTERVAL="+o.MetricsInterval.String(),
 		"AWS_ENDPOINT_URL="+o.Endpoint,
-		"AWS_ENDPOINT_URL_LAMBDA="+st.LambdaURL,
 		"AWS_REGION="+o.Region,
 		"AWS_DISABLE_REQUEST_COMPRESSION=true", // moto reads no gzip bodies
 	)
 	st.ClientURL = "http://" + o.Ingress
 	st.AdminURL = "http://" + adminAddr
-	if err := spawn(o.StateDir, routerPid, env, filepath.Join(o.BinDir, "ferry-router")); err != nil {
+	plane := localrun.Plane{Bin: o.BinDir, Functions: lambdaemu.Config{Functions: fns, Region: o.Region},
+		RouterEnv: env, AdminURL: st.AdminURL, Dir: o.StateDir, Detached: true}
+	if st.LambdaURL, _, err = plane.Run(ctx); err != nil {
 		Stop(o.StateDir)
 		return st, err
 	}
-	if err := localrun.WaitHTTP(ctx, st.AdminURL+"/readyz"); err != nil {
-		Stop(o.StateDir)
-		return st, fmt.Errorf("ferry-router: %w (see %s)", err, filepath.Join(o.StateDir, "ferry-router.log"))
-	}
-	b, _ = json.MarshalIndent(st, "", "  ")
+	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.WriteFile(filepath.Join(o.StateDir, stateFile), b, 0o644); err != nil {
 		Stop(o.StateDir)
 		return st, err

@@ -1,7 +1,8 @@
-// Package localrun starts ferry on this machine for the demo and the
-// benchmarks: the Lambda emulator serving the real bootstrap and the Go
-// sample app as one or more functions, and ferry-router routing to them by
-// host, all as real processes on loopback.
+// Package localrun starts ferry on this machine: Plane, the Lambda
+// emulator and ferry-router as real processes on loopback, which the local
+// data plane of a deployed stack (localstack/dataplane) and Start use; and
+// Start, for the demo and the benchmarks, the real bootstrap and the Go
+// sample app as one or more functions, routed to by host.
 package localrun
 
 import (
@@ -14,9 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
@@ -126,79 +125,35 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 		}
 		routes = append(routes, rt)
 	}
-	emuCfg, routesFile := filepath.Join(work, "functions.json"), filepath.Join(work, "routes.json")
-	if err := writeJSON(emuCfg, lambdaemu.Config{Functions: fns}); err != nil {
-		return nil, err
-	}
+	routesFile := filepath.Join(work, "routes.json")
 	if err := writeJSON(routesFile, struct {
 		Routes []config.Route `json:"routes"`
 	}{routes}); err != nil {
 		return nil, err
 	}
-	var emu, ingress, admin string
-	for _, a := range []*string{&emu, &ingress, &admin} {
+	var ingress, admin string
+	for _, a := range []*string{&ingress, &admin} {
 		if *a, err = FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
-	s.Ingress, s.Admin, s.Emulator = "http://"+ingress, "http://"+admin, "http://"+emu
-	lambdaURL := c.LambdaEndpoint
-	if lambdaURL == "" {
-		lambdaURL = s.Emulator
-		if _, err := s.start(c.Log, nil, filepath.Join(dist, "lambda-emulator"), "-config", emuCfg, "-listen", emu); err != nil {
-			s.Stop()
-			return nil, err
-		}
-		if err := WaitHTTP(ctx, s.Emulator+"/_emulator/health"); err != nil {
-			s.Stop()
-			return nil, err
-		}
-	}
-	env := append([]string{"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
-		"AWS_ENDPOINT_URL_LAMBDA=" + lambdaURL, "FERRY_ROUTER_CONFIG=" + routesFile,
-		"FERRY_ROUTER_LISTEN=" + ingress, "FERRY_ROUTER_ADMIN_LISTEN=" + admin, "FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0",
-		"FERRY_ROUTER_METRICS=off"}, c.RouterEnv...)
-	cmd, err := s.start(c.RouterLog, env, filepath.Join(dist, "ferry-router"))
-	if err != nil {
-		s.Stop()
+	s.Ingress, s.Admin = "http://"+ingress, "http://"+admin
+	plane := Plane{Bin: dist, Functions: lambdaemu.Config{Functions: fns}, LambdaURL: c.LambdaEndpoint, AdminURL: s.Admin, Dir: work,
+		Log: c.Log, RouterLog: c.RouterLog,
+		RouterEnv: append([]string{"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
+			"FERRY_ROUTER_CONFIG=" + routesFile, "FERRY_ROUTER_LISTEN=" + ingress, "FERRY_ROUTER_ADMIN_LISTEN=" + admin,
+			"FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_METRICS=off"}, c.RouterEnv...)}
+	if s.Emulator, s.procs, err = plane.Run(ctx); err != nil {
+		os.RemoveAll(work)
 		return nil, err
 	}
-	s.RouterPID = cmd.Process.Pid
-	if err := WaitHTTP(ctx, s.Admin+"/readyz"); err != nil {
-		s.Stop()
-		return nil, err
-	}
+	s.RouterPID = s.procs[len(s.procs)-1].Process.Pid
 	return s, nil
-}
-
-func (s *Stack) start(logs io.Writer, env []string, bin string, args ...string) (*exec.Cmd, error) {
-	if logs == nil {
-		logs = io.Discard
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", filepath.Base(bin), err)
-	}
-	s.procs = append(s.procs, cmd)
-	return cmd, nil
 }
 
 // Stop ends the router, then the emulator (which ends its sandboxes).
 func (s *Stack) Stop() {
-	for _, c := range slices.Backward(s.procs) {
-		c.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { c.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			c.Process.Kill()
-			<-done
-		}
-	}
+	Kill(s.procs, true)
 	s.procs = nil
 	os.RemoveAll(s.work)
 }

@@ -183,6 +183,11 @@ type ctxKey struct{}
 type reqState struct {
 	slowBody atomic.Bool // the client's body fell behind its pace: 408
 	badBody  atomic.Bool // the client's body was malformed or cut short: 400
+	// bodyDue is when the body read under way must end (unix ns), 0 once
+	// the body is in: past it, the client is late, whichever error the
+	// deadline surfaces as first (net/http may cancel the request for it
+	// before the body read returns).
+	bodyDue  atomic.Int64
 	function string
 	pool     *pool.Pool // the function's, from the table the request was routed by
 	start    time.Time
@@ -365,7 +370,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	var started *startedError
 	var failing *pool.FailingError
 	switch {
-	case st != nil && st.slowBody.Load():
+	case st != nil && (st.slowBody.Load() || st.bodyLate()):
 		// The client's fault, not the instance's: no 5xx, no warning.
 		w.Header().Set("Connection", "close")
 		http.Error(w, fmt.Sprintf("ferry: the request body did not arrive in time (%v, then at least %d bytes a second)", h.cfg.BodyTimeout, bodyMinRate), http.StatusRequestTimeout)
@@ -545,6 +550,12 @@ func (b *leasedBody) done() {
 	})
 }
 
+// bodyLate reports whether the request's body is past its pace deadline.
+func (st *reqState) bodyLate() bool {
+	due := st.bodyDue.Load()
+	return due != 0 && time.Now().UnixNano() >= due
+}
+
 // bodyMinRate is the pace a request body must keep after BodyTimeout.
 const bodyMinRate = 16 << 10
 
@@ -564,11 +575,14 @@ type pacedBody struct {
 
 func (b *pacedBody) Read(p []byte) (int, error) {
 	deadline := b.start.Add(b.grace + time.Duration(b.received)*time.Second/bodyMinRate)
-	b.ctl.SetReadDeadline(deadline) // where the connection cannot, the body is not paced
+	if b.ctl.SetReadDeadline(deadline) == nil { // where the connection cannot, the body is not paced
+		b.st.bodyDue.Store(deadline.UnixNano())
+	}
 	n, err := b.rc.Read(p)
 	b.received += int64(n)
 	switch {
 	case err == io.EOF:
+		b.st.bodyDue.Store(0)
 		// The body is in. The deadline must not outlive it: net/http's
 		// background read of the connection would time out and cancel a
 		// long answer to a prompt upload.
@@ -592,6 +606,9 @@ func (e *badBodyError) Unwrap() error { return e.err }
 
 func (b *pacedBody) Close() error {
 	b.ctl.SetReadDeadline(time.Time{})
+	if !b.st.bodyLate() {
+		b.st.bodyDue.Store(0) // closed in time: whatever fails next is not the client's lateness
+	}
 	return b.rc.Close()
 }
 

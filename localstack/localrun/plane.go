@@ -1,0 +1,149 @@
+package localrun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/ferryrun/ferry/internal/proctree"
+	"github.com/ferryrun/ferry/localstack/lambdaemu"
+)
+
+// Plane is ferry running on this machine: a Lambda emulator serving
+// functions and ferry-router invoking them, as processes on loopback.
+// make demo and make bench (Start) and the local data plane of a deployed
+// stack (localstack/dataplane) start theirs with Run.
+type Plane struct {
+	Bin       string           // holds lambda-emulator and ferry-router
+	Functions lambdaemu.Config // what the emulator serves, written to Dir/functions.json
+	// LambdaURL, if set, is a Lambda Invoke API the router calls instead
+	// of the emulator, which is then not started.
+	LambdaURL string
+	// RouterEnv is the router's environment beyond this process's (its
+	// listen addresses among it); Run adds AWS_ENDPOINT_URL_LAMBDA.
+	RouterEnv []string
+	AdminURL  string // the router's admin listener: Run waits for its /readyz
+	Dir       string // functions.json, and when Detached the logs and pid files
+	// Detached processes outlive this one, each in a process group of its
+	// own, logging to Dir/<name>.log, their pids in Dir/<name>.pid.
+	// Otherwise they die with this process, logging to Log and RouterLog
+	// (discarded if nil).
+	Detached       bool
+	Log, RouterLog io.Writer
+}
+
+// Run starts the emulator on a free loopback address, waits until it
+// answers, then the router, and waits until it is ready. It returns the
+// Lambda API the router calls and the processes, router last. On an error
+// it stops what it started.
+func (p Plane) Run(ctx context.Context) (lambdaURL string, procs []*exec.Cmd, err error) {
+	defer func() {
+		if err != nil {
+			Kill(procs, !p.Detached)
+		}
+	}()
+	lambdaURL = p.LambdaURL
+	if lambdaURL == "" {
+		cfg := filepath.Join(p.Dir, "functions.json")
+		if err := writeJSON(cfg, p.Functions); err != nil {
+			return "", nil, err
+		}
+		addr, err := FreeAddr()
+		if err != nil {
+			return "", nil, err
+		}
+		emu, err := p.start(p.Log, nil, "lambda-emulator", "-config", cfg, "-listen", addr)
+		if err != nil {
+			return "", nil, err
+		}
+		procs = append(procs, emu)
+		lambdaURL = "http://" + addr
+		if err := WaitHTTP(ctx, lambdaURL+"/_emulator/health"); err != nil {
+			return "", procs, fmt.Errorf("lambda-emulator: %w%s", err, p.seeLog("lambda-emulator"))
+		}
+	}
+	router, err := p.start(p.RouterLog, append(slices.Clone(p.RouterEnv), "AWS_ENDPOINT_URL_LAMBDA="+lambdaURL), "ferry-router")
+	if err != nil {
+		return "", procs, err
+	}
+	procs = append(procs, router)
+	if err := WaitHTTP(ctx, p.AdminURL+"/readyz"); err != nil {
+		return "", procs, fmt.Errorf("ferry-router: %w%s", err, p.seeLog("ferry-router"))
+	}
+	return lambdaURL, procs, nil
+}
+
+func (p Plane) seeLog(name string) string {
+	if !p.Detached {
+		return ""
+	}
+	return " (see " + filepath.Join(p.Dir, name+".log") + ")"
+}
+
+// start starts Bin/name with args and env added to this process's.
+func (p Plane) start(logs io.Writer, env []string, name string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(filepath.Join(p.Bin, name), args...)
+	cmd.Env = append(os.Environ(), env...)
+	if p.Detached {
+		f, err := os.OpenFile(filepath.Join(p.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		logs = f
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
+	if logs == nil {
+		logs = io.Discard
+	}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	if p.Detached {
+		go cmd.Wait() // reaped if this process outlives it (tests)
+		if err := os.WriteFile(filepath.Join(p.Dir, name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+			return cmd, err
+		}
+	}
+	return cmd, nil
+}
+
+// Kill ends procs, last first, each with its process group where it has
+// one of its own: SIGTERM, then SIGKILL after 15 s. reap waits for each
+// (processes Run started attached; a detached one is reaped already).
+func Kill(procs []*exec.Cmd, reap bool) {
+	for _, c := range slices.Backward(procs) {
+		Stop(c.Process.Pid)
+		if reap {
+			c.Wait()
+		}
+	}
+}
+
+// Stop ends the process pid (with its process group where it leads one):
+// SIGTERM, then SIGKILL if it still runs 15 s later.
+func Stop(pid int) {
+	target := pid
+	if pg, err := syscall.Getpgid(pid); err == nil && pg == pid {
+		target = -pid
+	}
+	if err := syscall.Kill(target, syscall.SIGTERM); errors.Is(err, syscall.ESRCH) {
+		return
+	}
+	for deadline := time.Now().Add(15 * time.Second); proctree.Alive(pid) && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	}
+	if proctree.Alive(pid) {
+		syscall.Kill(target, syscall.SIGKILL)
+	}
+}
