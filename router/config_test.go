@@ -129,7 +129,7 @@ func TestRoutesFromParameter(t *testing.T) {
 	put(`{"routes": []}`)
 	s := startStack(t, stackOpts{routerEnv: map[string]string{
 		"FERRY_ROUTER_ROUTES": "app=/echo", "FERRY_ROUTER_ROUTES_PARAMETER": name, "FERRY_ROUTER_ROUTES_POLL": "1s",
-		"AWS_ENDPOINT_URL": endpoint,
+		"AWS_ENDPOINT_URL": endpoint, "FERRY_ROUTER_LOG_LEVEL": "debug", // each poll logged
 	}})
 	// until waits up to 5 s for GET /work to answer want.
 	until := func(want int) {
@@ -181,8 +181,19 @@ func TestRoutesFromParameter(t *testing.T) {
 		t.Fatal(err)
 	}
 	until(http.StatusNotFound)
-	time.Sleep(3 * time.Second) // three more polls
-	if n := strings.Count(s.routerLog.String(), "does not exist"); n != 1 {
+	polls := func() int { return strings.Count(s.routerLog.String(), "routes parameter polled") }
+	for deadline, then := time.Now().Add(10*time.Second), polls(); polls() < then+3; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the router polled %d times in 10 s with a 1 s poll", polls()-then)
+		}
+	}
+	warned := 0
+	for l := range strings.SplitSeq(s.routerLog.String(), "\n") {
+		if strings.Contains(l, `"level":"WARN"`) && strings.Contains(l, "does not exist") {
+			warned++
+		}
+	}
+	if n := warned; n != 1 {
 		t.Errorf("%d warnings that the parameter does not exist over several polls, want 1", n)
 	}
 	put(`{"routes": [{"function": "app", "path_prefix": "/work"}]}`)

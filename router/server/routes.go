@@ -37,8 +37,9 @@ type routesState struct {
 func (r *Router) WatchRoutes(ctx context.Context, api ParameterAPI) {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, max(r.cfg.RoutesPoll, 5*time.Second))
-		r.RefreshRoutes(rctx, api)
+		err := r.RefreshRoutes(rctx, api)
 		cancel()
+		r.log.Debug("routes parameter polled", "parameter", r.cfg.RoutesParameter, "err", err)
 		// Each replica at its own moment: polls in lockstep would meet
 		// SSM's account-wide rate all at once.
 		jitter := time.Duration(rand.Int64N(int64(r.cfg.RoutesPoll)/5 + 1))
