@@ -1,14 +1,17 @@
 package main_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +24,7 @@ import (
 	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 
 	"github.com/ferryrun/ferry/internal/load"
+	"github.com/ferryrun/ferry/internal/proctree"
 	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
 )
@@ -143,6 +147,9 @@ type expect struct {
 	// recovered: requests scheduled this long after the fault struck are
 	// all served. Zero: no such window (the fault lasts the whole run).
 	recovered time.Duration
+	// servedBefore: requests scheduled before the fault struck are all
+	// served (what was in flight then finished).
+	servedBefore bool
 }
 
 func allow(outcomes ...string) map[string]bool {
@@ -168,10 +175,15 @@ func account(t *testing.T, entries []entry, faultAt time.Duration, e expect) map
 			bad = append(bad, fmt.Sprintf("request %d (%s at %v): %s after %v: %d %s %.100q", i, en.path, en.at.Round(time.Millisecond), o, en.took.Round(time.Millisecond), en.status, en.err, en.body))
 		case o == served && strings.HasPrefix(en.path, "/echo") && !strings.Contains(en.body, `"query":"id=`+strconv.Itoa(en.id)+`"`):
 			bad = append(bad, fmt.Sprintf("request %d (%s): served someone else's answer: %.200q", i, en.path, en.body))
+		case e.servedBefore && en.at < faultAt && o != served:
+			bad = append(bad, fmt.Sprintf("request %d (%s at %v, before the fault): %s: %d %s %.100q", i, en.path, en.at.Round(time.Millisecond), o, en.status, en.err, en.body))
 		case e.recovered > 0 && en.at >= faultAt+e.recovered && o != served:
 			bad = append(bad, fmt.Sprintf("request %d (%s at %v, %v after the fault): %s, when the fault was over: %d %s %.100q",
 				i, en.path, en.at.Round(time.Millisecond), (en.at-faultAt).Round(time.Millisecond), o, en.status, en.err, en.body))
 		}
+	}
+	if e.recovered > 0 && !slices.ContainsFunc(entries, func(en entry) bool { return en.at >= faultAt+e.recovered }) {
+		t.Errorf("no request was scheduled %v after the fault: the recovery went unchecked", e.recovered)
 	}
 	var slowest time.Duration
 	for _, en := range entries {
@@ -187,32 +199,35 @@ func account(t *testing.T, entries []entry, faultAt time.Duration, e expect) map
 	return tally
 }
 
-// sandboxes lists the emulator's live sandboxes.
+// sandboxes lists the emulator's live sandboxes (none if it cannot say:
+// faults run beside the test, where t.Fatal cannot stop it).
 func (s *stack) sandboxes() []lambdaemu.SandboxInfo {
-	s.t.Helper()
 	resp, err := http.Get(s.emulator + "/_emulator/sandboxes")
 	if err != nil {
-		s.t.Fatal(err)
+		s.t.Error(err)
+		return nil
 	}
 	defer resp.Body.Close()
 	var sb []lambdaemu.SandboxInfo
 	if err := json.NewDecoder(resp.Body).Decode(&sb); err != nil {
-		s.t.Fatal(err)
+		s.t.Error(err)
 	}
 	return sb
 }
 
-// busySandbox is the process group of a sandbox serving requests.
-func (s *stack) busySandbox() int {
+// busySandbox is the process group of a sandbox serving requests, and
+// false if none is within 5 s (then no signal may be sent: to group 0 it
+// would reach the test itself).
+func (s *stack) busySandbox() (int, bool) {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		for _, sb := range s.sandboxes() {
-			if !sb.Idle {
-				return sb.PID
+			if !sb.Idle && sb.PID > 1 {
+				return sb.PID, true
 			}
 		}
 	}
-	s.t.Error("no sandbox was busy")
-	return 0
+	s.t.Error("no sandbox was busy: the fault did not strike")
+	return 0, false
 }
 
 // appOf is the pid of the app process in the sandbox whose process group
@@ -236,11 +251,26 @@ func appOf(pgid int) int {
 }
 
 // restartRouter stops the router with SIGTERM (it drains) and starts it
-// again on the same addresses.
+// again on the same addresses, and waits until it is ready.
 func (s *stack) restartRouter() {
 	s.router.Process.Signal(syscall.SIGTERM)
 	s.router.Wait()
-	s.startRouter()
+	if err := s.startRouter(); err != nil {
+		s.t.Error(err)
+		return
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get(s.admin + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Error("the restarted router never became ready")
+			return
+		}
+	}
 }
 
 // localAWS runs the local AWS (moto) at addr until stop, which may be
@@ -251,21 +281,20 @@ type localAWS struct {
 	cmd  *exec.Cmd
 }
 
-func (m *localAWS) start() {
-	m.t.Helper()
+func (m *localAWS) start() error {
 	m.cmd = exec.Command("python3", filepath.Join(testbin.ModuleRoot(), "localstack", "moto", "ferry_moto.py"), "-H", "127.0.0.1",
 		"-p", m.addr[strings.LastIndexByte(m.addr, ':')+1:])
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := m.cmd.Start(); err != nil {
-		m.t.Fatal(err)
+		return err
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if resp, err := http.Get("http://" + m.addr + "/moto-api/"); err == nil {
 			resp.Body.Close()
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			m.t.Fatal("moto did not start")
+			return errors.New("moto did not start within 30 s")
 		}
 	}
 }
@@ -280,7 +309,7 @@ func (m *localAWS) stop() {
 
 func TestChaos(t *testing.T) {
 	d := chaosFor(t)
-	faultAt := d / 3
+	faultAt := min(d/3, 2*time.Second) // with room after it for every recovery window
 	for _, tc := range []struct {
 		name  string
 		opts  stackOpts
@@ -289,37 +318,71 @@ func TestChaos(t *testing.T) {
 		fresh bool // a connection per request
 		fault func(t *testing.T, s *stack)
 		want  expect
-		after func(t *testing.T, s *stack, tally map[string]int)
+		after func(t *testing.T, s *stack, entries []entry)
 	}{
 		{
 			// Requests on the killed instance that had started fail (a
 			// started request is never replayed); the rest go elsewhere.
 			name: "sandbox killed", path: "/work?wait_ms=300", rate: 30,
-			fault: func(t *testing.T, s *stack) { syscall.Kill(-s.busySandbox(), syscall.SIGKILL) },
-			want:  expect{allowed: allow(started), recovered: 3 * time.Second},
+			fault: func(t *testing.T, s *stack) {
+				pg, ok := s.busySandbox()
+				if !ok {
+					return
+				}
+				syscall.Kill(-pg, syscall.SIGKILL)
+				for deadline := time.Now().Add(5 * time.Second); proctree.Alive(pg); time.Sleep(10 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Error("the killed sandbox still runs")
+						return
+					}
+				}
+			},
+			want: expect{allowed: allow(started), recovered: 3 * time.Second},
 		},
 		{
 			name: "sandbox stopped for 1.5 s", path: "/work?wait_ms=300", rate: 30,
 			fault: func(t *testing.T, s *stack) {
-				pg := s.busySandbox()
+				pg, ok := s.busySandbox()
+				if !ok {
+					return
+				}
 				syscall.Kill(-pg, syscall.SIGSTOP)
 				time.Sleep(1500 * time.Millisecond) // the fault's length
 				syscall.Kill(-pg, syscall.SIGCONT)
 			},
 			want: expect{allowed: allow(started, refused), recovered: 4 * time.Second},
+			after: func(t *testing.T, s *stack, entries []entry) {
+				// What the stopped sandbox held waited for it.
+				if slowest := slices.MaxFunc(entries, func(a, b entry) int { return cmp.Compare(a.took, b.took) }); slowest.took < time.Second {
+					t.Errorf("the slowest request took %v: nothing waited on the stopped sandbox", slowest.took)
+				}
+			},
 		},
 		{
 			// The bootstrap restarts its app; what the app had started fails.
 			name: "app killed", path: "/work?wait_ms=300", rate: 30,
 			fault: func(t *testing.T, s *stack) {
-				sb := s.busySandbox()
+				sb, ok := s.busySandbox()
+				if !ok {
+					return
+				}
 				pid := appOf(sb)
 				if pid == 0 {
 					t.Error("no app process in the busy sandbox")
 					return
 				}
-				t.Logf("killing app %d of sandbox %d", pid, sb)
 				syscall.Kill(pid, syscall.SIGKILL)
+				// The bootstrap starts it again.
+				for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+					if now := appOf(sb); now != 0 && now != pid {
+						t.Logf("app %d of sandbox %d killed; %d took its place", pid, sb, now)
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Errorf("app %d of sandbox %d killed, and none took its place", pid, sb)
+						return
+					}
+				}
 			},
 			want: expect{allowed: allow(started, refused), recovered: 3 * time.Second},
 		},
@@ -328,7 +391,7 @@ func TestChaos(t *testing.T) {
 			// it is down: no connection. Started again: served.
 			name: "router restarted", path: "/work?wait_ms=300", rate: 30,
 			fault: func(t *testing.T, s *stack) { s.restartRouter() },
-			want:  expect{allowed: allow(refused, unreached), recovered: 6 * time.Second},
+			want:  expect{allowed: allow(refused, unreached), recovered: 4 * time.Second, servedBefore: true},
 		},
 		{
 			// Two concurrent invocations allowed and one request each: most
@@ -338,7 +401,7 @@ func TestChaos(t *testing.T) {
 			name: "throttling storm", path: "/work?wait_ms=250", rate: 12,
 			opts: stackOpts{concurrency: 2, routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "1", "FERRY_ROUTER_PLAIN": "off"}},
 			want: expect{allowed: allow(refused)},
-			after: func(t *testing.T, s *stack, tally map[string]int) {
+			after: func(t *testing.T, s *stack, _ []entry) {
 				st := s.stats()
 				t.Logf("emulator: %d invocations, %d throttled", st.Invocations, st.Throttles)
 				if st.Throttles == 0 {
@@ -370,10 +433,10 @@ func TestChaos(t *testing.T) {
 				}
 				t.Logf("held %d connections", len(held))
 			},
-			want: expect{allowed: allow(refused, started), recovered: 5 * time.Second},
-			after: func(t *testing.T, s *stack, _ map[string]int) {
-				if s.router.ProcessState != nil {
-					t.Errorf("the router exited: %v", s.router.ProcessState)
+			want: expect{allowed: allow(refused, started), recovered: 4 * time.Second},
+			after: func(t *testing.T, s *stack, _ []entry) {
+				if !proctree.Alive(s.router.Process.Pid) {
+					t.Errorf("the router exited")
 				}
 				if !strings.Contains(s.routerLog.String(), "too many open files") {
 					t.Errorf("the router never ran out of descriptors: the fault did not strike")
@@ -388,9 +451,9 @@ func TestChaos(t *testing.T) {
 				fault = func() { tc.fault(t, s) }
 			}
 			entries := ledger(t, s.ingress, tc.path, tc.rate, d, tc.fresh, fault, faultAt)
-			tally := account(t, entries, faultAt, tc.want)
+			account(t, entries, faultAt, tc.want)
 			if tc.after != nil {
-				tc.after(t, s, tally)
+				tc.after(t, s, entries)
 			}
 		})
 	}
@@ -404,7 +467,9 @@ func TestChaosLocalAWSRestarted(t *testing.T) {
 	d := chaosFor(t)
 	faultAt := d / 3
 	aws0 := &localAWS{t: t, addr: freeAddr(t)}
-	aws0.start()
+	if err := aws0.start(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(aws0.stop)
 	endpoint := "http://" + aws0.addr
 	s := startStack(t, stackOpts{routerEnv: map[string]string{
@@ -415,7 +480,9 @@ func TestChaosLocalAWSRestarted(t *testing.T) {
 		aws0.stop()
 		downAt = time.Now()
 		time.Sleep(2 * time.Second) // the outage's length
-		aws0.start()
+		if err := aws0.start(); err != nil {
+			t.Error(err)
+		}
 		upAt = time.Now()
 	}, faultAt)
 	account(t, entries, faultAt, expect{allowed: allow(), recovered: time.Nanosecond})

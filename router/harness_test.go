@@ -161,7 +161,9 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	for k, v := range o.routerEnv {
 		s.routerEnv = append(s.routerEnv, k+"="+v)
 	}
-	s.startRouter()
+	if err := s.startRouter(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		s.router.Process.Signal(syscall.SIGTERM)
 		s.router.Wait() // an error if a test already waited: fine
@@ -174,13 +176,11 @@ func startStack(t *testing.T, o stackOpts) *stack {
 }
 
 // startRouter starts the router process as the stack was set up to.
-func (s *stack) startRouter() {
+func (s *stack) startRouter() error {
 	s.router = exec.Command(s.routerCmd[0], s.routerCmd[1:]...)
 	s.router.Env = s.routerEnv
 	s.router.Stdout, s.router.Stderr = s.routerOut, s.routerLog
-	if err := s.router.Start(); err != nil {
-		s.t.Fatal(err)
-	}
+	return s.router.Start()
 }
 
 func tail(s string, n int) string {

@@ -126,6 +126,9 @@ func Open(ctx context.Context, s Schedule, target func(i int) Target, o Options)
 // Closed runs clients that each send target's request, the next when the
 // last ends, for d or until ctx ends.
 func Closed(ctx context.Context, target Target, clients int, d time.Duration, o Options) []Hit {
+	if clients < 1 {
+		return nil // no client sends anything (vegeta would wait for one until stopped)
+	}
 	a := o.attacker(uint64(clients), uint64(clients), clients)
 	stop := context.AfterFunc(ctx, func() { a.Stop() })
 	defer stop()

@@ -96,7 +96,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer ln.Close()
-	// Consecutive accept errors back off, 5 ms doubling to 1 s.
+	// Consecutive accept errors back off, 5 ms growing 1.5x (jittered) to 1 s.
 	pause := backoff.NewExponentialBackOff(backoff.WithInitialInterval(5*time.Millisecond),
 		backoff.WithMaxInterval(time.Second), backoff.WithMaxElapsedTime(0))
 	failing := false

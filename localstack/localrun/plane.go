@@ -61,20 +61,24 @@ func (p Plane) Run(ctx context.Context) (lambdaURL string, procs []*exec.Cmd, er
 			return "", nil, err
 		}
 		emu, err := p.start(p.Log, nil, "lambda-emulator", "-config", cfg, "-listen", addr)
-		if err != nil {
-			return "", nil, err
+		if emu != nil {
+			procs = append(procs, emu) // started, even if its pid file failed
 		}
-		procs = append(procs, emu)
+		if err != nil {
+			return "", procs, err
+		}
 		lambdaURL = "http://" + addr
 		if err := WaitHTTP(ctx, lambdaURL+"/_emulator/health"); err != nil {
 			return "", procs, fmt.Errorf("lambda-emulator: %w%s", err, p.seeLog("lambda-emulator"))
 		}
 	}
 	router, err := p.start(p.RouterLog, append(slices.Clone(p.RouterEnv), "AWS_ENDPOINT_URL_LAMBDA="+lambdaURL), "ferry-router")
+	if router != nil {
+		procs = append(procs, router)
+	}
 	if err != nil {
 		return "", procs, err
 	}
-	procs = append(procs, router)
 	if err := WaitHTTP(ctx, p.AdminURL+"/readyz"); err != nil {
 		return "", procs, fmt.Errorf("ferry-router: %w%s", err, p.seeLog("ferry-router"))
 	}

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http/httptrace"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
@@ -64,17 +67,23 @@ func notApplied(err error) bool {
 // CloudWatch is a Sink calling PutMetricData, in as few calls as
 // CloudWatch's limits allow. Use it where nothing extracts EMF from logs.
 //
-// What a call could not deliver and CloudWatch cannot have applied (the
-// endpoint down or unreachable, or throttled past the client's retries)
-// is kept, each datum with its own interval's timestamp, and sent before
-// the next interval's: metrics wait out an outage and then catch up. At
-// most maxKept datums are kept (the oldest go first, and are reported).
+// What a call could not deliver and CloudWatch cannot have applied (a call
+// never written: the endpoint down, unreachable until the flush's deadline,
+// or the flush out of time; or throttled past the client's retries) is
+// kept, each datum with its own interval's timestamp, and sent before the
+// next interval's: metrics wait out an outage and then catch up. At most
+// maxKept datums are kept, none older than maxAge (those dropped are
+// reported).
 // What may have been applied is never sent again (see RetryUnapplied).
 func CloudWatch(api PutMetricDataAPI) Sink { return &cwSink{api: api} }
 
 // maxKept bounds the datums kept for resending: with a few functions at
-// 1-minute intervals, hours of an outage.
-const maxKept = 20 * maxDatumsPerCall
+// 1-minute intervals, hours of an outage. maxAge is the oldest a datum may
+// be (CloudWatch takes two weeks), with a day's margin.
+const (
+	maxKept = 20 * maxDatumsPerCall
+	maxAge  = 13 * 24 * time.Hour
+)
 
 type cwSink struct {
 	api  PutMetricDataAPI
@@ -85,7 +94,12 @@ type cwSink struct {
 func (c *cwSink) Publish(ctx context.Context, snaps []Snapshot) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	datums, kept := c.kept, 0
+	// CloudWatch takes no datum over two weeks old: a call holding one
+	// fails whole.
+	stale := time.Now().Add(-maxAge)
+	datums := slices.DeleteFunc(c.kept, func(d types.MetricDatum) bool { return d.Timestamp.Before(stale) })
+	old := len(c.kept) - len(datums)
+	kept := 0
 	c.kept = nil
 	for _, s := range snaps {
 		dims := []types.Dimension{{Name: aws.String("Function"), Value: aws.String(s.Function)}}
@@ -112,11 +126,25 @@ func (c *cwSink) Publish(ctx context.Context, snaps []Snapshot) error {
 		}
 	}
 	var errs []error
+	if old > 0 {
+		errs = append(errs, fmt.Errorf("PutMetricData: %d datums kept past CloudWatch's two weeks dropped", old))
+	}
 	for len(datums) > 0 {
+		if ctx.Err() != nil {
+			// Out of time: what is left was never sent.
+			c.kept = append(c.kept, datums...)
+			kept += len(datums)
+			break
+		}
 		n := min(len(datums), maxDatumsPerCall)
-		_, err := c.api.PutMetricData(ctx, &cloudwatch.PutMetricDataInput{Namespace: aws.String(Namespace), MetricData: datums[:n]})
+		// Applied or not is told by whether the call was written: one that
+		// never was (a connection refused, or one that hung until the
+		// flush's deadline) cannot have been.
+		var wrote atomic.Bool
+		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) }}
+		_, err := c.api.PutMetricData(httptrace.WithClientTrace(ctx, trace), &cloudwatch.PutMetricDataInput{Namespace: aws.String(Namespace), MetricData: datums[:n]})
 		switch {
-		case err != nil && notApplied(err):
+		case err != nil && (notApplied(err) || !wrote.Load()):
 			c.kept = append(c.kept, datums[:n]...)
 			kept += n
 		case err != nil:

@@ -290,6 +290,12 @@ func TestCloudWatchSinkCatchesUp(t *testing.T) {
 			t.Fatalf("publishing with nothing listening: %v; want the datums kept", err)
 		}
 	}
+	// A flush out of time sends nothing and loses nothing.
+	late, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := sink.Publish(late, nil); err == nil || !strings.Contains(err.Error(), "2 datums not delivered, kept") {
+		t.Fatalf("publishing out of time: %v; want the two kept datums kept", err)
+	}
 	// CloudWatch is back, on the same address.
 	var mu sync.Mutex
 	var bodies []string

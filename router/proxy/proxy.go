@@ -183,10 +183,11 @@ type ctxKey struct{}
 type reqState struct {
 	slowBody atomic.Bool // the client's body fell behind its pace: 408
 	badBody  atomic.Bool // the client's body was malformed or cut short: 400
-	// bodyDue is when the body read under way must end (unix ns), 0 once
-	// the body is in: past it, the client is late, whichever error the
-	// deadline surfaces as first (net/http may cancel the request for it
-	// before the body read returns).
+	// bodyDue is when the body read blocked right now must end (unix ns),
+	// 0 while none is: past it, the client is late, whichever error the
+	// deadline surfaces as first (net/http cancels the request from inside
+	// that read, which may reach the error handler before the read
+	// returns).
 	bodyDue  atomic.Int64
 	function string
 	pool     *pool.Pool // the function's, from the table the request was routed by
@@ -579,10 +580,13 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 		b.st.bodyDue.Store(deadline.UnixNano())
 	}
 	n, err := b.rc.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		b.st.slowBody.Store(true) // before the read stops counting as blocked
+	}
+	b.st.bodyDue.Store(0) // no read blocked now: what fails from here says itself
 	b.received += int64(n)
 	switch {
 	case err == io.EOF:
-		b.st.bodyDue.Store(0)
 		// The body is in. The deadline must not outlive it: net/http's
 		// background read of the connection would time out and cancel a
 		// long answer to a prompt upload.
@@ -606,9 +610,6 @@ func (e *badBodyError) Unwrap() error { return e.err }
 
 func (b *pacedBody) Close() error {
 	b.ctl.SetReadDeadline(time.Time{})
-	if !b.st.bodyLate() {
-		b.st.bodyDue.Store(0) // closed in time: whatever fails next is not the client's lateness
-	}
 	return b.rc.Close()
 }
 
