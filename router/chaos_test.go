@@ -103,13 +103,13 @@ func isRefused(err string) bool {
 	return false
 }
 
-// ledger sends GETs at rate per second for d, open loop (internal/load:
+// ledger sends requests at rate per second for d, open loop (internal/load:
 // each at its scheduled time, whatever the earlier ones are doing),
-// alternating path and /echo (which answers with the request's own id),
-// and runs fault at faultAt. fresh sends each on a connection of its own.
-// It returns an entry for every request scheduled, by id; one never
-// answered has no path.
-func ledger(t *testing.T, base, path string, rate float64, d time.Duration, fresh bool, fault func(), faultAt time.Duration) []entry {
+// alternating method path and GET /echo (which answers with the request's
+// own id), and runs fault at faultAt. fresh sends each on a connection of
+// its own. It returns an entry for every request scheduled, by id; one
+// never answered has no path.
+func ledger(t *testing.T, base, method, path string, rate float64, d time.Duration, fresh bool, fault func(), faultAt time.Duration) []entry {
 	t.Helper()
 	sched := load.Constant(rate, d)
 	paths := make([]string, len(sched))
@@ -127,7 +127,13 @@ func ledger(t *testing.T, base, path string, rate float64, d time.Duration, fres
 			fault()
 		})
 	}
-	hits := load.Open(t.Context(), sched, func(i int) load.Target { return load.Target{Method: "GET", URL: base + paths[i]} },
+	hits := load.Open(t.Context(), sched, func(i int) load.Target {
+		m := method
+		if i%2 == 1 {
+			m = "GET"
+		}
+		return load.Target{Method: m, URL: base + paths[i]}
+	},
 		load.Options{Timeout: hangLimit, NoKeepAlive: fresh})
 	wg.Wait()
 	entries := make([]entry, len(sched))
@@ -307,23 +313,63 @@ func (m *localAWS) stop() {
 	}
 }
 
+// ledgerApp is a stack whose app writes each POST /work's id to a file
+// as it takes the request (goapp's GOAPP_LEDGER), for ranOnce.
+func ledgerApp(t *testing.T) stackOpts {
+	return stackOpts{fnEnv: map[string]string{"GOAPP_LEDGER": filepath.Join(t.TempDir(), "ran")}}
+}
+
+// ranOnce holds the app's ledger to the client's: a started request is
+// never replayed, so no POST ran twice; one served ran exactly once; one
+// refused never ran.
+func ranOnce(t *testing.T, s *stack, entries []entry) {
+	b, err := os.ReadFile(s.fnEnv["GOAPP_LEDGER"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := map[string]int{}
+	for id := range strings.FieldsSeq(string(b)) {
+		ran[id]++
+	}
+	posts, failed := 0, 0
+	for _, en := range entries {
+		if !strings.HasPrefix(en.path, "/work") {
+			continue
+		}
+		posts++
+		id := strconv.Itoa(en.id)
+		switch o := en.outcome(); {
+		case ran[id] > 1:
+			t.Errorf("POST %s ran %d times: replayed (%s)", en.path, ran[id], o)
+		case o == served && ran[id] != 1:
+			t.Errorf("POST %s served, but ran %d times", en.path, ran[id])
+		case o == refused && ran[id] != 0:
+			t.Errorf("POST %s refused, but ran", en.path)
+		case o == started:
+			failed++
+		}
+	}
+	t.Logf("%d POSTs, %d ran (the app's ledger), %d started and failed", posts, len(ran), failed)
+}
+
 func TestChaos(t *testing.T) {
 	d := chaosFor(t)
 	faultAt := min(d/3, 2*time.Second) // with room after it for every recovery window
 	for _, tc := range []struct {
-		name  string
-		opts  stackOpts
-		path  string
-		rate  float64
-		fresh bool // a connection per request
-		fault func(t *testing.T, s *stack)
-		want  expect
-		after func(t *testing.T, s *stack, entries []entry)
+		name   string
+		opts   stackOpts
+		method string // of the requests to path; if empty, GET
+		path   string
+		rate   float64
+		fresh  bool // a connection per request
+		fault  func(t *testing.T, s *stack)
+		want   expect
+		after  func(t *testing.T, s *stack, entries []entry)
 	}{
 		{
 			// Requests on the killed instance that had started fail (a
 			// started request is never replayed); the rest go elsewhere.
-			name: "sandbox killed", path: "/work?wait_ms=300", rate: 30,
+			name: "sandbox killed", method: "POST", path: "/work?wait_ms=300", rate: 30, opts: ledgerApp(t),
 			fault: func(t *testing.T, s *stack) {
 				pg, ok := s.busySandbox()
 				if !ok {
@@ -337,7 +383,8 @@ func TestChaos(t *testing.T) {
 					}
 				}
 			},
-			want: expect{allowed: allow(started), recovered: 3 * time.Second},
+			want:  expect{allowed: allow(started), recovered: 3 * time.Second},
+			after: ranOnce,
 		},
 		{
 			name: "sandbox stopped for 1.5 s", path: "/work?wait_ms=300", rate: 30,
@@ -360,7 +407,7 @@ func TestChaos(t *testing.T) {
 		},
 		{
 			// The bootstrap restarts its app; what the app had started fails.
-			name: "app killed", path: "/work?wait_ms=300", rate: 30,
+			name: "app killed", method: "POST", path: "/work?wait_ms=300", rate: 30, opts: ledgerApp(t),
 			fault: func(t *testing.T, s *stack) {
 				sb, ok := s.busySandbox()
 				if !ok {
@@ -384,7 +431,8 @@ func TestChaos(t *testing.T) {
 					}
 				}
 			},
-			want: expect{allowed: allow(started, refused), recovered: 3 * time.Second},
+			want:  expect{allowed: allow(started, refused), recovered: 3 * time.Second},
+			after: ranOnce,
 		},
 		{
 			// In flight when SIGTERM comes: served (the router drains). While
@@ -450,7 +498,8 @@ func TestChaos(t *testing.T) {
 			if tc.fault != nil {
 				fault = func() { tc.fault(t, s) }
 			}
-			entries := ledger(t, s.ingress, tc.path, tc.rate, d, tc.fresh, fault, faultAt)
+			method := cmp.Or(tc.method, "GET")
+			entries := ledger(t, s.ingress, method, tc.path, tc.rate, d, tc.fresh, fault, faultAt)
 			account(t, entries, faultAt, tc.want)
 			if tc.after != nil {
 				tc.after(t, s, entries)
@@ -476,7 +525,7 @@ func TestChaosLocalAWSRestarted(t *testing.T) {
 		"FERRY_ROUTER_METRICS": "emf,cloudwatch", "AWS_ENDPOINT_URL": endpoint, "AWS_DISABLE_REQUEST_COMPRESSION": "true",
 	}})
 	var downAt, upAt time.Time
-	entries := ledger(t, s.ingress, "/work?wait_ms=200", 20, d, false, func() {
+	entries := ledger(t, s.ingress, "GET", "/work?wait_ms=200", 20, d, false, func() {
 		aws0.stop()
 		downAt = time.Now()
 		time.Sleep(2 * time.Second) // the outage's length

@@ -80,7 +80,8 @@ type stack struct {
 	routerOut *syncBuf // stdout: EMF lines
 	routerLog *syncBuf
 	router    *exec.Cmd
-	routerCmd []string // how the router is started (restartRouter starts it again so)
+	routerCmd []string          // how the router is started (restartRouter starts it again so)
+	fnEnv     map[string]string // the function's environment, as the test set it
 	routerEnv []string
 }
 
@@ -128,7 +129,7 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	cfgPath := filepath.Join(t.TempDir(), "functions.json")
 	os.WriteFile(cfgPath, cfg, 0o644)
 
-	s := &stack{t: t, routerOut: &syncBuf{}, routerLog: &syncBuf{}}
+	s := &stack{t: t, routerOut: &syncBuf{}, routerLog: &syncBuf{}, fnEnv: o.fnEnv}
 	emuAddr := freeAddr(t)
 	s.emulator = "http://" + emuAddr
 	emu := exec.Command(bins.emulator, "-config", cfgPath, "-listen", emuAddr)

@@ -2,6 +2,10 @@
 // $PORT that the bootstrap runs as the function's app.
 //
 //	GET /work?cpu_ms=N&wait_ms=M&then_cpu_ms=K  burn N ms of CPU, wait M ms, burn K ms
+//	POST /work?id=I&...  the same, as a request that changes something: with
+//	             GOAPP_LEDGER=FILE set, it first appends I to FILE (tests
+//	             count how often each ran: a started request is never
+//	             replayed)
 //	GET /render  server-side rendering's shape: /work with 10, 100 and 40 ms by default
 //	GET /stream?chunks=N&interval_ms=M  send N chunks, M ms apart
 //	ANY /echo  the request as JSON; ?status=, ?cookie=, ?header=K:V and ?trailer= shape the reply
@@ -38,6 +42,7 @@ func main() {
 	ln := &dyingListener{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /work", work)
+	mux.HandleFunc("POST /work", ledgered(os.Getenv("GOAPP_LEDGER"), work))
 	mux.HandleFunc("GET /render", render)
 	mux.HandleFunc("GET /stream", stream)
 	mux.HandleFunc("/echo", echo)
@@ -112,6 +117,27 @@ func intParam(r *http.Request, name string, max int) (int, error) {
 }
 
 func work(w http.ResponseWriter, r *http.Request) { shaped(w, r, 0, 0, 0) }
+
+// ledgered records each request's id in the file ledger (if set) before
+// next runs: one line per time the app took it.
+func ledgered(ledger string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if ledger != "" {
+			f, err := os.OpenFile(ledger, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			_, err = fmt.Fprintf(f, "%s\n", r.URL.Query().Get("id")) // one small append: whole or not at all
+			f.Close()
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		next(w, r)
+	}
+}
 
 // render is a server-rendered page: a little CPU to parse and route, a
 // wait for the data, then the CPU to render it.
