@@ -25,7 +25,7 @@ import (
 // nothing that needs a live connection (upgrades, event streams, gRPC,
 // trailers).
 func plainEligible(req *http.Request, body *replayBody) bool {
-	if body.stream != nil || req.Method == http.MethodConnect || len(req.Trailer) > 0 {
+	if body.streams() || req.Method == http.MethodConnect || len(req.Trailer) > 0 {
 		return false
 	}
 	if req.Header.Get("Upgrade") != "" || strings.Contains(strings.ToLower(req.Header.Get("Te")), "trailers") {

@@ -445,7 +445,7 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if out.Body == nil {
 			out.ContentLength = 0
 		}
-		if attempt >= t.h.cfg.MaxAttempts || !body.replayable() {
+		if attempt >= t.h.cfg.MaxAttempts || body.streams() {
 			// Nowhere else to send it: the instance takes it even if
 			// it would rather not for CPU.
 			out.Header.Set(tunnel.HeaderLastTry, "1")
@@ -614,11 +614,18 @@ func (b *pacedBody) Close() error {
 }
 
 // replayBody keeps a small request body in memory so that a nacked request
-// can be sent again; a body over replayLimit streams once.
+// can be sent again. A body over replayLimit streams: its first
+// replayLimit+1 bytes are kept, and it can still be sent again as long as
+// no try has read past them (a stream refused at once, say, by an instance
+// that was just ending); once one has, it goes once.
 type replayBody struct {
-	buf    []byte        // the whole body, when it fit
-	stream io.ReadCloser // the body, when it did not; nil once handed out
-	used   bool
+	buf  []byte        // the whole body, when it fit
+	head []byte        // its first bytes, when it did not
+	rest io.ReadCloser // the rest of it, which one try at most reads
+
+	mu      sync.Mutex
+	touched bool         // a try read from rest
+	cur     *streamedTry // the try that may read rest
 }
 
 func newReplayBody(rc io.ReadCloser) (*replayBody, error) {
@@ -635,16 +642,34 @@ func newReplayBody(rc io.ReadCloser) (*replayBody, error) {
 		rc.Close()
 		return nil, err
 	}
-	return &replayBody{stream: &joinedBody{Reader: io.MultiReader(bytes.NewReader(head[:n]), rc), c: rc}}, nil
+	return &replayBody{head: head[:n], rest: rc}, nil
 }
 
-func (b *replayBody) replayable() bool { return b.stream == nil || !b.used }
+// streams reports whether the body is too large to keep whole: an
+// instance it is sent to is told it is the last try (a nack of it could
+// seldom be sent elsewhere).
+func (b *replayBody) streams() bool { return b.rest != nil }
 
-// attempt returns the body for one try, or nil for no body.
+func (b *replayBody) replayable() bool {
+	if b.rest == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.touched
+}
+
+// attempt returns the body for one try, or nil for no body. A streamed
+// body's earlier try is abandoned: it can no longer read the rest.
 func (b *replayBody) attempt() io.ReadCloser {
-	if b.stream != nil {
-		b.used = true
-		return b.stream
+	if b.rest != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.cur != nil {
+			b.cur.abandoned = true
+		}
+		b.cur = &streamedTry{b: b, head: bytes.NewReader(b.head)}
+		return b.cur
 	}
 	if b.buf == nil {
 		return nil
@@ -652,12 +677,43 @@ func (b *replayBody) attempt() io.ReadCloser {
 	return io.NopCloser(bytes.NewReader(b.buf))
 }
 
-type joinedBody struct {
-	io.Reader
-	c io.Closer
+// errTryAbandoned is what a streamed body's abandoned try reads.
+var errTryAbandoned = errors.New("request body: this try was abandoned for another")
+
+// streamedTry is one try's view of a streamed body: the kept head, then
+// the rest, unless a later try took over first.
+type streamedTry struct {
+	b         *replayBody
+	head      *bytes.Reader
+	abandoned bool // guarded by b.mu
 }
 
-func (j *joinedBody) Close() error { return j.c.Close() }
+func (t *streamedTry) Read(p []byte) (int, error) {
+	if t.head.Len() > 0 {
+		return t.head.Read(p)
+	}
+	t.b.mu.Lock()
+	if t.abandoned {
+		t.b.mu.Unlock()
+		return 0, errTryAbandoned
+	}
+	t.b.touched = true
+	t.b.mu.Unlock()
+	return t.b.rest.Read(p)
+}
+
+// Close closes the rest only for the try reading it (the transport closes
+// a body to end a read blocked in it); the server closes it anyway when
+// the request ends.
+func (t *streamedTry) Close() error {
+	t.b.mu.Lock()
+	reading := t.b.touched && !t.abandoned
+	t.b.mu.Unlock()
+	if reading {
+		return t.b.rest.Close()
+	}
+	return nil
+}
 
 // statusWriter remembers the status sent to the client, for metrics.
 type statusWriter struct {
