@@ -40,12 +40,17 @@ func TestAppFailures(t *testing.T) {
 	})
 
 	t.Run("app that dies: in-flight gets 502, next request restarts it", func(t *testing.T) {
-		emu := newEmulator(t, goFunction("crashy", 30*time.Second, map[string]string{"GOAPP_ALLOW_CRASH": "1", "FERRY_IDLE_LINGER": "2s"}))
+		// The app notes each POST /work as it takes it (GOAPP_LEDGER). A
+		// POST, not a GET: Go's HTTP client resends an idempotent request
+		// whose kept-alive connection broke, as HTTP allows.
+		ledger := filepath.Join(t.TempDir(), "ran")
+		emu := newEmulator(t, goFunction("crashy", 30*time.Second, map[string]string{"GOAPP_ALLOW_CRASH": "1", "FERRY_IDLE_LINGER": "2s", "GOAPP_LEDGER": ledger}))
 		c, done := newTestRouter(t).dialBack(t, emu, "crashy", 8)
 		slow := make(chan int, 1)
 		var slowBody []byte
 		go func() {
-			resp, err := get(c, "/work?wait_ms=3000")
+			req, _ := http.NewRequest("POST", "http://app/work?wait_ms=3000&id=slow", nil)
+			resp, err := c.RoundTrip(req)
 			if err != nil {
 				slow <- -1
 				return
@@ -54,11 +59,13 @@ func TestAppFailures(t *testing.T) {
 			resp.Body.Close()
 			slow <- resp.StatusCode
 		}()
-		// The slow request is in flight, ahead of the crash on the same
-		// path to the app (it then waits 3 s there).
-		for deadline := time.Now().Add(5 * time.Second); c.InFlight() < 1; time.Sleep(5 * time.Millisecond) {
+		// The app has the slow request (it then waits 3 s).
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if b, _ := os.ReadFile(ledger); bytes.Contains(b, []byte("slow\n")) {
+				break
+			}
 			if time.Now().After(deadline) {
-				t.Fatal("the slow request never went in flight")
+				t.Fatal("the app never took the slow request")
 			}
 		}
 		req, _ := http.NewRequest("POST", "http://app/crash", nil)
