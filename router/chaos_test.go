@@ -4,12 +4,11 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -27,6 +26,7 @@ import (
 	"github.com/ferryrun/ferry/internal/proctree"
 	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
+	"github.com/ferryrun/ferry/localstack/localrun"
 )
 
 // The chaos tests: load at a fixed rate, open loop, through the real
@@ -236,21 +236,12 @@ func (s *stack) busySandbox() (int, bool) {
 	return 0, false
 }
 
-// appOf is the pid of the app process in the sandbox whose process group
-// is pgid.
-func appOf(pgid int) int {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...
-		comm := string(b[strings.IndexByte(string(b), '(')+1 : strings.LastIndexByte(string(b), ')')])
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && comm == "goapp" {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			return pid
+// appOf is the pid of the app process in the sandbox whose bootstrap is
+// pid, or 0.
+func appOf(pid int) int {
+	for _, p := range proctree.Descendants(pid) {
+		if proctree.Status(p, "Name") == "goapp" && proctree.Alive(p) {
+			return p
 		}
 	}
 	return 0
@@ -265,51 +256,29 @@ func (s *stack) restartRouter() {
 		s.t.Error(err)
 		return
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(s.admin + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			s.t.Error("the restarted router never became ready")
-			return
-		}
+	if err := localrun.WaitHTTP(context.Background(), s.admin+"/readyz"); err != nil {
+		s.t.Errorf("the restarted router never became ready: %v", err)
 	}
 }
 
 // localAWS runs the local AWS (moto) at addr until stop, which may be
 // called more than once; start runs it again at the same address.
 type localAWS struct {
-	t    *testing.T
 	addr string
-	cmd  *exec.Cmd
+	aws  *testbin.LocalAWS
 }
 
-func (m *localAWS) start() error {
-	m.cmd = exec.Command("python3", filepath.Join(testbin.ModuleRoot(), "localstack", "moto", "ferry_moto.py"), "-H", "127.0.0.1",
-		"-p", m.addr[strings.LastIndexByte(m.addr, ':')+1:])
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := m.cmd.Start(); err != nil {
-		return err
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if resp, err := http.Get("http://" + m.addr + "/moto-api/"); err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return errors.New("moto did not start within 30 s")
-		}
-	}
+func (m *localAWS) start() (err error) {
+	port, _ := strconv.Atoi(m.addr[strings.LastIndexByte(m.addr, ':')+1:])
+	m.aws, err = testbin.StartLocalAWS(port, io.Discard)
+	return err
 }
 
+// stop ends it at once, as an outage would.
 func (m *localAWS) stop() {
-	if m.cmd != nil && m.cmd.Process != nil {
-		syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
-		m.cmd.Wait()
-		m.cmd = nil
+	if m.aws != nil {
+		m.aws.Stop(syscall.SIGKILL, 0)
+		m.aws = nil
 	}
 }
 
@@ -515,7 +484,7 @@ func TestChaos(t *testing.T) {
 func TestChaosLocalAWSRestarted(t *testing.T) {
 	d := chaosFor(t)
 	faultAt := d / 3
-	aws0 := &localAWS{t: t, addr: freeAddr(t)}
+	aws0 := &localAWS{addr: freeAddr(t)}
 	if err := aws0.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -575,23 +544,4 @@ func TestChaosLocalAWSRestarted(t *testing.T) {
 			t.Fatalf("the restarted local AWS holds %.0f requests; the intervals since the outage began held %.0f", got, want)
 		}
 	}
-}
-
-// emfSumSince adds up metric name over the router's EMF lines of
-// intervals flushed at or after since.
-func (s *stack) emfSumSince(name string, since time.Time) float64 {
-	var total float64
-	for _, l := range strings.Split(s.routerOut.String(), "\n") {
-		var m struct {
-			AWS struct{ Timestamp int64 } `json:"_aws"`
-		}
-		var vals map[string]any
-		if json.Unmarshal([]byte(l), &m) != nil || json.Unmarshal([]byte(l), &vals) != nil || time.UnixMilli(m.AWS.Timestamp).Before(since) {
-			continue
-		}
-		if v, ok := vals[name].(float64); ok {
-			total += v
-		}
-	}
-	return total
 }

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -287,15 +286,21 @@ func (s *stack) awaitNoStreams(d time.Duration) bool {
 }
 
 // emfSum adds up metric name over the router's EMF lines.
-func (s *stack) emfSum(name string) float64 {
+func (s *stack) emfSum(name string) float64 { return s.emfSumSince(name, time.Time{}) }
+
+// emfSumSince adds up metric name over the router's EMF lines of
+// intervals flushed at or after since.
+func (s *stack) emfSumSince(name string, since time.Time) float64 {
 	var total float64
-	sc := bufio.NewScanner(strings.NewReader(s.routerOut.String()))
-	for sc.Scan() {
+	for l := range strings.SplitSeq(s.routerOut.String(), "\n") {
 		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil {
-			if v, ok := m[name].(float64); ok {
-				total += v
-			}
+		if json.Unmarshal([]byte(l), &m) != nil {
+			continue
+		}
+		aws, _ := m["_aws"].(map[string]any)
+		ts, _ := aws["Timestamp"].(float64)
+		if v, ok := m[name].(float64); ok && !time.UnixMilli(int64(ts)).Before(since) {
+			total += v
 		}
 	}
 	return total

@@ -25,6 +25,11 @@ type s3Location struct {
 	S3Key    string
 }
 
+// onThisMachine reports whether u names a host on this machine.
+func onThisMachine(u *url.URL) bool {
+	return u.Hostname() == "localhost" || net.ParseIP(u.Hostname()).IsLoopback()
+}
+
 // fetchURL unpacks the zip at a code location into dir. In AWS that is a
 // presigned S3 URL; the local AWS gives one on this machine, and nothing
 // is fetched from anywhere else.
@@ -33,16 +38,16 @@ func fetchURL(ctx context.Context, location, dir string) error {
 	if err != nil || u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("code location %q is not a URL", location)
 	}
-	if h := u.Hostname(); h != "localhost" && !net.ParseIP(h).IsLoopback() {
-		return fmt.Errorf("code location on %s, not this machine: the local data plane fetches nothing from elsewhere", h)
+	if !onThisMachine(u) {
+		return fmt.Errorf("code location on %s, not this machine: the local data plane fetches nothing from elsewhere", u.Hostname())
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, location, nil)
 	if err != nil {
 		return err
 	}
 	c := &http.Client{Timeout: time.Minute, CheckRedirect: func(r *http.Request, _ []*http.Request) error {
-		if h := r.URL.Hostname(); h != "localhost" && !net.ParseIP(h).IsLoopback() {
-			return fmt.Errorf("code location redirects to %s, not this machine", h)
+		if !onThisMachine(r.URL) {
+			return fmt.Errorf("code location redirects to %s, not this machine", r.URL.Hostname())
 		}
 		return nil
 	}}

@@ -592,7 +592,7 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 		// long answer to a prompt upload.
 		b.ctl.SetReadDeadline(time.Time{})
 	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
-		b.st.slowBody.Store(true)
+		// slowBody is stored above.
 	case err != nil && !errors.As(err, new(*http.MaxBytesError)):
 		// Not io.EOF: a body cut short must not pass for a whole one
 		// (io.ReadFull would take io.ErrUnexpectedEOF for its end).
