@@ -74,6 +74,11 @@ func runDemo(ctx context.Context, o options, d time.Duration, out io.Writer) err
 			"    Against ideal plain Lambda (each request its CPU + wait): ferry saved %.1f%%; a clairvoyant placement (the oracle), if CPU may wait 10 ms: %.1f%%.",
 			name, rate, savedWords(f.billed, p.billed), ratio(ms(quantile.Of(fl, 0.5)), ms(quantile.Of(pl, 0.5))), ratio(ms(quantile.Of(fl, 0.99)), ms(quantile.Of(pl, 0.99))),
 			100*(1-float64(f.billed)/ideal), oracle))
+		if p.contended > 0 {
+			// Where ideal plain Lambda's figure went on this machine.
+			lines = append(lines, fmt.Sprintf("    This machine's contention (sandboxes waiting for cores their vCPU entitled them to, which Lambda does not have): %.0f%% of plain Lambda's billed ms, %.0f%% of ferry's.",
+				100*ms(p.contended)/float64(p.billed), 100*ms(f.contended)/float64(max(f.billed, 1))))
+		}
 	}
 	tw.Flush()
 	fmt.Fprintln(out)

@@ -31,10 +31,17 @@ type savedRow struct {
 	// SavedVsMeasuredPct is against plain Lambda as measured in the same
 	// trial (which pays its own rounding and overhead).
 	SavedVsMeasuredPct float64 `json:"saved_vs_measured_pct"`
-	P50Ratio           float64 `json:"p50_ratio"`
-	P99Ratio           float64 `json:"p99_ratio"`
-	P50Ms              float64 `json:"p50_ms"`
-	P99Ms              float64 `json:"p99_ms"`
+	// ContendedPct is the share of the billed time the sandboxes waited
+	// for a core their vCPU entitled them to while other sandboxes had
+	// this small machine's cores: time a Lambda sandbox, with its own
+	// vCPU, does not wait. SavedUncontendedPct is SavedPct with that time
+	// taken out of what was billed.
+	ContendedPct        float64 `json:"contended_pct"`
+	SavedUncontendedPct float64 `json:"saved_uncontended_pct"`
+	P50Ratio            float64 `json:"p50_ratio"`
+	P99Ratio            float64 `json:"p99_ratio"`
+	P50Ms               float64 `json:"p50_ms"`
+	P99Ms               float64 `json:"p99_ms"`
 	// IOP50Ratio and IOP99Ratio are the mix's I/O requests alone.
 	IOP50Ratio       float64 `json:"io_p50_ratio,omitempty"`
 	IOP99Ratio       float64 `json:"io_p99_ratio,omitempty"`
@@ -157,7 +164,7 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 	t := &table{
 		title:   "1. Compute saved: ferry against plain Lambda (one invocation per request), open loop",
 		command: "go run ./bench -dist dist/bench -only saved [-workloads api,seed]",
-		header: []string{"workload", "MB", "rate", "run", "saved", "vs measured", "oracle@10ms", "of oracle",
+		header: []string{"workload", "MB", "rate", "run", "saved", "vs measured", "machine wait", "saved without it", "oracle@10ms", "of oracle",
 			"p50", "p99", "p50 ratio", "p99 ratio", "invocations", "requests", "errors"},
 	}
 	curves := &table{
@@ -185,7 +192,7 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 				vsMeasured, ofOracle, p50r, p99r = "", "", "", ""
 			}
 			t.add(label, r.MemoryMB, fmt.Sprintf("%s %.1f/s", r.Rate, r.RatePerS), r.Run, saved, vsMeasured,
-				percent(r.OraclePct), ofOracle, msDur(r.P50Ms), msDur(r.P99Ms), p50r, p99r, r.Invocations, r.Requests, r.Errors)
+				percent(r.ContendedPct), percent(r.SavedUncontendedPct), percent(r.OraclePct), ofOracle, msDur(r.P50Ms), msDur(r.P99Ms), p50r, p99r, r.Invocations, r.Requests, r.Errors)
 		}
 		r0 := rows[0]
 		curves.add(c.w.label(), c.mem, c.rate, fmt.Sprintf("%.1f", r0.RatePerS), percent(r0.PhysicalLimitPct),
@@ -195,6 +202,7 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 	t.notes = append(t.notes,
 		fmt.Sprintf("Poisson arrivals, open loop: latency from each request's scheduled send time. Median of %d trials; every run of a trial replays the same arrivals, one run after another.", trials),
 		"saved: 1 - billed / ideal plain Lambda, where ideal plain bills each request its CPU at the function's vCPU plus its wait (what Lambda bills on an uncontended vCPU). vs measured: against plain Lambda as run here (one Invoke per request with a Function URL event).",
+		"machine wait: the share of the billed time the sandboxes waited for a core their vCPU entitled them to, because other sandboxes had this machine's cores (the longest run-queue wait of any of their threads, less their own quota's throttling, from their cgroups; it errs low). Lambda gives each sandbox its own vCPU, so it has no such wait; saved without it takes that time out of what was billed. Both runs pay it, plain Lambda most: it runs the most sandboxes at once.",
 		"oracle@10ms: what the least-billed placement of the same arrivals saves if a request's CPU may wait 10 ms in all (no overhead, no linger); of oracle = saved / oracle@10ms. p50/p99 ratios: against plain Lambda measured in the same trial.",
 		"runs: ferry (defaults: adaptive admission); plain (one invocation per request); limitN (the router's and bootstrap's limit N, CPU admission off: CPU-blind packing).",
 		fmt.Sprintf("Sandboxes get memory/1769 vCPU and their memory from the kernel (cgroups); moderate rates put about 0.8 cores of CPU demand on this %s. ferry's extra environment: %v (-saved-env).", machineCores(), o.savedEnv))
@@ -208,7 +216,7 @@ func runCombo(ctx context.Context, st *localrun.Stack, c combo) ([]savedRow, err
 	vcpu := min(float64(c.mem)/1769, 6)
 	rate := c.w.rate(c.rate)
 	type trial struct {
-		billed, p50, p99, ioP50, ioP99, requests, errors, invocations, sandboxes float64
+		billed, contended, p50, p99, ioP50, ioP99, requests, errors, invocations, sandboxes float64
 	}
 	per := map[string][]trial{}
 	var oracle = map[float64][]float64{}
@@ -240,7 +248,7 @@ func runCombo(ctx context.Context, st *localrun.Stack, c combo) ([]savedRow, err
 				return nil, err
 			}
 			all := m.res.latencies(s, -1)
-			tt := trial{billed: float64(m.billed), p50: ms(quantile.Of(all, 0.5)), p99: ms(quantile.Of(all, 0.99)),
+			tt := trial{billed: float64(m.billed), contended: ms(m.contended), p50: ms(quantile.Of(all, 0.5)), p99: ms(quantile.Of(all, 0.99)),
 				requests: float64(len(s.at)), errors: float64(m.res.failed), invocations: float64(m.invocations), sandboxes: float64(m.sandboxes)}
 			if len(c.w.kinds) > 1 {
 				io := m.res.latencies(s, 0)
@@ -260,10 +268,12 @@ func runCombo(ctx context.Context, st *localrun.Stack, c combo) ([]savedRow, err
 	plain := per["plain"]
 	for _, run := range c.runs {
 		ts := per[run]
-		var saved, vsMeasured, p50r, p99r, ioP50r, ioP99r, of []float64
+		var saved, vsMeasured, p50r, p99r, ioP50r, ioP99r, of, contended, uncontended []float64
 		for i, tt := range ts {
 			sv := 100 * (1 - tt.billed/ideal[i])
 			saved = append(saved, sv)
+			contended = append(contended, 100*tt.contended/tt.billed)
+			uncontended = append(uncontended, 100*(1-(tt.billed-tt.contended)/ideal[i]))
 			vsMeasured = append(vsMeasured, 100*(1-tt.billed/plain[i].billed))
 			p50r = append(p50r, tt.p50/plain[i].p50)
 			p99r = append(p99r, tt.p99/plain[i].p99)
@@ -283,6 +293,7 @@ func runCombo(ctx context.Context, st *localrun.Stack, c combo) ([]savedRow, err
 		rows = append(rows, savedRow{
 			Workload: c.w.name, MemoryMB: c.mem, Arrivals: "open", Rate: c.rate, RatePerS: round(rate, 1), Run: run,
 			SavedPct: round(median(saved), 1), SavedVsMeasuredPct: round(median(vsMeasured), 1),
+			ContendedPct: round(median(contended), 1), SavedUncontendedPct: round(median(uncontended), 1),
 			P50Ratio: round(median(p50r), 3), P99Ratio: round(median(p99r), 3),
 			P50Ms: round(col(func(t trial) float64 { return t.p50 }), 1), P99Ms: round(col(func(t trial) float64 { return t.p99 }), 1),
 			IOP50Ratio: round(median(ioP50r), 3), IOP99Ratio: round(median(ioP99r), 3),
@@ -313,6 +324,7 @@ func traceCosts(w workload, s schedule, vcpu float64) (reqs []oracleRequest, ide
 type measured struct {
 	res                    openResult
 	billed                 int64
+	contended              time.Duration // of billed: this machine's contention (lambdaemu.Stats.ContendedUs)
 	invocations, sandboxes int64
 }
 
@@ -340,6 +352,7 @@ func measure(ctx context.Context, st *localrun.Stack, run string, mem int, s sch
 		return measured{}, err
 	}
 	m.billed = after.BilledMs - before.BilledMs
+	m.contended = time.Duration(after.ContendedUs-before.ContendedUs) * time.Microsecond
 	m.invocations = after.Invocations - before.Invocations
 	m.sandboxes = after.SandboxesStarted - before.SandboxesStarted
 	return m, nil

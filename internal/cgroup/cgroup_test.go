@@ -1,7 +1,9 @@
 package cgroup
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -32,6 +34,10 @@ func TestMain(m *testing.M) {
 			<-done
 		}
 		fmt.Println(time.Since(start).Milliseconds())
+		if os.Getenv("CGROUP_TEST_HOLD") != "" {
+			// Keep the threads, and their accounting, until killed.
+			select {}
+		}
 		os.Exit(0)
 	}
 	if v := os.Getenv("CGROUP_TEST_ALLOC"); v != "" {
@@ -183,6 +189,16 @@ func newTestManager(t *testing.T) *Manager {
 // and exit error.
 func runIn(t *testing.T, g *Group, env ...string) (string, error) {
 	t.Helper()
+	var out strings.Builder
+	cmd := startIn(t, g, "", &out, env...)
+	err := cmd.Wait()
+	return strings.TrimSpace(out.String()), err
+}
+
+// startIn starts the test binary with env inside g, held to the CPUs of
+// cpuList (taskset's list form) unless it is empty, its output to out.
+func startIn(t *testing.T, g *Group, cpuList string, out io.Writer, env ...string) *exec.Cmd {
+	t.Helper()
 	// Gate the child until it is in the group: a shell that waits on a
 	// pipe, as the emulator starts sandboxes.
 	r, w, err := os.Pipe()
@@ -190,11 +206,14 @@ func runIn(t *testing.T, g *Group, env ...string) (string, error) {
 		t.Fatal(err)
 	}
 	self, _ := os.Executable()
-	cmd := exec.Command("/bin/sh", "-c", `read -r _ <&3 && exec 3<&- && exec "$0"`, self)
+	script := `read -r _ <&3 && exec 3<&- && exec "$0"`
+	if cpuList != "" {
+		script = `read -r _ <&3 && exec 3<&- && exec taskset -c "$1" "$0"`
+	}
+	cmd := exec.Command("/bin/sh", "-c", script, self, cpuList)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.ExtraFiles = []*os.File{r}
-	var out strings.Builder
-	cmd.Stdout = &out
+	cmd.Stdout = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -205,8 +224,7 @@ func runIn(t *testing.T, g *Group, env ...string) (string, error) {
 	}
 	w.Write([]byte("go\n"))
 	w.Close()
-	err = cmd.Wait()
-	return strings.TrimSpace(out.String()), err
+	return cmd
 }
 
 func TestCPUQuota(t *testing.T) {
@@ -409,4 +427,77 @@ func sleepIn(t *testing.T, g *Group) (*exec.Cmd, <-chan error) {
 		t.Fatal(err)
 	}
 	return cmd, exited
+}
+
+// TestContention: a burn that shares its core with a process outside its
+// group waits for it, and that wait is contention; burns held back by
+// their own group's quota are not contended.
+func TestContention(t *testing.T) {
+	m := newTestManager(t)
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Skip("no taskset to put two processes on one core")
+	}
+	tests := map[string]struct {
+		threads int
+		rival   bool
+		ok      func(contended, wall time.Duration) bool
+		want    string
+	}{
+		// A rival spinning on the same core takes about half of it.
+		"a burn beside a rival": {1, true,
+			func(c, wall time.Duration) bool { return c >= wall/4 }, "at least a quarter of the wall time"},
+		// Two threads on one vCPU wait for each other and for the quota:
+		// the group's own share, never contention.
+		"two burns on one vCPU": {2, false,
+			func(c, wall time.Duration) bool { return c <= wall/10 }, "at most a tenth of the wall time"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			g, err := m.New(strings.ReplaceAll(name, " ", "-"), Limits{CPU: LambdaCPU(1769)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Remove()
+			if tt.rival {
+				rival := exec.Command("taskset", "-c", "0", "/bin/sh", "-c", "while :; do :; done")
+				if err := rival.Start(); err != nil {
+					t.Fatal(err)
+				}
+				defer func() { rival.Process.Kill(); rival.Wait() }()
+			}
+			before, err := g.Sample()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pr.Close()
+			cpus := "0"
+			if !tt.rival {
+				cpus = "0,1"
+			}
+			cmd := startIn(t, g, cpus, pw, "CGROUP_TEST_BURN=200", fmt.Sprintf("CGROUP_TEST_THREADS=%d", tt.threads), "CGROUP_TEST_HOLD=1")
+			pw.Close()
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			// The burn is over when it prints; its threads live on, so
+			// their waits can be read.
+			line, err := bufio.NewReader(pr).ReadString('\n')
+			if err != nil {
+				t.Fatalf("burn: %v", err)
+			}
+			after, err := g.Sample()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wall := after.At.Sub(before.At)
+			c := after.ContendedSince(before, LambdaCPU(1769))
+			t.Logf("burn took %s ms; sampled over %v: CPU %v, throttled %v, contended %v",
+				strings.TrimSpace(line), wall, after.CPU-before.CPU, after.Throttled-before.Throttled, c)
+			if !tt.ok(c, wall) {
+				t.Errorf("contended %v of %v, want %s", c, wall, tt.want)
+			}
+		})
+	}
 }

@@ -229,6 +229,7 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 	var sb *sandbox
 	var cold bool
 	var r result
+	var contended time.Duration
 	for attempt := 1; ; attempt++ {
 		var err error
 		sb, cold, err = fn.acquire(ctx)
@@ -241,7 +242,9 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 			return InvokeResult{}, err
 		}
 		fn.count(func(s *Stats) { s.Running++ })
+		before := sb.sample()
 		r = e.run(sb, inv)
+		contended = sb.contendedSince(before)
 		if !r.unstarted || attempt == 3 {
 			break
 		}
@@ -281,6 +284,7 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 		s.Invocations++
 		s.BilledMs += billed
 		s.DurationMs += dur.Milliseconds()
+		s.ContendedUs += contended.Microseconds()
 		if cold {
 			s.ColdStarts++
 		}

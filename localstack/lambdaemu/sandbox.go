@@ -536,3 +536,29 @@ func (sb *sandbox) peakMemoryMB() int {
 	}
 	return (kb + 1023) / 1024
 }
+
+// sample reads the sandbox's CPU accounting, or nothing where it has no
+// cgroup (or the cgroup is gone).
+func (sb *sandbox) sample() *cgroup.Sample {
+	if sb.cg == nil {
+		return nil
+	}
+	s, err := sb.cg.Sample()
+	if err != nil {
+		return nil
+	}
+	return &s
+}
+
+// contendedSince is the time since before that the sandbox waited for
+// cores its vCPU share entitled it to (see cgroup.Sample.ContendedSince).
+func (sb *sandbox) contendedSince(before *cgroup.Sample) time.Duration {
+	if before == nil {
+		return 0
+	}
+	after := sb.sample()
+	if after == nil {
+		return 0
+	}
+	return after.ContendedSince(*before, cgroup.LambdaCPU(sb.fn.cfg.MemoryMB))
+}

@@ -10,6 +10,12 @@ type Stats struct {
 	BilledMs         int64 `json:"billed_ms"`   // sum of Billed Duration
 	DurationMs       int64 `json:"duration_ms"` // sum of Duration
 	InitMs           int64 `json:"init_ms"`     // sum of Init Duration
+	// ContendedUs sums the time invocations' sandboxes waited for a core
+	// their vCPU share entitled them to, because other sandboxes (or
+	// anything else on this machine) had the cores: time Lambda, which
+	// gives each sandbox its own vCPU, does not have. Duration includes
+	// it. 0 where sandboxes run without cgroups.
+	ContendedUs int64 `json:"contended_us"`
 	// Running counts invocations under way: given a sandbox, not yet in
 	// the totals above. At 0, every invocation so far is in them.
 	Running int64 `json:"running"`

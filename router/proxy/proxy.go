@@ -195,6 +195,8 @@ type reqState struct {
 	queue    time.Duration // time spent waiting for a slot
 	appStart time.Time     // when the winning stream was opened
 	appEnd   time.Time     // when its response body ended
+	attempts int           // streams opened or plain invocations made
+	plain    bool          // answered by a plain invocation
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -255,7 +257,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			app = end.Sub(st.appStart)
 		}
-		h.cfg.Metrics.Request(route.Function, status, time.Since(st.start), app, st.queue)
+		took := time.Since(st.start)
+		h.cfg.Metrics.Request(route.Function, status, took, app, st.queue)
+		if h.log.Enabled(r.Context(), slog.LevelDebug) {
+			// Where a slow request's time went, for make bench -logs.
+			h.log.Debug("request", "function", route.Function, "status", status, "took_us", took.Microseconds(),
+				"queue_us", st.queue.Microseconds(), "app_us", app.Microseconds(), "attempts", st.attempts, "plain", st.plain)
+		}
 		if p != nil {
 			panic(p)
 		}
@@ -437,7 +445,9 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		st.attempts = attempt
 		if lease.Plain() {
+			st.plain = true
 			return t.plain(req, body.buf, st, lease)
 		}
 		out := req.Clone(req.Context())
