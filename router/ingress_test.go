@@ -352,3 +352,57 @@ func TestTrickledBodyFreesItsSlot(t *testing.T) {
 		t.Errorf("a prompt body with a 2.5 s answer at a 1 s body timeout: %d %q %v", r.status, r.body, r.err)
 	}
 }
+
+// TestUpgradesRefused: a WebSocket handshake (or CONNECT, or another
+// protocol upgrade) cannot cross the tunnel yet. It is answered 501 with
+// a body that says so, before any instance is taken or launched, so a
+// client reconnecting in a loop runs up no invocations; an offer of h2c
+// is ignored and the request served as HTTP/1.1.
+func TestUpgradesRefused(t *testing.T) {
+	s := startStack(t, stackOpts{})
+	before := s.pool().Stats.Launches
+	ws := http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"},
+		"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}, "Sec-Websocket-Version": {"13"}}
+	refused := map[string]struct {
+		method string
+		hdr    http.Header
+		want   string
+	}{
+		"websocket":               {"GET", ws, "WebSocket (Upgrade: websocket) is not supported yet"},
+		"websocket, token listed": {"GET", http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"WebSocket"}}, "WebSocket"},
+		"another protocol":        {"GET", http.Header{"Connection": {"upgrade"}, "Upgrade": {"h2c, IRC/6.9"}}, `an upgrade to "IRC/6.9"`},
+	}
+	for name, c := range refused {
+		t.Run(name, func(t *testing.T) {
+			r := s.do(c.method, "/echo", nil, c.hdr)
+			if r.status != http.StatusNotImplemented || !strings.Contains(r.body, c.want) || !strings.Contains(r.body, "did not reach the function") {
+				t.Errorf("got %d %q, want 501 saying %q", r.status, r.body, c.want)
+			}
+		})
+	}
+	t.Run("CONNECT", func(t *testing.T) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(s.ingress, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotImplemented || !strings.Contains(string(b), "CONNECT is not supported yet") {
+			t.Errorf("CONNECT got %d %q, want 501", resp.StatusCode, b)
+		}
+	})
+	if after := s.pool().Stats.Launches; after != before {
+		t.Errorf("refused upgrades launched %d invocations", after-before)
+	}
+	// An h2c offer is only an offer: the request is served.
+	r := s.do("GET", "/echo", nil, http.Header{"Connection": {"Upgrade, HTTP2-Settings"}, "Upgrade": {"h2c"}, "Http2-Settings": {"AAMAAABkAARAAAAAAAIAAAAA"}})
+	if r.status != http.StatusOK {
+		t.Errorf("a request offering h2c got %d %q, want it served", r.status, r.body)
+	}
+}

@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/ferryrun/ferry/internal/loglimit"
 	"github.com/ferryrun/ferry/internal/tunnel"
 	"github.com/ferryrun/ferry/router/invoke"
@@ -225,6 +227,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if n := headerBytes(r); n > h.cfg.MaxHeaderBytes {
 		http.Error(w, fmt.Sprintf("ferry: request headers of %d bytes exceed the limit of %d (431 Request Header Fields Too Large)", n, h.cfg.MaxHeaderBytes), http.StatusRequestHeaderFieldsTooLarge)
 		return
+	}
+	if what := unsupportedUpgrade(r); what != "" {
+		// Refused before an instance is taken: a WebSocket client that
+		// reconnects in a loop must not launch an invocation each time.
+		http.Error(w, fmt.Sprintf("ferry: %s is not supported yet: the tunnel to the function carries HTTP requests only; "+
+			"the request did not reach the function", what), http.StatusNotImplemented)
+		return
+	}
+	if r.Header.Get("Upgrade") != "" {
+		// Only an offer of h2c is left (unsupportedUpgrade): ignore it,
+		// as net/http's own server does. Passed on, the reverse proxy
+		// would take the request for an upgrade, which HTTP/2 to the
+		// instance cannot carry, and answer 502.
+		r.Header.Del("Upgrade")
+		r.Header.Del("Http2-Settings")
 	}
 	if r.ContentLength > h.cfg.MaxBodyBytes {
 		http.Error(w, fmt.Sprintf("ferry: request body of %d bytes exceeds the limit of %d", r.ContentLength, h.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
@@ -621,6 +638,43 @@ func (e *badBodyError) Unwrap() error { return e.err }
 func (b *pacedBody) Close() error {
 	b.ctl.SetReadDeadline(time.Time{})
 	return b.rc.Close()
+}
+
+// unsupportedUpgrade names what r asks for that the tunnel cannot carry,
+// or returns "": a protocol upgrade (a WebSocket's, from HTTP/1.1), and
+// CONNECT (which HTTP/2 clients use for WebSockets, RFC 8441). An upgrade
+// to h2c only offers HTTP/2: the server may ignore it and answer over
+// HTTP/1.1, as net/http does.
+func unsupportedUpgrade(r *http.Request) string {
+	if r.Method == http.MethodConnect {
+		if p := r.Header.Get(":protocol"); p != "" {
+			return fmt.Sprintf("CONNECT for %q (a WebSocket over HTTP/2)", p)
+		}
+		return "CONNECT"
+	}
+	up := strings.TrimSpace(r.Header.Get("Upgrade"))
+	if up == "" || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+		return ""
+	}
+	for p := range strings.SplitSeq(up, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" || strings.EqualFold(p, "h2c") {
+			continue
+		}
+		if strings.EqualFold(p, "websocket") {
+			return "WebSocket (Upgrade: websocket)"
+		}
+		return fmt.Sprintf("an upgrade to %q", clipToken(p))
+	}
+	return ""
+}
+
+// clipToken bounds a client's token quoted back in an error.
+func clipToken(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 // replayBody keeps a small request body in memory so that a nacked request
