@@ -169,12 +169,13 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 		log.Error("bad dial-back payload", "err", err)
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.BadPayload", err)
 	case isDialBack:
-		sum, err := r.serveTunnel(invCtx, inv, p, log)
+		sum, ph, err := r.serveTunnel(invCtx, inv, p, log)
 		if err != nil {
 			log.Error("tunnel failed", "router", p.Router, "err", err)
 			return r.client.Fail(ctx, inv.RequestID, "Ferry.TunnelFailed", err)
 		}
-		log.Info("tunnel invocation done", "requests", sum.Requests, "nacks", sum.Nacks, "busy_ms", sum.BusyMs, "ended", sum.Ended, "linger_us", sum.LingerUs)
+		log.Info("tunnel invocation done", append([]any{"requests", sum.Requests, "nacks", sum.Nacks, "busy_ms", sum.BusyMs, "busy_us", sum.BusyUs,
+			"ended", sum.Ended, "linger_us", sum.LingerUs}, ph.logAttrs()...)...)
 		return r.client.Respond(ctx, inv.RequestID, sum.JSON())
 	}
 

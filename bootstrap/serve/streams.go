@@ -41,6 +41,7 @@ type streams struct {
 	lastChange time.Time     // guarded by mu; when inflight last went to or from 0
 	busySince  time.Time     // guarded by mu; set while inflight > 0
 	busy       time.Duration // guarded by mu; completed busy periods
+	firstAt    time.Time     // guarded by mu; when the first stream began to run
 }
 
 func newStreams(next http.Handler, limit int, deadline time.Time, adm *admit.Admitter, admitCPU bool) *streams {
@@ -102,6 +103,9 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.busySince.IsZero() { // else the last stream's period has not closed yet: it continues
 			now := time.Now()
 			s.busySince, s.lastChange = now, now
+			if s.firstAt.IsZero() {
+				s.firstAt = now
+			}
 		}
 		s.mu.Unlock()
 		s.poke()
@@ -244,6 +248,13 @@ func (s *streams) startDrain() {
 }
 
 func (s *streams) inFlight() int64 { return s.inflight.Load() }
+
+// first is when the first stream began to run; zero if none has.
+func (s *streams) first() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.firstAt
+}
 
 // idleFor returns how long no request has been in flight, or 0 if one is.
 func (s *streams) idleFor() time.Duration {

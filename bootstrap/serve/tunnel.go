@@ -26,10 +26,25 @@ const firstStreamGrace = 500 * time.Millisecond
 // Summary is the response of a dial-back invocation (see dialback.Summary).
 type Summary = dialback.Summary
 
+// phases is where a tunnel invocation's time went outside its requests:
+// what an invocation costs beyond the requests it carries.
+type phases struct {
+	// setup: from the event to the tunnel's hello accepted (dial, TLS,
+	// hello); toFirst: from then to the first stream running (zero if
+	// none ran); drain: from the decision to end to the tunnel closed.
+	setup, toFirst, drain time.Duration
+}
+
+func (p phases) logAttrs() []any {
+	return []any{"setup_us", p.setup.Microseconds(), "to_first_stream_us", p.toFirst.Microseconds(), "drain_us", p.drain.Microseconds()}
+}
+
 // serveTunnel dials the router and serves streams until the instance has
 // been idle for the linger, the deadline is within the drain margin, or the
 // router closes the tunnel. It returns only after the tunnel is closed.
-func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p dialback.Payload, log *slog.Logger) (Summary, error) {
+func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p dialback.Payload, log *slog.Logger) (Summary, phases, error) {
+	var ph phases
+	began := time.Now()
 	timeout := time.Until(inv.Deadline)
 	margin := r.cfg.DrainMarginFor(timeout)
 	limit := r.cfg.MaxConcurrency
@@ -45,8 +60,10 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		},
 	})
 	if err != nil {
-		return Summary{}, err
+		return Summary{}, ph, err
 	}
+	up := time.Now()
+	ph.setup = up.Sub(began)
 
 	linger := r.cfg.IdleLinger
 	if l, ok := p.Linger(); ok && !r.cfg.IdleLingerSet {
@@ -90,6 +107,7 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 			}
 		}
 	}
+	endAt := time.Now()
 	st.startDrain()
 	drainCtx, cancel := context.WithDeadline(context.Background(), inv.Deadline.Add(-postSafety))
 	defer cancel()
@@ -97,9 +115,13 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	if drainCtx.Err() != nil {
 		log.Warn("drain cut short at the deadline; streams still running were reset", "in_flight", st.inFlight())
 	}
+	ph.drain = time.Since(endAt)
+	if f := st.first(); !f.IsZero() {
+		ph.toFirst = f.Sub(up)
+	}
 	sum := st.summary()
 	sum.Ended, sum.LingerUs = ended, linger.Microseconds()
-	return sum, nil
+	return sum, ph, nil
 }
 
 // fits is what the hello tells the router this instance can take at once:
