@@ -368,9 +368,10 @@ func TestUpgradesRefused(t *testing.T) {
 		hdr    http.Header
 		want   string
 	}{
-		"websocket":               {"GET", ws, "WebSocket (Upgrade: websocket) is not supported yet"},
-		"websocket, token listed": {"GET", http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"WebSocket"}}, "WebSocket"},
-		"another protocol":        {"GET", http.Header{"Connection": {"upgrade"}, "Upgrade": {"h2c, IRC/6.9"}}, `an upgrade to "IRC/6.9"`},
+		"websocket":                  {"GET", ws, "WebSocket (Upgrade: websocket) is not supported yet"},
+		"websocket, token listed":    {"GET", http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"WebSocket"}}, "WebSocket"},
+		"another protocol":           {"GET", http.Header{"Connection": {"upgrade"}, "Upgrade": {"h2c, IRC/6.9"}}, `an upgrade to "IRC/6.9"`},
+		"websocket on a second line": {"GET", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"h2c", "websocket"}}, "WebSocket"},
 	}
 	for name, c := range refused {
 		t.Run(name, func(t *testing.T) {

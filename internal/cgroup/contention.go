@@ -9,20 +9,23 @@ import (
 )
 
 // Sample is a moment of a group's CPU accounting: when it was taken, the
-// CPU the group had used, how long its own quota had held it back, and how
-// long each thread of each of its processes had waited on a run queue.
+// CPU the group had used, how long its own quota had held it back, and,
+// for each thread of each of its processes, the CPU it had used and how
+// long it had waited on a run queue.
 type Sample struct {
 	At        time.Time
 	CPU       time.Duration
 	Throttled time.Duration
-	waited    map[int]map[int]time.Duration // process id -> thread id -> wait
+	threads   map[int]map[int]threadStat // process id -> thread id -> stat
 }
+
+type threadStat struct{ cpu, waited time.Duration }
 
 // Sample reads the group's accounting now. Threads that exit between two
 // samples take their waits with them: a difference of samples can only
 // undercount.
 func (g *Group) Sample() (Sample, error) {
-	s := Sample{At: time.Now(), waited: map[int]map[int]time.Duration{}}
+	s := Sample{At: time.Now(), threads: map[int]map[int]threadStat{}}
 	var err error
 	if s.CPU, err = g.CPUUsage(); err != nil {
 		return Sample{}, err
@@ -36,34 +39,35 @@ func (g *Group) Sample() (Sample, error) {
 		if err != nil {
 			continue // gone
 		}
-		threads := map[int]time.Duration{}
+		threads := map[int]threadStat{}
 		for _, t := range tasks {
 			tid, err := strconv.Atoi(t.Name())
 			if err != nil {
 				continue
 			}
-			if d, ok := runDelay(filepath.Join(dir, t.Name(), "schedstat")); ok {
-				threads[tid] = d
+			if st, ok := schedstat(filepath.Join(dir, t.Name(), "schedstat")); ok {
+				threads[tid] = st
 			}
 		}
-		s.waited[pid] = threads
+		s.threads[pid] = threads
 	}
 	return s, nil
 }
 
-// runDelay is how long a thread has waited on a run queue: the second
-// field of its schedstat, in ns.
-func runDelay(path string) (time.Duration, bool) {
+// schedstat reads a thread's CPU time and run-queue wait: the first two
+// fields of its schedstat, in ns.
+func schedstat(path string) (threadStat, bool) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, false // gone, or no schedstats in this kernel
+		return threadStat{}, false // gone, or no schedstats in this kernel
 	}
 	f := strings.Fields(string(b))
 	if len(f) < 2 {
-		return 0, false
+		return threadStat{}, false
 	}
-	ns, err := strconv.ParseInt(f[1], 10, 64)
-	return time.Duration(ns), err == nil
+	cpu, err1 := strconv.ParseInt(f[0], 10, 64)
+	waited, err2 := strconv.ParseInt(f[1], 10, 64)
+	return threadStat{time.Duration(cpu), time.Duration(waited)}, err1 == nil && err2 == nil
 }
 
 // ContendedSince estimates the time, between earlier and s, that the
@@ -73,29 +77,39 @@ func runDelay(path string) (time.Duration, bool) {
 // machine it is what running many sandboxes at once costs each of them.
 //
 // The estimate errs low, never high:
-//   - It takes the thread that waited longest. A runtime's helper
-//     threads (Go's sysmon, a thread pool) and a proxy idle while its app
-//     computes wait beside the thread doing the work, and their waits
-//     delay nothing; where work moved between threads or processes, some
-//     of its wait is missed.
+//   - A thread's wait counts only beyond the CPU the rest of the group used
+//     meanwhile: a thread may have waited behind its own siblings (the
+//     proxy behind its app, one request behind another), which a sandbox
+//     with its own vCPU does too.
+//   - It takes the thread left waiting longest. Helper threads (Go's
+//     sysmon, a thread pool) wait beside the one doing the work, and their
+//     waits delay nothing; where work moved between threads or processes,
+//     some of its wait is missed.
 //   - The time the group's own quota held it back is taken off: a Lambda
 //     sandbox pays that too.
 //   - It is never more than the wall time less the CPU used at the
 //     group's share: a sandbox with its own vCPU takes at least that.
+//
+// A thread's wait delays the work it was to do; whether it delays the end
+// of an invocation that carries many requests is another matter, so the
+// figure describes one request's invocation best.
 func (s Sample) ContendedSince(earlier Sample, cpus float64) time.Duration {
+	group := s.CPU - earlier.CPU
+	throttled := s.Throttled - earlier.Throttled
 	var waited time.Duration
-	for pid, threads := range s.waited {
-		for tid, d := range threads {
-			if d0, ok := earlier.waited[pid][tid]; ok {
-				d -= d0
+	for pid, threads := range s.threads {
+		for tid, t := range threads {
+			t0, ok := earlier.threads[pid][tid]
+			if ok && (t.cpu < t0.cpu || t.waited < t0.waited) {
+				continue // a reused thread id: not the thread sampled before
 			}
-			waited = max(waited, d) // a reused thread id starts again from 0
+			cpu, wait := t.cpu-t0.cpu, t.waited-t0.waited
+			waited = max(waited, wait-max(group-cpu, 0)-throttled)
 		}
 	}
-	c := waited - (s.Throttled - earlier.Throttled)
 	if cpus <= 0 {
 		cpus = 1
 	}
-	bound := s.At.Sub(earlier.At) - time.Duration(float64(s.CPU-earlier.CPU)/cpus)
-	return max(min(c, bound), 0)
+	bound := s.At.Sub(earlier.At) - time.Duration(float64(group)/cpus)
+	return max(min(waited, bound), 0)
 }

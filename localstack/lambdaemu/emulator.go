@@ -229,7 +229,6 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 	var sb *sandbox
 	var cold bool
 	var r result
-	var contended time.Duration
 	for attempt := 1; ; attempt++ {
 		var err error
 		sb, cold, err = fn.acquire(ctx)
@@ -242,9 +241,7 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 			return InvokeResult{}, err
 		}
 		fn.count(func(s *Stats) { s.Running++ })
-		before := sb.sample()
 		r = e.run(sb, inv)
-		contended = sb.contendedSince(before)
 		if !r.unstarted || attempt == 3 {
 			break
 		}
@@ -284,7 +281,7 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 		s.Invocations++
 		s.BilledMs += billed
 		s.DurationMs += dur.Milliseconds()
-		s.ContendedUs += contended.Microseconds()
+		s.ContendedUs += min(r.contended, dur).Microseconds()
 		if cold {
 			s.ColdStarts++
 		}

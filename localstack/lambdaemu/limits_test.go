@@ -118,7 +118,7 @@ func TestContendedTime(t *testing.T) {
 	if notCPU < 20*time.Millisecond {
 		t.Fatalf("200 ms of CPU beside %d spinning processes took %v: they never took its core", rivals, dur)
 	}
-	if contended < notCPU/3 || contended > dur {
+	if contended < notCPU/3 {
 		t.Errorf("contended %v of a %v invocation, want at least a third of the %v it did not compute", contended, dur, notCPU)
 	}
 }

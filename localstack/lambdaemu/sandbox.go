@@ -66,9 +66,12 @@ type invocation struct {
 	clientContext string
 	timeout       time.Duration
 	startNs       atomic.Int64 // unix ns when handed to the runtime; 0 before
-	result        chan result  // buffered 1; exactly one send, via finish
-	once          sync.Once
-	logs          *tailBuffer
+	// before is the sandbox's CPU accounting when it was handed over;
+	// guarded by the sandbox's mu, like cur.
+	before *cgroup.Sample
+	result chan result // buffered 1; exactly one send, via finish
+	once   sync.Once
+	logs   *tailBuffer
 }
 
 type result struct {
@@ -76,6 +79,10 @@ type result struct {
 	funcError string // "" or "Unhandled"
 	end       time.Time
 	unstarted bool // the sandbox died before its runtime took the invocation
+	// contended is the time the sandbox waited for cores while its runtime
+	// had the invocation (see cgroup.Sample.ContendedSince); 0 unless the
+	// runtime answered.
+	contended time.Duration
 }
 
 // again returns inv afresh, for another sandbox: same request, no result.
@@ -379,11 +386,13 @@ func (sb *sandbox) handleNext(w http.ResponseWriter, r *http.Request) {
 	}
 	sb.thaw()
 
+	before := sb.sample()
 	now := time.Now()
 	inv.startNs.Store(now.UnixNano())
 	deadline := now.Add(inv.timeout)
 	sb.mu.Lock()
 	sb.cur = inv
+	inv.before = before
 	sb.mu.Unlock()
 	h := w.Header()
 	h.Set("Lambda-Runtime-Aws-Request-Id", inv.id)
@@ -430,8 +439,9 @@ func (sb *sandbox) handleResponse(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
-	sb.fn.markIdle(sb) // before finish: the caller may invoke again at once
-	inv.finish(result{body: body})
+	contended := sb.contendedSince(inv.before) // before the next invocation may have the sandbox
+	sb.fn.markIdle(sb)                         // before finish: the caller may invoke again at once
+	inv.finish(result{body: body, contended: contended})
 }
 
 func (sb *sandbox) handleError(w http.ResponseWriter, r *http.Request) {
@@ -444,8 +454,9 @@ func (sb *sandbox) handleError(w http.ResponseWriter, r *http.Request) {
 	if !json.Valid(body) {
 		body = errorPayload(r.Header.Get("Lambda-Runtime-Function-Error-Type"), string(body))
 	}
+	contended := sb.contendedSince(inv.before)
 	sb.fn.markIdle(sb)
-	inv.finish(result{funcError: "Unhandled", body: body})
+	inv.finish(result{funcError: "Unhandled", body: body, contended: contended})
 }
 
 func (sb *sandbox) handleInitError(w http.ResponseWriter, r *http.Request) {

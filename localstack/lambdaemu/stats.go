@@ -14,7 +14,8 @@ type Stats struct {
 	// their vCPU share entitled them to, because other sandboxes (or
 	// anything else on this machine) had the cores: time Lambda, which
 	// gives each sandbox its own vCPU, does not have. Duration includes
-	// it. 0 where sandboxes run without cgroups.
+	// it. 0 where sandboxes run without cgroups or the kernel keeps no
+	// schedstats.
 	ContendedUs int64 `json:"contended_us"`
 	// Running counts invocations under way: given a sandbox, not yet in
 	// the totals above. At 0, every invocation so far is in them.

@@ -231,12 +231,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if what := unsupportedUpgrade(r); what != "" {
 		// Refused before an instance is taken: a WebSocket client that
 		// reconnects in a loop must not launch an invocation each time.
+		// The connection closes: a client may already be sending what it
+		// meant for the other protocol.
+		w.Header().Set("Connection", "close")
 		http.Error(w, fmt.Sprintf("ferry: %s is not supported yet: the tunnel to the function carries HTTP requests only; "+
 			"the request did not reach the function", what), http.StatusNotImplemented)
 		return
 	}
-	if r.Header.Get("Upgrade") != "" {
-		// Only an offer of h2c is left (unsupportedUpgrade): ignore it,
+	if len(r.Header["Upgrade"]) > 0 {
+		// Only an offer of h2c is left (unsupportedUpgrade), or an Upgrade
+		// the Connection header does not name: ignore it,
 		// as net/http's own server does. Passed on, the reverse proxy
 		// would take the request for an upgrade, which HTTP/2 to the
 		// instance cannot carry, and answer 502.
@@ -652,8 +656,8 @@ func unsupportedUpgrade(r *http.Request) string {
 		}
 		return "CONNECT"
 	}
-	up := strings.TrimSpace(r.Header.Get("Upgrade"))
-	if up == "" || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+	up := strings.Join(r.Header.Values("Upgrade"), ",") // every field line
+	if strings.TrimSpace(up) == "" || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
 		return ""
 	}
 	for p := range strings.SplitSeq(up, ",") {
