@@ -91,9 +91,13 @@ func (inv *invocation) again() *invocation {
 		result: make(chan result, 1), logs: inv.logs}
 }
 
+// finish delivers r, ending the invocation's billed time at r.end, or now
+// if it is not set.
 func (inv *invocation) finish(r result) {
 	inv.once.Do(func() {
-		r.end = time.Now()
+		if r.end.IsZero() {
+			r.end = time.Now()
+		}
 		inv.result <- r
 	})
 }
@@ -439,9 +443,10 @@ func (sb *sandbox) handleResponse(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
+	end := time.Now()                          // reading the accounting is the emulator's time, not the function's
 	contended := sb.contendedSince(inv.before) // before the next invocation may have the sandbox
 	sb.fn.markIdle(sb)                         // before finish: the caller may invoke again at once
-	inv.finish(result{body: body, contended: contended})
+	inv.finish(result{body: body, end: end, contended: contended})
 }
 
 func (sb *sandbox) handleError(w http.ResponseWriter, r *http.Request) {
@@ -454,9 +459,10 @@ func (sb *sandbox) handleError(w http.ResponseWriter, r *http.Request) {
 	if !json.Valid(body) {
 		body = errorPayload(r.Header.Get("Lambda-Runtime-Function-Error-Type"), string(body))
 	}
+	end := time.Now()
 	contended := sb.contendedSince(inv.before)
 	sb.fn.markIdle(sb)
-	inv.finish(result{funcError: "Unhandled", body: body, contended: contended})
+	inv.finish(result{funcError: "Unhandled", body: body, end: end, contended: contended})
 }
 
 func (sb *sandbox) handleInitError(w http.ResponseWriter, r *http.Request) {
