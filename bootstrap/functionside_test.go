@@ -262,8 +262,12 @@ func TestManyRequestsInOneInvocation(t *testing.T) {
 	}
 	tunnelBilled := after.BilledMs - mid.BilledMs
 	t.Logf("single request billed %d ms; 50 requests in one invocation billed %d ms (ended %s)", single, tunnelBilled, sum.Ended)
-	if tunnelBilled >= 2*single {
-		t.Errorf("50 requests billed %d ms, want under 2x a single request's %d ms", tunnelBilled, single)
+	// Run together, the 50 bill about one request's wait plus the linger
+	// and the tunnel's setup; in series (or 8 at a time) they would bill
+	// 50 (or 7) waits. The bound leaves room for -race on a busy machine,
+	// which stretches the streams' own CPU: speed is make bench's to judge.
+	if tunnelBilled >= 5*single {
+		t.Errorf("50 requests billed %d ms, want under 5x a single request's %d ms: they did not run together", tunnelBilled, single)
 	}
 	if sum.Ended != "idle" {
 		t.Errorf("invocation ended %q, want idle", sum.Ended)
