@@ -481,3 +481,70 @@ func TestExecWrapperRunsNodeApp(t *testing.T) {
 		t.Errorf("response %+v", out)
 	}
 }
+
+// Each invocation reports the CPU its sandbox used: a direct one in the
+// CPU line of its log, a tunnel one in its summary and its log. The
+// figure holds the app's burns and agrees with the emulator's own reading
+// of the sandbox's cgroup.
+func TestCPUReported(t *testing.T) {
+	fn := goFunction("app", 30*time.Second, nil)
+	fn.MemoryMB = 1769
+	emu := newEmulator(t, fn)
+	router := newTestRouter(t)
+	if res, err := emu.Invoke(context.Background(), "app", httpEvent("GET", "/healthz", "", nil, nil, ""), ""); err != nil || res.FunctionError != "" {
+		t.Fatalf("warm-up: %v %s", err, res.Payload)
+	}
+	// agrees checks a reported figure against the burns it must hold and
+	// the emulator's reading over the same invocation (which also holds
+	// the runtime's calls on either side of the bootstrap's).
+	agrees := func(what string, reported, burned time.Duration, before lambdaemu.Stats) {
+		t.Helper()
+		after, _ := emu.Stats("app")
+		emuCPU := time.Duration(after.CPUUs-before.CPUUs) * time.Microsecond
+		t.Logf("%s: reported %v, app burned %v, emulator read %v", what, reported, burned, emuCPU)
+		if reported < burned-10*time.Millisecond { // a tick, where no cgroup is visible
+			t.Errorf("%s: reported %v of CPU, less than the app's burns of %v", what, reported, burned)
+		}
+		if emuCPU == 0 {
+			t.Logf("%s: the emulator runs sandboxes without cgroups here; no reading to compare", what)
+			return
+		}
+		if reported > emuCPU+2*time.Millisecond || reported < emuCPU*8/10-5*time.Millisecond {
+			t.Errorf("%s: reported %v, the emulator read %v from the sandbox's cgroup", what, reported, emuCPU)
+		}
+	}
+
+	before, _ := emu.Stats("app")
+	res, err := emu.Invoke(context.Background(), "app", httpEvent("GET", "/work", "cpu_ms=60", nil, nil, ""), "")
+	if err != nil || res.FunctionError != "" {
+		t.Fatalf("direct: %v %s", err, res.Payload)
+	}
+	cpu, ok := dialback.CPUFromLog(res.LogTail, res.RequestID)
+	if !ok {
+		t.Fatalf("direct: no CPU line for %s in the log tail:\n%s", res.RequestID, res.LogTail)
+	}
+	agrees("direct", cpu, 60*time.Millisecond, before)
+
+	before, _ = emu.Stats("app")
+	c, done := router.dialBack(t, emu, "app", 8)
+	// One after another: CPU admission may rightly refuse a second burn
+	// beside the first.
+	for range 3 {
+		resp, err := get(c, "/work?cpu_ms=40&wait_ms=20")
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("request answered %d", resp.StatusCode)
+		}
+	}
+	r := waitResult(t, done)
+	sum := summaryOf(t, r)
+	logged, ok := dialback.CPUFromLog(r.res.LogTail, r.res.RequestID)
+	if !ok || logged.Microseconds() != sum.CPUUs {
+		t.Errorf("tunnel: log says %v (found %v), summary %d us; want the same figure in both", logged, ok, sum.CPUUs)
+	}
+	agrees("tunnel", time.Duration(sum.CPUUs)*time.Microsecond, 120*time.Millisecond, before)
+}

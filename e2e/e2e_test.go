@@ -183,10 +183,25 @@ func TestLocalAWS(t *testing.T) {
 	if math.Abs(rep.SavedPercent-reference) > 5 {
 		t.Errorf("compute saved %.1f%% (metrics) vs %.1f%% (emulator billed / client latencies): more than 5 points apart", rep.SavedPercent, reference)
 	}
+	// The CPU the bootstraps reported, as the router published it, holds
+	// every request's 5 ms burn and agrees with what the emulator read
+	// from the sandboxes' cgroups over the same invocations.
+	emuCPUMs := float64(emu.CPUUs) / 1000
+	t.Logf("active CPU: ferry metrics %.0f ms (%.1f%% of billed); emulator %.0f ms; the app burned %d ms",
+		rep.CPUMs, rep.CPUPercent, emuCPUMs, 5*gen.requests)
+	if rep.CPUMs < float64(5*(gen.requests-gen.failed)) {
+		t.Errorf("ferry metrics: %.0f CPU ms, less than the app's %d requests burned at 5 ms each", rep.CPUMs, gen.requests-gen.failed)
+	}
+	// The emulator's reading also holds the runtime's calls around each
+	// invocation, which the bootstrap's cannot: a couple of ms at most.
+	if emuCPUMs > 0 && math.Abs(rep.CPUMs-emuCPUMs) > 0.1*emuCPUMs+2*float64(emu.Invocations) {
+		t.Errorf("ferry metrics: %.0f CPU ms; the emulator read %.0f ms from the sandboxes' cgroups over %d invocations: too far apart",
+			rep.CPUMs, emuCPUMs, emu.Invocations)
+	}
 	chart := filepath.Join(tmp, "metrics.png")
 	table := e.make(time.Minute, "metrics", "METRICS_FLAGS=-function "+fn+" -since 15m -png "+chart)
 	t.Logf("ferry metrics:\n%s", table)
-	if !strings.Contains(table, "compute saved") || !strings.Contains(table, strconv.FormatInt(gen.requests, 10)) {
+	if !strings.Contains(table, "compute saved") || !strings.Contains(table, "of billed)") || !strings.Contains(table, strconv.FormatInt(gen.requests, 10)) {
 		t.Errorf("table lacks the figures:\n%s", table)
 	}
 	checkPNG(t, chart)

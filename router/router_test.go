@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -179,11 +180,29 @@ func TestPlainInvocationsWhereNothingShares(t *testing.T) {
 	if r.status != 200 || len(r.body) != 1000 || r.body[255] != 255 || r.body[256] != 0 {
 		t.Errorf("GET /binary: %d, %d bytes", r.status, len(r.body))
 	}
-	if n := s.pool().Stats.Plain - plainBefore; n != 3 {
-		t.Errorf("%d of 3 requests went plain", n)
+	if r := s.get("/work?cpu_ms=40"); r.status != 200 {
+		t.Errorf("GET /work?cpu_ms=40: %d %s %v", r.status, r.body, r.err)
 	}
-	if n := s.stats().Invocations - invBefore; n != 3 {
-		t.Errorf("%d invocations for 3 plain requests", n)
+	if n := s.pool().Stats.Plain - plainBefore; n != 4 {
+		t.Errorf("%d of 4 requests went plain", n)
+	}
+	if n := s.stats().Invocations - invBefore; n != 4 {
+		t.Errorf("%d invocations for 4 plain requests", n)
+	}
+	// The CPU plain invocations used reaches the router's metrics from
+	// their log tails: it agrees with what the emulator read from the
+	// sandboxes' cgroups, the 40 ms burn included.
+	s.quiesce()
+	want := s.stats()
+	for deadline := time.Now().Add(5 * time.Second); s.emfSum("Invocations") < float64(want.Invocations) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The emulator's reading also holds the runtime's calls around each
+	// invocation, which the bootstrap's cannot: a couple of ms under -race.
+	cpuMs, emuMs := s.emfSum("ActiveCpuMs"), float64(want.CPUUs)/1000
+	t.Logf("ActiveCpuMs %.1f over %d invocations; the emulator read %.1f ms", cpuMs, want.Invocations, emuMs)
+	if cpuMs < 40 || (emuMs > 0 && math.Abs(cpuMs-emuMs) > 0.1*emuMs+2*float64(want.Invocations)) {
+		t.Errorf("ActiveCpuMs %.1f; the emulator read %.1f ms from the sandboxes' cgroups, and the app burned 40 ms in one request", cpuMs, emuMs)
 	}
 
 	// A body too large to keep for a retry goes through a tunnel.
@@ -191,7 +210,7 @@ func TestPlainInvocationsWhereNothingShares(t *testing.T) {
 	if r := s.do("POST", "/echo", strings.NewReader(big), nil); r.status != 200 || !strings.Contains(r.body, `"body_bytes":102400`) {
 		t.Errorf("POST of 100 KiB: %d %.200s", r.status, r.body)
 	}
-	if n := s.pool().Stats.Plain - plainBefore; n != 3 {
+	if n := s.pool().Stats.Plain - plainBefore; n != 4 {
 		t.Errorf("a 100 KiB body went plain")
 	}
 	s.quiesce()

@@ -14,12 +14,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"time"
 
 	"github.com/ferryrun/ferry/bootstrap/admit"
 	"github.com/ferryrun/ferry/bootstrap/config"
@@ -48,6 +50,10 @@ type Options struct {
 	// MemoryMB is reported in the tunnel hello. If zero,
 	// $AWS_LAMBDA_FUNCTION_MEMORY_SIZE.
 	MemoryMB int
+	// Accounting receives each invocation's CPU line (see cpuLine),
+	// whatever the log level; if nil, os.Stderr, which Lambda sends to the
+	// function's log beside its REPORT line.
+	Accounting io.Writer
 }
 
 // Start serves handler with configuration from the environment until the
@@ -102,14 +108,18 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.MemoryMB == 0 {
 		opts.MemoryMB, _ = strconv.Atoi(os.Getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))
 	}
-	adm, closeCounter := newAdmitter(opts)
+	adm, cpu, closeCounter := newAdmitter(opts)
 	defer closeCounter()
+	if opts.Accounting == nil {
+		opts.Accounting = os.Stderr
+	}
 	r := &runner{
 		opts:   opts,
 		cfg:    opts.Config,
 		log:    opts.Logger,
 		client: runtimeapi.New(opts.RuntimeAPI),
 		adm:    adm,
+		cpu:    cpu,
 	}
 	for {
 		inv, err := r.client.Next(ctx)
@@ -134,13 +144,14 @@ type runner struct {
 	log    *slog.Logger
 	client *runtimeapi.Client
 	adm    *admit.Admitter // lives as long as the sandbox: what it learns carries over
+	cpu    admit.Counter   // the sandbox's CPU used so far
 }
 
 // newAdmitter reads the sandbox's CPU from its cgroup where it can, else
 // from the bootstrap and app processes. The vCPU is the least of the
 // cgroup's quota, Lambda's share for the memory size (memory/1769) and
 // the CPUs Go may use.
-func newAdmitter(opts Options) (*admit.Admitter, func()) {
+func newAdmitter(opts Options) (*admit.Admitter, admit.Counter, func()) {
 	cpus := float64(runtime.GOMAXPROCS(0))
 	if opts.MemoryMB > 0 {
 		cpus = min(cpus, max(float64(opts.MemoryMB)/1769, 0.05))
@@ -153,7 +164,7 @@ func newAdmitter(opts Options) (*admit.Admitter, func()) {
 		cpus = min(cpus, quota)
 	}
 	adm := admit.New(admit.Config{CPUs: cpus, Budget: opts.Config.CPUBudget, Counter: counter})
-	return adm, func() { closeFn() }
+	return adm, counter, func() { closeFn() }
 }
 
 // handle answers one invocation. It returns an error only when the Runtime
@@ -162,6 +173,12 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 	log := r.log.With("request_id", inv.RequestID)
 	invCtx, cancel := context.WithDeadline(ctx, inv.Deadline)
 	defer cancel()
+	cpu0 := r.cpu()
+	account := func() time.Duration {
+		used := max(r.cpu()-cpu0, 0)
+		fmt.Fprint(r.opts.Accounting, cpuLine(inv.RequestID, used))
+		return used
+	}
 
 	p, isDialBack, err := dialback.Parse(inv.Payload)
 	switch {
@@ -170,24 +187,28 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.BadPayload", err)
 	case isDialBack:
 		sum, ph, err := r.serveTunnel(invCtx, inv, p, log)
+		used := account()
 		if err != nil {
 			log.Error("tunnel failed", "router", p.Router, "err", err)
 			return r.client.Fail(ctx, inv.RequestID, "Ferry.TunnelFailed", err)
 		}
+		sum.CPUUs = used.Microseconds()
 		log.Info("tunnel invocation done", append([]any{"requests", sum.Requests, "nacks", sum.Nacks, "busy_ms", sum.BusyMs, "busy_us", sum.BusyUs,
-			"ended", sum.Ended, "linger_us", sum.LingerUs}, ph.logAttrs()...)...)
+			"cpu_us", sum.CPUUs, "ended", sum.Ended, "linger_us", sum.LingerUs}, ph.logAttrs()...)...)
 		return r.client.Respond(ctx, inv.RequestID, sum.JSON())
 	}
 
 	req, kind, multiValue, err := direct.Request(invCtx, inv.Payload)
 	if err != nil {
 		log.Error("direct invocation", "err", err)
+		account()
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.UnsupportedEvent", err)
 	}
 	rec := direct.NewRecorder()
 	ticket := r.adm.Take(admit.KindOf(req)) // what a direct request costs teaches admission too
 	panicked := serveRecovering(r.opts.Handler, rec, req)
 	ticket.Done()
+	account()
 	if panicked != nil && !rec.Overflowed() {
 		// Reported as the invocation's error, as aws-lambda-go does; the
 		// runtime lives on for the next invocation.
@@ -199,6 +220,16 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.ResponseTooLarge", fmt.Errorf("direct invocation: %w", err))
 	}
 	return r.client.Respond(ctx, inv.RequestID, out)
+}
+
+// cpuLine is the line the bootstrap writes to the function's log for each
+// invocation: the CPU the sandbox used while it ran, in the spirit of
+// Lambda's REPORT line, written just before the invocation is answered so
+// that it falls in the log tail an invoke returns. The router reads it
+// from there for plain invocations (a tunnel's summary carries the same
+// figure); a user reads it in CloudWatch Logs.
+func cpuLine(requestID string, used time.Duration) string {
+	return fmt.Sprintf("%s RequestId: %s\tCPU Time: %.3f ms\n", dialback.CPULinePrefix, requestID, float64(used)/float64(time.Millisecond))
 }
 
 type panicked struct {

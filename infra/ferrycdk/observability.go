@@ -32,7 +32,8 @@ func ferryMetric(fn *FerryFunction, name, stat string) cw.Metric {
 }
 
 // NewObservability makes the dashboard (per function: requests,
-// invocations, compute saved %, p99 latency, nacks, cold starts, throttles)
+// invocations, compute saved %, p99 latency, nacks, cold starts, throttles,
+// billed and CPU ms)
 // and the alarms (router 5xx, invoke throttles, unhealthy router targets),
 // using the metric names in DESIGN.md.
 func NewObservability(scope constructs.Construct, id string, p *ObservabilityProps) *Observability {
@@ -61,10 +62,18 @@ func NewObservability(scope constructs.Construct, id string, p *ObservabilityPro
 				Left: &[]cw.IMetric{ferryMetric(fn, "Latency", "p50"), ferryMetric(fn, "Latency", "p99")}}),
 		)
 		o.Dashboard.AddWidgets(
-			cw.NewGraphWidget(&cw.GraphWidgetProps{Title: str("nacks, cold starts, throttles, launch failures"), Width: num(12),
+			cw.NewGraphWidget(&cw.GraphWidgetProps{Title: str("nacks, cold starts, throttles, launch failures"), Width: num(8),
 				Left: &[]cw.IMetric{ferryMetric(fn, "Nacks", "Sum"), ferryMetric(fn, "ColdStarts", "Sum"), ferryMetric(fn, "Throttles", "Sum"),
 					ferryMetric(fn, "LaunchFailures", "Sum")}}),
-			cw.NewSingleValueWidget(&cw.SingleValueWidgetProps{Title: str("in flight per instance"), Width: num(12),
+			// What was billed, what one request per invocation would have
+			// billed, and how much of it was CPU.
+			cw.NewGraphWidget(&cw.GraphWidgetProps{Title: str("billed ms, one request per invocation, CPU ms"), Width: num(8),
+				Left: &[]cw.IMetric{
+					ferryMetric(fn, "InvocationMs", "Sum").With(&cw.MetricOptions{Label: str("billed ms")}),
+					ferryMetric(fn, "RequestMs", "Sum").With(&cw.MetricOptions{Label: str("one request per invocation")}),
+					ferryMetric(fn, "ActiveCpuMs", "Sum").With(&cw.MetricOptions{Label: str("CPU ms")}),
+				}}),
+			cw.NewSingleValueWidget(&cw.SingleValueWidgetProps{Title: str("in flight per instance"), Width: num(8),
 				Metrics: &[]cw.IMetric{ferryMetric(fn, "InFlightPerInstance", "Average")}}),
 		)
 		o.Alarms = append(o.Alarms, ferryMetric(fn, "LaunchFailures", "Sum").CreateAlarm(scope, str(id+"LaunchFailures"+*fn.Function.Node().Id()), &cw.CreateAlarmOptions{

@@ -1,12 +1,16 @@
 // Package dialback defines the invoke payload that asks a ferry bootstrap to
 // dial back to the router: {"ferry":{"v":1,"router":...}}. An event without
-// the "ferry" key is an ordinary (direct) invocation.
+// the "ferry" key is an ordinary (direct) invocation. The package also
+// holds what a bootstrap reports back: a dial-back invocation's Summary,
+// and the CPU line it writes to the log of every invocation.
 package dialback
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/ferryrun/ferry/internal/tunnel"
@@ -113,10 +117,36 @@ type Summary struct {
 	BusyUs   int64  `json:"busy_us"`   // the same, to the microsecond
 	Ended    string `json:"ended"`     // idle, deadline or router-closed
 	LingerUs int64  `json:"linger_us"` // the idle linger the instance kept
+	CPUUs    int64  `json:"cpu_us"`    // CPU the sandbox used during the invocation
 }
 
 // JSON encodes s.
 func (s Summary) JSON() []byte {
 	b, _ := json.Marshal(s)
 	return b
+}
+
+// CPULinePrefix begins the line the bootstrap writes to the function's log
+// for each invocation: "FERRY CPU RequestId: <id>\tCPU Time: <ms> ms".
+const CPULinePrefix = "FERRY CPU"
+
+var cpuLineRE = regexp.MustCompile(`(?m)^` + CPULinePrefix + ` RequestId: (\S+)\tCPU Time: (\d+(?:\.\d+)?) ms$`)
+
+// CPUFromLog returns the CPU time of invocation requestID (any, if empty)
+// from a log tail: the last of its CPU lines. ok is false when the tail
+// has none (a runtime other than ferry's, or an app that wrote past the
+// tail's 4 KB after the line).
+func CPUFromLog(tail, requestID string) (cpu time.Duration, ok bool) {
+	m := cpuLineRE.FindAllStringSubmatch(tail, -1)
+	for i := len(m) - 1; i >= 0; i-- {
+		if requestID != "" && m[i][1] != requestID {
+			continue
+		}
+		ms, err := strconv.ParseFloat(m[i][2], 64)
+		if err != nil || ms < 0 || ms > 1e9 {
+			return 0, false
+		}
+		return time.Duration(ms * float64(time.Millisecond)), true
+	}
+	return 0, false
 }

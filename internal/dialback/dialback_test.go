@@ -79,3 +79,30 @@ func TestLinger(t *testing.T) {
 		})
 	}
 }
+
+func TestCPUFromLog(t *testing.T) {
+	line := func(id, ms string) string { return CPULinePrefix + " RequestId: " + id + "\tCPU Time: " + ms + " ms\n" }
+	report := "END RequestId: a\nREPORT RequestId: a\tDuration: 12.00 ms\tBilled Duration: 12 ms\n"
+	cases := map[string]struct {
+		tail, id string
+		want     time.Duration
+		ok       bool
+	}{
+		"the invocation's line":      {"app log\n" + line("a", "12.408") + report, "a", 12408 * time.Microsecond, true},
+		"any id":                     {line("a", "3"), "", 3 * time.Millisecond, true},
+		"the last of its lines":      {line("a", "1") + line("a", "2.5"), "a", 2500 * time.Microsecond, true},
+		"another invocation's line":  {line("b", "7") + report, "a", 0, false},
+		"its own among others":       {line("a", "4") + line("b", "7"), "a", 4 * time.Millisecond, true},
+		"none":                       {report, "a", 0, false},
+		"not at a line's start":      {"app says " + line("a", "9"), "a", 0, false},
+		"not a number":               {line("a", "x"), "a", 0, false},
+		"absurd":                     {line("a", "2000000000"), "a", 0, false},
+		"truncated by the tail's 4K": {"Time: 5 ms\n" + report, "a", 0, false},
+	}
+	for name, c := range cases {
+		got, ok := CPUFromLog(c.tail, c.id)
+		if got != c.want || ok != c.ok {
+			t.Errorf("%s: CPUFromLog = %v, %v; want %v, %v", name, got, ok, c.want, c.ok)
+		}
+	}
+}

@@ -50,6 +50,12 @@ type Report struct {
 	BilledMs     float64 `json:"billed_ms"`
 	SingleMs     float64 `json:"single_ms"`
 	SavedPercent float64 `json:"saved_percent"`
+	// CPUMs is the CPU the invocations' sandboxes used, as ferry's
+	// bootstrap measured it (ActiveCpuMs); CPUPercent its share of
+	// BilledMs: how much of the billed time was computing rather than
+	// waiting.
+	CPUMs      float64 `json:"cpu_ms"`
+	CPUPercent float64 `json:"cpu_percent_of_billed"`
 	// Latency percentiles as clients saw them, in ms, and where they came
 	// from: "percentiles" (CloudWatch's p50/p99 of every sample) or
 	// "interval percentiles" (the request-weighted mean of each interval's
@@ -97,7 +103,7 @@ func Fetch(ctx context.Context, api API, fn string, w Window) (Report, error) {
 		return r, fmt.Errorf("%w: %q in namespace %s (%s)", ErrNoFunction, fn, Namespace, hint)
 	}
 
-	sums := []string{"Requests", "Errors5xx", "Invocations", "Nacks", "ColdStarts", "Throttles", "InvocationMs", "RequestMs"}
+	sums := []string{"Requests", "Errors5xx", "Invocations", "Nacks", "ColdStarts", "Throttles", "InvocationMs", "RequestMs", "ActiveCpuMs"}
 	var qs []types.MetricDataQuery
 	for _, m := range sums {
 		qs = append(qs, query(qid(m), fn, m, "Sum", w.Period))
@@ -125,6 +131,10 @@ func Fetch(ctx context.Context, api API, fn string, w Window) (Report, error) {
 	r.Nacks, r.ColdStarts, r.Throttles = int64(total("Nacks")), int64(total("ColdStarts")), int64(total("Throttles"))
 	r.BilledMs, r.SingleMs = total("InvocationMs"), total("RequestMs")
 	r.SavedPercent = saved(r.BilledMs, r.SingleMs)
+	r.CPUMs = total("ActiveCpuMs")
+	if r.BilledMs > 0 {
+		r.CPUPercent = 100 * r.CPUMs / r.BilledMs
+	}
 
 	// Percentiles over every sample, where the store computes them.
 	whole := Window{Start: w.Start, End: w.End, Period: roundUpMinute(w.End.Sub(w.Start))}

@@ -282,6 +282,7 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 		s.BilledMs += billed
 		s.DurationMs += dur.Milliseconds()
 		s.ContendedUs += min(r.contended, dur).Microseconds()
+		s.CPUUs += r.cpu.Microseconds()
 		if cold {
 			s.ColdStarts++
 		}

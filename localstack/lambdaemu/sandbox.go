@@ -83,6 +83,8 @@ type result struct {
 	// had the invocation (see cgroup.Sample.ContendedSince); 0 unless the
 	// runtime answered.
 	contended time.Duration
+	// cpu is the CPU the sandbox used in the meantime.
+	cpu time.Duration
 }
 
 // again returns inv afresh, for another sandbox: same request, no result.
@@ -444,9 +446,9 @@ func (sb *sandbox) handleResponse(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusAccepted)
 	end := time.Now()                          // reading the accounting is the emulator's time, not the function's
-	contended := sb.contendedSince(inv.before) // before the next invocation may have the sandbox
+	cpu, contended := sb.usedSince(inv.before) // before the next invocation may have the sandbox
 	sb.fn.markIdle(sb)                         // before finish: the caller may invoke again at once
-	inv.finish(result{body: body, end: end, contended: contended})
+	inv.finish(result{body: body, end: end, cpu: cpu, contended: contended})
 }
 
 func (sb *sandbox) handleError(w http.ResponseWriter, r *http.Request) {
@@ -460,9 +462,9 @@ func (sb *sandbox) handleError(w http.ResponseWriter, r *http.Request) {
 		body = errorPayload(r.Header.Get("Lambda-Runtime-Function-Error-Type"), string(body))
 	}
 	end := time.Now()
-	contended := sb.contendedSince(inv.before)
+	cpu, contended := sb.usedSince(inv.before)
 	sb.fn.markIdle(sb)
-	inv.finish(result{funcError: "Unhandled", body: body, end: end, contended: contended})
+	inv.finish(result{funcError: "Unhandled", body: body, end: end, cpu: cpu, contended: contended})
 }
 
 func (sb *sandbox) handleInitError(w http.ResponseWriter, r *http.Request) {
@@ -567,15 +569,16 @@ func (sb *sandbox) sample() *cgroup.Sample {
 	return &s
 }
 
-// contendedSince is the time since before that the sandbox waited for
-// cores its vCPU share entitled it to (see cgroup.Sample.ContendedSince).
-func (sb *sandbox) contendedSince(before *cgroup.Sample) time.Duration {
+// usedSince is the CPU the sandbox used since before, and the time it
+// waited for cores its vCPU share entitled it to (see
+// cgroup.Sample.ContendedSince); zero where it has no cgroup.
+func (sb *sandbox) usedSince(before *cgroup.Sample) (cpu, contended time.Duration) {
 	if before == nil {
-		return 0
+		return 0, 0
 	}
 	after := sb.sample()
 	if after == nil {
-		return 0
+		return 0, 0
 	}
-	return after.ContendedSince(*before, cgroup.LambdaCPU(sb.fn.cfg.MemoryMB))
+	return max(after.CPU-before.CPU, 0), after.ContendedSince(*before, cgroup.LambdaCPU(sb.fn.cfg.MemoryMB))
 }

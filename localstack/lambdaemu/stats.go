@@ -17,6 +17,9 @@ type Stats struct {
 	// it. 0 where sandboxes run without cgroups or the kernel keeps no
 	// schedstats.
 	ContendedUs int64 `json:"contended_us"`
+	// CPUUs sums the CPU invocations' sandboxes used, from handoff to
+	// answer, read from their cgroups: 0 where sandboxes run without them.
+	CPUUs int64 `json:"cpu_us"`
 	// Running counts invocations under way: given a sandbox, not yet in
 	// the totals above. At 0, every invocation so far is in them.
 	Running int64 `json:"running"`

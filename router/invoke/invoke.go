@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/aws/smithy-go"
@@ -37,6 +38,10 @@ type Result struct {
 	InitMs   int64 // Init Duration, when the invocation started a sandbox
 	Cold     bool
 	Err      error // the function error, if any
+	// CPU the sandbox used during the invocation, as its bootstrap
+	// measured it (a tunnel's summary, a plain invocation's CPU line); 0
+	// from a runtime that does not report it.
+	CPU time.Duration
 	// What the instance reported of itself when it ended (zero from a
 	// bootstrap that predates a field).
 	Requests int64  // streams it handed to the app
@@ -121,6 +126,9 @@ func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) e
 		var sum dialback.Summary
 		if json.Unmarshal(out.Payload, &sum) == nil {
 			r.Requests, r.BusyUs, r.LingerUs, r.Ended = sum.Requests, sum.BusyUs, sum.LingerUs, sum.Ended
+			if sum.CPUUs > 0 {
+				r.CPU = time.Duration(sum.CPUUs) * time.Microsecond
+			}
 		}
 	}
 	i.onResult(r)
@@ -188,6 +196,8 @@ func outcome(function string, out *lambda.InvokeOutput) Result {
 		if tail, err := base64.StdEncoding.DecodeString(*out.LogResult); err == nil {
 			r.BilledMs, r.InitMs = parseReport(string(tail))
 			r.Cold = r.InitMs > 0
+			id, _ := awsmiddleware.GetRequestIDMetadata(out.ResultMetadata)
+			r.CPU, _ = dialback.CPUFromLog(string(tail), id)
 		}
 	}
 	if out.FunctionError != nil {

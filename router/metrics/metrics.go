@@ -43,6 +43,7 @@ type window struct {
 	requests, errors5xx, nacks, invocations, coldStarts, throttles int64
 	launchFailures                                                 int64
 	requestMs, invocationMs, queueWaitMs, routerAddedMs            float64
+	activeCPUMs                                                    float64
 	latencies                                                      []float64 // reservoir sample, ms
 	seen                                                           int64     // latencies offered to the reservoir
 	inflightSum, inflightN                                         float64
@@ -101,13 +102,15 @@ func (r *Recorder) Nack(fn string) {
 	r.mu.Unlock()
 }
 
-// Invocation records an invocation that ended, with its billed duration.
-func (r *Recorder) Invocation(fn string, billedMs int64, cold bool) {
+// Invocation records an invocation that ended, with its billed duration
+// and the CPU its sandbox used.
+func (r *Recorder) Invocation(fn string, billedMs int64, cpu time.Duration, cold bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w := r.win(fn)
 	w.invocations++
 	w.invocationMs += float64(billedMs)
+	w.activeCPUMs += float64(cpu) / float64(time.Millisecond)
 	if cold {
 		w.coldStarts++
 	}
@@ -223,6 +226,7 @@ func (w *window) values() []Value {
 		{Name: "LaunchFailures", Unit: "Count", V: float64(w.launchFailures)},
 		{Name: "RequestMs", Unit: "Milliseconds", V: w.requestMs},
 		{Name: "InvocationMs", Unit: "Milliseconds", V: w.invocationMs},
+		{Name: "ActiveCpuMs", Unit: "Milliseconds", V: w.activeCPUMs},
 		{Name: "QueueWaitMs", Unit: "Milliseconds", V: w.queueWaitMs},
 		{Name: "RouterAddedMs", Unit: "Milliseconds", V: w.routerAddedMs},
 	}

@@ -92,7 +92,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	inv, err := invoke.New(invoke.Config{
 		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Logger: log,
 		OnResult: func(res invoke.Result) {
-			r.metrics.Invocation(res.Function, res.BilledMs, res.Cold)
+			r.metrics.Invocation(res.Function, res.BilledMs, res.CPU, res.Cold)
 			if p := r.pool(res.Function); p != nil && res.Err == nil && res.Ended != "plain" {
 				p.Ended(time.Duration(res.BilledMs)*time.Millisecond, time.Duration(res.BusyUs)*time.Microsecond,
 					time.Duration(res.LingerUs)*time.Microsecond, res.Requests, res.Ended == "idle")
