@@ -371,8 +371,8 @@ func checkResources(t *testing.T, ctx context.Context, cfg aws.Config, outputs m
 	dash, err := cw.GetDashboard(ctx, &cloudwatch.GetDashboardInput{DashboardName: &name})
 	if err != nil {
 		t.Errorf("dashboard %s: %v", name, err)
-	} else if body := aws.ToString(dash.DashboardBody); !strings.Contains(body, "InvocationMs") || !strings.Contains(body, "RequestMs") {
-		t.Errorf("dashboard %s charts no compute saved (InvocationMs over RequestMs)", name)
+	} else if body := aws.ToString(dash.DashboardBody); !strings.Contains(body, "InvocationMs") || !strings.Contains(body, "RequestMs") || !strings.Contains(body, "ActiveCpuMs") {
+		t.Errorf("dashboard %s charts no compute saved (InvocationMs over RequestMs) or no CPU (ActiveCpuMs)", name)
 	}
 	alarms, err := cw.DescribeAlarms(ctx, &cloudwatch.DescribeAlarmsInput{})
 	if err != nil {
