@@ -155,6 +155,27 @@ func TestRoutesFromParameter(t *testing.T) {
 	put(`{"routes": [{"function": "app", "path_prefix": "/work"}]}`)
 	until(http.StatusOK)
 
+	// A minimum of live instances changes live, both ways: no restart.
+	warmNow := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			p := s.pool()
+			if n, _ := warm(p); n == want && p.MinInstances == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %d warm instances within 10s of the parameter asking: %+v", want, p)
+			}
+		}
+	}
+	put(`{"routes": [{"function": "app", "path_prefix": "/work", "min_instances": 1}]}`)
+	warmNow(1)
+	put(`{"routes": [{"function": "app", "path_prefix": "/work"}]}`)
+	warmNow(0)
+	if strings.Contains(s.routerLog.String(), "take effect when the router restarts") {
+		t.Error("the router said a changed min_instances waits for a restart")
+	}
+
 	put(`{"routes": [{"function": "app", "path_prefix": "work"}]}`)
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(s.routerLog.String(), `must start with /`) {

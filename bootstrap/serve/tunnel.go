@@ -69,6 +69,11 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	if l, ok := p.Linger(); ok && !r.cfg.IdleLingerSet {
 		linger = l
 	}
+	if p.Warm {
+		// One of the function's minimum: idle is what it is for. It ends
+		// at the drain before its deadline (or when the router closes it).
+		linger = max(time.Until(inv.Deadline), linger)
+	}
 	st := newStreams(r.opts.Handler, limit, inv.Deadline, r.adm, r.cfg.CPUAdmission)
 	streams := limit
 	if r.cfg.LoadStream {

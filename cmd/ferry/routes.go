@@ -43,6 +43,7 @@ func routes(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.IntVar(&rt.MaxConcurrency, "max-concurrency", 0, "most requests one instance takes (default the router's)")
 		fs.StringVar(&policy, "policy", "", "pack or spread (default the router's)")
 		fs.StringVar(&rt.Plain, "plain", "", "auto or off (default the router's)")
+		fs.IntVar(&rt.MinInstances, "min-instances", 0, "live instances kept whatever the traffic, each billed all the time (default 0)")
 	}
 	if err := parse(fs, args[1:]); err != nil {
 		return err
@@ -279,8 +280,12 @@ func options(r config.Route) string {
 		s += "policy=" + string(r.Policy) + " "
 	}
 	if r.Plain != "" {
-		s += "plain=" + r.Plain
+		s += "plain=" + r.Plain + " "
 	}
+	if r.MinInstances > 0 {
+		s += fmt.Sprintf("min_instances=%d", r.MinInstances)
+	}
+	s = strings.TrimSpace(s)
 	if s == "" {
 		return "-"
 	}

@@ -67,11 +67,12 @@ func NewObservability(scope constructs.Construct, id string, p *ObservabilityPro
 					ferryMetric(fn, "LaunchFailures", "Sum")}}),
 			// What was billed, what one request per invocation would have
 			// billed, and how much of it was CPU.
-			cw.NewGraphWidget(&cw.GraphWidgetProps{Title: str("billed ms, one request per invocation, CPU ms"), Width: num(8),
+			cw.NewGraphWidget(&cw.GraphWidgetProps{Title: str("billed ms: ferry, one request per invocation, CPU, idle"), Width: num(8),
 				Left: &[]cw.IMetric{
 					ferryMetric(fn, "InvocationMs", "Sum").With(&cw.MetricOptions{Label: str("billed ms")}),
 					ferryMetric(fn, "RequestMs", "Sum").With(&cw.MetricOptions{Label: str("one request per invocation")}),
 					ferryMetric(fn, "ActiveCpuMs", "Sum").With(&cw.MetricOptions{Label: str("CPU ms")}),
+					ferryMetric(fn, "IdleMs", "Sum").With(&cw.MetricOptions{Label: str("idle ms (lingers, warm instances)")}),
 				}}),
 			cw.NewSingleValueWidget(&cw.SingleValueWidgetProps{Title: str("in flight per instance"), Width: num(8),
 				Metrics: &[]cw.IMetric{ferryMetric(fn, "InFlightPerInstance", "Average")}}),

@@ -39,6 +39,11 @@ type Payload struct {
 	// over LingerMs; 0 asks the instance to end as soon as it is idle.
 	// (Routers send both: a bootstrap that predates it reads LingerMs.)
 	LingerUs *int64 `json:"linger_us,omitempty"`
+	// Warm asks the instance to stay until its deadline's drain whether or
+	// not requests come, whatever the linger (the function's own
+	// FERRY_IDLE_LINGER included): the router keeps it as one of the
+	// function's minimum of live instances.
+	Warm bool `json:"warm,omitempty"`
 }
 
 type envelope struct {

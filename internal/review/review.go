@@ -56,6 +56,10 @@ type Report struct {
 	// waiting.
 	CPUMs      float64 `json:"cpu_ms"`
 	CPUPercent float64 `json:"cpu_percent_of_billed"`
+	// IdleMs is the billed time with no request in the invocation: the
+	// instances' lingers, and what warm instances (min_instances) cost
+	// while nothing comes (IdleMs).
+	IdleMs float64 `json:"idle_ms"`
 	// Latency percentiles as clients saw them, in ms, and where they came
 	// from: "percentiles" (CloudWatch's p50/p99 of every sample) or
 	// "interval percentiles" (the request-weighted mean of each interval's
@@ -103,7 +107,7 @@ func Fetch(ctx context.Context, api API, fn string, w Window) (Report, error) {
 		return r, fmt.Errorf("%w: %q in namespace %s (%s)", ErrNoFunction, fn, Namespace, hint)
 	}
 
-	sums := []string{"Requests", "Errors5xx", "Invocations", "Nacks", "ColdStarts", "Throttles", "InvocationMs", "RequestMs", "ActiveCpuMs"}
+	sums := []string{"Requests", "Errors5xx", "Invocations", "Nacks", "ColdStarts", "Throttles", "InvocationMs", "RequestMs", "ActiveCpuMs", "IdleMs"}
 	var qs []types.MetricDataQuery
 	for _, m := range sums {
 		qs = append(qs, query(qid(m), fn, m, "Sum", w.Period))
@@ -131,7 +135,7 @@ func Fetch(ctx context.Context, api API, fn string, w Window) (Report, error) {
 	r.Nacks, r.ColdStarts, r.Throttles = int64(total("Nacks")), int64(total("ColdStarts")), int64(total("Throttles"))
 	r.BilledMs, r.SingleMs = total("InvocationMs"), total("RequestMs")
 	r.SavedPercent = saved(r.BilledMs, r.SingleMs)
-	r.CPUMs = total("ActiveCpuMs")
+	r.CPUMs, r.IdleMs = total("ActiveCpuMs"), total("IdleMs")
 	if r.BilledMs > 0 {
 		r.CPUPercent = 100 * r.CPUMs / r.BilledMs
 	}

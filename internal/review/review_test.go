@@ -41,8 +41,8 @@ func TestFetchReadsWhatTheRouterPublished(t *testing.T) {
 		// 40 requests of 100 ms each, served by 2 invocations billing 1 s.
 		rec.Request("app", 200, time.Duration(100+i)*time.Millisecond, 100*time.Millisecond, 0)
 	}
-	rec.Invocation("app", 600, 150*time.Millisecond, true)
-	rec.Invocation("app", 400, 50*time.Millisecond, false)
+	rec.Invocation("app", metrics.Invocation{BilledMs: 600, CPU: 150 * time.Millisecond, Idle: 90 * time.Millisecond, Cold: true})
+	rec.Invocation("app", metrics.Invocation{BilledMs: 400, CPU: 50 * time.Millisecond, Idle: 30 * time.Millisecond})
 	rec.Nack("app")
 	rec.Flush(ctx)
 
@@ -57,8 +57,8 @@ func TestFetchReadsWhatTheRouterPublished(t *testing.T) {
 	if rep.SavedPercent != 75 {
 		t.Errorf("saved = %v%%, want 75%% (1 - 1000/4000)", rep.SavedPercent)
 	}
-	if rep.CPUMs != 200 || rep.CPUPercent != 20 {
-		t.Errorf("CPU %v ms, %v%% of billed; want 200 ms, 20%%", rep.CPUMs, rep.CPUPercent)
+	if rep.CPUMs != 200 || rep.CPUPercent != 20 || rep.IdleMs != 120 {
+		t.Errorf("CPU %v ms, %v%% of billed, idle %v ms; want 200 ms, 20%%, 120 ms", rep.CPUMs, rep.CPUPercent, rep.IdleMs)
 	}
 	// moto computes no percentiles: the interval figures stand in.
 	if rep.LatencySource != "interval percentiles" || rep.P50Ms < 100 || rep.P50Ms > 140 || rep.P99Ms < rep.P50Ms {
@@ -77,7 +77,7 @@ func TestFetchReadsWhatTheRouterPublished(t *testing.T) {
 	var table bytes.Buffer
 	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), "compute saved") ||
 		!strings.Contains(table.String(), "75.0%") ||
-		!strings.Contains(table.String(), "200 (20.0% of billed)") {
+		!strings.Contains(table.String(), "200 (20.0% of billed)") || !strings.Contains(table.String(), "billed ms idle") {
 		t.Errorf("table (%v):\n%s", err, table.String())
 	}
 	chart := filepath.Join(t.TempDir(), "m.png")

@@ -67,7 +67,15 @@ type Route struct {
 	MaxConcurrency int         `json:"max_concurrency,omitempty"` // 0: the router default
 	Policy         pool.Policy `json:"policy,omitempty"`          // "": the router default
 	Plain          string      `json:"plain,omitempty"`           // auto or off; "": the router default
+	// MinInstances is how many live instances the router keeps for the
+	// function, traffic or not (0, the default: none). Each is billed
+	// for all of its time.
+	MinInstances int `json:"min_instances,omitempty"`
 }
+
+// MaxMinInstances bounds a route's min_instances: a typo must not keep a
+// fleet billed around the clock.
+const MaxMinInstances = 100
 
 // Config is ferry-router's configuration.
 type Config struct {
@@ -383,6 +391,8 @@ func validateRoutes(rs []Route) error {
 			return fmt.Errorf("route to %s: policy %q: want pack or spread", r.Function, r.Policy)
 		case r.Plain != "" && r.Plain != "auto" && r.Plain != "off":
 			return fmt.Errorf("route to %s: plain %q: want auto or off", r.Function, r.Plain)
+		case r.MinInstances < 0 || r.MinInstances > MaxMinInstances:
+			return fmt.Errorf("route to %s: min_instances %d outside 0..%d", r.Function, r.MinInstances, MaxMinInstances)
 		}
 	}
 	return nil
@@ -396,6 +406,7 @@ func mergeFunctionOptions(rs []Route) error {
 		conc   int
 		policy pool.Policy
 		plain  string
+		min    int
 	}
 	merged := map[string]opts{}
 	for _, r := range rs {
@@ -407,6 +418,11 @@ func mergeFunctionOptions(rs []Route) error {
 			return fmt.Errorf("function %s: policy %s on one route, %s on another", r.Function, o.policy, r.Policy)
 		case r.Plain != "" && o.plain != "" && r.Plain != o.plain:
 			return fmt.Errorf("function %s: plain %s on one route, %s on another", r.Function, o.plain, r.Plain)
+		case r.MinInstances != 0 && o.min != 0 && r.MinInstances != o.min:
+			return fmt.Errorf("function %s: min_instances %d on one route, %d on another", r.Function, o.min, r.MinInstances)
+		}
+		if r.MinInstances != 0 {
+			o.min = r.MinInstances
 		}
 		if r.MaxConcurrency != 0 {
 			o.conc = r.MaxConcurrency
@@ -421,7 +437,7 @@ func mergeFunctionOptions(rs []Route) error {
 	}
 	for i := range rs {
 		o := merged[rs[i].Function]
-		rs[i].MaxConcurrency, rs[i].Policy, rs[i].Plain = o.conc, o.policy, o.plain
+		rs[i].MaxConcurrency, rs[i].Policy, rs[i].Plain, rs[i].MinInstances = o.conc, o.policy, o.plain, o.min
 	}
 	return nil
 }

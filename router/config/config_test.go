@@ -119,6 +119,23 @@ func TestRouteOptionsPerFunction(t *testing.T) {
 			file:    `{"routes":[{"function":"app","path_prefix":"/a","policy":"pack"},{"function":"app","path_prefix":"/b","policy":"spread"}]}`,
 			wantErr: "policy pack on one route, spread on another",
 		},
+		"min_instances on one route holds for all": {
+			routes: "app=/a", file: `{"routes":[{"function":"app","path_prefix":"/b","min_instances":2}]}`,
+			want: map[string]Route{"/a": {Function: "app", PathPrefix: "/a", MinInstances: 2},
+				"/b": {Function: "app", PathPrefix: "/b", MinInstances: 2}},
+		},
+		"conflicting min_instances": {
+			file:    `{"routes":[{"function":"app","path_prefix":"/a","min_instances":1},{"function":"app","path_prefix":"/b","min_instances":3}]}`,
+			wantErr: "min_instances 1 on one route, 3 on another",
+		},
+		"min_instances beyond the bound": {
+			file:    `{"routes":[{"function":"app","min_instances":1000}]}`,
+			wantErr: "min_instances 1000 outside 0..100",
+		},
+		"negative min_instances": {
+			file:    `{"routes":[{"function":"app","min_instances":-1}]}`,
+			wantErr: "min_instances -1 outside 0..100",
+		},
 		"other functions keep their own": {
 			file: `{"routes":[{"function":"app","path_prefix":"/a","max_concurrency":8},{"function":"api","path_prefix":"/b"}]}`,
 			want: map[string]Route{"/a": {Function: "app", PathPrefix: "/a", MaxConcurrency: 8},

@@ -24,6 +24,7 @@ import (
 
 	"github.com/ferryrun/ferry/internal/dialback"
 	"github.com/ferryrun/ferry/internal/tunnel"
+	"github.com/ferryrun/ferry/router/pool"
 )
 
 // API is the part of the Lambda client the Invoker uses.
@@ -99,17 +100,17 @@ func New(c Config) (*Invoker, error) {
 		log: c.Logger, onResult: c.OnResult, onThrottle: c.OnThrottle}, nil
 }
 
-// Prepare mints a token for function and returns its id and the
-// invocation to run, which asks for maxConcurrency streams and to end once
-// idle for linger.
-func (i *Invoker) Prepare(function string, maxConcurrency int, linger time.Duration) (string, func(context.Context) error, error) {
+// Prepare mints a token for l's function and returns its id and the
+// invocation to run, which asks for l's streams, linger and warmth.
+func (i *Invoker) Prepare(l pool.Launch) (string, func(context.Context) error, error) {
+	function := l.Function
 	tok, claims, err := i.issuer.Mint(function)
 	if err != nil {
 		return "", nil, fmt.Errorf("minting token: %w", err)
 	}
 	payload, err := dialback.Marshal(dialback.Payload{
-		Router: i.router, Token: tok, Pin: i.pin, Function: function, MaxConcurrency: maxConcurrency,
-	}.WithLinger(linger))
+		Router: i.router, Token: tok, Pin: i.pin, Function: function, MaxConcurrency: l.MaxConcurrency, Warm: l.Warm,
+	}.WithLinger(l.Linger))
 	if err != nil {
 		return "", nil, err
 	}

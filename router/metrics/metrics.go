@@ -43,7 +43,7 @@ type window struct {
 	requests, errors5xx, nacks, invocations, coldStarts, throttles int64
 	launchFailures                                                 int64
 	requestMs, invocationMs, queueWaitMs, routerAddedMs            float64
-	activeCPUMs                                                    float64
+	activeCPUMs, idleMs                                            float64
 	latencies                                                      []float64 // reservoir sample, ms
 	seen                                                           int64     // latencies offered to the reservoir
 	inflightSum, inflightN                                         float64
@@ -102,16 +102,26 @@ func (r *Recorder) Nack(fn string) {
 	r.mu.Unlock()
 }
 
-// Invocation records an invocation that ended, with its billed duration
-// and the CPU its sandbox used.
-func (r *Recorder) Invocation(fn string, billedMs int64, cpu time.Duration, cold bool) {
+// Invocation is what an invocation that ended cost.
+type Invocation struct {
+	BilledMs int64
+	CPU      time.Duration // what its sandbox used
+	// Idle is its billed time with no request in it (a tunnel's lingers,
+	// and all of a warm instance's waiting).
+	Idle time.Duration
+	Cold bool
+}
+
+// Invocation records an invocation that ended.
+func (r *Recorder) Invocation(fn string, inv Invocation) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w := r.win(fn)
 	w.invocations++
-	w.invocationMs += float64(billedMs)
-	w.activeCPUMs += float64(cpu) / float64(time.Millisecond)
-	if cold {
+	w.invocationMs += float64(inv.BilledMs)
+	w.activeCPUMs += float64(inv.CPU) / float64(time.Millisecond)
+	w.idleMs += float64(inv.Idle) / float64(time.Millisecond)
+	if inv.Cold {
 		w.coldStarts++
 	}
 }
@@ -227,6 +237,7 @@ func (w *window) values() []Value {
 		{Name: "RequestMs", Unit: "Milliseconds", V: w.requestMs},
 		{Name: "InvocationMs", Unit: "Milliseconds", V: w.invocationMs},
 		{Name: "ActiveCpuMs", Unit: "Milliseconds", V: w.activeCPUMs},
+		{Name: "IdleMs", Unit: "Milliseconds", V: w.idleMs},
 		{Name: "QueueWaitMs", Unit: "Milliseconds", V: w.queueWaitMs},
 		{Name: "RouterAddedMs", Unit: "Milliseconds", V: w.routerAddedMs},
 	}

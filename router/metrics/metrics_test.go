@@ -29,7 +29,7 @@ func TestFlushWritesOneEMFLinePerFunction(t *testing.T) {
 		r.Request("app", 200, 120*time.Millisecond, 100*time.Millisecond, 5*time.Millisecond)
 	}
 	r.Request("app", 503, time.Millisecond, 0, time.Millisecond)
-	r.Invocation("app", 5000, 1250*time.Millisecond, true)
+	r.Invocation("app", Invocation{BilledMs: 5000, CPU: 1250 * time.Millisecond, Idle: 700 * time.Millisecond, Cold: true})
 	r.Nack("app")
 	r.Request("other", 200, time.Millisecond, time.Millisecond, 0)
 	r.Flush(t.Context())
@@ -43,7 +43,7 @@ func TestFlushWritesOneEMFLinePerFunction(t *testing.T) {
 		Requests, Errors5xx    int64
 		RequestMs              float64
 		InvocationMs           float64
-		ActiveCpuMs            float64
+		ActiveCpuMs, IdleMs    float64
 		ComputeSavedPercent    float64
 		Latency                []float64
 		LatencyP50, LatencyP99 float64
@@ -57,7 +57,7 @@ func TestFlushWritesOneEMFLinePerFunction(t *testing.T) {
 	if err := json.Unmarshal(lines[0], &m); err != nil {
 		t.Fatal(err)
 	}
-	if m.Function != "app" || m.Requests != 151 || m.Errors5xx != 1 || m.RequestMs != 15000 || m.InvocationMs != 5000 || m.ActiveCpuMs != 1250 {
+	if m.Function != "app" || m.Requests != 151 || m.Errors5xx != 1 || m.RequestMs != 15000 || m.InvocationMs != 5000 || m.ActiveCpuMs != 1250 || m.IdleMs != 700 {
 		t.Errorf("aggregates = %+v", m)
 	}
 	if got, want := m.ComputeSavedPercent, 100*(1-5000.0/15000); got != want {
@@ -89,7 +89,7 @@ func TestCloudWatchSinkPublishesEveryFunction(t *testing.T) {
 		for range 3 {
 			r.Request(fn, 200, 20*time.Millisecond, 10*time.Millisecond, 0)
 		}
-		r.Invocation(fn, 12, 3*time.Millisecond, false)
+		r.Invocation(fn, Invocation{BilledMs: 12, CPU: 3 * time.Millisecond})
 	}
 	r.Flush(t.Context())
 

@@ -19,6 +19,14 @@ func (p *Pool) Add(conn Conn) {
 	}
 	launched, pending := p.launches[conn.Claims().ID]
 	delete(p.launches, conn.Claims().ID)
+	inst.warm, inst.joined = p.warm.pending[conn.Claims().ID], p.cfg.Now()
+	delete(p.warm.pending, conn.Claims().ID)
+	if inst.warm && p.warmCoveringLocked() >= p.warm.min {
+		inst.warm = false // the minimum dropped while it launched: an ordinary instance
+	}
+	if pending {
+		p.launchTookLocked(time.Since(launched))
+	}
 	if p.failing != "" {
 		p.log.Info("function recovered: an instance joined", "after_failures", p.failures)
 	}
@@ -34,7 +42,7 @@ func (p *Pool) Add(conn Conn) {
 	p.instances = append(p.instances, inst)
 	p.placeLocked(inst)
 	p.dispatchLocked()
-	surplus := inst.inflight == 0 && len(p.waiters) == 0
+	surplus := inst.inflight == 0 && len(p.waiters) == 0 && !inst.warm
 	if surplus {
 		// Launched for requests that live instances served meanwhile (or
 		// whose clients left): nothing wants it now, and every idle
@@ -50,18 +58,14 @@ func (p *Pool) Add(conn Conn) {
 	}
 	p.mu.Unlock()
 	if surplus {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			conn.Shutdown(ctx)
-		}()
+		go shutdown(conn)
 		return
 	}
 	if p.log.Enabled(context.Background(), slog.LevelDebug) {
 		// The cold path, for make bench: launch (invoke, sandbox start,
 		// bootstrap init, TCP connect) then the tunnel handshake.
 		accepted, handshake := conn.Handshake()
-		attrs := []any{"instance", conn.Hello().RequestID, "limit", inst.limit, "handshake_us", handshake.Microseconds()}
+		attrs := []any{"instance", conn.Hello().RequestID, "limit", inst.limit, "warm", inst.warm, "handshake_us", handshake.Microseconds()}
 		if pending {
 			attrs = append(attrs, "launch_to_accept_us", accepted.Sub(launched).Microseconds())
 		}
@@ -96,7 +100,21 @@ func (p *Pool) remove(inst *instance) {
 			break
 		}
 	}
-	if len(p.waiters) > 0 && !p.closed {
+	if p.closed {
+		return
+	}
+	if inst.warm {
+		p.warmEndedLocked(inst)
+		p.keepWarmLocked()
+	}
+	if len(p.waiters) > 0 {
 		p.launchLocked()
 	}
+}
+
+// shutdown closes conn gracefully: its streams in flight may finish.
+func shutdown(conn Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn.Shutdown(ctx)
 }

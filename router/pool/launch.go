@@ -9,13 +9,22 @@ import (
 	"github.com/cenkalti/backoff/v4"
 )
 
+// Launch is what one invocation is asked to be.
+type Launch struct {
+	Function       string
+	MaxConcurrency int           // streams asked for
+	Linger         time.Duration // end once idle this long
+	// Warm asks the instance to stay until its deadline's drain, idle or
+	// not: it is one of the function's minimum (Config.MinInstances).
+	Warm bool
+}
+
 // Launcher starts invocations that dial back.
 type Launcher interface {
-	// Prepare readies one invocation of function asking for maxConcurrency
-	// streams and to end once idle for linger. It returns the id its
-	// tunnel will present (Claims.ID) and a run function that invokes and
-	// blocks until the invocation ends.
-	Prepare(function string, maxConcurrency int, linger time.Duration) (id string, run func(ctx context.Context) error, err error)
+	// Prepare readies one invocation. It returns the id its tunnel will
+	// present (Claims.ID) and a run function that invokes and blocks until
+	// the invocation ends.
+	Prepare(l Launch) (id string, run func(ctx context.Context) error, err error)
 }
 
 // FailingThreshold is how many launches in a row must fail before the
@@ -76,19 +85,27 @@ func (p *Pool) launchLocked() {
 	p.startLaunchesLocked(need)
 }
 
-// startLaunchesLocked starts n invocations.
+// startLaunchesLocked starts n invocations for waiting requests.
 func (p *Pool) startLaunchesLocked(n int) {
-	linger := time.Duration(0)
-	if n > 0 {
-		linger = p.linger.choose()
+	if n <= 0 {
+		return
 	}
+	p.prepareLocked(n, Launch{Function: p.cfg.Function, MaxConcurrency: p.cfg.MaxConcurrency, Linger: p.linger.choose()})
+}
+
+// prepareLocked starts n invocations of l (after the failure backoff, if
+// launches are failing).
+func (p *Pool) prepareLocked(n int, l Launch) {
 	for range n {
-		id, run, err := p.cfg.Launcher.Prepare(p.cfg.Function, p.cfg.MaxConcurrency, linger)
+		id, run, err := p.cfg.Launcher.Prepare(l)
 		if err != nil {
 			p.log.Error("preparing invocation", "err", err)
 			return
 		}
 		p.launches[id] = time.Now()
+		if l.Warm {
+			p.warm.pending[id] = true
+		}
 		p.stats.Launches++
 		go p.run(id, run, p.failureDelayLocked())
 	}
@@ -152,6 +169,7 @@ func (p *Pool) launchEnded(id string, err error) {
 		return
 	}
 	delete(p.launches, id)
+	delete(p.warm.pending, id)
 	p.failures++
 	p.stats.LaunchFailures++
 	class := failureClass(err)
@@ -161,6 +179,7 @@ func (p *Pool) launchEnded(id string, err error) {
 	if p.closed {
 		return
 	}
+	defer p.keepWarmLocked()
 	if p.failures < FailingThreshold {
 		p.log.Error("invocation ended without a tunnel", "class", class, "err", err, "waiting", len(p.waiters))
 		p.launchLocked()

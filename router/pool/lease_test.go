@@ -74,14 +74,19 @@ func (c *fakeConn) end() {
 type fakeLauncher struct {
 	mu       sync.Mutex
 	launched []string
+	asked    map[string]Launch
 	ends     map[string]chan error
 }
 
-func (l *fakeLauncher) Prepare(string, int, time.Duration) (string, func(context.Context) error, error) {
+func (l *fakeLauncher) Prepare(spec Launch) (string, func(context.Context) error, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	id := fmt.Sprint("launch-", len(l.launched)+1)
 	l.launched = append(l.launched, id)
+	if l.asked == nil {
+		l.asked = map[string]Launch{}
+	}
+	l.asked[id] = spec
 	if l.ends == nil {
 		l.ends = map[string]chan error{}
 	}
@@ -95,6 +100,12 @@ func (l *fakeLauncher) Prepare(string, int, time.Duration) (string, func(context
 			return ctx.Err()
 		}
 	}, nil
+}
+
+func (l *fakeLauncher) spec(id string) Launch {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.asked[id]
 }
 
 func (l *fakeLauncher) ids() []string {

@@ -24,7 +24,7 @@ func newHeldLauncher(t *testing.T) *heldLauncher {
 	return l
 }
 
-func (l *heldLauncher) Prepare(string, int, time.Duration) (string, func(context.Context) error, error) {
+func (l *heldLauncher) Prepare(Launch) (string, func(context.Context) error, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.launches++

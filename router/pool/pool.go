@@ -90,10 +90,11 @@ type Pool struct {
 	sharing plainModel   // guarded by mu; whether requests share, and so whether to go plain
 	// plain counts plain invocations in flight: they hold a sandbox, so
 	// they count against MaxInstances.
-	plain  int   // guarded by mu
-	closed bool  // guarded by mu
-	warned bool  // guarded by mu; told that instances take fewer streams than asked
-	stats  Stats // guarded by mu
+	plain  int       // guarded by mu
+	closed bool      // guarded by mu
+	warned bool      // guarded by mu; told that instances take fewer streams than asked
+	warm   warmState // guarded by mu
+	stats  Stats     // guarded by mu
 }
 
 // Conn is an instance's tunnel, as the pool and the proxy use it:
@@ -125,6 +126,9 @@ type instance struct {
 	slot     int   // guarded by Pool.mu; index in Pool.byLoad[inflight]
 	gone     bool  // guarded by Pool.mu; removed: in no byLoad list
 	served   int64 // guarded by Pool.mu
+	warm     bool  // guarded by Pool.mu; one of the minimum (see warm.go)
+	replaced bool  // guarded by Pool.mu; warm, and due for replacement
+	joined   time.Time
 }
 
 type waiter struct {
@@ -181,7 +185,7 @@ func New(cfg Config) (*Pool, error) {
 		cfg.Now = time.Now
 	}
 	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]time.Time{},
-		cover: float64(cfg.MaxConcurrency), linger: newLingerModel(cfg.MaxLinger)}, nil
+		cover: float64(cfg.MaxConcurrency), linger: newLingerModel(cfg.MaxLinger), warm: warmState{pending: map[string]bool{}}}, nil
 }
 
 // Acquire returns a slot on a live instance, waiting for one while ctx
@@ -396,6 +400,7 @@ func (p *Pool) removeWaiterLocked(w *waiter) {
 func (p *Pool) Close(ctx context.Context) {
 	p.mu.Lock()
 	p.closed = true
+	p.stopWarmLocked()
 	insts := append([]*instance(nil), p.instances...)
 	waiters := p.waiters
 	p.waiters = nil

@@ -72,7 +72,7 @@ func repeat(l tunnel.Load, n int) []tunnel.Load {
 
 type nopLauncher struct{}
 
-func (nopLauncher) Prepare(string, int, time.Duration) (string, func(context.Context) error, error) {
+func (nopLauncher) Prepare(Launch) (string, func(context.Context) error, error) {
 	return "", nil, errors.New("no launches in this test")
 }
 
@@ -83,7 +83,7 @@ type failingLauncher struct {
 	launches int
 }
 
-func (l *failingLauncher) Prepare(string, int, time.Duration) (string, func(context.Context) error, error) {
+func (l *failingLauncher) Prepare(Launch) (string, func(context.Context) error, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.launches++

@@ -29,7 +29,12 @@ type State struct {
 	// (requests fail at once); ConsecutiveFailures counts them.
 	Failing             string `json:"failing,omitempty"`
 	ConsecutiveFailures int    `json:"consecutive_failures"`
-	Stats               Stats  `json:"stats"`
+	// MinInstances is the minimum of live instances kept (see
+	// SetMinInstances); LaunchLeadMs how far ahead of a warm instance's
+	// drain its replacement is launched, beyond the drain margin.
+	MinInstances int   `json:"min_instances"`
+	LaunchLeadMs int64 `json:"launch_lead_ms"`
+	Stats        Stats `json:"stats"`
 }
 
 // InstanceState describes one live instance.
@@ -45,6 +50,8 @@ type InstanceState struct {
 	// Room is how many more usual requests its last hint said it would
 	// take beside the ones it had; -1 until it can tell.
 	Room int `json:"room"`
+	// Warm: one of the minimum, kept until its deadline's drain.
+	Warm bool `json:"warm"`
 }
 
 // InFlight returns the live instances and their streams in flight, from
@@ -67,6 +74,7 @@ func (p *Pool) State() State {
 	linger, overhead, gaps := p.linger.state()
 	s.LingerUs, s.OverheadUs, s.LingerGaps = linger.Microseconds(), overhead.Microseconds(), gaps
 	s.Failing, s.ConsecutiveFailures = p.failing, p.failures
+	s.MinInstances, s.LaunchLeadMs = p.warm.min, p.warm.lead.Milliseconds()
 	now := p.cfg.Now()
 	s.Share, s.PlainInFlight = math.Round(p.sharing.share()*100)/100, p.plain
 	s.PlainMode = p.cfg.Plain && p.sharing.predicts(now)
@@ -77,7 +85,7 @@ func (p *Pool) State() State {
 		}
 		s.Instances = append(s.Instances, InstanceState{
 			RequestID: in.conn.Hello().RequestID, Limit: in.limit, InFlight: in.inflight, Served: in.served,
-			LeftMs: in.conn.Deadline().Sub(now).Milliseconds(), Draining: in.conn.Draining(), CPU: l.CPU, Full: l.Full, Room: l.Room,
+			LeftMs: in.conn.Deadline().Sub(now).Milliseconds(), Draining: in.conn.Draining(), CPU: l.CPU, Full: l.Full, Room: l.Room, Warm: in.warm,
 		})
 	}
 	sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].RequestID < s.Instances[j].RequestID })

@@ -27,6 +27,9 @@ type routesState struct {
 	// options are the pool options each function's pool was made with:
 	// a document that asks others for it is told to wait for a restart.
 	options map[string]config.Route
+	// minimums is each routed function's min_instances in force; a
+	// function whose routes went has none.
+	minimums map[string]int
 }
 
 // WatchRoutes reads the routes parameter (config.RoutesParameter) now and
@@ -132,9 +135,38 @@ func (r *Router) setRoutesLocked(extra []config.Route) error {
 	}
 	// Pools first: an instance a new route launches dials back at once.
 	r.pools.Store(&pools)
-	return r.ingress.SetRoutes(routes, pools)
+	if err := r.ingress.SetRoutes(routes, pools); err != nil {
+		return err
+	}
+	r.routes.minimums = minimums(all)
+	r.applyMinimumsLocked()
+	return nil
 }
 
+// minimums is each function's min_instances in rs.
+func minimums(rs []config.Route) map[string]int {
+	m := map[string]int{}
+	for _, rt := range rs {
+		m[rt.Function] = max(m[rt.Function], rt.MinInstances)
+	}
+	return m
+}
+
+// applyMinimumsLocked gives every pool its function's minimum of live
+// instances (none for a function no route leads to any more), once the
+// router serves: a warm instance launched before would dial back to
+// nothing.
+func (r *Router) applyMinimumsLocked() {
+	if !r.serving.Load() {
+		return
+	}
+	for fn, p := range *r.pools.Load() {
+		p.SetMinInstances(r.routes.minimums[fn])
+	}
+}
+
+// sameOptions: min_instances is not among the options a pool is made
+// with; it changes live.
 func sameOptions(a, b config.Route) bool {
 	return a.MaxConcurrency == b.MaxConcurrency && a.Policy == b.Policy && a.Plain == b.Plain
 }

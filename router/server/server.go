@@ -53,7 +53,10 @@ type Router struct {
 	// pools holds a pool for every function ever routed, replaced whole
 	// when routes add one (a function whose routes go keeps its pool: its
 	// instances finish what they hold and idle out).
-	pools    atomic.Pointer[map[string]*pool.Pool]
+	pools atomic.Pointer[map[string]*pool.Pool]
+	// serving: Run has started serving tunnels, so instances may be
+	// launched ahead of requests (the minimum of live instances).
+	serving  atomic.Bool
 	routesMu sync.Mutex  // serializes route changes
 	routes   routesState // guarded by routesMu
 	// routesRead: the routes parameter, if any, has been read (or found
@@ -92,7 +95,11 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	inv, err := invoke.New(invoke.Config{
 		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Logger: log,
 		OnResult: func(res invoke.Result) {
-			r.metrics.Invocation(res.Function, res.BilledMs, res.CPU, res.Cold)
+			inv := metrics.Invocation{BilledMs: res.BilledMs, CPU: res.CPU, Cold: res.Cold}
+			if res.Ended != "plain" && res.Err == nil {
+				inv.Idle = max(time.Duration(res.BilledMs)*time.Millisecond-time.Duration(res.BusyUs)*time.Microsecond, 0)
+			}
+			r.metrics.Invocation(res.Function, inv)
 			if p := r.pool(res.Function); p != nil && res.Err == nil && res.Ended != "plain" {
 				p.Ended(time.Duration(res.BilledMs)*time.Millisecond, time.Duration(res.BusyUs)*time.Microsecond,
 					time.Duration(res.LingerUs)*time.Microsecond, res.Requests, res.Ended == "idle")
@@ -109,6 +116,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		return nil, err
 	}
 	r.pools.Store(&pools)
+	r.routes.minimums = minimums(cfg.Routes)
 	r.ingress, err = proxy.New(proxy.Config{
 		Routes: routes, Pools: pools, QueueTimeout: cfg.QueueTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxHeaderBytes: cfg.MaxHeaderBytes, TrustedProxies: cfg.TrustedProxies, BodyTimeout: cfg.BodyTimeout,
@@ -230,6 +238,13 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	g.Go(func() error { return serveHTTP(admin, ls.Admin) })
 	g.Go(func() error { return r.tunnels.Serve(tunnelCtx, ls.Tunnel) })
 	g.Go(func() error { r.sampleInFlight(gctx); return nil })
+	// Tunnels are served from here on: warm the functions that keep a
+	// minimum of live instances (the pre-warm at deploy: a new router
+	// task warms them before its first request).
+	r.routesMu.Lock()
+	r.serving.Store(true)
+	r.applyMinimumsLocked()
+	r.routesMu.Unlock()
 	g.Go(func() error {
 		<-gctx.Done()
 		r.shuttingDown.Store(true)
