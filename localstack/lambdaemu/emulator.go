@@ -484,6 +484,8 @@ type SandboxInfo struct {
 	ID       string `json:"id"`
 	PID      int    `json:"pid"`
 	Idle     bool   `json:"idle"`
+	// Invocation is the request id of the invocation it runs, if any.
+	Invocation string `json:"invocation,omitempty"`
 }
 
 // Sandboxes lists the live sandboxes of every function, by function and id.
@@ -495,10 +497,20 @@ func (e *Emulator) Sandboxes() []SandboxInfo {
 		for _, sb := range fn.idle {
 			idle[sb] = true
 		}
+		var sbs []*sandbox
 		for sb := range fn.all {
-			out = append(out, SandboxInfo{Function: name, ID: sb.id, PID: sb.pid, Idle: idle[sb]})
+			sbs = append(sbs, sb)
 		}
 		fn.mu.Unlock()
+		for _, sb := range sbs { // sb.mu is never taken under fn.mu
+			info := SandboxInfo{Function: name, ID: sb.id, PID: sb.pid, Idle: idle[sb]}
+			sb.mu.Lock()
+			if sb.cur != nil {
+				info.Invocation = sb.cur.id
+			}
+			sb.mu.Unlock()
+			out = append(out, info)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Function != out[j].Function {

@@ -20,9 +20,11 @@ func (p *Pool) Add(conn Conn) {
 	launched, pending := p.launches[conn.Claims().ID]
 	delete(p.launches, conn.Claims().ID)
 	inst.warm, inst.joined = p.warm.pending[conn.Claims().ID], p.cfg.Now()
+	inst.holds = inst.warm || p.warm.asked[conn.Claims().ID]
 	delete(p.warm.pending, conn.Claims().ID)
+	delete(p.warm.asked, conn.Claims().ID)
 	if inst.warm && p.warmCoveringLocked() >= p.warm.min {
-		inst.warm = false // the minimum dropped while it launched: an ordinary instance
+		inst.warm = false // the minimum dropped while it launched: an ordinary instance, closed once idle
 	}
 	if pending {
 		p.launchTookLocked(time.Since(launched))
@@ -43,6 +45,7 @@ func (p *Pool) Add(conn Conn) {
 	p.placeLocked(inst)
 	p.dispatchLocked()
 	surplus := inst.inflight == 0 && len(p.waiters) == 0 && !inst.warm
+	warm := inst.warm
 	if surplus {
 		// Launched for requests that live instances served meanwhile (or
 		// whose clients left): nothing wants it now, and every idle
@@ -65,7 +68,7 @@ func (p *Pool) Add(conn Conn) {
 		// The cold path, for make bench: launch (invoke, sandbox start,
 		// bootstrap init, TCP connect) then the tunnel handshake.
 		accepted, handshake := conn.Handshake()
-		attrs := []any{"instance", conn.Hello().RequestID, "limit", inst.limit, "warm", inst.warm, "handshake_us", handshake.Microseconds()}
+		attrs := []any{"instance", conn.Hello().RequestID, "limit", inst.limit, "warm", warm, "handshake_us", handshake.Microseconds()}
 		if pending {
 			attrs = append(attrs, "launch_to_accept_us", accepted.Sub(launched).Microseconds())
 		}

@@ -104,7 +104,7 @@ func (p *Pool) prepareLocked(n int, l Launch) {
 		}
 		p.launches[id] = time.Now()
 		if l.Warm {
-			p.warm.pending[id] = true
+			p.warm.pending[id], p.warm.asked[id] = true, true
 		}
 		p.stats.Launches++
 		go p.run(id, run, p.failureDelayLocked())
@@ -130,6 +130,11 @@ func (p *Pool) failureDelayLocked() time.Duration {
 func (p *Pool) run(id string, run func(context.Context) error, delay time.Duration) {
 	if delay > 0 {
 		time.Sleep(delay)
+		p.mu.Lock()
+		if _, pending := p.launches[id]; pending {
+			p.launches[id] = time.Now() // the launch begins now: its time to join is from here
+		}
+		p.mu.Unlock()
 	}
 	// The invocation itself lasts until the instance ends it; the timeout
 	// bounds only the wait for the tunnel, enforced below.
@@ -170,6 +175,7 @@ func (p *Pool) launchEnded(id string, err error) {
 	}
 	delete(p.launches, id)
 	delete(p.warm.pending, id)
+	delete(p.warm.asked, id)
 	p.failures++
 	p.stats.LaunchFailures++
 	class := failureClass(err)

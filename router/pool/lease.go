@@ -63,6 +63,12 @@ func (l *Lease) Release() {
 			// Gone or not: an instance told to linger 0 may end before
 			// its last response has been read here.
 			l.p.linger.wentIdle(l.p.cfg.Now())
+			if l.inst.holds && !l.inst.warm {
+				// Launched warm, no longer needed: it would idle to its
+				// deadline.
+				l.inst.holds = false
+				go shutdown(l.inst.conn)
+			}
 		}
 		l.p.mu.Unlock()
 	})

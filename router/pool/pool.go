@@ -128,7 +128,11 @@ type instance struct {
 	served   int64 // guarded by Pool.mu
 	warm     bool  // guarded by Pool.mu; one of the minimum (see warm.go)
 	replaced bool  // guarded by Pool.mu; warm, and due for replacement
-	joined   time.Time
+	// holds: its bootstrap was asked to stay until its deadline (it was
+	// launched warm); once it is no longer warm, the pool closes it when
+	// it goes idle.
+	holds  bool // guarded by Pool.mu
+	joined time.Time
 }
 
 type waiter struct {
@@ -185,7 +189,7 @@ func New(cfg Config) (*Pool, error) {
 		cfg.Now = time.Now
 	}
 	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]time.Time{},
-		cover: float64(cfg.MaxConcurrency), linger: newLingerModel(cfg.MaxLinger), warm: warmState{pending: map[string]bool{}}}, nil
+		cover: float64(cfg.MaxConcurrency), linger: newLingerModel(cfg.MaxLinger), warm: warmState{pending: map[string]bool{}, asked: map[string]bool{}}}, nil
 }
 
 // Acquire returns a slot on a live instance, waiting for one while ctx

@@ -30,6 +30,10 @@ const (
 type warmState struct {
 	min     int             // the minimum asked for
 	pending map[string]bool // launch ids of warm launches not yet joined
+	// asked holds every warm launch not yet joined, pending or dropped
+	// from pending when the minimum fell: its instance stays until its
+	// deadline unless the pool closes it.
+	asked map[string]bool
 	// lead is how long launches have taken to join (the slowest of the
 	// recent ones, decaying): how far ahead of a deadline to replace.
 	lead time.Duration
@@ -54,17 +58,29 @@ func (p *Pool) SetMinInstances(n int) {
 	}
 	p.log.Info("minimum of live instances", "min_instances", n, "was", p.warm.min)
 	p.warm.min = n
-	kept := len(p.warm.pending)
-	for _, in := range p.instances {
-		if !in.warm {
-			continue
+	// Keep the fresh ones first, then those due for replacement, then the
+	// launches under way; close or forget the rest.
+	p.warmCoveringLocked() // marks those due
+	kept := 0
+	for _, replaced := range []bool{false, true} {
+		for _, in := range p.instances {
+			if !in.warm || in.replaced != replaced {
+				continue
+			}
+			if kept < n {
+				kept++
+				continue
+			}
+			in.warm = false // its end is no early one
+			go shutdown(in.conn)
 		}
+	}
+	for id := range p.warm.pending {
 		if kept < n {
 			kept++
 			continue
 		}
-		in.warm = false // its end is no early one
-		go shutdown(in.conn)
+		delete(p.warm.pending, id) // it joins as an ordinary instance, closed once idle
 	}
 	p.keepWarmLocked()
 }
@@ -89,8 +105,22 @@ func (p *Pool) keepWarmLocked() {
 	if room := p.cfg.MaxInstances - len(p.instances) - len(p.launches) - p.plain; need > room {
 		need = room
 	}
-	if need <= 0 || now.Before(p.warm.notBefore) {
-		return // after a backoff, the next check launches
+	if now.Before(p.warm.notBefore) {
+		// Backing off after early ends: only the replacements of
+		// instances still live go now (their slots were not lost).
+		due := 0
+		for _, in := range p.instances {
+			if in.warm && in.replaced {
+				due++
+			}
+		}
+		need = min(need, due-len(p.warm.pending))
+	}
+	if p.failures > 0 {
+		need = min(need, 1) // while launches fail, one at a time finds out
+	}
+	if need <= 0 {
+		return // the next check launches, after a backoff
 	}
 	p.prepareLocked(need, Launch{Function: p.cfg.Function, MaxConcurrency: p.cfg.MaxConcurrency, Warm: true})
 }
@@ -116,7 +146,8 @@ func (p *Pool) warmCoveringLocked() int {
 // replaceAheadLocked is how long before in's deadline its replacement is
 // launched: the drain margin its bootstrap keeps by default (a tenth of
 // its timeout, 1 s to 15 s), plus the time launches take to join, plus a
-// second to spare.
+// second to spare; at most half its time, so that a short timeout does
+// not make every instance due as it joins.
 func (p *Pool) replaceAheadLocked(in *instance) time.Duration {
 	timeout := in.conn.Deadline().Sub(in.joined)
 	margin := min(max(timeout/10, time.Second), 15*time.Second)
@@ -124,7 +155,7 @@ func (p *Pool) replaceAheadLocked(in *instance) time.Duration {
 	if lead == 0 {
 		lead = defaultLaunchLead
 	}
-	return margin + lead + time.Second
+	return min(margin+lead+time.Second, timeout/2)
 }
 
 // launchTookLocked learns from a launch that joined after took.
@@ -135,12 +166,12 @@ func (p *Pool) launchTookLocked(took time.Duration) {
 }
 
 // warmEndedLocked learns from a warm instance that is gone: one that went
-// well before its deadline (an old bootstrap that ignores warm, a crash)
-// backs the next warm launch off. Twice the replacement lead leaves room
-// for a function whose own FERRY_DRAIN_MARGIN is longer than the default.
+// before it was due for replacement (an old bootstrap that ignores warm, a
+// crash) backs the next warm launch off, so that instances that keep
+// ending cannot launch in a loop.
 func (p *Pool) warmEndedLocked(in *instance) {
 	now := p.cfg.Now()
-	if in.conn.Deadline().Sub(now) <= 2*p.replaceAheadLocked(in) {
+	if in.replaced || in.conn.Deadline().Sub(now) <= p.replaceAheadLocked(in) {
 		p.warm.early = 0
 		return
 	}

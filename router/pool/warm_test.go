@@ -121,30 +121,72 @@ func TestWarmInstances(t *testing.T) {
 	})
 }
 
-// TestWarmInstanceEndingAtOnceBacksOff: warm instances that keep ending as
-// soon as they join (a bootstrap that ignores warm, say) are relaunched
-// ever more slowly, never in a loop.
-func TestWarmInstanceEndingAtOnceBacksOff(t *testing.T) {
+// TestWarmInstanceEndingEarlyBacksOff: warm instances that keep ending
+// soon after they join (a bootstrap that ignores warm, an app that dies)
+// are relaunched ever more slowly, never in a loop, whatever the timeout.
+func TestWarmInstanceEndingEarlyBacksOff(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		timeout, ends time.Duration
+	}{
+		{"a minute's timeout, ending at once", time.Minute, 0},
+		{"a 6 s timeout, ending after 1 s", 6 * time.Second, time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p, l := newTestPool(t, Config{MaxConcurrency: 4})
+				p.SetMinInstances(1)
+				start := time.Now()
+				joined := 0
+				for time.Since(start) < 2*time.Minute {
+					synctest.Wait()
+					if ids := l.ids(); len(ids) > joined {
+						conn := newFakeConn(ids[joined], 4)
+						conn.deadline = time.Now().Add(c.timeout)
+						joined++
+						p.Add(conn)
+						time.AfterFunc(c.ends, conn.end)
+						continue
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				// Backoffs of 1, 2, 4, 8, 16, 32, 60, 60 s: about 8 in 2 minutes.
+				if joined < 5 || joined > 10 {
+					t.Errorf("%d warm launches in 2 minutes of instances ending early, want about 8: relaunched, with a backoff", joined)
+				}
+				p.SetMinInstances(0)
+			})
+		})
+	}
+}
+
+// TestWarmShortTimeout: a function whose timeout is shorter than the usual
+// replacement lead has each warm instance replaced half-way through, not
+// as it joins, and the minimum held throughout.
+func TestWarmShortTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 4})
 		p.SetMinInstances(1)
-		start := time.Now()
 		joined := 0
-		for time.Since(start) < 2*time.Minute {
+		start := time.Now()
+		for time.Since(start) < 30*time.Second {
 			synctest.Wait()
-			ids := l.ids()
-			if len(ids) > joined {
-				c := newFakeConn(ids[joined], 4)
+			if ids := l.ids(); len(ids) > joined {
+				conn := newFakeConn(ids[joined], 4)
+				conn.deadline = time.Now().Add(6 * time.Second)
 				joined++
-				p.Add(c)
-				c.end()
+				p.Add(conn)
+				time.AfterFunc(5*time.Second, conn.end) // its drain, a second before its deadline
 				continue
+			}
+			if time.Since(start) > time.Second && len(p.State().Instances) == 0 {
+				t.Fatalf("no live instance %v in", time.Since(start))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		// Backoffs of 1, 2, 4, 8, 16, 32, 60, 60 s: about 8 in 2 minutes.
-		if joined > 10 {
-			t.Errorf("%d warm launches in 2 minutes of instances ending at once, want a backoff (about 8)", joined)
+		// Replaced every 3 s (half of 6 s): about 11 launches in 30 s.
+		if joined < 8 || joined > 13 {
+			t.Errorf("%d warm launches in 30 s of 6 s instances, want about 11 (one each 3 s)", joined)
 		}
 		p.SetMinInstances(0)
 	})
