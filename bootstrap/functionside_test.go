@@ -548,3 +548,67 @@ func TestCPUReported(t *testing.T) {
 	}
 	agrees("tunnel", time.Duration(sum.CPUUs)*time.Microsecond, 120*time.Millisecond, before)
 }
+
+// An app's work after its answer (waitUntil, through the loopback API at
+// FERRY_BACKGROUND_URL) does not hold the answer back, and keeps the
+// invocation going until it is done: a tunnel one past its idle linger, a
+// direct one until the runtime asks for the next event. Work past the
+// deadline is cut at the drain.
+func TestWorkAfterTheAnswer(t *testing.T) {
+	fn := goFunction("app", 3*time.Second, nil)
+	emu := newEmulator(t, fn)
+	router := newTestRouter(t)
+	invoke := func(path, query string) string {
+		t.Helper()
+		res, err := emu.Invoke(context.Background(), "app", httpEvent("GET", path, query, nil, nil, ""), "")
+		if err != nil || res.FunctionError != "" {
+			t.Fatalf("%s?%s: %v %s", path, query, err, res.Payload)
+		}
+		var out events.LambdaFunctionURLResponse
+		json.Unmarshal(res.Payload, &out)
+		return out.Body
+	}
+
+	// Direct: the next invocation starts only after the work is done.
+	if body := invoke("/after", "ms=300"); !strings.Contains(body, `"background_ms":300`) {
+		t.Fatalf("GET /after: %s", body)
+	}
+	if body := invoke("/after/done", ""); !strings.Contains(body, `"done":1`) {
+		t.Errorf("after a direct invocation's work: %s, want it done before the next invocation", body)
+	}
+
+	// Tunnel: the answer comes at once; the invocation outlives its 50 ms
+	// linger until the work is done.
+	c, done := router.dialBackLinger(t, emu, "app", 8, 50*time.Millisecond)
+	resp, err := get(c, "/after?ms=400")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	resp, err = get(c, "/after/done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"done":1`) {
+		t.Errorf("right after the answer: %s, want only the direct invocation's work done (the answer did not wait)", b)
+	}
+	sum := summaryOf(t, waitResult(t, done))
+	if sum.Ended != "idle" || sum.BackgroundUs < 350_000 {
+		t.Errorf("summary %+v: want an idle end after about 400 ms of background work", sum)
+	}
+	if body := invoke("/after/done", ""); !strings.Contains(body, `"done":2`) {
+		t.Errorf("after the tunnel invocation: %s, want its work done", body)
+	}
+
+	// Work that would outlast the deadline is cut at the drain: the
+	// invocation still ends in time.
+	start := time.Now()
+	invoke("/after", "ms=10000")
+	invoke("/healthz", "")
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("work past a 3 s deadline held the sandbox %v", took)
+	}
+}

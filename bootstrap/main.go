@@ -10,9 +10,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"time"
 
 	"github.com/ferryrun/ferry/bootstrap/app"
+	"github.com/ferryrun/ferry/bootstrap/background"
 	"github.com/ferryrun/ferry/bootstrap/config"
 	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
 	"github.com/ferryrun/ferry/bootstrap/serve"
@@ -40,9 +44,17 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	serve.WarnUnknown(log)
 
+	// The loopback API the app registers work after its answers with
+	// (waitUntil), at FERRY_BACKGROUND_URL.
+	bg := background.New()
+	bgURL, err := serveBackground(bg)
+	if err != nil {
+		serve.InitFail(ctx, client, log, "Ferry.NoBackgroundAPI", err)
+	}
 	sup, err := app.New(app.Config{
 		Cmd: cfg.AppCmd, Port: cfg.AppPort, ReadinessPath: cfg.ReadinessPath,
 		ReadyTimeout: cfg.ReadyTimeout, MaxConns: cfg.MaxConcurrency, Logger: log,
+		Env: []string{"FERRY_BACKGROUND_URL=" + bgURL},
 	})
 	if err != nil {
 		serve.InitFail(ctx, client, log, "Ferry.NoApp", err)
@@ -52,8 +64,20 @@ func main() {
 	}
 	defer sup.Stop()
 
-	err = serve.Run(ctx, serve.Options{Handler: sup, Config: cfg, Logger: log, PIDs: sup.PIDs})
+	err = serve.Run(ctx, serve.Options{Handler: sup, Config: cfg, Logger: log, PIDs: sup.PIDs, Background: bg})
 	log.Error("runtime loop ended", "err", err)
 	sup.Stop()
 	os.Exit(1)
+}
+
+// serveBackground serves bg's API on a loopback port of its own and
+// returns its URL.
+func serveBackground(bg *background.Tracker) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("listening for the background API: %w", err)
+	}
+	srv := &http.Server{Handler: bg.Handler(), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 8 << 10}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), nil
 }

@@ -35,6 +35,7 @@ type Config struct {
 	MaxConns      int           // idle keep-alive connections kept to the app
 	Logger        *slog.Logger  // if nil, slog.Default()
 	Stdout        io.Writer     // the app's output; if nil, os.Stdout
+	Env           []string      // added to the app's environment (KEY=value)
 }
 
 // Supervisor owns the app process: it starts it, waits until it is ready,
@@ -128,7 +129,7 @@ func (s *Supervisor) Start(ctx context.Context) error {
 
 func (s *Supervisor) startLocked(ctx context.Context) error {
 	cmd := exec.Command("/bin/sh", "-c", s.cfg.Cmd)
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(s.cfg.Port))
+	cmd.Env = append(append(os.Environ(), s.cfg.Env...), "PORT="+strconv.Itoa(s.cfg.Port))
 	cmd.Stdout, cmd.Stderr = s.cfg.Stdout, s.cfg.Stdout
 	// The app stays in our process group: whatever freezes or kills the
 	// sandbox (Lambda's VM freeze, the emulator's group signals) reaches it

@@ -21,9 +21,11 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ferryrun/ferry/bootstrap/admit"
+	"github.com/ferryrun/ferry/bootstrap/background"
 	"github.com/ferryrun/ferry/bootstrap/config"
 	"github.com/ferryrun/ferry/bootstrap/direct"
 	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
@@ -54,6 +56,19 @@ type Options struct {
 	// whatever the log level; if nil, os.Stderr, which Lambda sends to the
 	// function's log beside its REPORT line.
 	Accounting io.Writer
+	// Background tracks work the app does after answering (WaitUntil, and
+	// the loopback API an app in its own process uses); if nil, a new one.
+	Background *background.Tracker
+}
+
+// WaitUntil runs fn after the response, as Vercel's waitUntil: the
+// invocation serving the request whose context ctx is (or descends from)
+// does not end until fn returns, bounded by the drain before its
+// deadline, when fn's context is cancelled. Call it from a handler; it
+// does not block. It returns false if fn could not be registered
+// (background.MaxPending already pending): fn does not run.
+func WaitUntil(ctx context.Context, fn func(context.Context)) bool {
+	return background.Go(ctx, fn)
 }
 
 // Start serves handler with configuration from the environment until the
@@ -113,6 +128,13 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Accounting == nil {
 		opts.Accounting = os.Stderr
 	}
+	if opts.Background == nil {
+		opts.Background = background.New()
+	}
+	app, bg := opts.Handler, opts.Background
+	opts.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		app.ServeHTTP(w, req.WithContext(background.NewContext(req.Context(), bg)))
+	})
 	r := &runner{
 		opts:   opts,
 		cfg:    opts.Config,
@@ -120,6 +142,7 @@ func Run(ctx context.Context, opts Options) error {
 		client: runtimeapi.New(opts.RuntimeAPI),
 		adm:    adm,
 		cpu:    cpu,
+		bg:     opts.Background,
 	}
 	for {
 		inv, err := r.client.Next(ctx)
@@ -145,6 +168,7 @@ type runner struct {
 	client *runtimeapi.Client
 	adm    *admit.Admitter // lives as long as the sandbox: what it learns carries over
 	cpu    admit.Counter   // the sandbox's CPU used so far
+	bg     *background.Tracker
 }
 
 // newAdmitter reads the sandbox's CPU from its cgroup where it can, else
@@ -163,6 +187,15 @@ func newAdmitter(opts Options) (*admit.Admitter, admit.Counter, func()) {
 	} else if quota > 0 {
 		cpus = min(cpus, quota)
 	}
+	// Admission and the accounting read it from different goroutines; a
+	// cgroup counter is for one at a time.
+	var mu sync.Mutex
+	read := counter
+	counter = func() time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		return read()
+	}
 	adm := admit.New(admit.Config{CPUs: cpus, Budget: opts.Config.CPUBudget, Counter: counter})
 	return adm, counter, func() { closeFn() }
 }
@@ -174,30 +207,33 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 	invCtx, cancel := context.WithDeadline(ctx, inv.Deadline)
 	defer cancel()
 	cpu0 := r.cpu()
-	account := func() time.Duration {
-		used := max(r.cpu()-cpu0, 0)
-		fmt.Fprint(r.opts.Accounting, cpuLine(inv.RequestID, used))
-		return used
+	account := func() {
+		fmt.Fprint(r.opts.Accounting, cpuLine(inv.RequestID, max(r.cpu()-cpu0, 0)))
 	}
 
 	p, isDialBack, err := dialback.Parse(inv.Payload)
 	switch {
 	case isDialBack && err != nil:
 		log.Error("bad dial-back payload", "err", err)
+		account()
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.BadPayload", err)
 	case isDialBack:
 		sum, ph, err := r.serveTunnel(invCtx, inv, p, log)
-		used := account()
 		if err != nil {
 			log.Error("tunnel failed", "router", p.Router, "err", err)
+			account()
 			return r.client.Fail(ctx, inv.RequestID, "Ferry.TunnelFailed", err)
 		}
-		sum.CPUUs = used.Microseconds()
+		sum.CPUUs = max(r.cpu()-cpu0, 0).Microseconds()
 		log.Info("tunnel invocation done", append([]any{"requests", sum.Requests, "nacks", sum.Nacks, "busy_ms", sum.BusyMs, "busy_us", sum.BusyUs,
-			"cpu_us", sum.CPUUs, "ended", sum.Ended, "linger_us", sum.LingerUs}, ph.logAttrs()...)...)
+			"cpu_us", sum.CPUUs, "background_us", sum.BackgroundUs, "ended", sum.Ended, "linger_us", sum.LingerUs}, ph.logAttrs()...)...)
+		fmt.Fprint(r.opts.Accounting, cpuLine(inv.RequestID, time.Duration(sum.CPUUs)*time.Microsecond))
 		return r.client.Respond(ctx, inv.RequestID, sum.JSON())
 	}
 
+	// Background work the request begins runs on after its response,
+	// before the next invocation is asked for.
+	defer r.afterResponse(inv, log)
 	req, kind, multiValue, err := direct.Request(invCtx, inv.Payload)
 	if err != nil {
 		log.Error("direct invocation", "err", err)
@@ -208,18 +244,36 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 	ticket := r.adm.Take(admit.KindOf(req)) // what a direct request costs teaches admission too
 	panicked := serveRecovering(r.opts.Handler, rec, req)
 	ticket.Done()
-	account()
 	if panicked != nil && !rec.Overflowed() {
 		// Reported as the invocation's error, as aws-lambda-go does; the
 		// runtime lives on for the next invocation.
 		log.Error("handler panicked", "panic", fmt.Sprint(panicked.value), "stack", string(panicked.stack))
+		account() // last before the answer: the log tail ends with it
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.HandlerPanic", fmt.Errorf("handler panicked: %v", panicked.value))
 	}
 	out, err := direct.Response(kind, multiValue, rec)
+	account()
 	if err != nil {
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.ResponseTooLarge", fmt.Errorf("direct invocation: %w", err))
 	}
 	return r.client.Respond(ctx, inv.RequestID, out)
+}
+
+// afterResponse lets background work a direct invocation's request began
+// finish, until the deadline's safety margin, and cancels what is left.
+// (Lambda bills an invocation until its runtime asks for the next one.)
+func (r *runner) afterResponse(inv *runtimeapi.Invocation, log *slog.Logger) {
+	if r.bg.Pending() == 0 {
+		r.bg.TakeBusy()
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), inv.Deadline.Add(-postSafety))
+	defer cancel()
+	r.bg.Wait(ctx)
+	if n := r.bg.CancelAll(); n > 0 {
+		log.Warn("background work cut short at the deadline", "pending", n)
+	}
+	log.Info("background work done after the response", "background_us", r.bg.TakeBusy().Microseconds())
 }
 
 // cpuLine is the line the bootstrap writes to the function's log for each

@@ -91,6 +91,36 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	idle := time.NewTimer(max(linger, firstStreamGrace))
 	defer idle.Stop()
 
+	// quiet is how long the instance has had no request in flight and no
+	// background work pending, and false while it has either.
+	r.bg.TakeBusy()
+	quiet := func() (time.Duration, bool) {
+		bgSince, bgIdle := r.bg.IdleSince()
+		if !bgIdle || st.inFlight() > 0 {
+			return 0, false
+		}
+		d := st.idleFor()
+		if !bgSince.IsZero() {
+			d = min(d, time.Since(bgSince))
+		}
+		return d, true
+	}
+	select {
+	case <-r.bg.Done(): // a signal left from an earlier invocation's work
+	default:
+	}
+	rearm := func() {
+		d, ok := quiet()
+		if !ok {
+			idle.Stop()
+			return
+		}
+		wait := linger - d
+		if st.first().IsZero() {
+			wait = max(wait, firstStreamGrace-time.Since(up))
+		}
+		idle.Reset(max(wait, 0))
+	}
 	ended := ""
 	for ended == "" {
 		select {
@@ -99,16 +129,14 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		case <-deadline.C:
 			ended = "deadline"
 		case <-st.idle:
-			if d := st.idleFor(); d > 0 || st.inFlight() == 0 {
-				idle.Reset(max(linger-d, 0))
-			} else {
-				idle.Stop()
-			}
+			rearm()
+		case <-r.bg.Done():
+			rearm()
 		case <-idle.C:
-			if d := st.idleFor(); d >= linger {
+			if d, ok := quiet(); ok && d >= linger {
 				ended = "idle"
-			} else if st.inFlight() == 0 {
-				idle.Reset(linger - d)
+			} else {
+				rearm()
 			}
 		}
 	}
@@ -120,12 +148,17 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	if drainCtx.Err() != nil {
 		log.Warn("drain cut short at the deadline; streams still running were reset", "in_flight", st.inFlight())
 	}
+	// Background work the requests began may finish within the drain.
+	r.bg.Wait(drainCtx)
+	if n := r.bg.CancelAll(); n > 0 {
+		log.Warn("background work cut short at the deadline", "pending", n)
+	}
 	ph.drain = time.Since(endAt)
 	if f := st.first(); !f.IsZero() {
 		ph.toFirst = f.Sub(up)
 	}
 	sum := st.summary()
-	sum.Ended, sum.LingerUs = ended, linger.Microseconds()
+	sum.Ended, sum.LingerUs, sum.BackgroundUs = ended, linger.Microseconds(), r.bg.TakeBusy().Microseconds()
 	return sum, ph, nil
 }
 

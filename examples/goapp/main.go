@@ -10,6 +10,9 @@
 //	GET /stream?chunks=N&interval_ms=M  send N chunks, M ms apart
 //	ANY /echo  the request as JSON; ?status=, ?cookie=, ?header=K:V and ?trailer= shape the reply
 //	GET /binary  256 bytes 0x00..0xff as application/octet-stream
+//	GET /after?ms=N  answer at once, then work N ms after the answer,
+//	             registered with the bootstrap at $FERRY_BACKGROUND_URL (its
+//	             waitUntil); GET /after/done counts the works finished
 //	GET /healthz  ok
 //	POST /crash  exit at once, only if GOAPP_ALLOW_CRASH=1 (for tests); with
 //	             ?port_lingers_ms=N, close this connection, reset every new
@@ -47,6 +50,9 @@ func main() {
 	mux.HandleFunc("GET /stream", stream)
 	mux.HandleFunc("/echo", echo)
 	mux.HandleFunc("GET /binary", binary)
+	var after afterWork
+	mux.HandleFunc("GET /after", after.start)
+	mux.HandleFunc("GET /after/done", after.count)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	if os.Getenv("GOAPP_ALLOW_CRASH") == "1" {
 		mux.HandleFunc("POST /crash", ln.crash)
@@ -264,4 +270,47 @@ func firstErr(errs ...error) error {
 		}
 	}
 	return nil
+}
+
+// afterWork is work done after the answer, as an app in any language would
+// register it with ferry's bootstrap: POST to begin (before answering, so
+// the invocation cannot end in between), DELETE to end.
+type afterWork struct{ done atomic.Int64 }
+
+func (a *afterWork) start(w http.ResponseWriter, r *http.Request) {
+	ms, err := intParamOr(r, "ms", 600_000, 100)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	api := os.Getenv("FERRY_BACKGROUND_URL")
+	if api == "" {
+		http.Error(w, "FERRY_BACKGROUND_URL is not set: not under ferry's bootstrap", http.StatusServiceUnavailable)
+		return
+	}
+	resp, err := http.Post(api, "", nil)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	var begun struct{ ID string }
+	json.NewDecoder(resp.Body).Decode(&begun)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		http.Error(w, "background API answered "+resp.Status, http.StatusBadGateway)
+		return
+	}
+	go func() {
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		a.done.Add(1)
+		req, _ := http.NewRequest(http.MethodDelete, api+"/"+begun.ID, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	fmt.Fprintf(w, "{\"background_ms\":%d}\n", ms)
+}
+
+func (a *afterWork) count(w http.ResponseWriter, _ *http.Request) {
+	fmt.Fprintf(w, "{\"done\":%d}\n", a.done.Load())
 }

@@ -123,6 +123,9 @@ type Summary struct {
 	Ended    string `json:"ended"`     // idle, deadline or router-closed
 	LingerUs int64  `json:"linger_us"` // the idle linger the instance kept
 	CPUUs    int64  `json:"cpu_us"`    // CPU the sandbox used during the invocation
+	// BackgroundUs is the time background work (waitUntil) was pending,
+	// with or without a request in flight.
+	BackgroundUs int64 `json:"background_us"`
 }
 
 // JSON encodes s.

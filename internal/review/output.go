@@ -28,6 +28,7 @@ func (r Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(tw, "billed ms\t%.0f\n", r.BilledMs)
 	fmt.Fprintf(tw, "billed ms, one request per invocation\t%.0f\n", r.SingleMs)
 	fmt.Fprintf(tw, "billed ms idle (lingers, warm instances)\t%.0f\n", r.IdleMs)
+	fmt.Fprintf(tw, "background ms (work after answers)\t%.0f\n", r.BackgroundMs)
 	fmt.Fprintf(tw, "compute saved\t%.1f%%\n", r.SavedPercent)
 	fmt.Fprintf(tw, "CPU ms\t%.0f (%.1f%% of billed)\n", r.CPUMs, r.CPUPercent)
 	fmt.Fprintf(tw, "latency p50 / p99\t%.0f ms / %.0f ms (%s)\n", r.P50Ms, r.P99Ms, r.LatencySource)

@@ -60,6 +60,9 @@ type Report struct {
 	// instances' lingers, and what warm instances (min_instances) cost
 	// while nothing comes (IdleMs).
 	IdleMs float64 `json:"idle_ms"`
+	// BackgroundMs is the time apps' work after their answers (waitUntil)
+	// kept invocations going.
+	BackgroundMs float64 `json:"background_ms"`
 	// Latency percentiles as clients saw them, in ms, and where they came
 	// from: "percentiles" (CloudWatch's p50/p99 of every sample) or
 	// "interval percentiles" (the request-weighted mean of each interval's
@@ -107,7 +110,7 @@ func Fetch(ctx context.Context, api API, fn string, w Window) (Report, error) {
 		return r, fmt.Errorf("%w: %q in namespace %s (%s)", ErrNoFunction, fn, Namespace, hint)
 	}
 
-	sums := []string{"Requests", "Errors5xx", "Invocations", "Nacks", "ColdStarts", "Throttles", "InvocationMs", "RequestMs", "ActiveCpuMs", "IdleMs"}
+	sums := []string{"Requests", "Errors5xx", "Invocations", "Nacks", "ColdStarts", "Throttles", "InvocationMs", "RequestMs", "ActiveCpuMs", "IdleMs", "BackgroundMs"}
 	var qs []types.MetricDataQuery
 	for _, m := range sums {
 		qs = append(qs, query(qid(m), fn, m, "Sum", w.Period))
@@ -135,7 +138,7 @@ func Fetch(ctx context.Context, api API, fn string, w Window) (Report, error) {
 	r.Nacks, r.ColdStarts, r.Throttles = int64(total("Nacks")), int64(total("ColdStarts")), int64(total("Throttles"))
 	r.BilledMs, r.SingleMs = total("InvocationMs"), total("RequestMs")
 	r.SavedPercent = saved(r.BilledMs, r.SingleMs)
-	r.CPUMs, r.IdleMs = total("ActiveCpuMs"), total("IdleMs")
+	r.CPUMs, r.IdleMs, r.BackgroundMs = total("ActiveCpuMs"), total("IdleMs"), total("BackgroundMs")
 	if r.BilledMs > 0 {
 		r.CPUPercent = 100 * r.CPUMs / r.BilledMs
 	}

@@ -41,7 +41,7 @@ func TestFetchReadsWhatTheRouterPublished(t *testing.T) {
 		// 40 requests of 100 ms each, served by 2 invocations billing 1 s.
 		rec.Request("app", 200, time.Duration(100+i)*time.Millisecond, 100*time.Millisecond, 0)
 	}
-	rec.Invocation("app", metrics.Invocation{BilledMs: 600, CPU: 150 * time.Millisecond, Idle: 90 * time.Millisecond, Cold: true})
+	rec.Invocation("app", metrics.Invocation{BilledMs: 600, CPU: 150 * time.Millisecond, Idle: 90 * time.Millisecond, Background: 40 * time.Millisecond, Cold: true})
 	rec.Invocation("app", metrics.Invocation{BilledMs: 400, CPU: 50 * time.Millisecond, Idle: 30 * time.Millisecond})
 	rec.Nack("app")
 	rec.Flush(ctx)
@@ -57,8 +57,8 @@ func TestFetchReadsWhatTheRouterPublished(t *testing.T) {
 	if rep.SavedPercent != 75 {
 		t.Errorf("saved = %v%%, want 75%% (1 - 1000/4000)", rep.SavedPercent)
 	}
-	if rep.CPUMs != 200 || rep.CPUPercent != 20 || rep.IdleMs != 120 {
-		t.Errorf("CPU %v ms, %v%% of billed, idle %v ms; want 200 ms, 20%%, 120 ms", rep.CPUMs, rep.CPUPercent, rep.IdleMs)
+	if rep.CPUMs != 200 || rep.CPUPercent != 20 || rep.IdleMs != 120 || rep.BackgroundMs != 40 {
+		t.Errorf("CPU %v ms, %v%% of billed, idle %v ms, background %v ms; want 200 ms, 20%%, 120 ms, 40 ms", rep.CPUMs, rep.CPUPercent, rep.IdleMs, rep.BackgroundMs)
 	}
 	// moto computes no percentiles: the interval figures stand in.
 	if rep.LatencySource != "interval percentiles" || rep.P50Ms < 100 || rep.P50Ms > 140 || rep.P99Ms < rep.P50Ms {

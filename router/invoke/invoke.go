@@ -45,10 +45,13 @@ type Result struct {
 	CPU time.Duration
 	// What the instance reported of itself when it ended (zero from a
 	// bootstrap that predates a field).
-	Requests int64  // streams it handed to the app
-	BusyUs   int64  // time with at least one request in the app
-	LingerUs int64  // the idle linger it kept
-	Ended    string // idle, deadline or router-closed; "plain" for Plain's
+	Requests int64 // streams it handed to the app
+	BusyUs   int64 // time with at least one request in the app
+	LingerUs int64 // the idle linger it kept
+	// BackgroundUs is the time the app's background work (waitUntil) was
+	// pending in it.
+	BackgroundUs int64
+	Ended        string // idle, deadline or router-closed; "plain" for Plain's
 }
 
 // Invoker implements pool.Launcher.
@@ -127,6 +130,7 @@ func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) e
 		var sum dialback.Summary
 		if json.Unmarshal(out.Payload, &sum) == nil {
 			r.Requests, r.BusyUs, r.LingerUs, r.Ended = sum.Requests, sum.BusyUs, sum.LingerUs, sum.Ended
+			r.BackgroundUs = sum.BackgroundUs
 			if sum.CPUUs > 0 {
 				r.CPU = time.Duration(sum.CPUUs) * time.Microsecond
 			}

@@ -43,7 +43,7 @@ type window struct {
 	requests, errors5xx, nacks, invocations, coldStarts, throttles int64
 	launchFailures                                                 int64
 	requestMs, invocationMs, queueWaitMs, routerAddedMs            float64
-	activeCPUMs, idleMs                                            float64
+	activeCPUMs, idleMs, backgroundMs                              float64
 	latencies                                                      []float64 // reservoir sample, ms
 	seen                                                           int64     // latencies offered to the reservoir
 	inflightSum, inflightN                                         float64
@@ -109,7 +109,10 @@ type Invocation struct {
 	// Idle is its billed time with no request in it (a tunnel's lingers,
 	// and all of a warm instance's waiting).
 	Idle time.Duration
-	Cold bool
+	// Background is the time the app's background work (waitUntil) was
+	// pending in it.
+	Background time.Duration
+	Cold       bool
 }
 
 // Invocation records an invocation that ended.
@@ -121,6 +124,7 @@ func (r *Recorder) Invocation(fn string, inv Invocation) {
 	w.invocationMs += float64(inv.BilledMs)
 	w.activeCPUMs += float64(inv.CPU) / float64(time.Millisecond)
 	w.idleMs += float64(inv.Idle) / float64(time.Millisecond)
+	w.backgroundMs += float64(inv.Background) / float64(time.Millisecond)
 	if inv.Cold {
 		w.coldStarts++
 	}
@@ -238,6 +242,7 @@ func (w *window) values() []Value {
 		{Name: "InvocationMs", Unit: "Milliseconds", V: w.invocationMs},
 		{Name: "ActiveCpuMs", Unit: "Milliseconds", V: w.activeCPUMs},
 		{Name: "IdleMs", Unit: "Milliseconds", V: w.idleMs},
+		{Name: "BackgroundMs", Unit: "Milliseconds", V: w.backgroundMs},
 		{Name: "QueueWaitMs", Unit: "Milliseconds", V: w.queueWaitMs},
 		{Name: "RouterAddedMs", Unit: "Milliseconds", V: w.routerAddedMs},
 	}

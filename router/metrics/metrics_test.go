@@ -29,7 +29,7 @@ func TestFlushWritesOneEMFLinePerFunction(t *testing.T) {
 		r.Request("app", 200, 120*time.Millisecond, 100*time.Millisecond, 5*time.Millisecond)
 	}
 	r.Request("app", 503, time.Millisecond, 0, time.Millisecond)
-	r.Invocation("app", Invocation{BilledMs: 5000, CPU: 1250 * time.Millisecond, Idle: 700 * time.Millisecond, Cold: true})
+	r.Invocation("app", Invocation{BilledMs: 5000, CPU: 1250 * time.Millisecond, Idle: 700 * time.Millisecond, Background: 300 * time.Millisecond, Cold: true})
 	r.Nack("app")
 	r.Request("other", 200, time.Millisecond, time.Millisecond, 0)
 	r.Flush(t.Context())
@@ -44,6 +44,7 @@ func TestFlushWritesOneEMFLinePerFunction(t *testing.T) {
 		RequestMs              float64
 		InvocationMs           float64
 		ActiveCpuMs, IdleMs    float64
+		BackgroundMs           float64
 		ComputeSavedPercent    float64
 		Latency                []float64
 		LatencyP50, LatencyP99 float64
@@ -57,7 +58,7 @@ func TestFlushWritesOneEMFLinePerFunction(t *testing.T) {
 	if err := json.Unmarshal(lines[0], &m); err != nil {
 		t.Fatal(err)
 	}
-	if m.Function != "app" || m.Requests != 151 || m.Errors5xx != 1 || m.RequestMs != 15000 || m.InvocationMs != 5000 || m.ActiveCpuMs != 1250 || m.IdleMs != 700 {
+	if m.Function != "app" || m.Requests != 151 || m.Errors5xx != 1 || m.RequestMs != 15000 || m.InvocationMs != 5000 || m.ActiveCpuMs != 1250 || m.IdleMs != 700 || m.BackgroundMs != 300 {
 		t.Errorf("aggregates = %+v", m)
 	}
 	if got, want := m.ComputeSavedPercent, 100*(1-5000.0/15000); got != want {

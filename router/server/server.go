@@ -95,9 +95,12 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	inv, err := invoke.New(invoke.Config{
 		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Logger: log,
 		OnResult: func(res invoke.Result) {
-			inv := metrics.Invocation{BilledMs: res.BilledMs, CPU: res.CPU, Cold: res.Cold}
+			inv := metrics.Invocation{BilledMs: res.BilledMs, CPU: res.CPU, Cold: res.Cold,
+				Background: time.Duration(res.BackgroundUs) * time.Microsecond}
 			if res.Ended != "plain" && res.Err == nil {
-				inv.Idle = max(time.Duration(res.BilledMs)*time.Millisecond-time.Duration(res.BusyUs)*time.Microsecond, 0)
+				// Background work beside a request counts in both: idle
+				// errs low.
+				inv.Idle = max(time.Duration(res.BilledMs)*time.Millisecond-time.Duration(res.BusyUs)*time.Microsecond-inv.Background, 0)
 			}
 			r.metrics.Invocation(res.Function, inv)
 			if p := r.pool(res.Function); p != nil && res.Err == nil && res.Ended != "plain" {
@@ -248,6 +251,14 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	g.Go(func() error {
 		<-gctx.Done()
 		r.shuttingDown.Store(true)
+		// No more warm instances: those live finish what they hold and
+		// close; nothing launches ahead of requests any more.
+		r.routesMu.Lock()
+		r.serving.Store(false)
+		for _, p := range *r.pools.Load() {
+			p.SetMinInstances(0)
+		}
+		r.routesMu.Unlock()
 		r.log.Info("shutting down", "timeout", r.cfg.ShutdownTimeout)
 		sctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
 		defer cancel()
