@@ -239,6 +239,18 @@ func TestInProcessGoHandler(t *testing.T) {
 	if out.StatusCode != 200 || out.Body != "hello, go, from one process\n" {
 		t.Errorf("direct: %+v", out)
 	}
+	// serve.WaitUntil: the work after the answer is done before the next
+	// invocation begins.
+	for _, c := range []struct{ path, want string }{{"/later", "answered; the rest follows\n"}, {"/later/done", "1\n"}} {
+		res, err := emu.Invoke(context.Background(), "inproc", httpEvent("GET", c.path, "", nil, nil, ""), "")
+		var out events.LambdaFunctionURLResponse
+		if err == nil {
+			json.Unmarshal(res.Payload, &out)
+		}
+		if err != nil || out.Body != c.want {
+			t.Errorf("GET %s: %v %q, want %q", c.path, err, out.Body, c.want)
+		}
+	}
 
 	c, done := newTestRouter(t).dialBack(t, emu, "inproc", 8)
 	var wg sync.WaitGroup

@@ -8,6 +8,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
@@ -55,6 +57,11 @@ func main() {
 		Cmd: cfg.AppCmd, Port: cfg.AppPort, ReadinessPath: cfg.ReadinessPath,
 		ReadyTimeout: cfg.ReadyTimeout, MaxConns: cfg.MaxConcurrency, Logger: log,
 		Env: []string{"FERRY_BACKGROUND_URL=" + bgURL},
+		OnExit: func() {
+			if n := bg.CancelAll(); n > 0 {
+				log.Warn("background work the app had begun died with it", "pending", n)
+			}
+		},
 	})
 	if err != nil {
 		serve.InitFail(ctx, client, log, "Ferry.NoApp", err)
@@ -71,13 +78,17 @@ func main() {
 }
 
 // serveBackground serves bg's API on a loopback port of its own and
-// returns its URL.
+// returns its URL, which holds a secret: another process in the sandbox
+// (or a request the app makes for a client) cannot end the app's work or
+// register its own.
 func serveBackground(bg *background.Tracker) (string, error) {
+	secret := make([]byte, 16)
+	rand.Read(secret)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("listening for the background API: %w", err)
 	}
-	srv := &http.Server{Handler: bg.Handler(), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 8 << 10}
+	srv := &http.Server{Handler: bg.Handler(hex.EncodeToString(secret)), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 8 << 10}
 	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), nil
+	return "http://" + ln.Addr().String() + "/" + hex.EncodeToString(secret), nil
 }

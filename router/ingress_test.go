@@ -361,23 +361,28 @@ func TestTrickledBodyFreesItsSlot(t *testing.T) {
 func TestUpgradesRefused(t *testing.T) {
 	s := startStack(t, stackOpts{})
 	before := s.pool().Stats.Launches
-	ws := http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"},
-		"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}, "Sec-Websocket-Version": {"13"}}
 	refused := map[string]struct {
 		method string
 		hdr    http.Header
+		status int
 		want   string
 	}{
-		"websocket":                  {"GET", ws, "WebSocket (Upgrade: websocket) is not supported yet"},
-		"websocket, token listed":    {"GET", http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"WebSocket"}}, "WebSocket"},
-		"another protocol":           {"GET", http.Header{"Connection": {"upgrade"}, "Upgrade": {"h2c, IRC/6.9"}}, `an upgrade to "IRC/6.9"`},
-		"websocket on a second line": {"GET", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"h2c", "websocket"}}, "WebSocket"},
+		"another protocol": {"GET", http.Header{"Connection": {"upgrade"}, "Upgrade": {"h2c, IRC/6.9"}}, http.StatusNotImplemented,
+			`an upgrade to "IRC/6.9" is not supported yet`},
+		"websocket without a key": {"GET", http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"WebSocket"}, "Sec-Websocket-Version": {"13"}},
+			http.StatusBadRequest, "needs Sec-WebSocket-Key"},
+		"websocket on a second line, without a key": {"GET", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"h2c", "websocket"}},
+			http.StatusBadRequest, "needs Sec-WebSocket-Key"},
+		"websocket of another version": {"GET", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"},
+			"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}, "Sec-Websocket-Version": {"8"}}, http.StatusUpgradeRequired, "version 13 only"},
+		"websocket by POST": {"POST", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"},
+			"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}, "Sec-Websocket-Version": {"13"}}, http.StatusBadRequest, "HTTP/1.1 GET"},
 	}
 	for name, c := range refused {
 		t.Run(name, func(t *testing.T) {
 			r := s.do(c.method, "/echo", nil, c.hdr)
-			if r.status != http.StatusNotImplemented || !strings.Contains(r.body, c.want) || !strings.Contains(r.body, "did not reach the function") {
-				t.Errorf("got %d %q, want 501 saying %q", r.status, r.body, c.want)
+			if r.status != c.status || !strings.Contains(r.body, c.want) {
+				t.Errorf("got %d %q, want %d saying %q", r.status, r.body, c.status, c.want)
 			}
 		})
 	}

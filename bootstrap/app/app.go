@@ -36,6 +36,9 @@ type Config struct {
 	Logger        *slog.Logger  // if nil, slog.Default()
 	Stdout        io.Writer     // the app's output; if nil, os.Stdout
 	Env           []string      // added to the app's environment (KEY=value)
+	// OnExit, if not nil, is called when the app process exits (what it
+	// had begun in the background died with it).
+	OnExit func()
 }
 
 // Supervisor owns the app process: it starts it, waits until it is ready,
@@ -147,6 +150,9 @@ func (s *Supervisor) startLocked(ctx context.Context) error {
 		}
 		close(p.exited)
 		s.log.Warn("app exited", "err", p.err)
+		if s.cfg.OnExit != nil {
+			s.cfg.OnExit()
+		}
 	}()
 	s.proc = p
 	if err := s.awaitReady(ctx, p); err != nil {
@@ -407,4 +413,11 @@ func (s *Supervisor) Stop() {
 		proctree.Signal(s.proc.cmd.Process.Pid, syscall.SIGKILL)
 		<-s.proc.exited
 	}
+}
+
+// DialApp connects to the app's port: a protocol upgrade (a WebSocket)
+// goes to the app over a connection of its own.
+func (s *Supervisor) DialApp(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", s.target.Host)
 }

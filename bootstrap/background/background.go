@@ -6,13 +6,16 @@
 //
 // A Go app in the bootstrap's process uses serve.WaitUntil. An app in its
 // own process (any language) asks the bootstrap over loopback HTTP, at the
-// URL in its FERRY_BACKGROUND_URL:
+// URL in its FERRY_BACKGROUND_URL (which holds a secret: other processes
+// cannot use it):
 //
 //	POST   $FERRY_BACKGROUND_URL            -> 201 {"id":"7"}: work begun
 //	DELETE $FERRY_BACKGROUND_URL/7          -> 204: work done
 //
-// A registration not ended by the drain is dropped (its DELETE then
-// answers 404); at most MaxPending are pending at once (429 beyond).
+// Work is registered while an invocation runs (before the answer that
+// starts it); between invocations, registration answers 410. A
+// registration not ended by the drain is dropped (its DELETE then answers
+// 404); at most MaxPending are pending at once (429 beyond).
 package background
 
 import (
@@ -30,8 +33,11 @@ import (
 // work in a loop and never ends it cannot grow the table.
 const MaxPending = 1000
 
-// ErrTooMany is Begin's answer beyond MaxPending.
-var ErrTooMany = errors.New("too much background work pending")
+// Begin's refusals.
+var (
+	ErrTooMany = errors.New("too much background work pending")
+	ErrClosed  = errors.New("no invocation is running: register background work before answering")
+)
 
 // Tracker counts pending background work. Its methods are safe for
 // concurrent use.
@@ -47,6 +53,10 @@ type Tracker struct {
 	busy    time.Duration                 // guarded by mu; time with work pending, up to since
 	lastEnd time.Time                     // guarded by mu; when pending last went to 0
 	changed chan struct{}                 // buffered 1; a value when pending went to 0
+	open    bool                          // guarded by mu; an invocation runs
+	// hook, if set, is told whenever work goes from none to some (true)
+	// or back (false); called with mu held.
+	hook func(pending bool)
 }
 
 // New returns an empty Tracker.
@@ -61,6 +71,9 @@ func New() *Tracker {
 func (t *Tracker) Begin() (uint64, context.Context, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !t.open {
+		return 0, nil, ErrClosed
+	}
 	if len(t.pending) >= MaxPending {
 		return 0, nil, ErrTooMany
 	}
@@ -68,6 +81,9 @@ func (t *Tracker) Begin() (uint64, context.Context, error) {
 	ctx, cancel := context.WithCancel(t.ctx)
 	if len(t.pending) == 0 {
 		t.since = t.now()
+		if t.hook != nil {
+			t.hook(true)
+		}
 	}
 	t.pending[t.next] = cancel
 	return t.next, ctx, nil
@@ -94,6 +110,9 @@ func (t *Tracker) settleLocked() {
 	now := t.now()
 	t.busy += now.Sub(t.since)
 	t.lastEnd = now
+	if t.hook != nil {
+		t.hook(false)
+	}
 	select {
 	case t.changed <- struct{}{}:
 	default:
@@ -182,6 +201,39 @@ func (t *Tracker) CancelAll() int {
 	return n
 }
 
+// Open starts an invocation: work may be registered until Close. It
+// returns how much work an earlier one left pending (cancelled and
+// forgotten: it cannot hold this invocation).
+func (t *Tracker) Open() int {
+	n := t.CancelAll()
+	t.TakeBusy()
+	t.mu.Lock()
+	t.open = true
+	t.mu.Unlock()
+	select {
+	case <-t.changed: // a signal left from the last one
+	default:
+	}
+	return n
+}
+
+// Close ends the invocation: registration answers ErrClosed until Open.
+// Call it once the work has been waited for (and CancelAll'd).
+func (t *Tracker) Close() {
+	t.mu.Lock()
+	t.open = false
+	t.mu.Unlock()
+}
+
+// SetHook sets (or, with nil, clears) the function told whenever work
+// goes from none to some (true) or back (false). It is called with the
+// tracker locked: it must not call the tracker.
+func (t *Tracker) SetHook(hook func(pending bool)) {
+	t.mu.Lock()
+	t.hook = hook
+	t.mu.Unlock()
+}
+
 type ctxKey struct{}
 
 // NewContext returns ctx carrying t, for Go.
@@ -195,14 +247,26 @@ func FromContext(ctx context.Context) *Tracker {
 	return t
 }
 
-// Handler serves the loopback API an app in its own process uses: POST /
-// begins work, DELETE /{id} ends it.
-func (t *Tracker) Handler() http.Handler {
+// Handler serves the loopback API an app in its own process uses, under
+// the path /secret: POST /secret begins work, DELETE /secret/{id} ends it.
+// Without the secret, 404: only the app, whose environment holds it, can
+// use it.
+func (t *Tracker) Handler(secret string) http.Handler {
+	prefix := "/" + secret
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := strings.Trim(r.URL.Path, "/")
+		rest, ok := strings.CutPrefix(r.URL.Path, prefix)
+		if !ok || secret == "" || (rest != "" && rest[0] != '/') {
+			http.NotFound(w, r)
+			return
+		}
+		id := strings.Trim(rest, "/")
 		switch {
 		case r.Method == http.MethodPost && id == "":
 			n, _, err := t.Begin()
+			if errors.Is(err, ErrClosed) {
+				http.Error(w, err.Error(), http.StatusGone)
+				return
+			}
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusTooManyRequests)
 				return

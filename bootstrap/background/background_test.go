@@ -12,6 +12,10 @@ import (
 
 func TestTrackerCounts(t *testing.T) {
 	tr := New()
+	if _, _, err := tr.Begin(); err != ErrClosed {
+		t.Errorf("Begin before Open: %v, want ErrClosed", err)
+	}
+	tr.Open()
 	now := time.Unix(1000, 0)
 	tr.now = func() time.Time { return now }
 
@@ -67,6 +71,7 @@ func TestTrackerCounts(t *testing.T) {
 
 func TestTrackerBounded(t *testing.T) {
 	tr := New()
+	tr.Open()
 	for range MaxPending {
 		if _, _, err := tr.Begin(); err != nil {
 			t.Fatal(err)
@@ -87,6 +92,7 @@ func TestTrackerBounded(t *testing.T) {
 
 func TestGo(t *testing.T) {
 	tr := New()
+	tr.Open()
 	release, ran := make(chan struct{}), make(chan struct{})
 	if !Go(NewContext(t.Context(), tr), func(context.Context) { <-release; close(ran) }) {
 		t.Fatal("Go refused")
@@ -105,9 +111,25 @@ func TestGo(t *testing.T) {
 	<-done
 }
 
+// Work left pending when an invocation ends cannot hold the next one.
+func TestOpenDropsLeftovers(t *testing.T) {
+	tr := New()
+	tr.Open()
+	_, ctx, _ := tr.Begin()
+	tr.Close()
+	if _, _, err := tr.Begin(); err != ErrClosed {
+		t.Errorf("Begin after Close: %v, want ErrClosed", err)
+	}
+	if n := tr.Open(); n != 1 || ctx.Err() == nil || tr.Pending() != 0 {
+		t.Errorf("Open = %d, pending %d; want the leftover work cancelled and forgotten", n, tr.Pending())
+	}
+}
+
 func TestHandler(t *testing.T) {
 	tr := New()
-	srv := httptest.NewServer(tr.Handler())
+	tr.Open()
+	const secret = "s3cr3t"
+	srv := httptest.NewServer(tr.Handler(secret))
 	defer srv.Close()
 	do := func(method, path string) (*http.Response, string) {
 		req, _ := http.NewRequest(method, srv.URL+path, nil)
@@ -124,19 +146,22 @@ func TestHandler(t *testing.T) {
 		}
 		return resp, b.String()
 	}
-	resp, id := do("POST", "/")
+	resp, id := do("POST", "/"+secret)
 	if resp.StatusCode != http.StatusCreated || id == "" || tr.Pending() != 1 {
-		t.Fatalf("POST /: %d id %q, pending %d", resp.StatusCode, id, tr.Pending())
+		t.Fatalf("POST /secret: %d id %q, pending %d", resp.StatusCode, id, tr.Pending())
 	}
 	for _, c := range []struct {
 		method, path string
 		want         int
 	}{
-		{"DELETE", "/" + id, http.StatusNoContent},
-		{"DELETE", "/" + id, http.StatusNotFound},
-		{"DELETE", "/nope", http.StatusNotFound},
-		{"GET", "/", http.StatusMethodNotAllowed},
-		{"POST", "/7", http.StatusMethodNotAllowed},
+		{"DELETE", "/" + id, http.StatusNotFound}, // without the secret
+		{"POST", "/", http.StatusNotFound},
+		{"POST", "/" + secret + "x", http.StatusNotFound},
+		{"DELETE", "/" + secret + "/" + id, http.StatusNoContent},
+		{"DELETE", "/" + secret + "/" + id, http.StatusNotFound},
+		{"DELETE", "/" + secret + "/nope", http.StatusNotFound},
+		{"GET", "/" + secret, http.StatusMethodNotAllowed},
+		{"POST", "/" + secret + "/7", http.StatusMethodNotAllowed},
 	} {
 		if resp, _ := do(c.method, c.path); resp.StatusCode != c.want {
 			t.Errorf("%s %s: %d, want %d", c.method, c.path, resp.StatusCode, c.want)
@@ -144,5 +169,9 @@ func TestHandler(t *testing.T) {
 	}
 	if tr.Pending() != 0 {
 		t.Errorf("pending %d after the DELETE, want 0", tr.Pending())
+	}
+	tr.Close()
+	if resp, _ := do("POST", "/"+secret); resp.StatusCode != http.StatusGone {
+		t.Errorf("POST between invocations: %d, want 410", resp.StatusCode)
 	}
 }

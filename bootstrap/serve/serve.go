@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -144,6 +145,11 @@ func Run(ctx context.Context, opts Options) error {
 		cpu:    cpu,
 		bg:     opts.Background,
 	}
+	if d, ok := app.(AppDialer); ok {
+		r.dialApp = d.DialApp
+	} else {
+		r.dialApp = pipeDialer(opts.Handler)
+	}
 	for {
 		inv, err := r.client.Next(ctx)
 		if err != nil {
@@ -169,6 +175,8 @@ type runner struct {
 	adm    *admit.Admitter // lives as long as the sandbox: what it learns carries over
 	cpu    admit.Counter   // the sandbox's CPU used so far
 	bg     *background.Tracker
+	// dialApp connects to the app for a protocol upgrade (a WebSocket).
+	dialApp func(context.Context) (net.Conn, error)
 }
 
 // newAdmitter reads the sandbox's CPU from its cgroup where it can, else
@@ -206,6 +214,10 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 	log := r.log.With("request_id", inv.RequestID)
 	invCtx, cancel := context.WithDeadline(ctx, inv.Deadline)
 	defer cancel()
+	if n := r.bg.Open(); n > 0 {
+		log.Warn("background work registered between invocations dropped", "pending", n)
+	}
+	defer r.bg.Close()
 	cpu0 := r.cpu()
 	account := func() {
 		fmt.Fprint(r.opts.Accounting, cpuLine(inv.RequestID, max(r.cpu()-cpu0, 0)))
@@ -233,7 +245,7 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 
 	// Background work the request begins runs on after its response,
 	// before the next invocation is asked for.
-	defer r.afterResponse(inv, log)
+	defer r.afterResponse(ctx, inv, log)
 	req, kind, multiValue, err := direct.Request(invCtx, inv.Payload)
 	if err != nil {
 		log.Error("direct invocation", "err", err)
@@ -261,13 +273,15 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 
 // afterResponse lets background work a direct invocation's request began
 // finish, until the deadline's safety margin, and cancels what is left.
-// (Lambda bills an invocation until its runtime asks for the next one.)
-func (r *runner) afterResponse(inv *runtimeapi.Invocation, log *slog.Logger) {
+// (Lambda bills an invocation until its runtime asks for the next one.
+// The invocation's CPU line, written before its answer, leaves this work
+// out.)
+func (r *runner) afterResponse(ctx context.Context, inv *runtimeapi.Invocation, log *slog.Logger) {
 	if r.bg.Pending() == 0 {
 		r.bg.TakeBusy()
 		return
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), inv.Deadline.Add(-postSafety))
+	ctx, cancel := context.WithDeadline(ctx, inv.Deadline.Add(-postSafety))
 	defer cancel()
 	r.bg.Wait(ctx)
 	if n := r.bg.CancelAll(); n > 0 {

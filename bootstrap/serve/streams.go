@@ -1,8 +1,10 @@
 package serve
 
 import (
+	"context"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -23,6 +25,11 @@ type streams struct {
 	deadline time.Time
 	adm      *admit.Admitter // learns from every stream; nil: no admitter at all
 	admit    bool            // nack streams that would crowd the CPU
+	// dialApp connects to the app for a protocol upgrade.
+	dialApp func(context.Context) (net.Conn, error)
+	// onBusy, if set, is told when a busy period begins (true) and ends;
+	// called with mu held.
+	onBusy func(busy bool)
 	// idle is signalled when the instance becomes idle or busy, so that
 	// the linger is timed from the moment it went idle.
 	idle chan struct{}
@@ -80,8 +87,9 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.nack(w, tunnel.NackLimit)
 		return
 	}
+	upgrade := r.Header.Get(tunnel.HeaderUpgrade) != ""
 	var ticket *admit.Ticket
-	if s.adm != nil {
+	if s.adm != nil && !upgrade { // a long-lived connection teaches admission nothing about requests
 		kind := admit.KindOf(r)
 		if !s.admit || lastTry {
 			// A last try has nowhere else to go.
@@ -103,6 +111,9 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.busySince.IsZero() { // else the last stream's period has not closed yet: it continues
 			now := time.Now()
 			s.busySince, s.lastChange = now, now
+			if s.onBusy != nil {
+				s.onBusy(true)
+			}
 			if s.firstAt.IsZero() {
 				s.firstAt = now
 			}
@@ -113,6 +124,10 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.done()
 	if ticket != nil {
 		defer ticket.Done() // before done: the admitter has let go when the next stream asks
+	}
+	if upgrade {
+		s.upgrade(w, r)
+		return
 	}
 	s.next.ServeHTTP(&loadWriter{ResponseWriter: w, s: s, ticket: ticket}, r)
 	// Trailers go out after this returns: none may speak the protocol.
@@ -165,6 +180,9 @@ func (s *streams) done() {
 	if !s.busySince.IsZero() {
 		s.busy += now.Sub(s.busySince)
 		s.busySince = time.Time{}
+		if s.onBusy != nil {
+			s.onBusy(false)
+		}
 	}
 	s.lastChange = now
 	s.poke()

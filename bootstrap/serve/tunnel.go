@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
@@ -75,6 +76,13 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		linger = max(time.Until(inv.Deadline), linger)
 	}
 	st := newStreams(r.opts.Handler, limit, inv.Deadline, r.adm, r.cfg.CPUAdmission)
+	st.dialApp = r.dialApp
+	// The time background work alone keeps the invocation going: what
+	// waitUntil adds to the bill beyond the requests.
+	var alone aloneClock
+	st.onBusy = alone.requests
+	r.bg.SetHook(alone.background)
+	defer r.bg.SetHook(nil)
 	streams := limit
 	if r.cfg.LoadStream {
 		streams++ // and the load stream
@@ -93,7 +101,6 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 
 	// quiet is how long the instance has had no request in flight and no
 	// background work pending, and false while it has either.
-	r.bg.TakeBusy()
 	quiet := func() (time.Duration, bool) {
 		bgSince, bgIdle := r.bg.IdleSince()
 		if !bgIdle || st.inFlight() > 0 {
@@ -104,10 +111,6 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 			d = min(d, time.Since(bgSince))
 		}
 		return d, true
-	}
-	select {
-	case <-r.bg.Done(): // a signal left from an earlier invocation's work
-	default:
 	}
 	rearm := func() {
 		d, ok := quiet()
@@ -153,12 +156,13 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	if n := r.bg.CancelAll(); n > 0 {
 		log.Warn("background work cut short at the deadline", "pending", n)
 	}
+	r.bg.Close()
 	ph.drain = time.Since(endAt)
 	if f := st.first(); !f.IsZero() {
 		ph.toFirst = f.Sub(up)
 	}
 	sum := st.summary()
-	sum.Ended, sum.LingerUs, sum.BackgroundUs = ended, linger.Microseconds(), r.bg.TakeBusy().Microseconds()
+	sum.Ended, sum.LingerUs, sum.BackgroundUs = ended, linger.Microseconds(), alone.total().Microseconds()
 	return sum, ph, nil
 }
 
@@ -169,4 +173,38 @@ func (r *runner) fits(limit int) int {
 		return 0
 	}
 	return r.adm.Fits(limit)
+}
+
+// aloneClock measures the time background work is pending while no
+// request is in flight.
+type aloneClock struct {
+	mu         sync.Mutex
+	busy, work bool
+	since      time.Time     // when work went on alone
+	sum        time.Duration // the periods that ended
+}
+
+func (c *aloneClock) requests(busy bool)   { c.set(func() { c.busy = busy }) }
+func (c *aloneClock) background(work bool) { c.set(func() { c.work = work }) }
+
+func (c *aloneClock) set(change func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	was := c.work && !c.busy
+	change()
+	switch now := c.work && !c.busy; {
+	case now && !was:
+		c.since = time.Now()
+	case was && !now:
+		c.sum += time.Since(c.since)
+	}
+}
+
+func (c *aloneClock) total() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.work && !c.busy {
+		return c.sum + time.Since(c.since)
+	}
+	return c.sum
 }

@@ -12,7 +12,11 @@
 //	GET /binary  256 bytes 0x00..0xff as application/octet-stream
 //	GET /after?ms=N  answer at once, then work N ms after the answer,
 //	             registered with the bootstrap at $FERRY_BACKGROUND_URL (its
-//	             waitUntil); GET /after/done counts the works finished
+//	             waitUntil); with ?until=release, until GET /after/release;
+//	             GET /after/done counts the works finished
+//	GET /ws/echo  a WebSocket that sends back every message it gets
+//	GET /ws/push?n=N&interval_ms=M  a WebSocket that sends N messages, M ms
+//	             apart, then closes with 1000
 //	GET /healthz  ok
 //	POST /crash  exit at once, only if GOAPP_ALLOW_CRASH=1 (for tests); with
 //	             ?port_lingers_ms=N, close this connection, reset every new
@@ -22,6 +26,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -30,8 +35,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/ferryrun/ferry/bootstrap/serve"
 	"github.com/ferryrun/ferry/internal/cpuburn"
@@ -50,9 +58,12 @@ func main() {
 	mux.HandleFunc("GET /stream", stream)
 	mux.HandleFunc("/echo", echo)
 	mux.HandleFunc("GET /binary", binary)
-	var after afterWork
+	after := afterWork{release: make(chan struct{})}
 	mux.HandleFunc("GET /after", after.start)
 	mux.HandleFunc("GET /after/done", after.count)
+	mux.HandleFunc("GET /after/release", after.releaseAll)
+	mux.HandleFunc("GET /ws/echo", wsEcho)
+	mux.HandleFunc("GET /ws/push", wsPush)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	if os.Getenv("GOAPP_ALLOW_CRASH") == "1" {
 		mux.HandleFunc("POST /crash", ln.crash)
@@ -275,7 +286,19 @@ func firstErr(errs ...error) error {
 // afterWork is work done after the answer, as an app in any language would
 // register it with ferry's bootstrap: POST to begin (before answering, so
 // the invocation cannot end in between), DELETE to end.
-type afterWork struct{ done atomic.Int64 }
+type afterWork struct {
+	done    atomic.Int64
+	mu      sync.Mutex
+	release chan struct{} // closed (and replaced) by /after/release
+}
+
+func (a *afterWork) releaseAll(w http.ResponseWriter, _ *http.Request) {
+	a.mu.Lock()
+	close(a.release)
+	a.release = make(chan struct{})
+	a.mu.Unlock()
+	io.WriteString(w, "released\n")
+}
 
 func (a *afterWork) start(w http.ResponseWriter, r *http.Request) {
 	ms, err := intParamOr(r, "ms", 600_000, 100)
@@ -300,8 +323,16 @@ func (a *afterWork) start(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "background API answered "+resp.Status, http.StatusBadGateway)
 		return
 	}
+	a.mu.Lock()
+	release := a.release
+	a.mu.Unlock()
+	hold := r.URL.Query().Get("until") == "release"
 	go func() {
-		time.Sleep(time.Duration(ms) * time.Millisecond)
+		if hold {
+			<-release
+		} else {
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
 		a.done.Add(1)
 		req, _ := http.NewRequest(http.MethodDelete, api+"/"+begun.ID, nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
@@ -313,4 +344,50 @@ func (a *afterWork) start(w http.ResponseWriter, r *http.Request) {
 
 func (a *afterWork) count(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, "{\"done\":%d}\n", a.done.Load())
+}
+
+// wsEcho sends back every message of a WebSocket until the client closes.
+func wsEcho(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return // Accept has answered
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(1 << 20)
+	for {
+		typ, msg, err := c.Read(r.Context())
+		if err != nil {
+			return
+		}
+		if err := c.Write(r.Context(), typ, msg); err != nil {
+			return
+		}
+	}
+}
+
+// wsPush sends n messages, interval_ms apart, then closes normally.
+func wsPush(w http.ResponseWriter, r *http.Request) {
+	n, err1 := intParamOr(r, "n", 100_000, 10)
+	interval, err2 := intParamOr(r, "interval_ms", 60_000, 10)
+	if err := errors.Join(err1, err2); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	ctx := c.CloseRead(r.Context()) // answers the client's close; ends ctx then
+	for i := range n {
+		if err := c.Write(ctx, websocket.MessageText, []byte(fmt.Sprintf("push %d", i))); err != nil {
+			return
+		}
+		select {
+		case <-time.After(time.Duration(interval) * time.Millisecond):
+		case <-ctx.Done():
+			return
+		}
+	}
+	c.Close(websocket.StatusNormalClosure, "done")
 }

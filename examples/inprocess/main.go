@@ -6,8 +6,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryrun/ferry/bootstrap/serve"
@@ -29,6 +31,21 @@ func main() {
 			fmt.Fprintln(w, "done")
 		case <-r.Context().Done():
 		}
+	})
+	// Work after the answer: the invocation lasts until it is done.
+	var later atomic.Int64
+	mux.HandleFunc("GET /later", func(w http.ResponseWriter, r *http.Request) {
+		serve.WaitUntil(r.Context(), func(ctx context.Context) {
+			select {
+			case <-time.After(200 * time.Millisecond):
+				later.Add(1)
+			case <-ctx.Done(): // the drain before the deadline
+			}
+		})
+		fmt.Fprintln(w, "answered; the rest follows")
+	})
+	mux.HandleFunc("GET /later/done", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, later.Load())
 	})
 	serve.Start(mux)
 }

@@ -123,8 +123,8 @@ type Summary struct {
 	Ended    string `json:"ended"`     // idle, deadline or router-closed
 	LingerUs int64  `json:"linger_us"` // the idle linger the instance kept
 	CPUUs    int64  `json:"cpu_us"`    // CPU the sandbox used during the invocation
-	// BackgroundUs is the time background work (waitUntil) was pending,
-	// with or without a request in flight.
+	// BackgroundUs is the time background work (waitUntil) was pending
+	// while no request was in flight: what it added to the bill.
 	BackgroundUs int64 `json:"background_us"`
 }
 

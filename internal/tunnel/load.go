@@ -23,6 +23,15 @@ const (
 	// the instance's load: the bootstrap answers it, not the app, with a
 	// line in the form Load.String produces now and whenever it changes.
 	HeaderLoadStream = "Ferry-Load-Stream"
+	// HeaderUpgrade on a request asks the bootstrap to carry a protocol
+	// upgrade to the app (its value, "websocket"): the bootstrap sends the
+	// app the HTTP/1.1 Upgrade, and the stream then carries the upgraded
+	// connection's bytes both ways.
+	HeaderUpgrade = "Ferry-Upgrade"
+	// HeaderUpgradeStatus on the response says the app switched protocols
+	// (its value, "101"): the response's headers are the app's 101's, and
+	// its body the app's bytes.
+	HeaderUpgradeStatus = "Ferry-Upgrade-Status"
 	// HeaderPrefix starts every protocol header.
 	HeaderPrefix = "Ferry-"
 )

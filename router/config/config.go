@@ -47,6 +47,7 @@ const (
 	EnvLogLevel        = "FERRY_ROUTER_LOG_LEVEL"
 	EnvTrustedProxies  = "FERRY_ROUTER_TRUSTED_PROXIES"
 	EnvBodyTimeout     = "FERRY_ROUTER_BODY_TIMEOUT"
+	EnvWebSocketIdle   = "FERRY_ROUTER_WEBSOCKET_IDLE_TIMEOUT"
 	EnvPlain           = "FERRY_ROUTER_PLAIN"
 	EnvRoutesParameter = "FERRY_ROUTER_ROUTES_PARAMETER"
 	EnvRoutesPoll      = "FERRY_ROUTER_ROUTES_POLL"
@@ -56,7 +57,7 @@ const (
 var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, EnvRoutes, EnvConfigFile,
 	EnvMaxConcurrency, EnvIdleLinger, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
-	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout, EnvPlain,
+	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout, EnvWebSocketIdle, EnvPlain,
 	EnvRoutesParameter, EnvRoutesPoll}
 
 // Route maps requests to a function, with that function's pool options.
@@ -107,7 +108,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// BodyTimeout: a request body must arrive within it, then at 16 KiB a
 	// second at least, or the request ends 408 (see proxy.Config).
-	BodyTimeout     time.Duration
+	BodyTimeout time.Duration
+	// WebSocketIdle closes a WebSocket with no byte either way this long.
+	WebSocketIdle   time.Duration
 	Policy          pool.Policy
 	QueueLimit      int
 	QueueTimeout    time.Duration
@@ -134,6 +137,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Plain: true, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
 		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second, RoutesPoll: 2 * time.Second,
+		WebSocketIdle: 5 * time.Minute,
 	}
 	var err error
 	fail := func(name, value, why string) {
@@ -197,6 +201,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.MaxBodyBytes = int64(maxBody)
 	dur(EnvMetricsInterval, &c.MetricsInterval, time.Second, time.Hour)
 	dur(EnvBodyTimeout, &c.BodyTimeout, 100*time.Millisecond, time.Hour)
+	dur(EnvWebSocketIdle, &c.WebSocketIdle, time.Second, time.Hour)
 	if v := getenv(EnvTrustedProxies); v != "" {
 		for _, f := range strings.Split(v, ",") {
 			pfx, e := netip.ParsePrefix(strings.TrimSpace(f))

@@ -48,8 +48,8 @@ type Result struct {
 	Requests int64 // streams it handed to the app
 	BusyUs   int64 // time with at least one request in the app
 	LingerUs int64 // the idle linger it kept
-	// BackgroundUs is the time the app's background work (waitUntil) was
-	// pending in it.
+	// BackgroundUs is the time the app's background work (waitUntil)
+	// kept it going with no request in flight.
 	BackgroundUs int64
 	Ended        string // idle, deadline or router-closed; "plain" for Plain's
 }

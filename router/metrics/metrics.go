@@ -109,8 +109,8 @@ type Invocation struct {
 	// Idle is its billed time with no request in it (a tunnel's lingers,
 	// and all of a warm instance's waiting).
 	Idle time.Duration
-	// Background is the time the app's background work (waitUntil) was
-	// pending in it.
+	// Background is the time the app's background work (waitUntil) kept
+	// it going with no request in flight.
 	Background time.Duration
 	Cold       bool
 }

@@ -78,7 +78,15 @@ func LaunchesNeeded(waiting, pending, limit int) int {
 // launchLocked starts the invocations the waiting requests need.
 func (p *Pool) launchLocked() {
 	pending := len(p.launches)
-	need := LaunchesNeeded(len(p.waiters), pending, p.coverLocked())
+	sockets := 0
+	for _, w := range p.waiters {
+		if w.socket {
+			sockets++
+		}
+	}
+	// Sockets fill an instance's every slot; requests, what its CPU covers.
+	need := max(LaunchesNeeded(len(p.waiters)-sockets, pending, p.coverLocked()),
+		LaunchesNeeded(sockets, pending, p.cfg.MaxConcurrency))
 	if room := p.cfg.MaxInstances - len(p.instances) - pending - p.plain; need > room {
 		need = max(room, 0)
 	}

@@ -137,6 +137,7 @@ type instance struct {
 
 type waiter struct {
 	exclude *instance
+	socket  bool           // a long-lived connection: needs a slot only
 	ch      chan *instance // buffered 1; receives the assigned instance
 	err     error          // set before ch is closed without an instance
 }
@@ -200,6 +201,17 @@ func New(cfg Config) (*Pool, error) {
 // when no live instance can take it and the function's tunnel invocations
 // are not being shared, the lease returned is Plain.
 func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, error) {
+	return p.acquire(ctx, avoid, plain, false)
+}
+
+// AcquireSocket is Acquire for a long-lived connection (a WebSocket): it
+// holds a slot for as long as it lives, and asks nothing of the CPU the
+// instance has room for, only a free slot.
+func (p *Pool) AcquireSocket(ctx context.Context, avoid *Lease) (*Lease, error) {
+	return p.acquire(ctx, avoid, false, true)
+}
+
+func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool) (*Lease, error) {
 	var exclude *instance
 	if avoid != nil && avoid.inst != nil {
 		exclude = avoid.inst
@@ -213,7 +225,7 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, e
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	inst := p.pickLocked(exclude)
+	inst := p.pickLocked(exclude, socket)
 	if avoid == nil && (inst == nil || inst.inflight == 0) {
 		// A new request that busy instances cannot take: it meets an
 		// idle instance, or one that lingered would have met it.
@@ -245,7 +257,7 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, e
 		p.mu.Unlock()
 		return nil, ErrQueueFull
 	}
-	w := &waiter{exclude: exclude, ch: make(chan *instance, 1)}
+	w := &waiter{exclude: exclude, socket: socket, ch: make(chan *instance, 1)}
 	p.waiters = append(p.waiters, w)
 	p.launchLocked()
 	p.mu.Unlock()
@@ -301,7 +313,7 @@ func (p *Pool) plainLocked() bool {
 // room for r beside n streams is passed over while it holds n+r; one that
 // cannot tell yet, while it holds what its hello said fit (or cover), or
 // n or more after it said it was full at n.
-func (p *Pool) pickLocked(exclude *instance) *instance {
+func (p *Pool) pickLocked(exclude *instance, socket bool) *instance {
 	now := p.cfg.Now()
 	n := len(p.byLoad)
 	for i := range n {
@@ -318,6 +330,8 @@ func (p *Pool) pickLocked(exclude *instance) *instance {
 			}
 			l, ok := in.conn.Load()
 			switch {
+			case socket:
+				// A socket needs a slot, not the CPU a request needs.
 			case in.inflight == 0:
 				// An idle instance takes one, whatever it said.
 			case ok && l.Room >= 0:
@@ -372,13 +386,24 @@ func (p *Pool) unplaceLocked(in *instance) {
 // queue behind it.
 func (p *Pool) dispatchLocked() {
 	kept := p.waiters[:0]
+	requestsBlocked := false // a request found no room: the ones after it will not either
 	for i, w := range p.waiters {
-		inst := p.pickLocked(w.exclude)
+		if requestsBlocked && !w.socket && w.exclude == nil {
+			kept = append(kept, w)
+			continue
+		}
+		inst := p.pickLocked(w.exclude, w.socket)
 		if inst == nil {
 			kept = append(kept, w)
-			if w.exclude == nil { // no slot for anyone: keep the rest as is
+			switch {
+			case w.exclude != nil:
+			case w.socket: // no free slot for anyone: keep the rest as is
 				kept = append(kept, p.waiters[i+1:]...)
-				break
+				clear(p.waiters[len(kept):])
+				p.waiters = kept
+				return
+			default:
+				requestsBlocked = true // sockets after it may still find a slot
 			}
 			continue
 		}

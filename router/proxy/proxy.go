@@ -72,9 +72,12 @@ type Config struct {
 	// returns the response event (invoke.Invoker.Plain): pools that allow
 	// it send requests no live instance can take as plain invocations
 	// when tunnels are not being shared (pool.Config.Plain).
-	Plain   func(ctx context.Context, function string, event []byte) ([]byte, error)
-	Metrics *metrics.Recorder // required
-	Logger  *slog.Logger      // if nil, slog.Default()
+	Plain func(ctx context.Context, function string, event []byte) ([]byte, error)
+	// WebSocketIdle closes a WebSocket with no byte either way for this
+	// long. If zero, DefaultWebSocketIdle.
+	WebSocketIdle time.Duration
+	Metrics       *metrics.Recorder // required
+	Logger        *slog.Logger      // if nil, slog.Default()
 }
 
 // replayLimit is the largest request body kept in memory so the request
@@ -226,6 +229,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if n := headerBytes(r); n > h.cfg.MaxHeaderBytes {
 		http.Error(w, fmt.Sprintf("ferry: request headers of %d bytes exceed the limit of %d (431 Request Header Fields Too Large)", n, h.cfg.MaxHeaderBytes), http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
+	if isWebSocket(r) {
+		h.serveWebSocket(w, r, route, t.pools[route.Function])
 		return
 	}
 	if what := unsupportedUpgrade(r); what != "" {
@@ -645,10 +652,11 @@ func (b *pacedBody) Close() error {
 }
 
 // unsupportedUpgrade names what r asks for that the tunnel cannot carry,
-// or returns "": a protocol upgrade (a WebSocket's, from HTTP/1.1), and
-// CONNECT (which HTTP/2 clients use for WebSockets, RFC 8441). An upgrade
-// to h2c only offers HTTP/2: the server may ignore it and answer over
-// HTTP/1.1, as net/http does.
+// or returns "": a protocol upgrade other than a WebSocket's (which
+// serveWebSocket carries, and which is tested first), and CONNECT (which
+// HTTP/2 clients use for WebSockets, RFC 8441). An upgrade to h2c only
+// offers HTTP/2: the server may ignore it and answer over HTTP/1.1, as
+// net/http does.
 func unsupportedUpgrade(r *http.Request) string {
 	if r.Method == http.MethodConnect {
 		if p := r.Header.Get(":protocol"); p != "" {
@@ -664,9 +672,6 @@ func unsupportedUpgrade(r *http.Request) string {
 		p = strings.TrimSpace(p)
 		if p == "" || strings.EqualFold(p, "h2c") {
 			continue
-		}
-		if strings.EqualFold(p, "websocket") {
-			return "WebSocket (Upgrade: websocket)"
 		}
 		return fmt.Sprintf("an upgrade to %q", clipToken(p))
 	}

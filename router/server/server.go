@@ -97,14 +97,13 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		OnResult: func(res invoke.Result) {
 			inv := metrics.Invocation{BilledMs: res.BilledMs, CPU: res.CPU, Cold: res.Cold,
 				Background: time.Duration(res.BackgroundUs) * time.Microsecond}
+			busy := time.Duration(res.BusyUs)*time.Microsecond + inv.Background // the app's time, alone or not
 			if res.Ended != "plain" && res.Err == nil {
-				// Background work beside a request counts in both: idle
-				// errs low.
-				inv.Idle = max(time.Duration(res.BilledMs)*time.Millisecond-time.Duration(res.BusyUs)*time.Microsecond-inv.Background, 0)
+				inv.Idle = max(time.Duration(res.BilledMs)*time.Millisecond-busy, 0)
 			}
 			r.metrics.Invocation(res.Function, inv)
 			if p := r.pool(res.Function); p != nil && res.Err == nil && res.Ended != "plain" {
-				p.Ended(time.Duration(res.BilledMs)*time.Millisecond, time.Duration(res.BusyUs)*time.Microsecond,
+				p.Ended(time.Duration(res.BilledMs)*time.Millisecond, busy,
 					time.Duration(res.LingerUs)*time.Microsecond, res.Requests, res.Ended == "idle")
 			}
 		},
@@ -123,7 +122,8 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	r.ingress, err = proxy.New(proxy.Config{
 		Routes: routes, Pools: pools, QueueTimeout: cfg.QueueTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxHeaderBytes: cfg.MaxHeaderBytes, TrustedProxies: cfg.TrustedProxies, BodyTimeout: cfg.BodyTimeout,
-		Plain: inv.Plain, Metrics: r.metrics, Logger: log,
+		WebSocketIdle: cfg.WebSocketIdle,
+		Plain:         inv.Plain, Metrics: r.metrics, Logger: log,
 	})
 	if err != nil {
 		return nil, err

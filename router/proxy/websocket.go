@@ -1,0 +1,333 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/ferryrun/ferry/internal/tunnel"
+	"github.com/ferryrun/ferry/router/pool"
+)
+
+// WebSockets travel through the tunnel as one stream each: the router
+// takes the client's HTTP/1.1 Upgrade, opens a stream marked
+// tunnel.HeaderUpgrade on an instance, and once the app has switched
+// protocols copies bytes both ways. A socket holds one of the instance's
+// slots for as long as it lives, and keeps the invocation billed. When the
+// instance drains before its deadline, the router closes the socket with
+// 1012 (service restart) at a frame boundary, so that the client
+// reconnects to a fresh instance.
+
+const (
+	// DefaultWebSocketIdle closes a socket with no byte either way for
+	// this long.
+	DefaultWebSocketIdle = 5 * time.Minute
+	// wsCheck is how often a socket looks at its instance and its idleness.
+	wsCheck = 100 * time.Millisecond
+	// wsCloseWait bounds the wait for a frame boundary to close at.
+	wsCloseWait = 2 * time.Second
+)
+
+// WebSocket close codes the router sends (RFC 6455, 7.4.1).
+const (
+	closeGoingAway      = 1001
+	closeServiceRestart = 1012
+)
+
+// isWebSocket reports whether r asks for a WebSocket (RFC 6455, 4.1).
+func isWebSocket(r *http.Request) bool {
+	return httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") &&
+		httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket")
+}
+
+// serveWebSocket carries r, a WebSocket opening handshake, to an instance
+// of route's function.
+func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *Route, p *pool.Pool) {
+	start := time.Now()
+	switch {
+	case r.Method != http.MethodGet || r.ProtoMajor != 1:
+		http.Error(w, "ferry: a WebSocket opens with an HTTP/1.1 GET", http.StatusBadRequest)
+		return
+	case r.Header.Get("Sec-WebSocket-Key") == "":
+		http.Error(w, "ferry: a WebSocket handshake needs Sec-WebSocket-Key", http.StatusBadRequest)
+		return
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, "ferry: WebSocket version 13 only", http.StatusUpgradeRequired)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "ferry: this connection cannot carry a WebSocket", http.StatusInternalServerError)
+		return
+	}
+
+	// The socket outlives the handshake's request context once hijacked.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	body, toApp := io.Pipe()
+	defer toApp.Close()
+	resp, lease, err := h.openUpgrade(ctx, r, body, p)
+	if err != nil {
+		h.errorHandler(w, r, err)
+		h.cfg.Metrics.Request(route.Function, http.StatusBadGateway, time.Since(start), 0, 0)
+		return
+	}
+	defer lease.Release()
+	defer resp.Body.Close()
+	if resp.Header.Get(tunnel.HeaderUpgradeStatus) != "101" {
+		// The app refused (a 400, a 403): its answer, as any other.
+		stripFerryHeaders(resp)
+		copyHeader(w.Header(), resp.Header)
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+		h.cfg.Metrics.Request(route.Function, resp.StatusCode, time.Since(start), time.Since(start), 0)
+		return
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	head := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	stripFerryHeaders(resp)
+	for k, vs := range resp.Header {
+		if httpguts.ValidHeaderFieldName(k) && !hopByHop(k) {
+			for _, v := range vs {
+				if httpguts.ValidHeaderFieldValue(v) {
+					head += k + ": " + v + "\r\n"
+				}
+			}
+		}
+	}
+	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, head+"\r\n"); err != nil {
+		return
+	}
+	conn.SetWriteDeadline(time.Time{})
+	h.cfg.Metrics.Request(route.Function, http.StatusSwitchingProtocols, time.Since(start), time.Since(start), 0)
+	h.log.Debug("websocket open", "function", route.Function, "path", r.URL.Path, "instance", lease.Conn().Hello().RequestID)
+	why := h.relay(conn, brw.Reader, toApp, resp.Body, lease.Conn())
+	h.log.Debug("websocket closed", "function", route.Function, "path", r.URL.Path, "why", why, "lasted", time.Since(start))
+}
+
+// openUpgrade opens the tunnel stream for r on an instance, trying another
+// after a nack, with body as the bytes to the app.
+func (h *Handler) openUpgrade(ctx context.Context, r *http.Request, body io.Reader, p *pool.Pool) (*http.Response, *pool.Lease, error) {
+	qctx, cancel := context.WithTimeout(ctx, h.cfg.QueueTimeout)
+	defer cancel()
+	var avoid *pool.Lease
+	for range h.cfg.MaxAttempts {
+		lease, err := p.AcquireSocket(qctx, avoid)
+		if avoid != nil {
+			avoid.Release()
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		out := &http.Request{Method: http.MethodGet, URL: r.URL, Header: http.Header{}, Host: r.Host, Body: io.NopCloser(body)}
+		out = out.WithContext(ctx)
+		pr := &httputil.ProxyRequest{In: r, Out: out}
+		h.rewrite(pr)
+		for k := range out.Header {
+			if hopByHop(k) {
+				out.Header.Del(k)
+			}
+		}
+		for k, vs := range r.Header {
+			if !hopByHop(k) && !tunnel.IsProtocolHeader(k) && out.Header[k] == nil {
+				out.Header[k] = vs
+			}
+		}
+		out.Header.Set(tunnel.HeaderUpgrade, "websocket") // the bootstrap asks no CPU admission of a socket
+		resp, err := lease.Conn().RoundTrip(out)
+		switch {
+		case err == nil:
+			if _, nacked := tunnel.IsNack(resp); !nacked {
+				return resp, lease, nil
+			}
+			resp.Body.Close()
+		case !tunnel.Unprocessed(err):
+			lease.Release()
+			return nil, nil, &startedError{err: err}
+		}
+		avoid = lease
+	}
+	if avoid != nil {
+		avoid.Release()
+	}
+	return nil, nil, errNackedOut
+}
+
+// hopByHop reports whether header k belongs to one connection (RFC 9110,
+// 7.6.1), and so is not passed on.
+func hopByHop(k string) bool {
+	switch http.CanonicalHeaderKey(k) {
+	case "Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding":
+		return true
+	}
+	return false
+}
+
+func copyHeader(dst, src http.Header) {
+	for k, vs := range src {
+		dst[k] = vs
+	}
+}
+
+// relay copies the socket's bytes both ways until either side ends, the
+// instance drains (then the client gets a close frame 1012 at a frame
+// boundary), or nothing moves for the idle timeout (1001). It says why it
+// ended.
+func (h *Handler) relay(client net.Conn, fromClient *bufio.Reader, toApp *io.PipeWriter, fromApp io.Reader, inst pool.Conn) string {
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	go func() {
+		_, err := io.Copy(toApp, activity{fromClient, &last})
+		toApp.CloseWithError(err)
+	}()
+	type chunk struct {
+		b   []byte
+		err error
+	}
+	chunks := make(chan chunk)
+	quit := make(chan struct{})
+	defer close(quit)
+	go func() {
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := fromApp.Read(buf)
+			select {
+			case chunks <- chunk{buf[:n], err}:
+			case <-quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	idle := h.cfg.WebSocketIdle
+	if idle <= 0 {
+		idle = DefaultWebSocketIdle
+	}
+	var frames frameCursor
+	var closing time.Time // when a close was due
+	code, reason := 0, ""
+	tick := time.NewTicker(wsCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case c := <-chunks:
+			if len(c.b) > 0 {
+				client.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				if _, err := client.Write(c.b); err != nil {
+					return "client gone"
+				}
+				frames.advance(c.b)
+				last.Store(time.Now().UnixNano())
+			}
+			if c.err != nil {
+				return "app closed"
+			}
+		case now := <-tick.C:
+			switch {
+			case code != 0:
+			case inst.Draining():
+				code, reason, closing = closeServiceRestart, "instance draining: reconnect", now
+			case now.Sub(time.Unix(0, last.Load())) > idle:
+				code, reason, closing = closeGoingAway, "idle", now
+			}
+			if code != 0 && now.Sub(closing) > wsCloseWait {
+				return fmt.Sprintf("closed %d mid-frame", code)
+			}
+		}
+		if code != 0 && frames.boundary() {
+			client.SetWriteDeadline(time.Now().Add(time.Second))
+			client.Write(closeFrame(code, reason))
+			return fmt.Sprintf("closed %d (%s)", code, reason)
+		}
+	}
+}
+
+// activity is a reader that stamps the time of each read that moved bytes.
+type activity struct {
+	r    io.Reader
+	last *atomic.Int64
+}
+
+func (a activity) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 {
+		a.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// closeFrame is a server's close frame (unmasked) with code and reason.
+func closeFrame(code int, reason string) []byte {
+	reason = reason[:min(len(reason), 123)] // a control frame's payload is at most 125 bytes
+	f := []byte{0x88, byte(2 + len(reason)), byte(code >> 8), byte(code)}
+	return append(f, reason...)
+}
+
+// frameCursor follows the frames of one direction of a WebSocket, so that
+// the router can tell when a frame has ended and a close frame may go in.
+type frameCursor struct {
+	hdr  [14]byte
+	nhdr int    // bytes of the current frame's header seen
+	left uint64 // payload bytes of the current frame still to come
+}
+
+// boundary reports whether the bytes so far end a frame.
+func (c *frameCursor) boundary() bool { return c.nhdr == 0 && c.left == 0 }
+
+// advance follows p.
+func (c *frameCursor) advance(p []byte) {
+	for len(p) > 0 {
+		if c.left > 0 {
+			n := min(uint64(len(p)), c.left)
+			c.left -= n
+			p = p[n:]
+			continue
+		}
+		c.hdr[c.nhdr] = p[0]
+		c.nhdr++
+		p = p[1:]
+		if c.nhdr < 2 {
+			continue
+		}
+		need := 2
+		switch c.hdr[1] & 0x7f {
+		case 126:
+			need += 2
+		case 127:
+			need += 8
+		}
+		if c.hdr[1]&0x80 != 0 {
+			need += 4 // the masking key
+		}
+		if c.nhdr < need {
+			continue
+		}
+		switch l := c.hdr[1] & 0x7f; l {
+		case 126:
+			c.left = uint64(binary.BigEndian.Uint16(c.hdr[2:4]))
+		case 127:
+			c.left = binary.BigEndian.Uint64(c.hdr[2:10])
+		default:
+			c.left = uint64(l)
+		}
+		c.nhdr = 0
+	}
+}

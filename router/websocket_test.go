@@ -1,0 +1,126 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// dialWS opens a WebSocket through the router.
+func (s *stack) dialWS(t *testing.T, ctx context.Context, path string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.ingress, "http")+path, nil)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dialing %s: %v (status %d)", path, err, status)
+	}
+	c.SetReadLimit(1 << 20)
+	return c
+}
+
+// WebSockets travel through the tunnel to the app: echo, server push and
+// the app's close code, 100 sockets at once on one instance, and a socket
+// the instance's drain closes with 1012 so that the client reconnects.
+func TestWebSockets(t *testing.T) {
+	s := startStack(t, stackOpts{fnEnv: map[string]string{"FERRY_MAX_CONCURRENCY": "128"},
+		routerEnv: map[string]string{"FERRY_ROUTER_MAX_CONCURRENCY": "128"}})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+
+	t.Run("echo", func(t *testing.T) {
+		c := s.dialWS(t, ctx, "/ws/echo")
+		defer c.CloseNow()
+		for _, m := range []struct {
+			typ websocket.MessageType
+			b   []byte
+		}{{websocket.MessageText, []byte("hello")}, {websocket.MessageBinary, []byte{0, 1, 2, 255}}, {websocket.MessageText, []byte(strings.Repeat("x", 200_000))}} {
+			if err := c.Write(ctx, m.typ, m.b); err != nil {
+				t.Fatal(err)
+			}
+			typ, b, err := c.Read(ctx)
+			if err != nil || typ != m.typ || string(b) != string(m.b) {
+				t.Fatalf("echo of %d bytes: %v, %d bytes, %v", len(m.b), typ, len(b), err)
+			}
+		}
+		if err := c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+			t.Errorf("closing: %v", err)
+		}
+	})
+
+	t.Run("server push and its close", func(t *testing.T) {
+		c := s.dialWS(t, ctx, "/ws/push?n=5&interval_ms=20")
+		defer c.CloseNow()
+		for i := range 5 {
+			_, b, err := c.Read(ctx)
+			if err != nil || string(b) != fmt.Sprint("push ", i) {
+				t.Fatalf("push %d: %q %v", i, b, err)
+			}
+		}
+		_, _, err := c.Read(ctx)
+		if st := websocket.CloseStatus(err); st != websocket.StatusNormalClosure {
+			t.Errorf("after the pushes: %v (status %d), want the app's 1000", err, st)
+		}
+	})
+
+	t.Run("100 sockets on one instance", func(t *testing.T) {
+		var conns []*websocket.Conn
+		for range 100 {
+			conns = append(conns, s.dialWS(t, ctx, "/ws/echo"))
+		}
+		var wg sync.WaitGroup
+		for i, c := range conns {
+			wg.Go(func() {
+				msg := fmt.Sprint("socket ", i)
+				if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, b, err := c.Read(ctx); err != nil || string(b) != msg {
+					t.Errorf("socket %d: %q %v", i, b, err)
+				}
+			})
+		}
+		wg.Wait()
+		p := s.pool()
+		open := 0
+		for _, in := range p.Instances {
+			open = max(open, in.InFlight)
+		}
+		if open < 100 {
+			t.Errorf("the most sockets on one instance: %d, want all 100 (each holds a slot): %+v", open, p)
+		}
+		for _, c := range conns {
+			c.Close(websocket.StatusNormalClosure, "")
+		}
+	})
+
+	t.Run("drain closes with 1012, and the client reconnects", func(t *testing.T) {
+		s := startStack(t, stackOpts{timeout: 4 * time.Second}) // drains a second before its deadline
+		c := s.dialWS(t, ctx, "/ws/echo")
+		defer c.CloseNow()
+		start := time.Now()
+		_, _, err := c.Read(ctx) // the app sends nothing: the next frame is the router's close
+		if st := websocket.CloseStatus(err); st != websocket.StatusServiceRestart {
+			t.Fatalf("after %v: %v (status %d), want 1012 at the instance's drain", time.Since(start), err, st)
+		}
+		if took := time.Since(start); took > 4*time.Second {
+			t.Errorf("closed after %v, past the function's 4 s timeout", took)
+		}
+		again := s.dialWS(t, ctx, "/ws/echo")
+		defer again.CloseNow()
+		if err := again.Write(ctx, websocket.MessageText, []byte("again")); err != nil {
+			t.Fatal(err)
+		}
+		if _, b, err := again.Read(ctx); err != nil || string(b) != "again" {
+			t.Errorf("after reconnecting: %q %v", b, err)
+		}
+	})
+}
