@@ -70,6 +70,29 @@ func TestWebSockets(t *testing.T) {
 		}
 	})
 
+	t.Run("a client that goes frees its slot", func(t *testing.T) {
+		c := s.dialWS(t, ctx, "/ws/echo")
+		if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.Read(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.CloseNow() // no close handshake: the TCP connection just ends
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			inFlight := 0
+			for _, in := range s.pool().Instances {
+				inFlight += in.InFlight
+			}
+			if inFlight == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the socket of a client that went still holds a slot: %+v", s.pool())
+			}
+		}
+	})
+
 	t.Run("100 sockets on one instance", func(t *testing.T) {
 		var conns []*websocket.Conn
 		for range 100 {

@@ -27,11 +27,12 @@ const (
 	EnvDialTimeout    = "FERRY_DIAL_TIMEOUT"
 	EnvLogLevel       = "FERRY_LOG_LEVEL"
 	EnvLoadStream     = "FERRY_LOAD_STREAM"
+	EnvInvokeMode     = "FERRY_INVOKE_MODE"
 )
 
 // Names lists every variable above, for documentation checks.
 var Names = []string{EnvAppCmd, EnvAppPort, EnvReadinessPath, EnvReadyTimeout, EnvMaxConcurrency,
-	EnvIdleLinger, EnvDrainMargin, EnvCPUAdmission, EnvCPUBudget, EnvDialTimeout, EnvLogLevel, EnvLoadStream}
+	EnvIdleLinger, EnvDrainMargin, EnvCPUAdmission, EnvCPUBudget, EnvDialTimeout, EnvLogLevel, EnvLoadStream, EnvInvokeMode}
 
 // Config is the bootstrap's configuration.
 type Config struct {
@@ -68,9 +69,14 @@ type Config struct {
 	// changes, so it places requests between answers. Default off (the
 	// router learns the load from answers): on, it shares more at small
 	// sizes and costs tail latency elsewhere (see README).
-	LoadStream  bool
-	DialTimeout time.Duration // bound on dial + TLS + hello; default 3s
-	LogLevel    slog.Level    // default info
+	LoadStream bool
+	// StreamResponses answers direct invocations with the Runtime API's
+	// streaming response (FERRY_INVOKE_MODE=response_stream), for a
+	// Function URL with InvokeMode RESPONSE_STREAM or
+	// InvokeWithResponseStream. Default off (buffered).
+	StreamResponses bool
+	DialTimeout     time.Duration // bound on dial + TLS + hello; default 3s
+	LogLevel        slog.Level    // default info
 }
 
 // Load reads the configuration through getenv (os.Getenv in production).
@@ -98,6 +104,13 @@ func Load(getenv func(string) string) (Config, error) {
 	p.onOff(EnvCPUAdmission, &c.CPUAdmission)
 	p.float(EnvCPUBudget, &c.CPUBudget, 0.001, 1)
 	p.onOff(EnvLoadStream, &c.LoadStream)
+	switch v := getenv(EnvInvokeMode); v {
+	case "", "buffered":
+	case "response_stream":
+		c.StreamResponses = true
+	default:
+		p.fail(EnvInvokeMode, v, "want buffered or response_stream")
+	}
 	p.duration(EnvDialTimeout, &c.DialTimeout, 100*time.Millisecond, time.Minute)
 	if v := getenv(EnvLogLevel); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {

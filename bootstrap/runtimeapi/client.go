@@ -101,6 +101,29 @@ func (c *Client) Respond(ctx context.Context, requestID string, body []byte) err
 	return c.post(ctx, "invocation/"+requestID+"/response", body, "")
 }
 
+// Trailers that end a streamed response as failed.
+const (
+	TrailerErrorType = "Lambda-Runtime-Function-Error-Type"
+	TrailerErrorBody = "Lambda-Runtime-Function-Error-Body" // base64
+)
+
+// RespondStream streams the invocation's response from body, in the
+// Runtime API's streaming mode, with contentType. trailer is sent once body
+// is done (io.EOF): TrailerErrorType and TrailerErrorBody set there by then
+// fail the invocation after what was streamed.
+func (c *Client) RespondStream(ctx context.Context, requestID, contentType string, body io.Reader, trailer http.Header) error {
+	path := "invocation/" + requestID + "/response"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = -1 // chunked: the body streams
+	req.Header.Set("Lambda-Runtime-Function-Response-Mode", "streaming")
+	req.Header.Set("Content-Type", contentType)
+	req.Trailer = trailer
+	return c.do(req, path)
+}
+
 // Fail reports the invocation as a function error of the given type.
 func (c *Client) Fail(ctx context.Context, requestID, errorType string, cause error) error {
 	return c.post(ctx, "invocation/"+requestID+"/error", errorBody(errorType, cause), errorType)
@@ -133,6 +156,11 @@ func (c *Client) post(ctx context.Context, path string, body []byte, errorType s
 	if errorType != "" {
 		req.Header.Set(HeaderFunctionErrorType, errorType)
 	}
+	return c.do(req, path)
+}
+
+// do sends a post to path and wants it accepted.
+func (c *Client) do(req *http.Request, path string) error {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("posting %s: %w", path, err)

@@ -12,6 +12,7 @@ package serve
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -252,6 +253,9 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 		account()
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.UnsupportedEvent", err)
 	}
+	if r.cfg.StreamResponses && kind == direct.HTTPv2 {
+		return r.serveStreamed(ctx, inv, req, account, log)
+	}
 	rec := direct.NewRecorder()
 	ticket := r.adm.Take(admit.KindOf(req)) // what a direct request costs teaches admission too
 	panicked := serveRecovering(r.opts.Handler, rec, req)
@@ -269,6 +273,34 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.ResponseTooLarge", fmt.Errorf("direct invocation: %w", err))
 	}
 	return r.client.Respond(ctx, inv.RequestID, out)
+}
+
+// serveStreamed answers a direct invocation with the Runtime API's
+// streaming response: the prelude and each write go out as the handler
+// makes them. A handler that panics after writing ends the stream with the
+// error trailers, as Lambda reads them.
+func (r *runner) serveStreamed(ctx context.Context, inv *runtimeapi.Invocation, req *http.Request, account func(), log *slog.Logger) error {
+	pr, pw := io.Pipe()
+	trailer := http.Header{runtimeapi.TrailerErrorType: nil, runtimeapi.TrailerErrorBody: nil}
+	errc := make(chan error, 1)
+	go func() {
+		err := r.client.RespondStream(ctx, inv.RequestID, direct.StreamContentType, pr, trailer)
+		pr.CloseWithError(fmt.Errorf("the streamed response ended: %v", err)) // a handler still writing stops
+		errc <- err
+	}()
+	sw := direct.NewStreamer(pw)
+	ticket := r.adm.Take(admit.KindOf(req))
+	panicked := serveRecovering(r.opts.Handler, sw, req)
+	ticket.Done()
+	sw.Close()
+	if panicked != nil {
+		log.Error("handler panicked", "panic", fmt.Sprint(panicked.value), "stack", string(panicked.stack))
+		trailer.Set(runtimeapi.TrailerErrorType, "Ferry.HandlerPanic")
+		trailer.Set(runtimeapi.TrailerErrorBody, base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf("handler panicked: %v", panicked.value))))
+	}
+	account() // before the stream ends: the log tail ends with it
+	pw.Close()
+	return <-errc
 }
 
 // afterResponse lets background work a direct invocation's request began

@@ -64,6 +64,9 @@ func (s *streams) upgrade(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "ferry: the app did not answer the upgrade: "+err.Error(), http.StatusBadGateway)
 		return
 	}
+	// The app speaks no tunnel protocol: a Ferry-Nack, Ferry-Load or
+	// Ferry-Upgrade-Status of its own must not reach the router.
+	stripProtocol(resp.Header)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// Refused (a 400, a 403, a 404): its answer, as any other.
 		defer resp.Body.Close()
@@ -74,7 +77,8 @@ func (s *streams) upgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, vs := range resp.Header {
 		switch http.CanonicalHeaderKey(k) {
-		case "Connection", "Upgrade", "Keep-Alive", "Transfer-Encoding":
+		case "Connection", "Upgrade", "Keep-Alive", "Transfer-Encoding", "Content-Length":
+			// The connection's own; a length would cut the stream short.
 		default:
 			w.Header()[k] = vs
 		}
@@ -91,13 +95,17 @@ func (s *streams) upgrade(w http.ResponseWriter, r *http.Request) {
 	// connection.
 	var once sync.Once
 	stop := func() { once.Do(func() { conn.Close() }) }
+	// A stream the router resets (the client gone, a close at the drain)
+	// ends the app's connection, whatever the app does.
+	defer context.AfterFunc(r.Context(), stop)()
 	go func() {
-		io.Copy(conn, r.Body)
-		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite() // the client is done sending; the app may still answer
-		} else {
+		_, err := io.Copy(conn, r.Body)
+		cw, ok := conn.(interface{ CloseWrite() error })
+		if err != nil || !ok {
 			stop()
+			return
 		}
+		cw.CloseWrite() // the client is done sending; the app may still answer
 	}()
 	buf := make([]byte, 32<<10)
 	for {

@@ -41,12 +41,20 @@ type FerryFunctionProps struct {
 	Timeout          awscdk.Duration // if nil, 60s
 	MaxConcurrency   int             // per invocation (FERRY_MAX_CONCURRENCY); if zero, 64 (a ceiling: CPU admission decides)
 	Environment      map[string]string
+	// URLAuth, if set, gives the function a Lambda Function URL with this
+	// auth type: direct invocations, one request each, beside the router.
+	URLAuth awslambda.FunctionUrlAuthType
+	// StreamResponses makes that URL stream (InvokeMode RESPONSE_STREAM)
+	// and the bootstrap answer direct invocations with the Runtime API's
+	// streaming response (FERRY_INVOKE_MODE=response_stream).
+	StreamResponses bool
 }
 
 // FerryFunction is a Lambda function served through ferry.
 type FerryFunction struct {
 	Function      awslambda.Function
-	SecurityGroup awsec2.SecurityGroup // nil outside a VPC
+	SecurityGroup awsec2.SecurityGroup  // nil outside a VPC
+	URL           awslambda.FunctionUrl // nil without URLAuth
 	host, prefix  string
 }
 
@@ -56,6 +64,9 @@ type FerryFunction struct {
 func NewFerryFunction(scope constructs.Construct, id string, p *FerryFunctionProps) *FerryFunction {
 	if p.Code == nil || p.Layer == nil || (p.Vpc == nil) != (p.TunnelPeer == nil) {
 		panic(fmt.Sprintf("FerryFunction %s: Code and Layer are required, and Vpc and TunnelPeer go together", id))
+	}
+	if p.StreamResponses && p.URLAuth == "" {
+		panic(fmt.Sprintf("FerryFunction %s: StreamResponses is for a Function URL: set URLAuth too", id))
 	}
 	runtime := p.Runtime
 	if runtime == nil {
@@ -86,6 +97,9 @@ func NewFerryFunction(scope constructs.Construct, id string, p *FerryFunctionPro
 	if *runtime.Name() != *awslambda.Runtime_PROVIDED_AL2023().Name() {
 		env["AWS_LAMBDA_EXEC_WRAPPER"] = str("/opt/ferry-exec-wrapper")
 	}
+	if p.StreamResponses {
+		env["FERRY_INVOKE_MODE"] = str("response_stream")
+	}
 	for k, v := range p.Environment {
 		env[k] = str(v)
 	}
@@ -114,7 +128,15 @@ func NewFerryFunction(scope constructs.Construct, id string, p *FerryFunctionPro
 		"network interfaces, maintained by AWS as those services change",
 		"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
 		"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole")
-	return &FerryFunction{Function: fn, SecurityGroup: sg, host: p.Host, prefix: p.PathPrefix}
+	var url awslambda.FunctionUrl
+	if p.URLAuth != "" {
+		mode := awslambda.InvokeMode_BUFFERED
+		if p.StreamResponses {
+			mode = awslambda.InvokeMode_RESPONSE_STREAM
+		}
+		url = fn.AddFunctionUrl(&awslambda.FunctionUrlOptions{AuthType: p.URLAuth, InvokeMode: mode})
+	}
+	return &FerryFunction{Function: fn, SecurityGroup: sg, URL: url, host: p.Host, prefix: p.PathPrefix}
 }
 
 // Route is this function's entry in FERRY_ROUTER_ROUTES.

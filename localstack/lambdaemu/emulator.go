@@ -20,7 +20,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	"github.com/ferryrun/ferry/internal/cgroup"
+
 	"github.com/ferryrun/ferry/internal/lambdaarn"
 )
 
@@ -189,6 +191,7 @@ func (e *Emulator) newGroup(fn *function, sandbox string) *cgroup.Group {
 func (e *Emulator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /2015-03-31/functions/{name}/invocations", e.handleInvoke)
+	mux.HandleFunc("POST /2021-11-15/functions/{name}/response-streaming-invocations", e.handleInvokeStream)
 	mux.HandleFunc("GET /_emulator/stats", e.handleStats)
 	mux.HandleFunc("GET /_emulator/sandboxes", e.handleSandboxes)
 	mux.HandleFunc("GET /_emulator/health", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
@@ -218,6 +221,16 @@ type InvokeResult struct {
 
 // Invoke runs one RequestResponse invocation of name with payload.
 func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clientContext string) (InvokeResult, error) {
+	return e.InvokeStream(ctx, name, payload, clientContext, nil)
+}
+
+// InvokeStream is Invoke for InvokeWithResponseStream: a runtime that
+// streams its response (Lambda-Runtime-Function-Response-Mode: streaming)
+// has each piece handed to chunk as it arrives, and the result's Payload
+// holds none of it. A runtime that answers at once, or an error, comes back
+// in the result as from Invoke. chunk is given the invocation's request id;
+// its error (a caller gone) drops the rest of the stream, as Lambda does.
+func (e *Emulator) InvokeStream(ctx context.Context, name string, payload []byte, clientContext string, chunk func(requestID string, b []byte) error) (InvokeResult, error) {
 	fn, ok := e.function(name)
 	if !ok {
 		return InvokeResult{}, errNotFound
@@ -225,6 +238,9 @@ func (e *Emulator) Invoke(ctx context.Context, name string, payload []byte, clie
 	inv := &invocation{
 		id: newID(), payload: payload, clientContext: clientContext, timeout: fn.cfg.Timeout.Duration,
 		result: make(chan result, 1), logs: newTailBuffer(4096),
+	}
+	if chunk != nil {
+		inv.stream = func(b []byte) error { return chunk(inv.id, b) }
 	}
 	var sb *sandbox
 	var cold bool
@@ -420,6 +436,83 @@ func (e *Emulator) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(res.Status)
 	w.Write(res.Payload)
+}
+
+// handleInvokeStream serves InvokeWithResponseStream: the response is an
+// AWS event stream (what aws-sdk-go-v2 reads): a PayloadChunk event for
+// each piece the runtime streams, then InvokeComplete with the error, if
+// any, and the log tail.
+func (e *Emulator) handleInvokeStream(w http.ResponseWriter, r *http.Request) {
+	fn, ok := e.function(r.PathValue("name"))
+	if !ok {
+		writeAPIError(w, http.StatusNotFound, "ResourceNotFoundException", "Function not found: "+r.PathValue("name"))
+		return
+	}
+	payload, err := io.ReadAll(io.LimitReader(r.Body, maxPayload+1))
+	if err != nil || len(payload) > maxPayload {
+		writeAPIError(w, http.StatusRequestEntityTooLarge, "RequestTooLargeException", "Request must be smaller than 6291456 bytes for the InvokeWithResponseStream operation")
+		return
+	}
+	if t := r.Header.Get("X-Amz-Invocation-Type"); t != "" && t != "RequestResponse" {
+		writeAPIError(w, http.StatusBadRequest, "InvalidParameterValueException", "InvokeWithResponseStream takes RequestResponse only, not "+t)
+		return
+	}
+	enc := eventstream.NewEncoder()
+	rc := http.NewResponseController(w)
+	started := false
+	start := func(requestID string) {
+		if started {
+			return
+		}
+		started = true
+		h := w.Header()
+		h.Set("Content-Type", "application/vnd.amazon.eventstream")
+		h.Set("X-Amzn-Requestid", requestID)
+		h.Set("X-Amz-Executed-Version", "$LATEST")
+		w.WriteHeader(http.StatusOK)
+	}
+	event := func(typ, contentType string, payload []byte) error {
+		err := enc.Encode(w, eventstream.Message{Headers: eventstream.Headers{
+			{Name: ":message-type", Value: eventstream.StringValue("event")},
+			{Name: ":event-type", Value: eventstream.StringValue(typ)},
+			{Name: ":content-type", Value: eventstream.StringValue(contentType)},
+		}, Payload: payload})
+		if err == nil {
+			err = rc.Flush()
+		}
+		return err
+	}
+	res, err := e.InvokeStream(r.Context(), fn.cfg.Name, payload, r.Header.Get("X-Amz-Client-Context"), func(requestID string, b []byte) error {
+		start(requestID)
+		return event("PayloadChunk", "application/octet-stream", b)
+	})
+	switch {
+	case errors.Is(err, errThrottled) && !started:
+		writeAPIError(w, http.StatusTooManyRequests, "TooManyRequestsException", "Rate Exceeded.",
+			"Reason", "ReservedFunctionConcurrentInvocationLimitExceeded")
+		return
+	case err != nil && !started:
+		writeAPIError(w, http.StatusInternalServerError, "ServiceException", err.Error())
+		return
+	}
+	start(res.RequestID)
+	if len(res.Payload) > 0 && res.FunctionError == "" {
+		event("PayloadChunk", "application/octet-stream", res.Payload) // a runtime that did not stream
+	}
+	done := map[string]string{}
+	if res.FunctionError != "" {
+		var fe struct {
+			Type    string `json:"errorType"`
+			Message string `json:"errorMessage"`
+		}
+		json.Unmarshal(res.Payload, &fe)
+		done["ErrorCode"], done["ErrorDetails"] = fe.Type, string(res.Payload)
+	}
+	if r.Header.Get("X-Amz-Log-Type") == "Tail" {
+		done["LogResult"] = base64.StdEncoding.EncodeToString([]byte(res.LogTail))
+	}
+	b, _ := json.Marshal(done)
+	event("InvokeComplete", "application/json", b)
 }
 
 // invokeAsync runs an Event invocation, retrying throttles for a while as

@@ -3,6 +3,7 @@ package lambdaemu
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -72,6 +74,9 @@ type invocation struct {
 	result chan result // buffered 1; exactly one send, via finish
 	once   sync.Once
 	logs   *tailBuffer
+	// stream, if not nil, takes a streamed response's pieces as they
+	// arrive (InvokeWithResponseStream).
+	stream func([]byte) error
 }
 
 type result struct {
@@ -89,7 +94,7 @@ type result struct {
 
 // again returns inv afresh, for another sandbox: same request, no result.
 func (inv *invocation) again() *invocation {
-	return &invocation{id: inv.id, payload: inv.payload, clientContext: inv.clientContext, timeout: inv.timeout,
+	return &invocation{id: inv.id, payload: inv.payload, clientContext: inv.clientContext, timeout: inv.timeout, stream: inv.stream,
 		result: make(chan result, 1), logs: inv.logs}
 }
 
@@ -429,6 +434,10 @@ func (sb *sandbox) current(w http.ResponseWriter, id string) *invocation {
 }
 
 func (sb *sandbox) handleResponse(w http.ResponseWriter, r *http.Request) {
+	if strings.EqualFold(r.Header.Get("Lambda-Runtime-Function-Response-Mode"), "streaming") {
+		sb.handleStreamedResponse(w, r)
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxPayload+1))
 	if err != nil {
 		writeRuntimeError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
@@ -449,6 +458,63 @@ func (sb *sandbox) handleResponse(w http.ResponseWriter, r *http.Request) {
 	cpu, contended := sb.usedSince(inv.before) // before the next invocation may have the sandbox
 	sb.fn.markIdle(sb)                         // before finish: the caller may invoke again at once
 	inv.finish(result{body: body, end: end, cpu: cpu, contended: contended})
+}
+
+// maxStreamed is what Lambda lets a streamed response carry: 200 MB (past
+// it, the stream is cut and the invocation fails).
+const maxStreamed = 200 << 20
+
+// handleStreamedResponse takes a response the runtime streams: each piece
+// goes to the invocation's caller as it arrives (or, for an invoke that
+// does not stream, is gathered up to the payload limit). Trailers may end
+// it with a function error, as Lambda's Runtime API allows.
+func (sb *sandbox) handleStreamedResponse(w http.ResponseWriter, r *http.Request) {
+	// The invocation stays current while it streams: what the function
+	// logs meanwhile is its log tail's.
+	sb.mu.Lock()
+	inv := sb.cur
+	sb.mu.Unlock()
+	if inv == nil || inv.id != r.PathValue("id") {
+		writeRuntimeError(w, http.StatusBadRequest, "InvalidRequestID", "Invalid request ID: "+r.PathValue("id"))
+		return
+	}
+	var gathered []byte
+	var sent int64
+	tooLarge, gone := false, false
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Body.Read(buf)
+		if n > 0 && !gone && !tooLarge {
+			sent += int64(n)
+			switch {
+			case inv.stream != nil && sent > maxStreamed, inv.stream == nil && sent > maxPayload:
+				tooLarge = true
+			case inv.stream != nil:
+				gone = inv.stream(buf[:n]) != nil
+			default:
+				gathered = append(gathered, buf[:n]...)
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if sb.current(w, inv.id) == nil {
+		return // the runtime moved on meanwhile
+	}
+	w.WriteHeader(http.StatusAccepted)
+	end := time.Now()
+	cpu, contended := sb.usedSince(inv.before)
+	sb.fn.markIdle(sb)
+	res := result{body: gathered, end: end, cpu: cpu, contended: contended}
+	if t := r.Trailer.Get("Lambda-Runtime-Function-Error-Type"); t != "" {
+		msg, _ := base64.StdEncoding.DecodeString(r.Trailer.Get("Lambda-Runtime-Function-Error-Body"))
+		res.funcError, res.body = "Unhandled", errorPayload(t, string(msg))
+	}
+	if tooLarge {
+		res.funcError, res.body = "Unhandled", errorPayload("Function.ResponseSizeTooLarge", "Response payload size exceeded maximum allowed payload size.")
+	}
+	inv.finish(res)
 }
 
 func (sb *sandbox) handleError(w http.ResponseWriter, r *http.Request) {

@@ -34,6 +34,7 @@ func (p *Pool) Add(conn Conn) {
 	}
 	p.failures, p.failing = 0, ""
 	p.stats.Joined++
+	p.lastLimit = inst.limit
 	if inst.limit < p.cfg.MaxConcurrency && !p.warned {
 		// Each instance then covers fewer requests than launches assumed:
 		// the pool launches more. Usually the function's own limit.

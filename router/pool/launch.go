@@ -84,13 +84,27 @@ func (p *Pool) launchLocked() {
 			sockets++
 		}
 	}
-	// Sockets fill an instance's every slot; requests, what its CPU covers.
-	need := max(LaunchesNeeded(len(p.waiters)-sockets, pending, p.coverLocked()),
-		LaunchesNeeded(sockets, pending, p.cfg.MaxConcurrency))
+	// Requests take the pending launches first, each covering what its
+	// CPU covers; sockets the launches left, each filling every slot an
+	// instance takes.
+	requests, cover := len(p.waiters)-sockets, p.coverLocked()
+	need := LaunchesNeeded(requests, pending, cover)
+	left := max(pending-(requests+cover-1)/cover, 0)
+	need += LaunchesNeeded(sockets, left, p.slotsLocked())
 	if room := p.cfg.MaxInstances - len(p.instances) - pending - p.plain; need > room {
 		need = max(room, 0)
 	}
 	p.startLaunchesLocked(need)
+}
+
+// slotsLocked is how many streams a new instance is expected to take:
+// what the last one to join took (its function's FERRY_MAX_CONCURRENCY may
+// be below what the router asks), else what the router asks.
+func (p *Pool) slotsLocked() int {
+	if p.lastLimit > 0 {
+		return min(p.lastLimit, p.cfg.MaxConcurrency)
+	}
+	return p.cfg.MaxConcurrency
 }
 
 // startLaunchesLocked starts n invocations for waiting requests.

@@ -94,7 +94,9 @@ type Pool struct {
 	closed bool      // guarded by mu
 	warned bool      // guarded by mu; told that instances take fewer streams than asked
 	warm   warmState // guarded by mu
-	stats  Stats     // guarded by mu
+	// lastLimit is the streams the last instance to join took.
+	lastLimit int   // guarded by mu
+	stats     Stats // guarded by mu
 }
 
 // Conn is an instance's tunnel, as the pool and the proxy use it:

@@ -191,3 +191,46 @@ func TestWarmShortTimeout(t *testing.T) {
 		p.SetMinInstances(0)
 	})
 }
+
+// TestSocketsFillSlots: sockets waiting for an empty pool launch by the
+// slots an instance takes, not by its CPU: 20 sockets, one launch; the
+// instance that joins takes 8 (its function's own limit), and the 12
+// left launch 2 more, sized by it.
+func TestSocketsFillSlots(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 64})
+		var got []<-chan acquired
+		for range 20 {
+			ch := make(chan acquired, 1)
+			go func() {
+				lease, err := p.AcquireSocket(t.Context(), nil)
+				ch <- acquired{lease, err}
+			}()
+			got = append(got, ch)
+		}
+		synctest.Wait()
+		if ids := l.ids(); len(ids) != 1 {
+			t.Fatalf("launches %v for 20 sockets, want 1 (64 slots each)", ids)
+		}
+		p.Add(newFakeConn(l.ids()[0], 8))
+		synctest.Wait()
+		if ids := l.ids(); len(ids) != 3 {
+			t.Errorf("launches %v once an instance took 8, want 2 more for the 12 left", ids)
+		}
+		served := 0
+		for _, ch := range got {
+			select {
+			case a := <-ch:
+				if a.err == nil {
+					served++
+					a.lease.Release()
+				}
+			default:
+			}
+		}
+		if served != 8 {
+			t.Errorf("%d sockets served by an instance of 8 slots, want 8", served)
+		}
+		p.Close(context.Background())
+	})
+}

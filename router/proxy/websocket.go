@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -71,12 +72,12 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *
 		return
 	}
 
-	// The socket outlives the handshake's request context once hijacked.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	// r's context lives until this returns, hijacked or not; it ends
+	// sooner only if the client leaves before the 101, which then
+	// launches nothing.
+	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	body, toApp := io.Pipe()
-	defer toApp.Close()
-	resp, lease, err := h.openUpgrade(ctx, r, body, p)
+	resp, toApp, lease, err := h.openUpgrade(ctx, r, p)
 	if err != nil {
 		h.errorHandler(w, r, err)
 		h.cfg.Metrics.Request(route.Function, http.StatusBadGateway, time.Since(start), 0, 0)
@@ -84,6 +85,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *
 	}
 	defer lease.Release()
 	defer resp.Body.Close()
+	defer toApp.Close()
 	if resp.Header.Get(tunnel.HeaderUpgradeStatus) != "101" {
 		// The app refused (a 400, a 403): its answer, as any other.
 		stripFerryHeaders(resp)
@@ -121,8 +123,10 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *
 }
 
 // openUpgrade opens the tunnel stream for r on an instance, trying another
-// after a nack, with body as the bytes to the app.
-func (h *Handler) openUpgrade(ctx context.Context, r *http.Request, body io.Reader, p *pool.Pool) (*http.Response, *pool.Lease, error) {
+// after a nack. It returns the response and the writer of the bytes to
+// the app (each attempt has a body of its own: a nacked stream's may still
+// be read from, and would swallow the client's first bytes).
+func (h *Handler) openUpgrade(ctx context.Context, r *http.Request, p *pool.Pool) (*http.Response, *io.PipeWriter, *pool.Lease, error) {
 	qctx, cancel := context.WithTimeout(ctx, h.cfg.QueueTimeout)
 	defer cancel()
 	var avoid *pool.Lease
@@ -132,9 +136,10 @@ func (h *Handler) openUpgrade(ctx context.Context, r *http.Request, body io.Read
 			avoid.Release()
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		out := &http.Request{Method: http.MethodGet, URL: r.URL, Header: http.Header{}, Host: r.Host, Body: io.NopCloser(body)}
+		body, toApp := io.Pipe()
+		out := &http.Request{Method: http.MethodGet, URL: r.URL, Header: http.Header{}, Host: r.Host, Body: body}
 		out = out.WithContext(ctx)
 		pr := &httputil.ProxyRequest{In: r, Out: out}
 		h.rewrite(pr)
@@ -143,8 +148,14 @@ func (h *Handler) openUpgrade(ctx context.Context, r *http.Request, body io.Read
 				out.Header.Del(k)
 			}
 		}
+		named := map[string]bool{"Forwarded": true} // set by rewrite's X-Forwarded-*, not the client
+		for _, v := range r.Header["Connection"] {
+			for t := range strings.SplitSeq(v, ",") {
+				named[http.CanonicalHeaderKey(strings.TrimSpace(t))] = true // the client's hop only
+			}
+		}
 		for k, vs := range r.Header {
-			if !hopByHop(k) && !tunnel.IsProtocolHeader(k) && out.Header[k] == nil {
+			if !hopByHop(k) && !tunnel.IsProtocolHeader(k) && !named[http.CanonicalHeaderKey(k)] && out.Header[k] == nil {
 				out.Header[k] = vs
 			}
 		}
@@ -153,19 +164,21 @@ func (h *Handler) openUpgrade(ctx context.Context, r *http.Request, body io.Read
 		switch {
 		case err == nil:
 			if _, nacked := tunnel.IsNack(resp); !nacked {
-				return resp, lease, nil
+				return resp, toApp, lease, nil
 			}
 			resp.Body.Close()
 		case !tunnel.Unprocessed(err):
+			body.Close()
 			lease.Release()
-			return nil, nil, &startedError{err: err}
+			return nil, nil, nil, &startedError{err: err}
 		}
+		body.Close() // the refused stream's body ends here
 		avoid = lease
 	}
 	if avoid != nil {
 		avoid.Release()
 	}
-	return nil, nil, errNackedOut
+	return nil, nil, nil, errNackedOut
 }
 
 // hopByHop reports whether header k belongs to one connection (RFC 9110,
@@ -191,9 +204,11 @@ func copyHeader(dst, src http.Header) {
 func (h *Handler) relay(client net.Conn, fromClient *bufio.Reader, toApp *io.PipeWriter, fromApp io.Reader, inst pool.Conn) string {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
+	clientDone := make(chan struct{})
 	go func() {
 		_, err := io.Copy(toApp, activity{fromClient, &last})
 		toApp.CloseWithError(err)
+		close(clientDone)
 	}()
 	type chunk struct {
 		b   []byte
@@ -228,6 +243,10 @@ func (h *Handler) relay(client net.Conn, fromClient *bufio.Reader, toApp *io.Pip
 	defer tick.Stop()
 	for {
 		select {
+		case <-clientDone:
+			// The client is gone (or done sending, which a WebSocket is
+			// only after its close): nobody to relay to.
+			return "client gone"
 		case c := <-chunks:
 			if len(c.b) > 0 {
 				client.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -248,7 +267,9 @@ func (h *Handler) relay(client net.Conn, fromClient *bufio.Reader, toApp *io.Pip
 			case now.Sub(time.Unix(0, last.Load())) > idle:
 				code, reason, closing = closeGoingAway, "idle", now
 			}
-			if code != 0 && now.Sub(closing) > wsCloseWait {
+			// A close falling mid-frame waits for the frame's end, but
+			// not past the instance's deadline.
+			if code != 0 && (now.Sub(closing) >= wsCloseWait || inst.Deadline().Sub(now) < 500*time.Millisecond) {
 				return fmt.Sprintf("closed %d mid-frame", code)
 			}
 		}

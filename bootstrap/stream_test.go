@@ -1,0 +1,81 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+)
+
+// With FERRY_INVOKE_MODE=response_stream, a direct invocation streams: an
+// InvokeWithResponseStream caller (the AWS SDK, reading the local
+// Lambda's event stream) reads the first chunk while the app is still
+// writing, then the HTTP integration prelude's status and headers and the
+// whole body, and a clean end.
+func TestStreamedResponse(t *testing.T) {
+	emu := newEmulator(t, goFunction("app", 30*time.Second, map[string]string{"FERRY_INVOKE_MODE": "response_stream"}))
+	srv := httptest.NewServer(emu.Handler())
+	t.Cleanup(srv.Close)
+	client := lambda.New(lambda.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), Retryer: aws.NopRetryer{}})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+
+	out, err := client.InvokeWithResponseStream(ctx, &lambda.InvokeWithResponseStreamInput{
+		FunctionName: aws.String("app"), LogType: types.LogTypeTail,
+		Payload: httpEvent("GET", "/stream", "chunks=3&interval_ms=500", nil, nil, ""),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := out.GetStream()
+	defer stream.Close()
+	var got bytes.Buffer
+	var first time.Time
+	var done *types.InvokeWithResponseStreamCompleteEvent
+	for ev := range stream.Events() {
+		switch e := ev.(type) {
+		case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
+			if first.IsZero() {
+				first = time.Now()
+			}
+			got.Write(e.Value.Payload)
+		case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
+			done = &e.Value
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	if done == nil || aws.ToString(done.ErrorCode) != "" {
+		t.Fatalf("InvokeComplete %+v, want a clean end", done)
+	}
+	if streamed := end.Sub(first); streamed < 700*time.Millisecond {
+		t.Errorf("the first chunk came %v before the end, want it while the app still wrote (1 s of chunks to come): buffered?", streamed)
+	}
+	prelude, body, ok := bytes.Cut(got.Bytes(), make([]byte, 8))
+	var p struct {
+		StatusCode int               `json:"statusCode"`
+		Headers    map[string]string `json:"headers"`
+	}
+	if !ok || json.Unmarshal(prelude, &p) != nil || p.StatusCode != 200 || !strings.HasPrefix(p.Headers["content-type"], "text/plain") {
+		t.Fatalf("prelude %q (cut %v): want status 200 and the app's content type", prelude, ok)
+	}
+	if n := strings.Count(string(body), "chunk "); n != 3 {
+		t.Errorf("body %q: %d chunks, want 3", body, n)
+	}
+	if tail, _ := base64.StdEncoding.DecodeString(aws.ToString(done.LogResult)); !strings.Contains(string(tail), "FERRY CPU RequestId:") ||
+		!strings.Contains(string(tail), "Billed Duration:") {
+		t.Errorf("log tail %q: want the invocation's CPU line and REPORT", tail)
+	}
+}
