@@ -3,6 +3,9 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -90,6 +93,35 @@ func TestWebSockets(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("the socket of a client that went still holds a slot: %+v", s.pool())
 			}
+		}
+	})
+
+	t.Run("npm ws client", func(t *testing.T) {
+		// A Node user's client: the ws package, installed from its lock
+		// into a directory of the test's own.
+		dir := t.TempDir()
+		for _, f := range []string{"package.json", "package-lock.json", "client.js"} {
+			b, err := os.ReadFile(filepath.Join("testdata", "wsclient", f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(dir, f), b, 0o644)
+		}
+		run := func(timeout time.Duration, name string, args ...string) string {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, name, args...)
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+			}
+			return string(out)
+		}
+		run(2*time.Minute, "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
+		if out := run(30*time.Second, "node", "client.js", "ws"+strings.TrimPrefix(s.ingress, "http")); strings.TrimSpace(out) != "ok" {
+			t.Errorf("the ws client said %q", out)
 		}
 	})
 
