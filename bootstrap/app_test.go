@@ -277,4 +277,34 @@ func TestInProcessGoHandler(t *testing.T) {
 	if strings.Contains(res2.res.LogTail, `"level":"INFO"`) {
 		t.Errorf("FERRY_LOG_LEVEL=warn, yet the in-process runtime logged at info:\n%s", res2.res.LogTail)
 	}
+
+	// A WebSocket over the tunnel reaches the in-process handler: the
+	// stream the router would open, with a frame written by hand.
+	c, done = newTestRouter(t).dialBack(t, emu, "inproc", 8)
+	toApp, body := io.Pipe()
+	req, _ := http.NewRequest("GET", "http://instance/ws", toApp)
+	req.Header.Set(tunnel.HeaderUpgrade, "websocket")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Header.Get(tunnel.HeaderUpgradeStatus) != "101" || resp.Header.Get("Sec-Websocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("upgrade answered %d %v, want the handler's 101 (RFC 6455's example accept)", resp.StatusCode, resp.Header)
+	}
+	mask := []byte{1, 2, 3, 4}
+	frame := []byte{0x81, 0x80 | 2, mask[0], mask[1], mask[2], mask[3], 'h' ^ mask[0], 'i' ^ mask[1]} // a client's text frame "hi"
+	if _, err := body.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	echo := make([]byte, 4)
+	if _, err := io.ReadFull(resp.Body, echo); err != nil || string(echo) != "\x81\x02hi" {
+		t.Errorf("echo frame % x, %v; want a text frame \"hi\"", echo, err)
+	}
+	body.Close()
+	resp.Body.Close()
+	if sum := summaryOf(t, waitResult(t, done)); sum.Requests != 1 {
+		t.Errorf("summary %+v, want the socket as 1 request", sum)
+	}
 }

@@ -79,3 +79,38 @@ func TestStreamedResponse(t *testing.T) {
 		t.Errorf("log tail %q: want the invocation's CPU line and REPORT", tail)
 	}
 }
+
+// A response that breaks off mid-stream ends the stream with Lambda's
+// error trailers: the caller has the chunks sent before, then an
+// InvokeComplete naming the failure.
+func TestStreamedResponseFailing(t *testing.T) {
+	emu := newEmulator(t, goFunction("app", 30*time.Second, map[string]string{"FERRY_INVOKE_MODE": "response_stream"}))
+	srv := httptest.NewServer(emu.Handler())
+	t.Cleanup(srv.Close)
+	client := lambda.New(lambda.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), Retryer: aws.NopRetryer{}})
+	out, err := client.InvokeWithResponseStream(t.Context(), &lambda.InvokeWithResponseStreamInput{
+		FunctionName: aws.String("app"), Payload: httpEvent("GET", "/stream", "chunks=2&interval_ms=10&fail=1", nil, nil, ""),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := out.GetStream()
+	defer stream.Close()
+	var got bytes.Buffer
+	var done *types.InvokeWithResponseStreamCompleteEvent
+	for ev := range stream.Events() {
+		switch e := ev.(type) {
+		case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
+			got.Write(e.Value.Payload)
+		case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
+			done = &e.Value
+		}
+	}
+	if n := strings.Count(got.String(), "chunk "); n != 2 {
+		t.Errorf("streamed %q: %d chunks, want the 2 sent before the break", got.String(), n)
+	}
+	if done == nil || aws.ToString(done.ErrorCode) != "Ferry.ResponseCutShort" {
+		t.Errorf("InvokeComplete %+v, want ErrorCode Ferry.ResponseCutShort", done)
+	}
+}

@@ -145,6 +145,7 @@ func Run(ctx context.Context, opts Options) error {
 		adm:    adm,
 		cpu:    cpu,
 		bg:     opts.Background,
+		server: &http.Server{},
 	}
 	if d, ok := app.(AppDialer); ok {
 		r.dialApp = d.DialApp
@@ -178,6 +179,8 @@ type runner struct {
 	bg     *background.Tracker
 	// dialApp connects to the app for a protocol upgrade (a WebSocket).
 	dialApp func(context.Context) (net.Conn, error)
+	// server stands for the http.Server a direct request has none of.
+	server *http.Server
 }
 
 // newAdmitter reads the sandbox's CPU from its cgroup where it can, else
@@ -253,6 +256,10 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 		account()
 		return r.client.Fail(ctx, inv.RequestID, "Ferry.UnsupportedEvent", err)
 	}
+	// As under an http.Server: handlers that behave differently outside
+	// one (httputil.ReverseProxy swallows a response body that breaks off
+	// instead of aborting) behave as they do on a tunnel.
+	req = req.WithContext(context.WithValue(req.Context(), http.ServerContextKey, r.server))
 	if r.cfg.StreamResponses && kind == direct.HTTPv2 {
 		return r.serveStreamed(ctx, inv, req, account, log)
 	}
@@ -263,9 +270,10 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 	if panicked != nil && !rec.Overflowed() {
 		// Reported as the invocation's error, as aws-lambda-go does; the
 		// runtime lives on for the next invocation.
-		log.Error("handler panicked", "panic", fmt.Sprint(panicked.value), "stack", string(panicked.stack))
+		typ, err := panicked.failure()
+		log.Error(err.Error(), "stack", string(panicked.stack))
 		account() // last before the answer: the log tail ends with it
-		return r.client.Fail(ctx, inv.RequestID, "Ferry.HandlerPanic", fmt.Errorf("handler panicked: %v", panicked.value))
+		return r.client.Fail(ctx, inv.RequestID, typ, err)
 	}
 	out, err := direct.Response(kind, multiValue, rec)
 	account()
@@ -294,9 +302,10 @@ func (r *runner) serveStreamed(ctx context.Context, inv *runtimeapi.Invocation, 
 	ticket.Done()
 	sw.Close()
 	if panicked != nil {
-		log.Error("handler panicked", "panic", fmt.Sprint(panicked.value), "stack", string(panicked.stack))
-		trailer.Set(runtimeapi.TrailerErrorType, "Ferry.HandlerPanic")
-		trailer.Set(runtimeapi.TrailerErrorBody, base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf("handler panicked: %v", panicked.value))))
+		typ, err := panicked.failure()
+		log.Error(err.Error(), "stack", string(panicked.stack))
+		trailer.Set(runtimeapi.TrailerErrorType, typ)
+		trailer.Set(runtimeapi.TrailerErrorBody, base64.StdEncoding.EncodeToString([]byte(err.Error())))
 	}
 	account() // before the stream ends: the log tail ends with it
 	pw.Close()
@@ -335,6 +344,15 @@ func cpuLine(requestID string, used time.Duration) string {
 type panicked struct {
 	value any
 	stack []byte
+}
+
+// failure is the invocation error a panic makes: the app's response
+// broken off (a proxy aborts so), or the handler's own panic.
+func (p *panicked) failure() (errorType string, err error) {
+	if p.value == http.ErrAbortHandler {
+		return "Ferry.ResponseCutShort", errors.New("the app's response broke off before its end")
+	}
+	return "Ferry.HandlerPanic", fmt.Errorf("handler panicked: %v", p.value)
 }
 
 // serveRecovering serves req, and returns what the handler panicked with,

@@ -7,7 +7,8 @@
 //	             count how often each ran: a started request is never
 //	             replayed)
 //	GET /render  server-side rendering's shape: /work with 10, 100 and 40 ms by default
-//	GET /stream?chunks=N&interval_ms=M  send N chunks, M ms apart
+//	GET /stream?chunks=N&interval_ms=M  send N chunks, M ms apart; with
+//	             ?fail=1, break the response off after them
 //	ANY /echo  the request as JSON; ?status=, ?cookie=, ?header=K:V and ?trailer= shape the reply
 //	GET /binary  256 bytes 0x00..0xff as application/octet-stream
 //	GET /after?ms=N  answer at once, then work N ms after the answer,
@@ -216,6 +217,9 @@ func stream(w http.ResponseWriter, r *http.Request) {
 		}
 		fmt.Fprintf(w, "chunk %d at %d\n", i, time.Now().UnixMilli())
 		rc.Flush()
+	}
+	if r.URL.Query().Get("fail") == "1" {
+		panic(http.ErrAbortHandler) // the response ends unfinished: the connection is cut
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/ferryrun/ferry/bootstrap/serve"
 )
 
@@ -46,6 +48,22 @@ func main() {
 	})
 	mux.HandleFunc("GET /later/done", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, later.Load())
+	})
+	// A WebSocket: ferry hands an in-process handler the upgrade over an
+	// in-memory connection.
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			c.Write(r.Context(), typ, msg)
+		}
 	})
 	serve.Start(mux)
 }
