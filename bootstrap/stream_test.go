@@ -16,17 +16,23 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 )
 
+// streamingFunction starts the goapp with FERRY_INVOKE_MODE=response_stream
+// under the local Lambda, and returns an AWS SDK client for it.
+func streamingFunction(t *testing.T) *lambda.Client {
+	emu := newEmulator(t, goFunction("app", 30*time.Second, map[string]string{"FERRY_INVOKE_MODE": "response_stream"}))
+	srv := httptest.NewServer(emu.Handler())
+	t.Cleanup(srv.Close)
+	return lambda.New(lambda.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), Retryer: aws.NopRetryer{}})
+}
+
 // With FERRY_INVOKE_MODE=response_stream, a direct invocation streams: an
 // InvokeWithResponseStream caller (the AWS SDK, reading the local
 // Lambda's event stream) reads the first chunk while the app is still
 // writing, then the HTTP integration prelude's status and headers and the
 // whole body, and a clean end.
 func TestStreamedResponse(t *testing.T) {
-	emu := newEmulator(t, goFunction("app", 30*time.Second, map[string]string{"FERRY_INVOKE_MODE": "response_stream"}))
-	srv := httptest.NewServer(emu.Handler())
-	t.Cleanup(srv.Close)
-	client := lambda.New(lambda.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), Retryer: aws.NopRetryer{}})
+	client := streamingFunction(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 
@@ -84,11 +90,7 @@ func TestStreamedResponse(t *testing.T) {
 // error trailers: the caller has the chunks sent before, then an
 // InvokeComplete naming the failure.
 func TestStreamedResponseFailing(t *testing.T) {
-	emu := newEmulator(t, goFunction("app", 30*time.Second, map[string]string{"FERRY_INVOKE_MODE": "response_stream"}))
-	srv := httptest.NewServer(emu.Handler())
-	t.Cleanup(srv.Close)
-	client := lambda.New(lambda.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), Retryer: aws.NopRetryer{}})
+	client := streamingFunction(t)
 	out, err := client.InvokeWithResponseStream(t.Context(), &lambda.InvokeWithResponseStreamInput{
 		FunctionName: aws.String("app"), Payload: httpEvent("GET", "/stream", "chunks=2&interval_ms=10&fail=1", nil, nil, ""),
 	})
