@@ -91,7 +91,9 @@ func TestStreamedResponse(t *testing.T) {
 // InvokeComplete naming the failure.
 func TestStreamedResponseFailing(t *testing.T) {
 	client := streamingFunction(t)
-	out, err := client.InvokeWithResponseStream(t.Context(), &lambda.InvokeWithResponseStreamInput{
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	out, err := client.InvokeWithResponseStream(ctx, &lambda.InvokeWithResponseStreamInput{
 		FunctionName: aws.String("app"), Payload: httpEvent("GET", "/stream", "chunks=2&interval_ms=10&fail=1", nil, nil, ""),
 	})
 	if err != nil {
@@ -109,10 +111,33 @@ func TestStreamedResponseFailing(t *testing.T) {
 			done = &e.Value
 		}
 	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
 	if n := strings.Count(got.String(), "chunk "); n != 2 {
 		t.Errorf("streamed %q: %d chunks, want the 2 sent before the break", got.String(), n)
 	}
 	if done == nil || aws.ToString(done.ErrorCode) != "Ferry.ResponseCutShort" {
 		t.Errorf("InvokeComplete %+v, want ErrorCode Ferry.ResponseCutShort", done)
+	}
+}
+
+// Only a Function URL's events stream: one from API Gateway or from
+// ferry's router (whose plain invocations send Function URL-shaped events
+// for the client's own host) gets the buffered JSON answer it reads.
+func TestStreamingOnlyForFunctionURLs(t *testing.T) {
+	client := streamingFunction(t)
+	event := httpEvent("GET", "/stream", "chunks=2&interval_ms=10", nil, nil, "")
+	event = bytes.Replace(event, []byte("abc.lambda-url.us-east-1.on.aws"), []byte("api.example.com"), 1)
+	out, err := client.Invoke(t.Context(), &lambda.InvokeInput{FunctionName: aws.String("app"), Payload: event})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp struct {
+		StatusCode int    `json:"statusCode"`
+		Body       string `json:"body"`
+	}
+	if err := json.Unmarshal(out.Payload, &resp); err != nil || resp.StatusCode != 200 || strings.Count(resp.Body, "chunk ") != 2 {
+		t.Errorf("answer %.200q (%v): want the buffered JSON event with both chunks", out.Payload, err)
 	}
 }

@@ -12,6 +12,14 @@ import (
 // headers and cookies, eight NUL bytes, then the body.
 const StreamContentType = "application/vnd.awslambda.http-integration-response"
 
+// FromFunctionURL reports whether a request of Kind HTTPv2 came through a
+// Lambda Function URL (its host is the URL's, <id>.lambda-url.<region>.on.aws,
+// even behind CloudFront), the only source that can take a streamed
+// response: API Gateway and ferry's router read a buffered one.
+func FromFunctionURL(r *http.Request) bool {
+	return strings.Contains(r.Host, ".lambda-url.")
+}
+
 // Streamer is an http.ResponseWriter that writes a handler's response as
 // Lambda's streamed HTTP integration response, each write going out as the
 // handler makes it.

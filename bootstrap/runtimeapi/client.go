@@ -126,16 +126,18 @@ func (c *Client) RespondStream(ctx context.Context, requestID, contentType strin
 
 // Fail reports the invocation as a function error of the given type.
 func (c *Client) Fail(ctx context.Context, requestID, errorType string, cause error) error {
-	return c.post(ctx, "invocation/"+requestID+"/error", errorBody(errorType, cause), errorType)
+	return c.post(ctx, "invocation/"+requestID+"/error", ErrorBody(errorType, cause), errorType)
 }
 
 // InitError reports that the runtime could not initialize. Lambda ends the
 // sandbox; the process should exit after this returns.
 func (c *Client) InitError(ctx context.Context, errorType string, cause error) error {
-	return c.post(ctx, "init/error", errorBody(errorType, cause), errorType)
+	return c.post(ctx, "init/error", ErrorBody(errorType, cause), errorType)
 }
 
-func errorBody(errorType string, cause error) []byte {
+// ErrorBody is the JSON Lambda takes for a function error: an error
+// response's body, and (base64) a streamed response's TrailerErrorBody.
+func ErrorBody(errorType string, cause error) []byte {
 	msg := cause.Error()
 	if len(msg) > errorResponseBytesBudget {
 		msg = msg[:errorResponseBytesBudget]

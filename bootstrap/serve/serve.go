@@ -260,7 +260,7 @@ func (r *runner) handle(ctx context.Context, inv *runtimeapi.Invocation) error {
 	// one (httputil.ReverseProxy swallows a response body that breaks off
 	// instead of aborting) behave as they do on a tunnel.
 	req = req.WithContext(context.WithValue(req.Context(), http.ServerContextKey, r.server))
-	if r.cfg.StreamResponses && kind == direct.HTTPv2 {
+	if r.cfg.StreamResponses && kind == direct.HTTPv2 && direct.FromFunctionURL(req) {
 		return r.serveStreamed(ctx, inv, req, account, log)
 	}
 	rec := direct.NewRecorder()
@@ -291,25 +291,51 @@ func (r *runner) serveStreamed(ctx context.Context, inv *runtimeapi.Invocation, 
 	pr, pw := io.Pipe()
 	trailer := http.Header{runtimeapi.TrailerErrorType: nil, runtimeapi.TrailerErrorBody: nil}
 	errc := make(chan error, 1)
-	go func() {
-		err := r.client.RespondStream(ctx, inv.RequestID, direct.StreamContentType, pr, trailer)
-		pr.CloseWithError(fmt.Errorf("the streamed response ended: %v", err)) // a handler still writing stops
-		errc <- err
-	}()
-	sw := direct.NewStreamer(pw)
+	// The stream starts with the handler's first byte: a handler that
+	// fails before it answers fails the invocation as in buffered mode,
+	// instead of after a 200.
+	out := &startOnWrite{w: pw, start: func() {
+		go func() {
+			err := r.client.RespondStream(ctx, inv.RequestID, direct.StreamContentType, pr, trailer)
+			pr.CloseWithError(fmt.Errorf("the streamed response ended: %v", err)) // a handler still writing stops
+			errc <- err
+		}()
+	}}
+	sw := direct.NewStreamer(out)
 	ticket := r.adm.Take(admit.KindOf(req))
 	panicked := serveRecovering(r.opts.Handler, sw, req)
 	ticket.Done()
+	if panicked != nil && !out.started {
+		typ, err := panicked.failure()
+		log.Error(err.Error(), "stack", string(panicked.stack))
+		account()
+		return r.client.Fail(ctx, inv.RequestID, typ, err)
+	}
 	sw.Close()
 	if panicked != nil {
 		typ, err := panicked.failure()
 		log.Error(err.Error(), "stack", string(panicked.stack))
 		trailer.Set(runtimeapi.TrailerErrorType, typ)
-		trailer.Set(runtimeapi.TrailerErrorBody, base64.StdEncoding.EncodeToString([]byte(err.Error())))
+		trailer.Set(runtimeapi.TrailerErrorBody, base64.StdEncoding.EncodeToString(runtimeapi.ErrorBody(typ, err)))
 	}
 	account() // before the stream ends: the log tail ends with it
 	pw.Close()
 	return <-errc
+}
+
+// startOnWrite calls start before its first write goes to w.
+type startOnWrite struct {
+	w       io.Writer
+	start   func()
+	started bool
+}
+
+func (s *startOnWrite) Write(p []byte) (int, error) {
+	if !s.started {
+		s.started = true
+		s.start()
+	}
+	return s.w.Write(p)
 }
 
 // afterResponse lets background work a direct invocation's request began

@@ -457,9 +457,13 @@ func (e *Emulator) handleInvokeStream(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusBadRequest, "InvalidParameterValueException", "InvokeWithResponseStream takes RequestResponse only, not "+t)
 		return
 	}
+	// The chunk callback runs on the sandbox's goroutine, which may outlive
+	// the invocation (a timeout, a crash): the writer is used under mu,
+	// and not at all once the stream is ended.
+	var mu sync.Mutex
 	enc := eventstream.NewEncoder()
 	rc := http.NewResponseController(w)
-	started := false
+	started, ended := false, false
 	start := func(requestID string) {
 		if started {
 			return
@@ -483,9 +487,17 @@ func (e *Emulator) handleInvokeStream(w http.ResponseWriter, r *http.Request) {
 		return err
 	}
 	res, err := e.InvokeStream(r.Context(), fn.cfg.Name, payload, r.Header.Get("X-Amz-Client-Context"), func(requestID string, b []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if ended {
+			return errors.New("the stream has ended")
+		}
 		start(requestID)
 		return event("PayloadChunk", "application/octet-stream", b)
 	})
+	mu.Lock()
+	defer mu.Unlock()
+	ended = true
 	switch {
 	case errors.Is(err, errThrottled) && !started:
 		writeAPIError(w, http.StatusTooManyRequests, "TooManyRequestsException", "Rate Exceeded.",

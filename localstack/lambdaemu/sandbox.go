@@ -508,8 +508,11 @@ func (sb *sandbox) handleStreamedResponse(w http.ResponseWriter, r *http.Request
 	sb.fn.markIdle(sb)
 	res := result{body: gathered, end: end, cpu: cpu, contended: contended}
 	if t := r.Trailer.Get("Lambda-Runtime-Function-Error-Type"); t != "" {
-		msg, _ := base64.StdEncoding.DecodeString(r.Trailer.Get("Lambda-Runtime-Function-Error-Body"))
-		res.funcError, res.body = "Unhandled", errorPayload(t, string(msg))
+		body, _ := base64.StdEncoding.DecodeString(r.Trailer.Get("Lambda-Runtime-Function-Error-Body"))
+		if !json.Valid(body) { // runtimes send {errorType, errorMessage}; wrap anything else
+			body = errorPayload(t, string(body))
+		}
+		res.funcError, res.body = "Unhandled", body
 	}
 	if tooLarge {
 		res.funcError, res.body = "Unhandled", errorPayload("Function.ResponseSizeTooLarge", "Response payload size exceeded maximum allowed payload size.")
