@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -169,6 +170,19 @@ func TestRoutesFromParameter(t *testing.T) {
 		}
 	}
 	put(`{"routes": [{"function": "app", "path_prefix": "/work", "min_instances": 1}]}`)
+	warmNow(1)
+	put(`{"routes": [{"function": "app", "path_prefix": "/work"}]}`)
+	warmNow(0)
+	// Kept only between UTC hours: none outside them, the minimum inside.
+	h := time.Now().UTC().Hour()
+	launched := s.pool().Stats.Launches
+	put(fmt.Sprintf(`{"routes": [{"function": "app", "path_prefix": "/work", "min_instances": 1, "min_instances_hours": "%d-%d"}]}`, (h+1)%24, (h+2)%24))
+	time.Sleep(2500 * time.Millisecond) // a poll or two: nothing may launch
+	warmNow(0)
+	if n := s.pool().Stats.Launches - launched; n != 0 {
+		t.Errorf("%d launches for a minimum outside its hours, want none", n)
+	}
+	put(fmt.Sprintf(`{"routes": [{"function": "app", "path_prefix": "/work", "min_instances": 1, "min_instances_hours": "%d-%d"}]}`, h, h+1))
 	warmNow(1)
 	put(`{"routes": [{"function": "app", "path_prefix": "/work"}]}`)
 	warmNow(0)

@@ -44,6 +44,7 @@ func routes(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&policy, "policy", "", "pack or spread (default the router's)")
 		fs.StringVar(&rt.Plain, "plain", "", "auto or off (default the router's)")
 		fs.IntVar(&rt.MinInstances, "min-instances", 0, "live instances kept whatever the traffic, each billed all the time (default 0)")
+		fs.StringVar(&rt.MinInstancesHours, "min-instances-hours", "", "keep the minimum only between these UTC hours, e.g. 8-20 (default all day)")
 	}
 	if err := parse(fs, args[1:]); err != nil {
 		return err
@@ -283,7 +284,10 @@ func options(r config.Route) string {
 		s += "plain=" + r.Plain + " "
 	}
 	if r.MinInstances > 0 {
-		s += fmt.Sprintf("min_instances=%d", r.MinInstances)
+		s += fmt.Sprintf("min_instances=%d ", r.MinInstances)
+	}
+	if r.MinInstancesHours != "" {
+		s += "min_instances_hours=" + r.MinInstancesHours
 	}
 	s = strings.TrimSpace(s)
 	if s == "" {

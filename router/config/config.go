@@ -72,6 +72,40 @@ type Route struct {
 	// function, traffic or not (0, the default: none). Each is billed
 	// for all of its time.
 	MinInstances int `json:"min_instances,omitempty"`
+	// MinInstancesHours, if set, keeps that minimum only between two UTC
+	// hours, "8-20" (from 08:00 to 20:00) or "22-6" (overnight); outside
+	// them the minimum is 0. Empty: at all hours.
+	MinInstancesHours string `json:"min_instances_hours,omitempty"`
+}
+
+// MinimumAt is the minimum of live instances r asks for at t.
+func (r Route) MinimumAt(t time.Time) int {
+	from, to, ok := parseHours(r.MinInstancesHours)
+	if !ok {
+		return r.MinInstances
+	}
+	h := t.UTC().Hour()
+	in := (from < to && h >= from && h < to) || (from > to && (h >= from || h < to))
+	if !in {
+		return 0
+	}
+	return r.MinInstances
+}
+
+// parseHours reads "from-to": from an hour 0..23 to a different one 0..24
+// (0-24 is all day; 22-6 wraps past midnight); ok is false for "" and for
+// anything else.
+func parseHours(s string) (from, to int, ok bool) {
+	a, b, found := strings.Cut(s, "-")
+	if !found {
+		return 0, 0, false
+	}
+	from, err1 := strconv.Atoi(strings.TrimSpace(a))
+	to, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil || from < 0 || from > 23 || to < 0 || to > 24 || from == to || (from == 0 && to == 0) {
+		return 0, 0, false
+	}
+	return from, to, true
 }
 
 // MaxMinInstances bounds a route's min_instances: a typo must not keep a
@@ -398,6 +432,10 @@ func validateRoutes(rs []Route) error {
 			return fmt.Errorf("route to %s: plain %q: want auto or off", r.Function, r.Plain)
 		case r.MinInstances < 0 || r.MinInstances > MaxMinInstances:
 			return fmt.Errorf("route to %s: min_instances %d outside 0..%d", r.Function, r.MinInstances, MaxMinInstances)
+		case r.MinInstancesHours != "":
+			if _, _, ok := parseHours(r.MinInstancesHours); !ok {
+				return fmt.Errorf("route to %s: min_instances_hours %q: want two different UTC hours, from-to, as 8-20 or 22-6", r.Function, r.MinInstancesHours)
+			}
 		}
 	}
 	return nil
@@ -412,6 +450,7 @@ func mergeFunctionOptions(rs []Route) error {
 		policy pool.Policy
 		plain  string
 		min    int
+		hours  string
 	}
 	merged := map[string]opts{}
 	for _, r := range rs {
@@ -425,9 +464,14 @@ func mergeFunctionOptions(rs []Route) error {
 			return fmt.Errorf("function %s: plain %s on one route, %s on another", r.Function, o.plain, r.Plain)
 		case r.MinInstances != 0 && o.min != 0 && r.MinInstances != o.min:
 			return fmt.Errorf("function %s: min_instances %d on one route, %d on another", r.Function, o.min, r.MinInstances)
+		case r.MinInstancesHours != "" && o.hours != "" && r.MinInstancesHours != o.hours:
+			return fmt.Errorf("function %s: min_instances_hours %s on one route, %s on another", r.Function, o.hours, r.MinInstancesHours)
 		}
 		if r.MinInstances != 0 {
 			o.min = r.MinInstances
+		}
+		if r.MinInstancesHours != "" {
+			o.hours = r.MinInstancesHours
 		}
 		if r.MaxConcurrency != 0 {
 			o.conc = r.MaxConcurrency
@@ -443,6 +487,7 @@ func mergeFunctionOptions(rs []Route) error {
 	for i := range rs {
 		o := merged[rs[i].Function]
 		rs[i].MaxConcurrency, rs[i].Policy, rs[i].Plain, rs[i].MinInstances = o.conc, o.policy, o.plain, o.min
+		rs[i].MinInstancesHours = o.hours
 	}
 	return nil
 }

@@ -132,6 +132,14 @@ func TestRouteOptionsPerFunction(t *testing.T) {
 			file:    `{"routes":[{"function":"app","min_instances":1000}]}`,
 			wantErr: "min_instances 1000 outside 0..100",
 		},
+		"min_instances_hours malformed": {
+			file:    `{"routes":[{"function":"app","min_instances":1,"min_instances_hours":"8-8"}]}`,
+			wantErr: `min_instances_hours "8-8": want two different UTC hours`,
+		},
+		"conflicting min_instances_hours": {
+			file:    `{"routes":[{"function":"app","path_prefix":"/a","min_instances_hours":"8-20"},{"function":"app","path_prefix":"/b","min_instances_hours":"9-17"}]}`,
+			wantErr: "min_instances_hours 8-20 on one route, 9-17 on another",
+		},
 		"negative min_instances": {
 			file:    `{"routes":[{"function":"app","min_instances":-1}]}`,
 			wantErr: "min_instances -1 outside 0..100",
@@ -253,6 +261,27 @@ func TestRouteFunctionNames(t *testing.T) {
 	} {
 		if _, err := ParseRoutesDocument([]byte(tc.doc)); (err == nil) != tc.ok {
 			t.Errorf("%s: err %v, want ok %v", tc.doc, err, tc.ok)
+		}
+	}
+}
+
+// A minimum kept between UTC hours is 0 outside them, overnight spans
+// included.
+func TestMinimumAt(t *testing.T) {
+	at := func(h int) time.Time { return time.Date(2026, 12, 7, h, 30, 0, 0, time.UTC) }
+	for _, c := range []struct {
+		hours string
+		hour  int
+		want  int
+	}{
+		{"", 3, 2}, {"8-20", 7, 0}, {"8-20", 8, 2}, {"8-20", 19, 2}, {"8-20", 20, 0},
+		{"22-6", 23, 2}, {"22-6", 2, 2}, {"22-6", 6, 0}, {"22-6", 12, 0}, {"0-24", 0, 2}, {"0-24", 23, 2}, {"20-24", 23, 2}, {"20-24", 3, 0},
+	} {
+		if _, _, ok := parseHours(c.hours); c.hours != "" && !ok {
+			t.Errorf("hours %q refused", c.hours)
+		}
+		if got := (Route{MinInstances: 2, MinInstancesHours: c.hours}).MinimumAt(at(c.hour)); got != c.want {
+			t.Errorf("min_instances 2 at hours %q, %02d:30 UTC: %d, want %d", c.hours, c.hour, got, c.want)
 		}
 	}
 }

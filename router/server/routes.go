@@ -27,9 +27,10 @@ type routesState struct {
 	// options are the pool options each function's pool was made with:
 	// a document that asks others for it is told to wait for a restart.
 	options map[string]config.Route
-	// minimums is each routed function's min_instances in force; a
-	// function whose routes went has none.
-	minimums map[string]int
+	// minimums is each routed function's route in force, for its
+	// min_instances (and their hours); a function whose routes went has
+	// none.
+	minimums map[string]config.Route
 }
 
 // WatchRoutes reads the routes parameter (config.RoutesParameter) now and
@@ -143,11 +144,12 @@ func (r *Router) setRoutesLocked(extra []config.Route) error {
 	return nil
 }
 
-// minimums is each function's min_instances in rs.
-func minimums(rs []config.Route) map[string]int {
-	m := map[string]int{}
+// minimums is each function's route in rs (Combine gave all of one
+// function's routes the same options).
+func minimums(rs []config.Route) map[string]config.Route {
+	m := map[string]config.Route{}
 	for _, rt := range rs {
-		m[rt.Function] = max(m[rt.Function], rt.MinInstances)
+		m[rt.Function] = rt
 	}
 	return m
 }
@@ -160,8 +162,14 @@ func (r *Router) applyMinimumsLocked() {
 	if !r.serving.Load() {
 		return
 	}
+	now := time.Now()
 	for fn, p := range *r.pools.Load() {
-		p.SetMinInstances(r.routes.minimums[fn])
+		rt, ok := r.routes.minimums[fn]
+		n := 0
+		if ok {
+			n = rt.MinimumAt(now)
+		}
+		p.SetMinInstances(n)
 	}
 }
 

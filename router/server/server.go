@@ -248,6 +248,7 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	r.serving.Store(true)
 	r.applyMinimumsLocked()
 	r.routesMu.Unlock()
+	g.Go(func() error { r.followMinimumHours(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		r.shuttingDown.Store(true)
@@ -279,6 +280,23 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	stopMetrics()
 	<-metricsDone
 	return err
+}
+
+// followMinimumHours puts each function's minimum in force as its
+// min_instances_hours begin and end, until ctx ends.
+func (r *Router) followMinimumHours(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.routesMu.Lock()
+		r.applyMinimumsLocked()
+		r.routesMu.Unlock()
+	}
 }
 
 // watchedListener says when the ingress listener cannot accept: net/http
