@@ -285,7 +285,16 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 // followMinimumHours puts each function's minimum in force as its
 // min_instances_hours begin and end, until ctx ends.
 func (r *Router) followMinimumHours(ctx context.Context) {
-	t := time.NewTicker(30 * time.Second)
+	every(ctx, 30*time.Second, func() {
+		r.routesMu.Lock()
+		r.applyMinimumsLocked()
+		r.routesMu.Unlock()
+	})
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -293,9 +302,7 @@ func (r *Router) followMinimumHours(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		r.routesMu.Lock()
-		r.applyMinimumsLocked()
-		r.routesMu.Unlock()
+		fn()
 	}
 }
 
@@ -339,21 +346,14 @@ func serveHTTP(s *http.Server, ln net.Listener) error {
 
 // sampleInFlight feeds InFlightPerInstance once a second.
 func (r *Router) sampleInFlight(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, time.Second, func() {
 		for fn, p := range *r.pools.Load() {
 			// Not State(): that lists every instance, under the pool's lock.
 			if n, streams := p.InFlight(); n > 0 {
 				r.metrics.InFlight(fn, float64(streams)/float64(n))
 			}
 		}
-	}
+	})
 }
 
 func (r *Router) adminHandler() http.Handler {
