@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -70,7 +71,7 @@ func (s *streams) upgrade(w http.ResponseWriter, r *http.Request) {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// Refused (a 400, a 403, a 404): its answer, as any other.
 		defer resp.Body.Close()
-		copyHeader(w.Header(), resp.Header)
+		maps.Copy(w.Header(), resp.Header)
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
 		return
@@ -139,12 +140,6 @@ func writeAndRead(req *http.Request, conn net.Conn, br *bufio.Reader) (*http.Res
 		return nil, fmt.Errorf("the app switched to %q, not %q", resp.Header.Get("Upgrade"), req.Header.Get("Upgrade"))
 	}
 	return resp, nil
-}
-
-func copyHeader(dst, src http.Header) {
-	for k, vs := range src {
-		dst[k] = vs
-	}
 }
 
 // pipeDialer serves h over in-memory connections: how an in-process app

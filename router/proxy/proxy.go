@@ -145,6 +145,9 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.BodyTimeout <= 0 {
 		cfg.BodyTimeout = 10 * time.Second
 	}
+	if cfg.WebSocketIdle <= 0 {
+		cfg.WebSocketIdle = DefaultWebSocketIdle
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

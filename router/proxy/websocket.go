@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -86,10 +87,11 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *
 	defer lease.Release()
 	defer resp.Body.Close()
 	defer toApp.Close()
-	if resp.Header.Get(tunnel.HeaderUpgradeStatus) != "101" {
+	upgraded := resp.Header.Get(tunnel.HeaderUpgradeStatus) == "101"
+	stripFerryHeaders(resp)
+	if !upgraded {
 		// The app refused (a 400, a 403): its answer, as any other.
-		stripFerryHeaders(resp)
-		copyHeader(w.Header(), resp.Header)
+		maps.Copy(w.Header(), resp.Header)
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
 		h.cfg.Metrics.Request(route.Function, resp.StatusCode, time.Since(start), time.Since(start), 0)
@@ -101,7 +103,6 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *
 	}
 	defer conn.Close()
 	head := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-	stripFerryHeaders(resp)
 	for k, vs := range resp.Header {
 		if httpguts.ValidHeaderFieldName(k) && !hopByHop(k) {
 			for _, v := range vs {
@@ -191,12 +192,6 @@ func hopByHop(k string) bool {
 	return false
 }
 
-func copyHeader(dst, src http.Header) {
-	for k, vs := range src {
-		dst[k] = vs
-	}
-}
-
 // relay copies the socket's bytes both ways until either side ends, the
 // instance drains (then the client gets a close frame 1012 at a frame
 // boundary), or nothing moves for the idle timeout (1001). It says why it
@@ -233,9 +228,6 @@ func (h *Handler) relay(client net.Conn, fromClient *bufio.Reader, toApp *io.Pip
 	}()
 
 	idle := h.cfg.WebSocketIdle
-	if idle <= 0 {
-		idle = DefaultWebSocketIdle
-	}
 	var frames frameCursor
 	var closing time.Time // when a close was due
 	code, reason := 0, ""
