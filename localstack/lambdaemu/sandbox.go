@@ -454,10 +454,16 @@ func (sb *sandbox) handleResponse(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
-	end := time.Now()                          // reading the accounting is the emulator's time, not the function's
-	cpu, contended := sb.usedSince(inv.before) // before the next invocation may have the sandbox
-	sb.fn.markIdle(sb)                         // before finish: the caller may invoke again at once
-	inv.finish(result{body: body, end: end, cpu: cpu, contended: contended})
+	sb.answered(inv, result{body: body})
+}
+
+// answered ends inv with res, the runtime's answer: billed to now, with
+// the CPU the sandbox used and the time it waited for cores meanwhile.
+func (sb *sandbox) answered(inv *invocation, res result) {
+	res.end = time.Now()                              // reading the accounting is the emulator's time, not the function's
+	res.cpu, res.contended = sb.usedSince(inv.before) // before the next invocation may have the sandbox
+	sb.fn.markIdle(sb)                                // before finish: the caller may invoke again at once
+	inv.finish(res)
 }
 
 // maxStreamed is what Lambda lets a streamed response carry: 200 MB (past
@@ -503,10 +509,7 @@ func (sb *sandbox) handleStreamedResponse(w http.ResponseWriter, r *http.Request
 		return // the runtime moved on meanwhile
 	}
 	w.WriteHeader(http.StatusAccepted)
-	end := time.Now()
-	cpu, contended := sb.usedSince(inv.before)
-	sb.fn.markIdle(sb)
-	res := result{body: gathered, end: end, cpu: cpu, contended: contended}
+	res := result{body: gathered}
 	if t := r.Trailer.Get("Lambda-Runtime-Function-Error-Type"); t != "" {
 		body, _ := base64.StdEncoding.DecodeString(r.Trailer.Get("Lambda-Runtime-Function-Error-Body"))
 		if !json.Valid(body) { // runtimes send {errorType, errorMessage}; wrap anything else
@@ -517,7 +520,7 @@ func (sb *sandbox) handleStreamedResponse(w http.ResponseWriter, r *http.Request
 	if tooLarge {
 		res.funcError, res.body = "Unhandled", errorPayload("Function.ResponseSizeTooLarge", "Response payload size exceeded maximum allowed payload size.")
 	}
-	inv.finish(res)
+	sb.answered(inv, res)
 }
 
 func (sb *sandbox) handleError(w http.ResponseWriter, r *http.Request) {
@@ -530,10 +533,7 @@ func (sb *sandbox) handleError(w http.ResponseWriter, r *http.Request) {
 	if !json.Valid(body) {
 		body = errorPayload(r.Header.Get("Lambda-Runtime-Function-Error-Type"), string(body))
 	}
-	end := time.Now()
-	cpu, contended := sb.usedSince(inv.before)
-	sb.fn.markIdle(sb)
-	inv.finish(result{funcError: "Unhandled", body: body, end: end, cpu: cpu, contended: contended})
+	sb.answered(inv, result{funcError: "Unhandled", body: body})
 }
 
 func (sb *sandbox) handleInitError(w http.ResponseWriter, r *http.Request) {
