@@ -20,7 +20,7 @@ func (p *Pool) Add(conn Conn) {
 	launched, pending := p.launches[conn.Claims().ID]
 	delete(p.launches, conn.Claims().ID)
 	inst.warm, inst.joined = p.warm.pending[conn.Claims().ID], p.cfg.Now()
-	inst.holds = inst.warm || p.warm.asked[conn.Claims().ID]
+	inst.holds = p.warm.asked[conn.Claims().ID] // every warm launch is asked, pending or not
 	delete(p.warm.pending, conn.Claims().ID)
 	delete(p.warm.asked, conn.Claims().ID)
 	if inst.warm && p.warmCoveringLocked() >= p.warm.min {

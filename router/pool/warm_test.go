@@ -136,20 +136,7 @@ func TestWarmInstanceEndingEarlyBacksOff(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				p, l := newTestPool(t, Config{MaxConcurrency: 4})
 				p.SetMinInstances(1)
-				start := time.Now()
-				joined := 0
-				for time.Since(start) < 2*time.Minute {
-					synctest.Wait()
-					if ids := l.ids(); len(ids) > joined {
-						conn := newFakeConn(ids[joined], 4)
-						conn.deadline = time.Now().Add(c.timeout)
-						joined++
-						p.Add(conn)
-						time.AfterFunc(c.ends, conn.end)
-						continue
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
+				joined := joinWarm(p, l, 2*time.Minute, c.timeout, c.ends, nil)
 				// Backoffs of 1, 2, 4, 8, 16, 32, 60, 60 s: about 8 in 2 minutes.
 				if joined < 5 || joined > 10 {
 					t.Errorf("%d warm launches in 2 minutes of instances ending early, want about 8: relaunched, with a backoff", joined)
@@ -160,6 +147,30 @@ func TestWarmInstanceEndingEarlyBacksOff(t *testing.T) {
 	}
 }
 
+// joinWarm lets each launch join as it comes, for d: an instance with
+// timeout that ends after ends. Between launches it calls check, if set,
+// with the time since it began. It returns how many joined.
+func joinWarm(p *Pool, l *fakeLauncher, d, timeout, ends time.Duration, check func(since time.Duration)) int {
+	start := time.Now()
+	joined := 0
+	for time.Since(start) < d {
+		synctest.Wait()
+		if ids := l.ids(); len(ids) > joined {
+			conn := newFakeConn(ids[joined], 4)
+			conn.deadline = time.Now().Add(timeout)
+			joined++
+			p.Add(conn)
+			time.AfterFunc(ends, conn.end)
+			continue
+		}
+		if check != nil {
+			check(time.Since(start))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return joined
+}
+
 // TestWarmShortTimeout: a function whose timeout is shorter than the usual
 // replacement lead has each warm instance replaced half-way through, not
 // as it joins, and the minimum held throughout.
@@ -167,23 +178,12 @@ func TestWarmShortTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 4})
 		p.SetMinInstances(1)
-		joined := 0
-		start := time.Now()
-		for time.Since(start) < 30*time.Second {
-			synctest.Wait()
-			if ids := l.ids(); len(ids) > joined {
-				conn := newFakeConn(ids[joined], 4)
-				conn.deadline = time.Now().Add(6 * time.Second)
-				joined++
-				p.Add(conn)
-				time.AfterFunc(5*time.Second, conn.end) // its drain, a second before its deadline
-				continue
+		// Each ends at its drain, a second before its deadline.
+		joined := joinWarm(p, l, 30*time.Second, 6*time.Second, 5*time.Second, func(since time.Duration) {
+			if since > time.Second && len(p.State().Instances) == 0 {
+				t.Fatalf("no live instance %v in", since)
 			}
-			if time.Since(start) > time.Second && len(p.State().Instances) == 0 {
-				t.Fatalf("no live instance %v in", time.Since(start))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		})
 		// Replaced every 3 s (half of 6 s): about 11 launches in 30 s.
 		if joined < 8 || joined > 13 {
 			t.Errorf("%d warm launches in 30 s of 6 s instances, want about 11 (one each 3 s)", joined)
