@@ -4,6 +4,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -445,49 +446,39 @@ func validateRoutes(rs []Route) error {
 // them sets (one pool serves them all), and refuses routes that set them
 // differently: a second route's options were once dropped without a word.
 func mergeFunctionOptions(rs []Route) error {
-	type opts struct {
-		conc   int
-		policy pool.Policy
-		plain  string
-		min    int
-		hours  string
-	}
-	merged := map[string]opts{}
+	merged := map[string]Route{} // each function's options
 	for _, r := range rs {
 		o := merged[r.Function]
-		switch {
-		case r.MaxConcurrency != 0 && o.conc != 0 && r.MaxConcurrency != o.conc:
-			return fmt.Errorf("function %s: max_concurrency %d on one route, %d on another", r.Function, o.conc, r.MaxConcurrency)
-		case r.Policy != "" && o.policy != "" && r.Policy != o.policy:
-			return fmt.Errorf("function %s: policy %s on one route, %s on another", r.Function, o.policy, r.Policy)
-		case r.Plain != "" && o.plain != "" && r.Plain != o.plain:
-			return fmt.Errorf("function %s: plain %s on one route, %s on another", r.Function, o.plain, r.Plain)
-		case r.MinInstances != 0 && o.min != 0 && r.MinInstances != o.min:
-			return fmt.Errorf("function %s: min_instances %d on one route, %d on another", r.Function, o.min, r.MinInstances)
-		case r.MinInstancesHours != "" && o.hours != "" && r.MinInstancesHours != o.hours:
-			return fmt.Errorf("function %s: min_instances_hours %s on one route, %s on another", r.Function, o.hours, r.MinInstancesHours)
-		}
-		if r.MinInstances != 0 {
-			o.min = r.MinInstances
-		}
-		if r.MinInstancesHours != "" {
-			o.hours = r.MinInstancesHours
-		}
-		if r.MaxConcurrency != 0 {
-			o.conc = r.MaxConcurrency
-		}
-		if r.Policy != "" {
-			o.policy = r.Policy
-		}
-		if r.Plain != "" {
-			o.plain = r.Plain
+		if err := cmp.Or(
+			mergeOption(r.Function, "max_concurrency", &o.MaxConcurrency, r.MaxConcurrency),
+			mergeOption(r.Function, "policy", &o.Policy, r.Policy),
+			mergeOption(r.Function, "plain", &o.Plain, r.Plain),
+			mergeOption(r.Function, "min_instances", &o.MinInstances, r.MinInstances),
+			mergeOption(r.Function, "min_instances_hours", &o.MinInstancesHours, r.MinInstancesHours),
+		); err != nil {
+			return err
 		}
 		merged[r.Function] = o
 	}
 	for i := range rs {
 		o := merged[rs[i].Function]
-		rs[i].MaxConcurrency, rs[i].Policy, rs[i].Plain, rs[i].MinInstances = o.conc, o.policy, o.plain, o.min
-		rs[i].MinInstancesHours = o.hours
+		rs[i].MaxConcurrency, rs[i].Policy, rs[i].Plain = o.MaxConcurrency, o.Policy, o.Plain
+		rs[i].MinInstances, rs[i].MinInstancesHours = o.MinInstances, o.MinInstancesHours
+	}
+	return nil
+}
+
+// mergeOption keeps v, one route's value of function fn's option name, in
+// *kept: an unset (zero) v changes nothing, and a v other than one already
+// kept is refused.
+func mergeOption[T comparable](fn, name string, kept *T, v T) error {
+	var unset T
+	switch {
+	case v == unset:
+	case *kept != unset && *kept != v:
+		return fmt.Errorf("function %s: %s %v on one route, %v on another", fn, name, *kept, v)
+	default:
+		*kept = v
 	}
 	return nil
 }
