@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/servicediscovery"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/ferryrun/ferry/internal/envcheck"
@@ -28,6 +29,7 @@ import (
 	"github.com/ferryrun/ferry/router/advertise"
 	"github.com/ferryrun/ferry/router/config"
 	"github.com/ferryrun/ferry/router/metrics"
+	"github.com/ferryrun/ferry/router/ring"
 	"github.com/ferryrun/ferry/router/server"
 )
 
@@ -89,10 +91,17 @@ func run() error {
 	defer stop()
 
 	var ls server.Listeners
-	for _, l := range []struct {
+	listen := []struct {
 		addr string
 		dst  *net.Listener
-	}{{cfg.Listen, &ls.Ingress}, {cfg.TunnelListen, &ls.Tunnel}, {cfg.AdminListen, &ls.Admin}} {
+	}{{cfg.Listen, &ls.Ingress}, {cfg.TunnelListen, &ls.Tunnel}, {cfg.AdminListen, &ls.Admin}}
+	if cfg.Ring() {
+		listen = append(listen, struct {
+			addr string
+			dst  *net.Listener
+		}{cfg.PeerListen, &ls.Peer})
+	}
+	for _, l := range listen {
 		if *l.dst, err = net.Listen("tcp", l.addr); err != nil {
 			return err
 		}
@@ -114,6 +123,12 @@ func run() error {
 	case err == nil && port == "0": // the tunnel listener's actual port
 		cfg.Advertise = net.JoinHostPort(host, tunnelPort)
 	}
+	var peers ring.Source
+	if cfg.Ring() {
+		if peers, err = ringSource(ctx, &cfg, awsCfg, ls.Peer); err != nil {
+			return err
+		}
+	}
 	// Invoke retries are the invoker's (backoff for up to its RetryFor, or
 	// within the request's wait for a plain invocation), not the SDK's.
 	api := lambda.NewFromConfig(awsCfg, func(o *lambda.Options) { o.Retryer = aws.NopRetryer{} })
@@ -125,7 +140,7 @@ func run() error {
 	if cfg.MetricsCloudWatch {
 		sinks = append(sinks, metrics.CloudWatch(cloudwatch.NewFromConfig(awsCfg, metrics.RetryUnapplied)))
 	}
-	r, err := server.New(cfg, api, log, sinks...)
+	r, err := server.New(cfg, api, log, peers, sinks...)
 	if err != nil {
 		return err
 	}
@@ -139,4 +154,32 @@ func run() error {
 		go r.WatchRoutes(ctx, params)
 	}
 	return r.Run(ctx, ls)
+}
+
+// ringSource resolves this replica's peer address into cfg and returns
+// where its peers are listed.
+func ringSource(ctx context.Context, cfg *config.Config, awsCfg aws.Config, ln net.Listener) (ring.Source, error) {
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	var err error
+	switch {
+	case cfg.PeerAdvertise == config.AdvertiseECS,
+		cfg.PeerAdvertise == "" && (cfg.Advertise == config.AdvertiseECS || cfg.Advertise == config.AdvertiseECSPublic):
+		// The task's private address: peers share its network.
+		if cfg.PeerAdvertise, err = advertise.ECS(ctx, os.Getenv("ECS_CONTAINER_METADATA_URI_V4"), port); err != nil {
+			return nil, err
+		}
+	case cfg.PeerAdvertise == "":
+		host, _, err := net.SplitHostPort(cfg.Advertise)
+		if err != nil {
+			return nil, fmt.Errorf("%s: cannot tell this replica's peer address from %s=%q; set it", config.EnvPeerAdvertise, config.EnvAdvertise, cfg.Advertise)
+		}
+		cfg.PeerAdvertise = net.JoinHostPort(host, port)
+	}
+	if cfg.CloudMap == nil {
+		return ring.Static(cfg.Peers), nil
+	}
+	api := servicediscovery.NewFromConfig(awsCfg)
+	n, _ := strconv.Atoi(port)
+	return ring.CloudMap{API: api, Namespace: cfg.CloudMap.Namespace, Service: cfg.CloudMap.Service, Port: n,
+		LocalEndpoint: api.Options().BaseEndpoint != nil}, nil
 }

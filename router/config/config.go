@@ -52,6 +52,10 @@ const (
 	EnvPlain           = "FERRY_ROUTER_PLAIN"
 	EnvRoutesParameter = "FERRY_ROUTER_ROUTES_PARAMETER"
 	EnvRoutesPoll      = "FERRY_ROUTER_ROUTES_POLL"
+	EnvPeers           = "FERRY_ROUTER_PEERS"
+	EnvPeerListen      = "FERRY_ROUTER_PEER_LISTEN"
+	EnvPeerAdvertise   = "FERRY_ROUTER_PEER_ADVERTISE"
+	EnvOwnerConc       = "FERRY_ROUTER_OWNER_CONCURRENCY"
 )
 
 // Names lists every variable above.
@@ -59,7 +63,7 @@ var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, E
 	EnvMaxConcurrency, EnvIdleLinger, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
 	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout, EnvWebSocketIdle, EnvPlain,
-	EnvRoutesParameter, EnvRoutesPoll}
+	EnvRoutesParameter, EnvRoutesPoll, EnvPeers, EnvPeerListen, EnvPeerAdvertise, EnvOwnerConc}
 
 // Route maps requests to a function, with that function's pool options.
 type Route struct {
@@ -162,7 +166,30 @@ type Config struct {
 	Pprof                         bool // /debug/pprof/ on the admin listener
 	ShutdownTimeout               time.Duration
 	LogLevel                      slog.Level
+
+	// Peers are the router replicas that share functions (a ring): a
+	// static list of their peer addresses, or none. CloudMap, if set,
+	// finds them in AWS Cloud Map instead. Neither: this replica serves
+	// every request it takes itself.
+	Peers    []string
+	CloudMap *CloudMapService
+	// PeerListen is where this replica takes requests its peers forward
+	// (HTTP/2 without TLS, authenticated by a key derived from
+	// TokenSecret): reachable from the other replicas only.
+	PeerListen string
+	// PeerAdvertise is this replica's peer address as the others reach it;
+	// "ecs" for the task's private address.
+	PeerAdvertise string
+	// OwnerConcurrency is how many of one function's requests at once an
+	// owner takes before the function gets one more (see ring.Config).
+	OwnerConcurrency int
 }
+
+// CloudMapService names an AWS Cloud Map service.
+type CloudMapService struct{ Namespace, Service string }
+
+// Ring reports whether the replicas share functions.
+func (c Config) Ring() bool { return len(c.Peers) > 0 || c.CloudMap != nil }
 
 // Load reads the configuration through getenv (os.Getenv in production).
 // An error names the variable and the value it could not use.
@@ -172,7 +199,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Plain: true, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
 		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second, RoutesPoll: 2 * time.Second,
-		WebSocketIdle: 5 * time.Minute,
+		WebSocketIdle: 5 * time.Minute, PeerListen: fmt.Sprintf(":%d", PeerPort), OwnerConcurrency: 256,
 	}
 	var err error
 	fail := func(name, value, why string) {
@@ -304,6 +331,35 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.Routes = append(c.Routes, rs...)
 	}
+	str(EnvPeerListen, &c.PeerListen)
+	str(EnvPeerAdvertise, &c.PeerAdvertise)
+	num(EnvOwnerConc, &c.OwnerConcurrency, 1, 1_000_000)
+	if v := getenv(EnvPeers); v != "" {
+		if rest, ok := strings.CutPrefix(v, "cloudmap:"); ok {
+			ns, svc, found := strings.Cut(rest, "/")
+			if !found || ns == "" || svc == "" || strings.Contains(svc, "/") {
+				fail(EnvPeers, v, "want cloudmap:NAMESPACE/SERVICE")
+			}
+			c.CloudMap = &CloudMapService{Namespace: ns, Service: svc}
+		} else {
+			for _, a := range strings.Split(v, ",") {
+				a = strings.TrimSpace(a)
+				if host, port, e := net.SplitHostPort(a); e != nil || host == "" || port == "" || port == "0" {
+					fail(EnvPeers, v, "want host:port addresses separated by commas, or cloudmap:NAMESPACE/SERVICE")
+					break
+				}
+				c.Peers = append(c.Peers, a)
+			}
+		}
+	}
+	if c.PeerAdvertise != "" && c.PeerAdvertise != AdvertiseECS {
+		if host, port, e := net.SplitHostPort(c.PeerAdvertise); e != nil || host == "" || port == "" || port == "0" {
+			fail(EnvPeerAdvertise, c.PeerAdvertise, "want host:port (this replica's peer address as the others reach it), or ecs")
+		}
+	}
+	if c.Ring() && c.TokenSecret == nil {
+		fail(EnvPeers, getenv(EnvPeers), "replicas that share functions authenticate each other with a key derived from "+EnvTokenSecret+": set the same secret on every replica")
+	}
 	str(EnvRoutesParameter, &c.RoutesParameter)
 	dur(EnvRoutesPoll, &c.RoutesPoll, time.Second, 10*time.Minute)
 	if err != nil {
@@ -365,6 +421,7 @@ const (
 	IngressPort = 8080
 	TunnelPort  = 8443
 	AdminPort   = 9090
+	PeerPort    = 8444
 )
 
 // LayerParameterName is the SSM parameter in which ferry's stack named

@@ -61,6 +61,9 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		EnvMetrics:        base(map[string]string{EnvMetrics: "emf,statsd"}),
 		EnvTrustedProxies: base(map[string]string{EnvTrustedProxies: "10.0.0.0/16,the-alb"}),
 		EnvPprof:          base(map[string]string{EnvPprof: "true", EnvAdminListen: ":9090"}),
+		EnvPeers:          base(map[string]string{EnvPeers: "10.0.0.1:8444,10.0.0.2", EnvTokenSecret: strings.Repeat("s", 32)}),
+		EnvPeerAdvertise:  base(map[string]string{EnvPeers: "10.0.0.1:8444", EnvPeerAdvertise: "10.0.0.1", EnvTokenSecret: strings.Repeat("s", 32)}),
+		EnvOwnerConc:      base(map[string]string{EnvOwnerConc: "0"}),
 	}
 	for name, vars := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -75,6 +78,34 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 	}
 	if _, err := Load(env(map[string]string{EnvRoutes: "app=/"})); err == nil || !strings.Contains(err.Error(), EnvAdvertise) {
 		t.Errorf("wildcard tunnel listen without advertise: error = %v", err)
+	}
+}
+
+func TestPeers(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	for _, tc := range []struct {
+		peers, secret string
+		want          string // the peers or Cloud Map service read, or the error's words
+	}{
+		{"", "", "[] <nil>"},
+		{"10.0.0.1:8444, 10.0.0.2:8444", secret, "[10.0.0.1:8444 10.0.0.2:8444] <nil>"},
+		{"cloudmap:ferry.internal/router", secret, "[] &{ferry.internal router}"},
+		{"cloudmap:ferry.internal", secret, "want cloudmap:NAMESPACE/SERVICE"},
+		{"cloudmap:/router", secret, "want cloudmap:NAMESPACE/SERVICE"},
+		{"10.0.0.1:0", secret, "want host:port"},
+		{"10.0.0.1:8444", "", "set the same secret on every replica"},
+	} {
+		c, err := Load(env(map[string]string{EnvRoutes: "app=/", EnvTunnelListen: "127.0.0.1:0", EnvPeers: tc.peers, EnvTokenSecret: tc.secret}))
+		got := fmt.Sprint(c.Peers, " ", c.CloudMap)
+		if err != nil {
+			got = err.Error()
+		}
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("%s=%q: got %q, want %q", EnvPeers, tc.peers, got, tc.want)
+		}
+		if err == nil && c.Ring() != (tc.peers != "") {
+			t.Errorf("%s=%q: Ring() = %v", EnvPeers, tc.peers, c.Ring())
+		}
 	}
 }
 

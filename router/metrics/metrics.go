@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryrun/ferry/internal/quantile"
@@ -37,11 +38,14 @@ type Recorder struct {
 
 	mu  sync.Mutex
 	fns map[string]*window // guarded by mu; reset at each flush
+	// ring is how many router replicas share the functions (0: no ring);
+	// reported with each function's figures.
+	ring atomic.Int64
 }
 
 type window struct {
 	requests, errors5xx, nacks, invocations, coldStarts, throttles int64
-	launchFailures                                                 int64
+	launchFailures, forwarded                                      int64
 	requestMs, invocationMs, queueWaitMs, routerAddedMs            float64
 	activeCPUMs, idleMs, backgroundMs                              float64
 	latencies                                                      []float64 // reservoir sample, ms
@@ -94,6 +98,18 @@ func (r *Recorder) Request(fn string, status int, total, app, queue time.Duratio
 		w.latencies[j] = ms
 	}
 }
+
+// Forwarded records a client request this replica passed to the replica
+// that owns its function. The owner records it as a Request: each request
+// is counted once, where it ran.
+func (r *Recorder) Forwarded(fn string) {
+	r.mu.Lock()
+	r.win(fn).forwarded++
+	r.mu.Unlock()
+}
+
+// RingSize records how many router replicas are in the ring now.
+func (r *Recorder) RingSize(n int) { r.ring.Store(int64(n)) }
 
 // Nack records a stream an instance refused.
 func (r *Recorder) Nack(fn string) {
@@ -192,9 +208,14 @@ func (r *Recorder) Flush(ctx context.Context) {
 	}
 	sort.Strings(names)
 	at := r.now()
+	ring := r.ring.Load()
 	snaps := make([]Snapshot, 0, len(names))
 	for _, n := range names {
-		snaps = append(snaps, Snapshot{Function: n, Time: at, Values: fns[n].values()})
+		vs := fns[n].values()
+		if ring > 0 {
+			vs = append(vs, Value{Name: "RingSize", Unit: "Count", V: float64(ring)})
+		}
+		snaps = append(snaps, Snapshot{Function: n, Time: at, Values: vs})
 	}
 	for _, s := range r.sinks {
 		if err := s.Publish(ctx, snaps); err != nil {
@@ -234,6 +255,7 @@ func (w *window) values() []Value {
 		{Name: "Requests", Unit: "Count", V: float64(w.requests)},
 		{Name: "Errors5xx", Unit: "Count", V: float64(w.errors5xx)},
 		{Name: "Nacks", Unit: "Count", V: float64(w.nacks)},
+		{Name: "ForwardedRequests", Unit: "Count", V: float64(w.forwarded)},
 		{Name: "Invocations", Unit: "Count", V: float64(w.invocations)},
 		{Name: "ColdStarts", Unit: "Count", V: float64(w.coldStarts)},
 		{Name: "Throttles", Unit: "Count", V: float64(w.throttles)},

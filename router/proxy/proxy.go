@@ -28,6 +28,7 @@ import (
 	"github.com/ferryrun/ferry/router/invoke"
 	"github.com/ferryrun/ferry/router/metrics"
 	"github.com/ferryrun/ferry/router/pool"
+	"github.com/ferryrun/ferry/router/ring"
 )
 
 // Route sends requests whose host and path match to a function. An empty
@@ -76,8 +77,14 @@ type Config struct {
 	// WebSocketIdle closes a WebSocket with no byte either way for this
 	// long. If zero, DefaultWebSocketIdle.
 	WebSocketIdle time.Duration
-	Metrics       *metrics.Recorder // required
-	Logger        *slog.Logger      // if nil, slog.Default()
+	// Ring, if not nil, shares functions among router replicas: a request
+	// for a function another replica owns is forwarded to it through
+	// Peers, unless it came from a peer (ServePeer). WebSockets are served
+	// where they arrive.
+	Ring    *ring.Ring
+	Peers   *ring.Transport   // required with Ring
+	Metrics *metrics.Recorder // required
+	Logger  *slog.Logger      // if nil, slog.Default()
 }
 
 // replayLimit is the largest request body kept in memory so the request
@@ -129,6 +136,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Metrics == nil {
 		return nil, errors.New("proxy: Metrics is required")
+	}
+	if cfg.Ring != nil && cfg.Peers == nil {
+		return nil, errors.New("proxy: Peers is required with Ring")
 	}
 	if cfg.QueueTimeout <= 0 {
 		cfg.QueueTimeout = 10 * time.Second
@@ -187,6 +197,27 @@ func moreSpecific(a, b Route) bool {
 
 type ctxKey struct{}
 
+// peerKey marks, in a request's context, a request another replica
+// forwarded.
+type peerKey struct{}
+
+// ServePeer serves a request another router replica forwarded to this
+// one, which owns its function; the caller has authenticated the peer.
+// The request is served here, never forwarded again, and keeps the
+// X-Forwarded-* headers the first replica set. Where this replica has no
+// route for it (its routes lag the peer's), it answers with a nack, so the
+// peer serves it itself.
+func (h *Handler) ServePeer(w http.ResponseWriter, r *http.Request) {
+	h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), peerKey{}, true)))
+}
+
+// Nack answers a forwarded request this replica will not serve: the
+// peer that sent it tries elsewhere.
+func Nack(w http.ResponseWriter, reason string) {
+	w.Header().Set(tunnel.HeaderNack, reason)
+	http.Error(w, "ferry: this router replica did not take the request: "+reason, http.StatusServiceUnavailable)
+}
+
 // reqState travels in the request context from ServeHTTP to the transport.
 type reqState struct {
 	slowBody atomic.Bool // the client's body fell behind its pace: 408
@@ -205,6 +236,8 @@ type reqState struct {
 	appEnd   time.Time     // when its response body ended
 	attempts int           // streams opened or plain invocations made
 	plain    bool          // answered by a plain invocation
+	fromPeer bool          // forwarded here by another replica
+	peer     string        // the replica this one forwarded it to, if any
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -218,6 +251,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// /public route and reached the app as /private.
 		r.URL.Path, r.URL.RawPath = clean, ""
 	}
+	fromPeer := r.Context().Value(peerKey{}) != nil
 	var route *Route
 	t := h.table.Load()
 	for i := range t.routes {
@@ -226,11 +260,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
+	if route == nil && fromPeer {
+		Nack(w, "no-route")
+		return
+	}
 	if route == nil {
 		http.Error(w, fmt.Sprintf("ferry: no route for host %q and path %q", host, r.URL.Path), http.StatusNotFound)
 		return
 	}
-	if n := headerBytes(r); n > h.cfg.MaxHeaderBytes {
+	if n := headerBytes(r); n > h.cfg.MaxHeaderBytes && !fromPeer { // the first replica checked what the client sent
 		http.Error(w, fmt.Sprintf("ferry: request headers of %d bytes exceed the limit of %d (431 Request Header Fields Too Large)", n, h.cfg.MaxHeaderBytes), http.StatusRequestHeaderFieldsTooLarge)
 		return
 	}
@@ -261,7 +299,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("ferry: request body of %d bytes exceeds the limit of %d", r.ContentLength, h.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
 		return
 	}
-	st := &reqState{function: route.Function, pool: t.pools[route.Function], start: time.Now()}
+	st := &reqState{function: route.Function, pool: t.pools[route.Function], start: time.Now(), fromPeer: fromPeer}
+	if h.cfg.Ring != nil && !fromPeer {
+		defer h.cfg.Ring.Begin(route.Function)()
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &pacedBody{rc: http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes), ctl: http.NewResponseController(w),
 			start: st.start, grace: h.cfg.BodyTimeout, st: st}
@@ -289,11 +330,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			app = end.Sub(st.appStart)
 		}
 		took := time.Since(st.start)
-		h.cfg.Metrics.Request(route.Function, status, took, app, st.queue)
+		if st.peer != "" {
+			h.cfg.Metrics.Forwarded(route.Function) // the owner counts it as a request
+		} else {
+			h.cfg.Metrics.Request(route.Function, status, took, app, st.queue)
+		}
 		if h.log.Enabled(r.Context(), slog.LevelDebug) {
 			// Where a slow request's time went, for make bench -logs.
 			h.log.Debug("request", "function", route.Function, "status", status, "took_us", took.Microseconds(),
-				"queue_us", st.queue.Microseconds(), "app_us", app.Microseconds(), "attempts", st.attempts, "plain", st.plain)
+				"queue_us", st.queue.Microseconds(), "app_us", app.Microseconds(), "attempts", st.attempts, "plain", st.plain,
+				"peer", st.peer, "from_peer", st.fromPeer)
 		}
 		if p != nil {
 			panic(p)
@@ -329,14 +375,15 @@ func headerBytes(r *http.Request) int {
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(&url.URL{Scheme: "http", Host: "instance"}) // keeps the inbound path and query
 	pr.Out.Host = pr.In.Host                              // the app sees the client's Host
-	if h.trusted(pr.In.RemoteAddr) {
+	if pr.In.Context().Value(peerKey{}) != nil {
+		// Forwarded by a replica, which set X-Forwarded-* as its client
+		// and balancer warranted: kept as they came (ReverseProxy drops
+		// them from Out before Rewrite).
+		keepForwarded(pr)
+	} else if h.trusted(pr.In.RemoteAddr) {
 		// Behind a load balancer: the client and scheme it saw, with the
 		// balancer appended, as it would itself.
-		for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"} {
-			if v := pr.In.Header.Values(k); len(v) > 0 {
-				pr.Out.Header[k] = v
-			}
-		}
+		keepForwarded(pr)
 		proto, host := pr.Out.Header.Get("X-Forwarded-Proto"), pr.Out.Header.Get("X-Forwarded-Host")
 		pr.SetXForwarded() // appends the balancer to X-Forwarded-For; sets proto and host from this hop
 		if proto != "" {
@@ -351,6 +398,16 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	for k := range pr.Out.Header {
 		if tunnel.IsProtocolHeader(k) {
 			pr.Out.Header.Del(k) // clients do not speak the tunnel protocol
+		}
+	}
+}
+
+// keepForwarded copies the inbound X-Forwarded-* headers to the outbound
+// request.
+func keepForwarded(pr *httputil.ProxyRequest) {
+	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"} {
+		if v := pr.In.Header.Values(k); len(v) > 0 {
+			pr.Out.Header[k] = v
 		}
 	}
 }
@@ -467,6 +524,11 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	qctx, cancel := context.WithTimeout(req.Context(), t.h.cfg.QueueTimeout)
 	defer cancel()
 
+	if t.h.cfg.Ring != nil && !st.fromPeer {
+		if resp, err, done := t.forward(req, body, st); done {
+			return resp, err
+		}
+	}
 	canPlain := t.h.cfg.Plain != nil && plainEligible(req, body)
 	var avoid *pool.Lease
 	for attempt := 1; ; attempt++ {
@@ -524,6 +586,76 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = &leasedBody{ReadCloser: resp.Body, lease: lease, st: st, resp: resp, headers: time.Now()}
 		return resp, nil
 	}
+}
+
+// forward sends req to the replica that owns its function, following
+// the ring's plan: a peer that cannot be reached, refuses the stream or
+// nacks the request is passed over for the next; a request a peer may have
+// started is never sent again. done is false where the plan comes to this
+// replica: the caller serves the request here.
+func (t *tunnelTransport) forward(req *http.Request, body *replayBody, st *reqState) (_ *http.Response, _ error, done bool) {
+	for _, peer := range t.h.cfg.Ring.Plan(st.function) {
+		if peer == "" {
+			return nil, nil, false
+		}
+		out := req.Clone(req.Context())
+		out.Body = body.attempt()
+		if out.Body == nil {
+			out.ContentLength = 0
+		}
+		sent := t.h.cfg.Ring.Sending(peer)
+		resp, err := t.h.cfg.Peers.RoundTrip(peer, out)
+		if err != nil {
+			sent()
+			unreached := ring.Unreached(err)
+			if unreached {
+				t.h.cfg.Ring.Down(peer)
+			}
+			switch {
+			case (unreached || tunnel.Unprocessed(err)) && body.replayable():
+				t.h.log.Debug("peer not reached; trying the next owner", "function", st.function, "peer", peer, "err", err)
+				continue
+			case unreached || tunnel.Unprocessed(err):
+				return nil, errNotReplayable, true
+			}
+			return nil, &startedError{err: fmt.Errorf("forwarded to router replica %s: %w", peer, err)}, true
+		}
+		if reason, ok := tunnel.IsNack(resp); ok {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			sent()
+			t.h.log.Debug("peer nacked; trying the next owner", "function", st.function, "peer", peer, "reason", reason)
+			if !body.replayable() {
+				return nil, errNotReplayable, true
+			}
+			continue
+		}
+		st.peer = peer
+		resp.Body = &doneBody{ReadCloser: resp.Body, done: sent}
+		return resp, nil, true
+	}
+	return nil, nil, false
+}
+
+// doneBody calls done once, when the body ends or is closed.
+type doneBody struct {
+	io.ReadCloser
+	done func()
+	once sync.Once
+}
+
+func (b *doneBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.once.Do(b.done)
+	}
+	return n, err
+}
+
+func (b *doneBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
 }
 
 // plain sends req as one plain invocation, which holds lease until it

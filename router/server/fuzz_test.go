@@ -55,7 +55,7 @@ func FuzzIngress(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	r, err := New(cfg, noLambda{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := New(cfg, noLambda{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
 		f.Fatal(err)
 	}

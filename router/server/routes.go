@@ -169,6 +169,9 @@ func (r *Router) applyMinimumsLocked() {
 		if ok {
 			n = rt.MinimumAt(now)
 		}
+		if r.ring != nil && !r.ring.Owns(fn) {
+			n = 0 // its first owner keeps them: one minimum for all replicas
+		}
 		p.SetMinInstances(n)
 	}
 }

@@ -31,12 +31,14 @@ import (
 	"github.com/ferryrun/ferry/router/metrics"
 	"github.com/ferryrun/ferry/router/pool"
 	"github.com/ferryrun/ferry/router/proxy"
+	"github.com/ferryrun/ferry/router/ring"
 )
 
-// Listeners are the router's three ports. The router does not listen on
-// its own; Run closes them.
+// Listeners are the router's ports: Peer only where replicas share
+// functions (config.Config.Ring). The router does not listen on its own;
+// Run closes them.
 type Listeners struct {
-	Ingress, Tunnel, Admin net.Listener
+	Ingress, Tunnel, Admin, Peer net.Listener
 }
 
 // Router is a configured ferry-router.
@@ -49,6 +51,9 @@ type Router struct {
 	inv     *invoke.Invoker
 	ingress *proxy.Handler
 	metrics *metrics.Recorder
+	ring    *ring.Ring      // nil: no peers
+	peers   *ring.Transport // with ring
+	peerKey string          // with ring
 
 	// pools holds a pool for every function ever routed, replaced whole
 	// when routes add one (a function whose routes go keeps its pool: its
@@ -70,9 +75,11 @@ type Router struct {
 	acceptFails  loglimit.Limiter // the ingress listener's accept errors
 }
 
-// New builds a router. api is the Lambda client; sinks receive the
-// metrics once per cfg.MetricsInterval.
-func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.Sink) (*Router, error) {
+// New builds a router. api is the Lambda client; peers lists the replicas
+// sharing functions with this one where cfg.Ring() (cfg.PeerAdvertise
+// must then be resolved), and is nil otherwise; sinks receive the metrics
+// once per cfg.MetricsInterval.
+func New(cfg config.Config, api invoke.API, log *slog.Logger, peers ring.Source, sinks ...metrics.Sink) (*Router, error) {
 	cert, err := certificate(cfg)
 	if err != nil {
 		return nil, err
@@ -113,6 +120,24 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 		return nil, err
 	}
 	r.inv = inv
+	if cfg.Ring() {
+		r.peerKey = ring.Key(secret)
+		r.peers = ring.NewTransport(r.peerKey)
+		r.ring, err = ring.New(ring.Config{
+			Self: cfg.PeerAdvertise, Source: peers, Probe: r.peers.Probe, OwnerConcurrency: cfg.OwnerConcurrency,
+			Logger: log, OnChange: func(live []string) {
+				r.metrics.RingSize(len(live))
+				// Minimums follow ownership.
+				r.routesMu.Lock()
+				r.applyMinimumsLocked()
+				r.routesMu.Unlock()
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		r.metrics.RingSize(1)
+	}
 	routes, pools, err := r.table(cfg.Routes)
 	if err != nil {
 		return nil, err
@@ -122,8 +147,8 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, sinks ...metrics.S
 	r.ingress, err = proxy.New(proxy.Config{
 		Routes: routes, Pools: pools, QueueTimeout: cfg.QueueTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxHeaderBytes: cfg.MaxHeaderBytes, TrustedProxies: cfg.TrustedProxies, BodyTimeout: cfg.BodyTimeout,
-		WebSocketIdle: cfg.WebSocketIdle,
-		Plain:         inv.Plain, Metrics: r.metrics, Logger: log,
+		WebSocketIdle: cfg.WebSocketIdle, Ring: r.ring, Peers: r.peers,
+		Plain: inv.Plain, Metrics: r.metrics, Logger: log,
 	})
 	if err != nil {
 		return nil, err
@@ -226,6 +251,15 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 		ConnContext: framing.ConnContext, DisableGeneralOptionsHandler: true,
 	}
 	admin := &http.Server{Handler: r.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	var peer *http.Server
+	if r.ring != nil {
+		var h2c http.Protocols
+		h2c.SetUnencryptedHTTP2(true)
+		peer = &http.Server{Handler: r.peerHandler(), Protocols: &h2c, ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes: r.cfg.MaxHeaderBytes + 4096, // room for the X-Forwarded-* and key a peer adds
+			IdleTimeout:    10 * time.Minute, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
+			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000}}
+	}
 
 	tunnelCtx, stopTunnels := context.WithCancel(context.Background())
 	defer stopTunnels()
@@ -239,8 +273,17 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 		return serveHTTP(ingress, framing.Listener(&watchedListener{ls.Ingress, r}, r.cfg.MaxHeaderBytes+4096))
 	})
 	g.Go(func() error { return serveHTTP(admin, ls.Admin) })
+	if peer != nil {
+		g.Go(func() error { return serveHTTP(peer, ls.Peer) })
+		g.Go(func() error { r.ring.Run(gctx); return nil })
+	}
 	g.Go(func() error { return r.tunnels.Serve(tunnelCtx, ls.Tunnel) })
 	g.Go(func() error { r.sampleInFlight(gctx); return nil })
+	if r.ring != nil {
+		// Learn the ring before warming anything: alone, this replica
+		// would take itself for every function's owner.
+		r.ring.Refresh(gctx)
+	}
 	// Tunnels are served from here on: warm the functions that keep a
 	// minimum of live instances (the pre-warm at deploy: a new router
 	// task warms them before its first request).
@@ -263,9 +306,32 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 		r.log.Info("shutting down", "timeout", r.cfg.ShutdownTimeout)
 		sctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
 		defer cancel()
-		if err := ingress.Shutdown(sctx); err != nil {
-			r.log.Warn("requests still running at the shutdown timeout", "err", err)
-			ingress.Close()
+		if r.ring != nil {
+			// Leave the ring first: peers learn it at their next probe and
+			// stop forwarding here, and what clients still send here goes
+			// to the other owners, while this replica's instances finish.
+			r.ring.Leave()
+			select {
+			case <-time.After(leaveGrace):
+			case <-sctx.Done():
+			}
+		}
+		servers := []*http.Server{ingress}
+		if peer != nil {
+			servers = append(servers, peer)
+		}
+		var wg sync.WaitGroup
+		for _, srv := range servers {
+			wg.Go(func() {
+				if err := srv.Shutdown(sctx); err != nil {
+					r.log.Warn("requests still running at the shutdown timeout", "err", err)
+					srv.Close()
+				}
+			})
+		}
+		wg.Wait()
+		if r.peers != nil {
+			r.peers.Close()
 		}
 		for _, p := range *r.pools.Load() {
 			p.Close(sctx)
@@ -280,6 +346,35 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	stopMetrics()
 	<-metricsDone
 	return err
+}
+
+// leaveGrace is how long a replica leaving the ring keeps serving before
+// it stops taking requests: a little over the peers' probe period, so they
+// stop forwarding to it first.
+const leaveGrace = 1500 * time.Millisecond
+
+// peerHandler serves the peer port: probes, and requests other replicas
+// forward, from replicas holding the peer key only.
+func (r *Router) peerHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !ring.Authentic(req, r.peerKey) {
+			r.refusals.Warn(r.log, "peer request refused: no valid peer key", "remote", req.RemoteAddr)
+			http.Error(w, "ferry: not a router replica of this deployment", http.StatusForbidden)
+			return
+		}
+		req.Header.Del(ring.HeaderKey)
+		probe := req.Header.Get(ring.HeaderProbe) != ""
+		switch {
+		case probe && r.ring.Leaving():
+			http.Error(w, "leaving", http.StatusServiceUnavailable)
+		case probe:
+			io.WriteString(w, "ok\n")
+		case r.ring.Leaving():
+			proxy.Nack(w, "leaving")
+		default:
+			r.ingress.ServePeer(w, req)
+		}
+	})
 }
 
 // followMinimumHours puts each function's minimum in force as its
@@ -379,6 +474,23 @@ func (r *Router) adminHandler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	}
+	mux.HandleFunc("GET /ring", func(w http.ResponseWriter, _ *http.Request) {
+		// The replicas this one sees, and which of them own each function.
+		type ringState struct {
+			Self   string              `json:"self,omitempty"`
+			Live   []string            `json:"live"`
+			Owners map[string][]string `json:"owners"` // by function: the rendezvous order, owners first
+		}
+		st := ringState{Owners: map[string][]string{}}
+		if r.ring != nil {
+			st.Self, st.Live = r.ring.Self(), r.ring.Live()
+			for fn := range *r.pools.Load() {
+				st.Owners[fn] = ring.Rank(fn, st.Live)
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(st)
+	})
 	mux.HandleFunc("GET /pool", func(w http.ResponseWriter, _ *http.Request) {
 		pools := *r.pools.Load()
 		names := slices.Sorted(maps.Keys(pools))
