@@ -20,6 +20,7 @@ const (
 	IngressPort = config.IngressPort
 	TunnelPort  = config.TunnelPort
 	AdminPort   = config.AdminPort
+	PeerPort    = config.PeerPort
 )
 
 var (

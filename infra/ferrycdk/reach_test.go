@@ -296,6 +296,7 @@ func networkPaths(t *testing.T, tmpl assertions.Template, public bool) {
 		}{
 			{"function dials back to the router task's tunnel port", g.dialsBack(fn, router), true},
 			{"function reaches the router's admin port", g.reaches(fn, router, ferrycdk.AdminPort), false},
+			{"function reaches the router's peer port", g.reaches(fn, router, ferrycdk.PeerPort), false},
 			{"function reaches the AWS APIs (HTTPS)", g.toInternet(fn, 443), true},
 			{"the internet reaches the function", g.fromInternet(fn, 443), false},
 		}
@@ -318,6 +319,9 @@ func networkPaths(t *testing.T, tmpl assertions.Template, public bool) {
 		{"the internet reaches the router's ingress port", g.fromInternet(router, ferrycdk.IngressPort), false},
 		{"the internet reaches the router's tunnel port", g.publiclyReachable(router, ferrycdk.TunnelPort), public},
 		{"the internet reaches the router's admin port", g.fromInternet(router, ferrycdk.AdminPort), false},
+		{"router tasks reach each other's peer port (forwarded requests)", g.reaches(router, router, ferrycdk.PeerPort), true},
+		{"ALB reaches the router's peer port", g.reaches(alb, router, ferrycdk.PeerPort), false},
+		{"the internet reaches the router's peer port", g.fromInternet(router, ferrycdk.PeerPort), false},
 	}
 	for _, c := range cases {
 		if c.got != c.want {

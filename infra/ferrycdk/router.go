@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsservicediscovery"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsssm"
 	"github.com/aws/constructs-go/constructs/v10"
 
@@ -103,6 +104,10 @@ type RouterService struct {
 	// if the resource's own properties change (they are constant here):
 	// routes added there outlive deploys.
 	RoutesParameter awsssm.StringParameter
+	// Peers is the Cloud Map namespace where ECS registers each router
+	// task (service PeerService): the replicas find each other there and
+	// share functions (router/ring), forwarding on PeerPort.
+	Peers awsservicediscovery.PrivateDnsNamespace
 
 	tunnel *TunnelEndpoint
 	routes []string // FERRY_ROUTER_ROUTES's entries: Attach adds to them until synth
@@ -190,6 +195,23 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 	suppress(r.Secret, "AwsSolutions-SMG4", "the token-signing key is read at task start; rotate it by updating the secret "+
 		"and redeploying the service: tokens live 30 s, so no coordination is needed")
 
+	// The replicas find each other in Cloud Map: ECS registers each task
+	// there, and deregisters it when it stops.
+	r.Peers = awsservicediscovery.NewPrivateDnsNamespace(scope, str(id+"Peers"), &awsservicediscovery.PrivateDnsNamespaceProps{
+		Name: str(peerNamespace(*awscdk.Stack_Of(scope).StackName())), Vpc: p.Vpc,
+		Description: str("ferry-router tasks, which share functions among themselves"),
+	})
+	// DiscoverInstances takes no resource; the condition keeps it to this
+	// stack's service.
+	r.TaskRole.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Actions: &[]*string{str("servicediscovery:DiscoverInstances")}, Resources: &[]*string{str("*")},
+		Conditions: &map[string]any{"StringEquals": map[string]any{
+			"servicediscovery:NamespaceName": r.Peers.NamespaceName(), "servicediscovery:ServiceName": PeerService,
+		}},
+	}))
+	suppress(r.TaskRole, "AwsSolutions-IAM5", "servicediscovery:DiscoverInstances has no resource-level permissions; "+
+		"the statement is limited to the router tasks' own Cloud Map service by condition", "Resource::*")
+
 	task := awsecs.NewFargateTaskDefinition(scope, str(id+"Task"), &awsecs.FargateTaskDefinitionProps{
 		Cpu: num(1024), MemoryLimitMiB: num(2048), TaskRole: r.TaskRole,
 		RuntimePlatform: &awsecs.RuntimePlatform{
@@ -232,12 +254,16 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 			"FERRY_ROUTER_ROUTES":           awscdk.Lazy_String(&routesProducer{r}, nil),
 			"FERRY_ROUTER_ROUTES_PARAMETER": r.RoutesParameter.ParameterName(),
 			"FERRY_ROUTER_MAX_CONCURRENCY":  str(strconv.Itoa(conc)),
+			// Replicas share functions: each owns some, and forwards the
+			// requests of the others' to them.
+			"FERRY_ROUTER_PEERS":       str("cloudmap:" + *r.Peers.NamespaceName() + "/" + PeerService),
+			"FERRY_ROUTER_PEER_LISTEN": str(":" + strconv.Itoa(PeerPort)),
 		},
 		Secrets: &map[string]awsecs.Secret{
 			"FERRY_ROUTER_TOKEN_SECRET": awsecs.Secret_FromSecretsManager(r.Secret, nil),
 		},
 		PortMappings: &[]*awsecs.PortMapping{
-			{ContainerPort: num(IngressPort)}, {ContainerPort: num(TunnelPort)}, {ContainerPort: num(AdminPort)},
+			{ContainerPort: num(IngressPort)}, {ContainerPort: num(TunnelPort)}, {ContainerPort: num(AdminPort)}, {ContainerPort: num(PeerPort)},
 		},
 		StopTimeout: awscdk.Duration_Seconds(num(30)),
 	})
@@ -257,6 +283,9 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		Vpc: p.Vpc, AllowAllOutbound: yes,
 		Description: str("ferry-router tasks: clients and health checks from the ALB; egress to the Lambda API"),
 	})
+	// Forwarded requests and probes between router tasks, and from no one
+	// else.
+	routerSg.AddIngressRule(routerSg, awsec2.Port_Tcp(num(PeerPort)), str("forwarded requests between router tasks"), nil)
 	r.Service = awsecs.NewFargateService(scope, str(id+"Service"), &awsecs.FargateServiceProps{
 		Cluster: r.Cluster, TaskDefinition: task, DesiredCount: num(float64(desired)),
 		// The tunnel group admits functions' dial-backs; without it on the
@@ -266,6 +295,10 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		AssignPublicIp:    publicIP,
 		CircuitBreaker:    &awsecs.DeploymentCircuitBreaker{Rollback: yes},
 		MinHealthyPercent: num(100),
+		CloudMapOptions: &awsecs.CloudMapOptions{
+			CloudMapNamespace: r.Peers, Name: str(PeerService), DnsRecordType: awsservicediscovery.DnsRecordType_A,
+			DnsTtl: awscdk.Duration_Seconds(num(10)),
+		},
 	})
 	scaling := r.Service.AutoScaleTaskCount(&awsapplicationautoscaling.EnableScalingProps{
 		MinCapacity: num(float64(desired)), MaxCapacity: num(float64(4 * desired)),
@@ -319,4 +352,18 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 	albSg.AddEgressRule(routerSg, awsec2.Port_Tcp(num(AdminPort)), str("health checks"), nil)
 
 	return r
+}
+
+// PeerService is the Cloud Map service the router tasks register in.
+const PeerService = "router"
+
+// peerNamespace is the Cloud Map namespace of a stack's router tasks: a
+// private DNS name made of the stack's name, one label of at most 63
+// characters.
+func peerNamespace(stack string) string {
+	label := strings.Trim(strings.ToLower(stack), "-")
+	if len(label) > 50 {
+		label = strings.TrimRight(label[:50], "-")
+	}
+	return label + ".ferry.internal"
 }

@@ -363,3 +363,62 @@ func TestSecurityGroupDescriptionsAreValid(t *testing.T) {
 		}
 	}
 }
+
+// TestRouterTasksFindEachOther follows the path by which router tasks
+// share functions: ECS registers each task in the Cloud Map service that
+// FERRY_ROUTER_PEERS names, the role may list exactly that service, and
+// the peer port the router listens on is the one the task maps (the
+// security group path is in TestNetworkPaths).
+func TestRouterTasksFindEachOther(t *testing.T) {
+	_, tmpl := stack(t)
+	namespaces := resources(tmpl, "AWS::ServiceDiscovery::PrivateDnsNamespace")
+	services := resources(tmpl, "AWS::ServiceDiscovery::Service")
+	svcID := only(t, tmpl, "AWS::ECS::Service")
+	ecsSvc := props(resources(tmpl, "AWS::ECS::Service")[svcID])
+	regs := asMaps(ecsSvc["ServiceRegistries"])
+	if len(regs) != 1 {
+		t.Fatalf("the router service registers in %d Cloud Map services, want 1", len(regs))
+	}
+	cm := props(services[ref(regs[0]["RegistryArn"])])
+	if cm == nil {
+		t.Fatalf("the router service registers in %v, not a Cloud Map service of the stack", regs[0])
+	}
+	ns := props(namespaces[ref(cm["NamespaceId"])])
+	if ns == nil {
+		t.Fatalf("Cloud Map service %v is in no namespace of the stack", cm)
+	}
+	env := map[string]string{}
+	var ports []float64
+	for _, td := range resources(tmpl, "AWS::ECS::TaskDefinition") {
+		for _, c := range asMaps(props(td)["ContainerDefinitions"]) {
+			for _, kv := range asMaps(c["Environment"]) {
+				env[fmt.Sprint(kv["Name"])] = fmt.Sprint(kv["Value"])
+			}
+			for _, pm := range asMaps(c["PortMappings"]) {
+				ports = append(ports, pm["ContainerPort"].(float64))
+			}
+		}
+	}
+	want := fmt.Sprintf("cloudmap:%s/%s", ns["Name"], cm["Name"])
+	if env["FERRY_ROUTER_PEERS"] != want {
+		t.Errorf("FERRY_ROUTER_PEERS = %q; the tasks register in %s", env["FERRY_ROUTER_PEERS"], want)
+	}
+	if env["FERRY_ROUTER_PEER_LISTEN"] != fmt.Sprintf(":%d", ferrycdk.PeerPort) || !slices.Contains(ports, float64(ferrycdk.PeerPort)) {
+		t.Errorf("peer port: listen %q, container ports %v; want %d both", env["FERRY_ROUTER_PEER_LISTEN"], ports, ferrycdk.PeerPort)
+	}
+	// The role lists exactly this service.
+	found := false
+	for _, p := range resources(tmpl, "AWS::IAM::Policy") {
+		b, _ := json.Marshal(props(p)["PolicyDocument"])
+		if strings.Contains(string(b), "servicediscovery:DiscoverInstances") {
+			found = true
+			if !strings.Contains(string(b), fmt.Sprintf(`"servicediscovery:NamespaceName":%q`, ns["Name"])) ||
+				!strings.Contains(string(b), fmt.Sprintf(`"servicediscovery:ServiceName":%q`, cm["Name"])) {
+				t.Errorf("DiscoverInstances is not held to %s: %s", want, b)
+			}
+		}
+	}
+	if !found {
+		t.Error("no policy lets the router tasks list their peers")
+	}
+}

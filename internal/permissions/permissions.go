@@ -7,10 +7,11 @@ package permissions
 // Router returns the actions ferry-router calls: Invoke for dial-back
 // invocations (router/invoke), PutMetricData for the cloudwatch metrics
 // sink (router/metrics) and GetParameter for the routes parameter
-// (router/server). The tunnel secret reaches it through the ECS task
-// definition, by the execution role, not by a call.
+// (router/server), and DiscoverInstances to find the other router tasks
+// in Cloud Map (router/ring). The tunnel secret reaches it through the ECS
+// task definition, by the execution role, not by a call.
 func Router() []string {
-	return []string{"lambda:InvokeFunction", "cloudwatch:PutMetricData", "ssm:GetParameter"}
+	return []string{"lambda:InvokeFunction", "cloudwatch:PutMetricData", "ssm:GetParameter", "servicediscovery:DiscoverInstances"}
 }
 
 // RouterPublicTunnel returns what ferry-router also calls with a public
@@ -59,7 +60,7 @@ func Actions(service, operation string) ([]string, bool) {
 		// ferry attach tags the group as it creates it.
 		return []string{"ec2:CreateSecurityGroup", "ec2:CreateTags"}, true
 	case service == "lambda" || service == "cloudwatch" || service == "secretsmanager" || service == "ssm" ||
-		service == "cloudformation" || service == "ec2" || service == "iam":
+		service == "cloudformation" || service == "ec2" || service == "iam" || service == "servicediscovery":
 		return []string{service + ":" + operation}, true
 	}
 	return nil, false

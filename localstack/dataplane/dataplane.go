@@ -246,6 +246,9 @@ func Start(ctx context.Context, c Clients, o Options) (State, error) {
 		"FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0",
 		"FERRY_ROUTER_ADVERTISE=127.0.0.1:0",
 		"FERRY_ROUTER_ADMIN_LISTEN="+adminAddr,
+		// One router here: no ring to find in Cloud Map (the stack's
+		// namespace is not made locally).
+		"FERRY_ROUTER_PEERS=",
 		// No log pipeline extracts EMF locally: publish with PutMetricData.
 		"FERRY_ROUTER_METRICS=emf,cloudwatch",
 		"FERRY_ROUTER_METRICS_INTERVAL="+o.MetricsInterval.String(),

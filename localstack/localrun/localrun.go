@@ -7,6 +7,8 @@ package localrun
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,8 +18,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/ferryrun/ferry/localstack/balancer"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
 	"github.com/ferryrun/ferry/router/config"
 )
@@ -52,17 +56,28 @@ type Config struct {
 	// instead of the emulator, which is then not started (the benchmarks'
 	// stand-in control plane for thousands of instances).
 	LambdaEndpoint string
-	RouterEnv      []string  // added to the router's environment
-	RouterLog      io.Writer // the router's stderr (JSON logs); if nil, discarded
-	Log            io.Writer // the emulator's and the functions' output; if nil, discarded
+	RouterEnv      []string // added to the router's environment
+	// Replicas is how many routers share the functions (a ring: see
+	// router/ring), behind nginx as an ALB spreads requests over router
+	// tasks (localstack/balancer). 0 or 1: one router, and no balancer
+	// unless Balancer.
+	Replicas  int
+	Balancer  bool      // nginx in front of even one router
+	RouterLog io.Writer // the router's stderr (JSON logs); if nil, discarded
+	Log       io.Writer // the emulator's and the functions' output; if nil, discarded
 }
 
-// Stack is a running emulator and router.
+// Stack is a running emulator and router, or routers.
 type Stack struct {
+	// Ingress is where clients send requests: the router, or the balancer
+	// in front of the routers. Admin is the (first) router's admin.
 	Ingress, Admin, Emulator string // http://host:port
-	RouterPID                int
-	work                     string
-	procs                    []*exec.Cmd
+	// Ingresses and Admins are each router's, in order.
+	Ingresses, Admins []string
+	RouterPID         int // the last router's
+	work              string
+	procs             []*exec.Cmd
+	lb                *balancer.Balancer
 }
 
 // Start starts the stack and waits until both processes answer.
@@ -131,28 +146,61 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 	}{routes}); err != nil {
 		return nil, err
 	}
-	var ingress, admin string
-	for _, a := range []*string{&ingress, &admin} {
-		if *a, err = FreeAddr(); err != nil {
-			return nil, err
+	n := max(c.Replicas, 1)
+	replicas, ingresses, peers := make([]Replica, n), make([]string, n), make([]string, n)
+	for i := range n {
+		var admin string
+		for _, a := range []*string{&ingresses[i], &admin, &peers[i]} {
+			if *a, err = FreeAddr(); err != nil {
+				return nil, err
+			}
+		}
+		replicas[i] = Replica{AdminURL: "http://" + admin,
+			Env: []string{"FERRY_ROUTER_LISTEN=" + ingresses[i], "FERRY_ROUTER_ADMIN_LISTEN=" + admin}}
+		s.Ingresses, s.Admins = append(s.Ingresses, "http://"+ingresses[i]), append(s.Admins, replicas[i].AdminURL)
+	}
+	common := []string{"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
+		"FERRY_ROUTER_CONFIG=" + routesFile, "FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_METRICS=off"}
+	if n > 1 {
+		secret := make([]byte, 32)
+		rand.Read(secret)
+		common = append(common, "FERRY_ROUTER_PEERS="+strings.Join(peers, ","), "FERRY_ROUTER_TOKEN_SECRET="+hex.EncodeToString(secret))
+		for i := range replicas {
+			replicas[i].Env = append(replicas[i].Env, "FERRY_ROUTER_PEER_LISTEN="+peers[i], "FERRY_ROUTER_PEER_ADVERTISE="+peers[i])
 		}
 	}
-	s.Ingress, s.Admin = "http://"+ingress, "http://"+admin
+	s.Ingress, s.Admin = s.Ingresses[0], s.Admins[0]
 	plane := Plane{Bin: dist, Functions: lambdaemu.Config{Functions: fns}, LambdaURL: c.LambdaEndpoint, AdminURL: s.Admin, Dir: work,
-		Log: c.Log, RouterLog: c.RouterLog,
-		RouterEnv: append([]string{"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
-			"FERRY_ROUTER_CONFIG=" + routesFile, "FERRY_ROUTER_LISTEN=" + ingress, "FERRY_ROUTER_ADMIN_LISTEN=" + admin,
-			"FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_METRICS=off"}, c.RouterEnv...)}
+		Log: c.Log, RouterLog: c.RouterLog, RouterEnv: append(common, c.RouterEnv...)}
+	if n > 1 {
+		plane.Replicas = replicas
+	} else {
+		plane.RouterEnv = append(plane.RouterEnv, replicas[0].Env...)
+	}
 	if s.Emulator, s.procs, err = plane.Run(ctx); err != nil {
 		os.RemoveAll(work)
 		return nil, err
 	}
 	s.RouterPID = s.procs[len(s.procs)-1].Process.Pid
+	if n > 1 || c.Balancer {
+		lbAddr, err := FreeAddr()
+		if err == nil {
+			s.lb, err = balancer.Start(ctx, filepath.Join(work, "balancer"), lbAddr, ingresses)
+		}
+		if err != nil {
+			s.Stop()
+			return nil, err
+		}
+		s.Ingress = s.lb.URL
+	}
 	return s, nil
 }
 
 // Stop ends the router, then the emulator (which ends its sandboxes).
 func (s *Stack) Stop() {
+	if s.lb != nil {
+		s.lb.Stop()
+	}
 	Kill(s.procs, true)
 	s.procs = nil
 	os.RemoveAll(s.work)
@@ -207,9 +255,14 @@ func Quiesce(ctx context.Context, admin, emulator, fn string) error {
 	return fmt.Errorf("%s's invocations did not end", fn)
 }
 
-// Quiesce is Quiesce for this stack.
+// Quiesce is Quiesce for this stack: for every router of it.
 func (s *Stack) Quiesce(ctx context.Context, fn string) error {
-	return Quiesce(ctx, s.Admin, s.Emulator, fn)
+	for _, admin := range s.Admins {
+		if err := Quiesce(ctx, admin, s.Emulator, fn); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RSS is the router process's resident memory in bytes.

@@ -31,7 +31,11 @@ type Plane struct {
 	// listen addresses among it); Run adds AWS_ENDPOINT_URL_LAMBDA.
 	RouterEnv []string
 	AdminURL  string // the router's admin listener: Run waits for its /readyz
-	Dir       string // functions.json, and when Detached the logs and pid files
+	// Replicas, if set, are several routers instead of one, each with its
+	// own environment (its listen addresses) beside RouterEnv, and its own
+	// admin listener; AdminURL is then not used.
+	Replicas []Replica
+	Dir      string // functions.json, and when Detached the logs and pid files
 	// Detached processes outlive this one, each in a process group of its
 	// own, logging to Dir/<name>.log, their pids in Dir/<name>.pid.
 	// Otherwise they die with this process, logging to Log and RouterLog
@@ -60,7 +64,7 @@ func (p Plane) Run(ctx context.Context) (lambdaURL string, procs []*exec.Cmd, er
 		if err != nil {
 			return "", nil, err
 		}
-		emu, err := p.start(p.Log, nil, "lambda-emulator", "-config", cfg, "-listen", addr)
+		emu, err := p.start(p.Log, nil, "lambda-emulator", "lambda-emulator", "-config", cfg, "-listen", addr)
 		if emu != nil {
 			procs = append(procs, emu) // started, even if its pid file failed
 		}
@@ -72,17 +76,36 @@ func (p Plane) Run(ctx context.Context) (lambdaURL string, procs []*exec.Cmd, er
 			return "", procs, fmt.Errorf("lambda-emulator: %w%s", err, p.seeLog("lambda-emulator"))
 		}
 	}
-	router, err := p.start(p.RouterLog, append(slices.Clone(p.RouterEnv), "AWS_ENDPOINT_URL_LAMBDA="+lambdaURL), "ferry-router")
-	if router != nil {
-		procs = append(procs, router)
+	replicas := p.Replicas
+	if len(replicas) == 0 {
+		replicas = []Replica{{AdminURL: p.AdminURL}}
 	}
-	if err != nil {
-		return "", procs, err
+	for i, r := range replicas {
+		name := "ferry-router"
+		if len(p.Replicas) > 0 {
+			name += "-" + strconv.Itoa(i+1)
+		}
+		env := slices.Concat(p.RouterEnv, r.Env, []string{"AWS_ENDPOINT_URL_LAMBDA=" + lambdaURL})
+		router, err := p.start(p.RouterLog, env, name, "ferry-router")
+		if router != nil {
+			procs = append(procs, router)
+		}
+		if err != nil {
+			return "", procs, err
+		}
 	}
-	if err := WaitHTTP(ctx, p.AdminURL+"/readyz"); err != nil {
-		return "", procs, fmt.Errorf("ferry-router: %w%s", err, p.seeLog("ferry-router"))
+	for i, r := range replicas {
+		if err := WaitHTTP(ctx, r.AdminURL+"/readyz"); err != nil {
+			return "", procs, fmt.Errorf("ferry-router %d: %w%s", i+1, err, p.seeLog("ferry-router"))
+		}
 	}
 	return lambdaURL, procs, nil
+}
+
+// Replica is one of several routers.
+type Replica struct {
+	Env      []string // its own settings, beside Plane.RouterEnv
+	AdminURL string   // its admin listener
 }
 
 func (p Plane) seeLog(name string) string {
@@ -92,9 +115,10 @@ func (p Plane) seeLog(name string) string {
 	return " (see " + filepath.Join(p.Dir, name+".log") + ")"
 }
 
-// start starts Bin/name with args and env added to this process's.
-func (p Plane) start(logs io.Writer, env []string, name string, args ...string) (*exec.Cmd, error) {
-	cmd := exec.Command(filepath.Join(p.Bin, name), args...)
+// start starts Bin/bin with args and env added to this process's, as
+// name (its log and pid files when detached).
+func (p Plane) start(logs io.Writer, env []string, name, bin string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(filepath.Join(p.Bin, bin), args...)
 	cmd.Env = append(os.Environ(), env...)
 	if p.Detached {
 		f, err := os.OpenFile(filepath.Join(p.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

@@ -2,7 +2,7 @@
 moto's CloudFormation lacks.
 
 moto implements the service APIs of these types (Secrets Manager, CloudWatch
-alarms, security-group egress, Application Auto Scaling) but not their
+alarms, security-group egress, Application Auto Scaling, Cloud Map) but not their
 CloudFormation resources: it skips them and leaves any Ref to them
 unresolved, which fails the stack. LocalStack fills the same gap with its
 own resource providers. Each class below creates the real resource through
@@ -171,6 +171,91 @@ class SecurityGroupEgress(CloudFormationModel):
     @property
     def physical_resource_id(self):
         return self.rule_id
+
+
+class PrivateDnsNamespace(CloudFormationModel):
+    """AWS::ServiceDiscovery::PrivateDnsNamespace: where ECS registers the
+    router tasks, which find each other there."""
+
+    def __init__(self, ns):
+        self.ns = ns
+
+    @staticmethod
+    def cloudformation_type():
+        return "AWS::ServiceDiscovery::PrivateDnsNamespace"
+
+    @classmethod
+    def has_cfn_attr(cls, attr):
+        return attr in ("Id", "Arn", "HostedZoneId")
+
+    def get_cfn_attribute(self, attr):
+        if attr == "Arn":
+            return self.ns.arn
+        if attr == "HostedZoneId":
+            return self.ns.dns_properties.get("HostedZoneId")
+        return self.ns.id
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.servicediscovery.models import servicediscovery_backends
+
+        backend = servicediscovery_backends[account_id][region_name]
+        p = _props(cloudformation_json)
+        backend.create_private_dns_namespace(
+            name=p["Name"], creator_request_id=None, description=p.get("Description"), vpc=p["Vpc"],
+            tags=p.get("Tags"), properties=p.get("Properties"))
+        ns = next(n for n in backend.namespaces.values() if n.name == p["Name"] and n.vpc == p["Vpc"])
+        return cls(ns)
+
+    @classmethod
+    def delete_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name):
+        from moto.servicediscovery.models import servicediscovery_backends
+
+        servicediscovery_backends[account_id][region_name].delete_namespace(namespace_id=resource_name)
+
+    @property
+    def physical_resource_id(self):
+        return self.ns.id  # Ref gives the id, as in AWS
+
+
+class DiscoveryService(CloudFormationModel):
+    """AWS::ServiceDiscovery::Service: the router tasks' service."""
+
+    def __init__(self, svc):
+        self.svc = svc
+
+    @staticmethod
+    def cloudformation_type():
+        return "AWS::ServiceDiscovery::Service"
+
+    @classmethod
+    def has_cfn_attr(cls, attr):
+        return attr in ("Id", "Arn", "Name")
+
+    def get_cfn_attribute(self, attr):
+        return {"Arn": self.svc.arn, "Name": self.svc.name}.get(attr, self.svc.id)
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.servicediscovery.models import servicediscovery_backends
+
+        p = _props(cloudformation_json)
+        svc = servicediscovery_backends[account_id][region_name].create_service(
+            name=p.get("Name") or resource_name, namespace_id=p.get("NamespaceId"), creator_request_id=None,
+            description=p.get("Description"), dns_config=p.get("DnsConfig"),
+            health_check_config=p.get("HealthCheckConfig"), health_check_custom_config=p.get("HealthCheckCustomConfig"),
+            tags=p.get("Tags"), service_type=p.get("Type"))
+        return cls(svc)
+
+    @classmethod
+    def delete_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name):
+        from moto.servicediscovery.models import servicediscovery_backends
+
+        servicediscovery_backends[account_id][region_name].delete_service(service_id=resource_name)
+
+    @property
+    def physical_resource_id(self):
+        return self.svc.id
 
 
 class ScalableTarget(CloudFormationModel):
