@@ -2,7 +2,7 @@
 // measured side by side in one run on this machine, written as tables to
 // stdout and to bench/RESULTS.md.
 //
-//	bench -dist dist/bench [-short] [-only saved,overhead,cold,burst,scale,profile]
+//	bench -dist dist/bench [-short] [-only saved,overhead,cold,burst,scale,profile,replicas]
 //	      [-workloads api,seed,...] [-out bench/RESULTS.md] [-json bench/results.json]
 //
 // Every figure is a median of repeated trials, compared within the same
@@ -38,8 +38,9 @@ type options struct {
 
 // results is results.json: the machine, then each section's figures.
 type results struct {
-	Machine machine    `json:"machine"`
-	Saved   []savedRow `json:"saved"`
+	Machine  machine         `json:"machine"`
+	Saved    []savedRow      `json:"saved"`
+	Replicas *replicasResult `json:"replicas,omitempty"`
 }
 
 type machine struct {
@@ -66,6 +67,7 @@ var sections = []section{
 	{"burst", burstSection},
 	{"scale", scaleSection},
 	{"profile", profileSection},
+	{"replicas", replicasSection},
 }
 
 func main() {
@@ -73,7 +75,7 @@ func main() {
 	var only, savedEnv string
 	flag.StringVar(&o.dist, "dist", "dist/bench", "directory with bootstrap, goapp, lambda-emulator and ferry-router")
 	flag.StringVar(&o.out, "out", "bench/RESULTS.md", "results file (Markdown); empty for none")
-	flag.StringVar(&o.json, "json", "bench/results.json", "results for programs (JSON); empty for none")
+	flag.StringVar(&o.json, "json", "bench/results.json", "results for programs (JSON; with -only, the other sections' figures already there are kept); empty for none")
 	var wl string
 	flag.StringVar(&wl, "workloads", "", "comma-separated workloads of section saved (default all): "+workloadNames())
 	flag.BoolVar(&o.short, "short", false, "fewer and shorter trials (about 3 minutes)")
@@ -164,6 +166,23 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	started := time.Now()
 	o.results = &results{Machine: machineOf(o)}
+	if o.only != nil && o.json != "" {
+		// A run of some sections keeps the other sections' figures.
+		if b, err := os.ReadFile(o.json); err == nil {
+			var kept results
+			if json.Unmarshal(b, &kept) == nil {
+				if !o.only["saved"] && kept.Machine.Run != "" {
+					o.results.Machine = kept.Machine // the run the saved rows are from
+				}
+				if !o.only["saved"] {
+					o.results.Saved = kept.Saved
+				}
+				if !o.only["replicas"] {
+					o.results.Replicas = kept.Replicas
+				}
+			}
+		}
+	}
 	facts := machineFacts(o)
 	fmt.Fprintln(out, facts)
 	var tables []*table
@@ -189,7 +208,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	total := time.Since(started)
 	fmt.Fprintf(out, "\nbench: %d sections in %v\n", len(tables), total.Round(time.Second))
 	if o.json != "" {
-		o.results.Machine.TookSecs = int(total.Seconds())
+		if o.only == nil || o.only["saved"] {
+			o.results.Machine.TookSecs = int(total.Seconds())
+		}
 		b, err := json.MarshalIndent(o.results, "", "  ")
 		if err != nil {
 			return err

@@ -101,7 +101,6 @@ func savedCombos(o options) []combo {
 	return out
 }
 
-// fnName is the emulator function a run uses at mem.
 // keepLogs, with bench -logs DIR, sends the stack's emulator and router
 // output to DIR/<section>-emulator.log and DIR/<section>-router.log; the
 // returned function closes them.
@@ -122,6 +121,7 @@ func (o options) keepLogs(lc *localrun.Config, section string) (func(), error) {
 	return func() { emu.Close(); router.Close() }, nil
 }
 
+// fnName is the emulator function a run uses at mem.
 func fnName(run string, mem int) string { return fmt.Sprintf("%s-%d", run, mem) }
 
 // savedSection: ferry, limit 1 through the router, and plain Lambda, side by
@@ -384,5 +384,8 @@ func round(v float64, places int) float64 {
 		return 0
 	}
 	p := math.Pow(10, float64(places))
-	return math.Round(v*p) / p
+	if r := math.Round(v*p) / p; r != 0 {
+		return r
+	}
+	return 0 // not -0
 }

@@ -72,12 +72,13 @@ type Stack struct {
 	// Ingress is where clients send requests: the router, or the balancer
 	// in front of the routers. Admin is the (first) router's admin.
 	Ingress, Admin, Emulator string // http://host:port
-	// Ingresses and Admins are each router's, in order.
-	Ingresses, Admins []string
-	RouterPID         int // the last router's
-	work              string
-	procs             []*exec.Cmd
-	lb                *balancer.Balancer
+	// Ingresses and Admins are each router's, in order; Peers their peer
+	// addresses where there are several.
+	Ingresses, Admins, Peers []string
+	RouterPID                int // the last router's
+	work                     string
+	procs                    []*exec.Cmd
+	lb                       *balancer.Balancer
 }
 
 // Start starts the stack and waits until both processes answer.
@@ -162,6 +163,7 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 	common := []string{"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
 		"FERRY_ROUTER_CONFIG=" + routesFile, "FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_METRICS=off"}
 	if n > 1 {
+		s.Peers = peers
 		secret := make([]byte, 32)
 		rand.Read(secret)
 		common = append(common, "FERRY_ROUTER_PEERS="+strings.Join(peers, ","), "FERRY_ROUTER_TOKEN_SECRET="+hex.EncodeToString(secret))

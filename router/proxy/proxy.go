@@ -172,10 +172,24 @@ func New(cfg Config) (*Handler, error) {
 		ErrorHandler:   h.errorHandler,
 		// Body copy errors: mostly clients that left. Kept out of the
 		// way; a response cut under a waiting client is warned of above.
-		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
+		ErrorLog:   slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
+		BufferPool: &copyBuffers{},
 	}
 	return h, nil
 }
+
+// copyBuffers reuses the buffers responses are copied through (without a
+// pool, ReverseProxy allocates 32 KiB for each response).
+type copyBuffers struct{ p sync.Pool }
+
+func (b *copyBuffers) Get() []byte {
+	if buf, ok := b.p.Get().(*[]byte); ok {
+		return *buf
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *copyBuffers) Put(buf []byte) { b.p.Put(&buf) }
 
 func sortRoutes(rs []Route) []Route {
 	out := append([]Route(nil), rs...)
