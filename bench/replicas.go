@@ -62,21 +62,13 @@ func replicasSection(ctx context.Context, o options) (*table, error) {
 	for _, n := range []int{1, replicaCount} {
 		// The hop is measured on a function of its own: its light traffic
 		// must not teach the measured function's pool anything.
-		lc := localrun.Config{Dist: o.dist, Replicas: n, Balancer: true,
-			Functions: []localrun.Function{{Name: fn, MemoryMB: mem, Concurrency: 300}, {Name: hopFn, MemoryMB: mem}}}
-		if o.logs != "" {
-			lc.RouterEnv = []string{"FERRY_ROUTER_LOG_LEVEL=debug"}
-		}
-		closeLogs, err := o.keepLogs(&lc, fmt.Sprintf("replicas-%d", n))
+		st, stop, err := o.start(ctx, localrun.Config{Dist: o.dist, Replicas: n, Balancer: true,
+			Functions: []localrun.Function{{Name: fn, MemoryMB: mem, Concurrency: 300}, {Name: hopFn, MemoryMB: mem}}},
+			fmt.Sprintf("replicas-%d", n))
 		if err != nil {
 			return nil, err
 		}
-		defer closeLogs()
-		st, err := localrun.Start(ctx, lc)
-		if err != nil {
-			return nil, err
-		}
-		defer st.Stop()
+		defer stop()
 		stacks[n] = st
 	}
 	paths := []string{w.kinds[0].path()}

@@ -101,6 +101,23 @@ func savedCombos(o options) []combo {
 	return out
 }
 
+// start starts a local stack for section; with bench -logs DIR, its
+// router logs at debug level and keeps its logs (keepLogs). stop stops it.
+func (o options) start(ctx context.Context, lc localrun.Config, section string) (st *localrun.Stack, stop func(), err error) {
+	if o.logs != "" {
+		lc.RouterEnv = append(lc.RouterEnv, "FERRY_ROUTER_LOG_LEVEL=debug")
+	}
+	closeLogs, err := o.keepLogs(&lc, section)
+	if err != nil {
+		return nil, nil, err
+	}
+	if st, err = localrun.Start(ctx, lc); err != nil {
+		closeLogs()
+		return nil, nil, err
+	}
+	return st, func() { st.Stop(); closeLogs() }, nil
+}
+
 // keepLogs, with bench -logs DIR, sends the stack's emulator and router
 // output to DIR/<section>-emulator.log and DIR/<section>-router.log; the
 // returned function closes them.
@@ -149,20 +166,11 @@ func savedSection(ctx context.Context, o options) (*table, error) {
 			fns = append(fns, f)
 		}
 	}
-	lc := localrun.Config{Dist: o.dist, Functions: fns}
-	if o.logs != "" {
-		lc.RouterEnv = []string{"FERRY_ROUTER_LOG_LEVEL=debug"}
-	}
-	closeLogs, err := o.keepLogs(&lc, "saved")
+	st, stop, err := o.start(ctx, localrun.Config{Dist: o.dist, Functions: fns}, "saved")
 	if err != nil {
 		return nil, err
 	}
-	defer closeLogs()
-	st, err := localrun.Start(ctx, lc)
-	if err != nil {
-		return nil, err
-	}
-	defer st.Stop()
+	defer stop()
 
 	t := &table{
 		title:   "1. Compute saved: ferry against plain Lambda (one invocation per request), open loop",
