@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -228,4 +229,45 @@ func TestSurplusInstanceClosedAtJoin(t *testing.T) {
 	if st := s.stats(); st.Invocations != 1 || st.Errors != 0 {
 		t.Errorf("emulator %+v, want one invocation, ended cleanly", st)
 	}
+}
+
+// TestUnreadyWhileLambdaFails: when every call to the Lambda API fails
+// (here nothing answers at its address), /readyz says so, and health
+// checks move traffic to another region; with no more failures it is
+// ready again, for traffic to try.
+func TestUnreadyWhileLambdaFails(t *testing.T) {
+	s := startStack(t, stackOpts{routerEnv: map[string]string{
+		"FERRY_ROUTER_UNREADY_AFTER": "1s", "FERRY_ROUTER_QUEUE_TIMEOUT": "3s",
+		"AWS_ENDPOINT_URL_LAMBDA": "http://" + freeAddr(t), // nothing listens
+	}})
+	done := make(chan reply, 1)
+	go func() { done <- s.get("/work") }()
+	readyz := func() (int, string) {
+		resp, err := http.Get(s.admin + "/readyz")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	await := func(want int, within time.Duration) string {
+		t.Helper()
+		for deadline := time.Now().Add(within); ; time.Sleep(100 * time.Millisecond) {
+			code, body := readyz()
+			if code == want {
+				return body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz answered %d %q, want %d within %v", code, body, want, within)
+			}
+		}
+	}
+	if body := await(http.StatusServiceUnavailable, 8*time.Second); !strings.Contains(body, "Lambda API") {
+		t.Errorf("/readyz said %q; want it to name the Lambda API", body)
+	}
+	if r := <-done; r.status != http.StatusServiceUnavailable && r.status != http.StatusBadGateway {
+		t.Errorf("the request got %d %q; want a clear 503 or 502", r.status, r.body)
+	}
+	await(http.StatusOK, 20*time.Second)
 }

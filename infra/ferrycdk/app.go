@@ -21,10 +21,12 @@ const (
 	CtxRouterImage    = "routerImage"    // a built router image; default: build router/Dockerfile
 	CtxSampleArch     = "sampleArch"     // the sample function's architecture: arm64 (default) or x86_64
 	CtxTunnel         = "tunnel"         // private (default): functions in the VPC; public: functions anywhere
+	CtxGlobal         = "global"         // accelerator: a Ferry-global stack in front of the regions; default none
 )
 
 // NewRegionStacks adds one FerryStack per region in the app's context,
-// named Ferry-<region>. repoRoot locates router/Dockerfile and dist/.
+// named Ferry-<region>, and with -c global=accelerator a GlobalStack in
+// front of them, Ferry-global. repoRoot locates router/Dockerfile and dist/.
 func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 	ctx := func(k string) string {
 		if v, ok := app.Node().TryGetContext(str(k)).(string); ok {
@@ -73,6 +75,14 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 	default:
 		return nil, fmt.Errorf("context %s=%q: want private or public", CtxTunnel, t)
 	}
+	var global bool
+	switch g := ctx(CtxGlobal); g {
+	case "", "none":
+	case "accelerator":
+		global = true
+	default:
+		return nil, fmt.Errorf("context %s=%q: want accelerator (AWS Global Accelerator in front of the regions) or none", CtxGlobal, g)
+	}
 	var stacks []*FerryStack
 	for r := range strings.SplitSeq(regions, ",") {
 		r = strings.TrimSpace(r)
@@ -84,7 +94,8 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 			env.Account = str(acct)
 		}
 		stacks = append(stacks, NewFerryStack(app, "Ferry-"+r, &FerryStackProps{
-			StackProps:         awscdk.StackProps{Env: env, Description: str("ferry: many requests per Lambda invocation (" + r + ")")},
+			StackProps: awscdk.StackProps{Env: env, Description: str("ferry: many requests per Lambda invocation (" + r + ")"),
+				CrossRegionReferences: &global}, // the global stack reads each region's load balancer
 			RepoRoot:           repoRoot,
 			ArtifactsDir:       artifacts,
 			VpcID:              ctx(CtxVpcID),
@@ -95,6 +106,14 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 			SampleArch:         arch,
 			PublicTunnel:       public,
 		}))
+	}
+	if global {
+		env := &awscdk.Environment{}
+		if acct := os.Getenv("CDK_DEFAULT_ACCOUNT"); acct != "" {
+			env.Account = str(acct)
+		}
+		NewGlobalStack(app, "Ferry-global", &GlobalStackProps{StackProps: awscdk.StackProps{Env: env},
+			Regions: stacks, HTTPS: ctx(CtxCertificateArn) != ""})
 	}
 	return stacks, nil
 }

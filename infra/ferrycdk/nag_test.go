@@ -22,17 +22,23 @@ func TestAwsSolutionsNag(t *testing.T) {
 	for _, tunnel := range []string{"private", "public"} {
 		t.Run(tunnel+" tunnel", func(t *testing.T) { awsSolutionsNag(t, map[string]any{ferrycdk.CtxTunnel: tunnel}) })
 	}
+	t.Run("two regions and the global stack", func(t *testing.T) {
+		awsSolutionsNag(t, map[string]any{ferrycdk.CtxRegions: "us-east-1,eu-west-1", ferrycdk.CtxGlobal: "accelerator"})
+	})
 }
 
 func awsSolutionsNag(t *testing.T, ctx map[string]any) {
 	app := newApp(ctx)
-	stacks, err := ferrycdk.NewRegionStacks(app, testbin.ModuleRoot())
-	if err != nil {
+	if _, err := ferrycdk.NewRegionStacks(app, testbin.ModuleRoot()); err != nil {
 		t.Fatal(err)
 	}
 	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
-	for _, s := range stacks {
-		errs := assertions.Annotations_FromStack(s.Stack).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
+	for _, c := range *app.Node().Children() {
+		s, ok := c.(awscdk.Stack)
+		if !ok {
+			continue
+		}
+		errs := assertions.Annotations_FromStack(s).FindError(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("AwsSolutions-.*")))
 		var lines []string
 		for _, e := range *errs {
 			lines = append(lines, fmt.Sprintf("%s: %v", *e.Id, strings.SplitN(fmt.Sprint(e.Entry.Data), "\n", 2)[0]))

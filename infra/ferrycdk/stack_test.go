@@ -315,7 +315,7 @@ func TestTwoRegions(t *testing.T) {
 }
 
 func TestBadContextIsAClearError(t *testing.T) {
-	for key, value := range map[string]string{ferrycdk.CtxNatGateways: "lots", ferrycdk.CtxSampleArch: "sparc", ferrycdk.CtxTunnel: "open"} {
+	for key, value := range map[string]string{ferrycdk.CtxNatGateways: "lots", ferrycdk.CtxSampleArch: "sparc", ferrycdk.CtxTunnel: "open", ferrycdk.CtxGlobal: "anycast"} {
 		_, err := ferrycdk.NewRegionStacks(newApp(map[string]any{key: value}), testbin.ModuleRoot())
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%s=%s: error = %v, want one naming %s", key, value, err, key)
@@ -421,4 +421,60 @@ func TestRouterTasksFindEachOther(t *testing.T) {
 	if !found {
 		t.Error("no policy lets the router tasks list their peers")
 	}
+}
+
+// TestGlobalStack: with -c global=accelerator, one accelerator in front of
+// both regions: TCP 80 to an endpoint group in each region whose endpoint
+// is that region's load balancer, client addresses kept; the load
+// balancers' targets are healthy only while /readyz says ready, which is
+// what moves traffic off a region that cannot launch instances.
+func TestGlobalStack(t *testing.T) {
+	app := newApp(map[string]any{ferrycdk.CtxRegions: "us-east-1, eu-west-1", ferrycdk.CtxGlobal: "accelerator"})
+	stacks, err := ferrycdk.NewRegionStacks(app, testbin.ModuleRoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	global, ok := app.Node().TryFindChild(jsii.String("Ferry-global")).(awscdk.Stack)
+	if !ok {
+		t.Fatal("no Ferry-global stack")
+	}
+	if *global.Region() != ferrycdk.GlobalRegion {
+		t.Errorf("the global stack is in %s, want %s", *global.Region(), ferrycdk.GlobalRegion)
+	}
+	tmpl := assertions.Template_FromStack(global, nil)
+	tmpl.ResourceCountIs(jsii.String("AWS::GlobalAccelerator::Accelerator"), jsii.Number(1))
+	tmpl.HasResourceProperties(jsii.String("AWS::GlobalAccelerator::Listener"), map[string]any{
+		"Protocol": "TCP", "PortRanges": []any{map[string]any{"FromPort": 80, "ToPort": 80}},
+	})
+	groups := resources(tmpl, "AWS::GlobalAccelerator::EndpointGroup")
+	byRegion := map[string]map[string]any{}
+	for _, g := range groups {
+		byRegion[fmt.Sprint(props(g)["EndpointGroupRegion"])] = props(g)
+	}
+	for _, st := range stacks {
+		region := *st.Region()
+		g := byRegion[region]
+		if g == nil {
+			t.Errorf("no endpoint group in %s: %v", region, byRegion)
+			continue
+		}
+		eps := asMaps(g["EndpointConfigurations"])
+		if len(eps) != 1 || eps[0]["ClientIPPreservationEnabled"] != true {
+			t.Errorf("%s: endpoints %v, want one, client addresses kept", region, eps)
+			continue
+		}
+		// The endpoint is read across regions from the region stack's
+		// load balancer: its logical id is in the reference's name.
+		alb := *st.GetLogicalId(st.Router.LoadBalancer.Node().DefaultChild().(awscdk.CfnElement))
+		if b, _ := json.Marshal(eps[0]["EndpointId"]); !strings.Contains(string(b), alb) {
+			t.Errorf("%s: endpoint %s is not the region's load balancer %s", region, b, alb)
+		}
+		// That load balancer's targets are healthy only while /readyz is.
+		assertions.Template_FromStack(st.Stack, nil).HasResourceProperties(jsii.String("AWS::ElasticLoadBalancingV2::TargetGroup"),
+			map[string]any{"HealthCheckPath": "/readyz"})
+	}
+	if len(groups) != len(stacks) {
+		t.Errorf("%d endpoint groups for %d regions", len(groups), len(stacks))
+	}
+	tmpl.HasOutput(jsii.String("GlobalAddresses"), map[string]any{})
 }

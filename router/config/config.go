@@ -56,6 +56,7 @@ const (
 	EnvPeerListen      = "FERRY_ROUTER_PEER_LISTEN"
 	EnvPeerAdvertise   = "FERRY_ROUTER_PEER_ADVERTISE"
 	EnvOwnerConc       = "FERRY_ROUTER_OWNER_CONCURRENCY"
+	EnvUnreadyAfter    = "FERRY_ROUTER_UNREADY_AFTER"
 )
 
 // Names lists every variable above.
@@ -63,7 +64,7 @@ var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, E
 	EnvMaxConcurrency, EnvIdleLinger, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
 	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout, EnvWebSocketIdle, EnvPlain,
-	EnvRoutesParameter, EnvRoutesPoll, EnvPeers, EnvPeerListen, EnvPeerAdvertise, EnvOwnerConc}
+	EnvRoutesParameter, EnvRoutesPoll, EnvPeers, EnvPeerListen, EnvPeerAdvertise, EnvOwnerConc, EnvUnreadyAfter}
 
 // Route maps requests to a function, with that function's pool options.
 type Route struct {
@@ -183,6 +184,10 @@ type Config struct {
 	// OwnerConcurrency is how many of one function's requests at once an
 	// owner takes before the function gets one more (see ring.Config).
 	OwnerConcurrency int
+	// UnreadyAfter: once every call to the Lambda API has failed this long
+	// (throttles, Lambda's 5xx errors, no answer), /readyz says not ready,
+	// so health checks move traffic to another region; 0: never.
+	UnreadyAfter time.Duration
 }
 
 // CloudMapService names an AWS Cloud Map service.
@@ -200,6 +205,7 @@ func Load(getenv func(string) string) (Config, error) {
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
 		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second, RoutesPoll: 2 * time.Second,
 		WebSocketIdle: 5 * time.Minute, PeerListen: fmt.Sprintf(":%d", PeerPort), OwnerConcurrency: 256,
+		UnreadyAfter: 30 * time.Second,
 	}
 	var err error
 	fail := func(name, value, why string) {
@@ -334,6 +340,7 @@ func Load(getenv func(string) string) (Config, error) {
 	str(EnvPeerListen, &c.PeerListen)
 	str(EnvPeerAdvertise, &c.PeerAdvertise)
 	num(EnvOwnerConc, &c.OwnerConcurrency, 1, 1_000_000)
+	dur(EnvUnreadyAfter, &c.UnreadyAfter, 0, 10*time.Minute)
 	if v := getenv(EnvPeers); v != "" {
 		if rest, ok := strings.CutPrefix(v, "cloudmap:"); ok {
 			ns, svc, found := strings.Cut(rest, "/")

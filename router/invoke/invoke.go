@@ -65,6 +65,7 @@ type Invoker struct {
 	log        *slog.Logger
 	onResult   func(Result)
 	onThrottle func(function string)
+	onFailed   func(function string, err error)
 }
 
 // Config configures an Invoker.
@@ -80,6 +81,10 @@ type Config struct {
 	// OnResult and OnThrottle, if not nil, observe outcomes for metrics.
 	OnResult   func(Result)
 	OnThrottle func(function string)
+	// OnUnavailable, if not nil, is told of each Invoke call that Lambda
+	// did not take for a reason that may pass (a throttle, a 5xx, no
+	// answer): what a region's trouble looks like from here.
+	OnUnavailable func(function string, err error)
 }
 
 // New returns an Invoker.
@@ -99,8 +104,11 @@ func New(c Config) (*Invoker, error) {
 	if c.OnThrottle == nil {
 		c.OnThrottle = func(string) {}
 	}
+	if c.OnUnavailable == nil {
+		c.OnUnavailable = func(string, error) {}
+	}
 	return &Invoker{api: c.API, issuer: c.Issuer, router: c.Router, pin: c.Pin, retryFor: c.RetryFor,
-		log: c.Logger, onResult: c.OnResult, onThrottle: c.OnThrottle}, nil
+		log: c.Logger, onResult: c.OnResult, onThrottle: c.OnThrottle, onFailed: c.OnUnavailable}, nil
 }
 
 // Prepare mints a token for l's function and returns its id and the
@@ -171,6 +179,9 @@ func (i *Invoker) call(ctx context.Context, function string, payload []byte, fir
 			LogType:        types.LogTypeTail,
 			Payload:        payload,
 		})
+		if err != nil && retryable(err) {
+			i.onFailed(function, err)
+		}
 		switch {
 		case err == nil:
 			return nil
@@ -280,7 +291,7 @@ func retryable(err error) bool {
 		return true
 	}
 	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) {
+	if errors.As(err, &re) && re.HTTPStatusCode() != 0 { // 0: no response came (a refused connection, say)
 		return re.HTTPStatusCode() >= 500
 	}
 	var api smithy.APIError

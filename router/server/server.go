@@ -71,6 +71,7 @@ type Router struct {
 	started    time.Time
 
 	shuttingDown atomic.Bool
+	health       lambdaHealth // whether Lambda takes this router's invocations
 	refusals     loglimit.Limiter
 	acceptFails  loglimit.Limiter // the ingress listener's accept errors
 }
@@ -95,13 +96,14 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, peers ring.Source,
 		return nil, err
 	}
 	r := &Router{cfg: cfg, log: log, pin: tunnel.Pin(cert.Leaf), metrics: metrics.New(cfg.MetricsInterval, log, sinks...),
-		started: time.Now(), routes: routesState{options: map[string]config.Route{}}}
+		started: time.Now(), routes: routesState{options: map[string]config.Route{}}, health: lambdaHealth{after: cfg.UnreadyAfter}}
 	r.routesRead.Store(cfg.RoutesParameter == "")
 	r.pools.Store(&map[string]*pool.Pool{})
 
 	inv, err := invoke.New(invoke.Config{
 		API: api, Issuer: issuer, Router: cfg.Advertise, Pin: r.pin, Logger: log,
 		OnResult: func(res invoke.Result) {
+			r.health.ok() // Lambda ran it, whatever the function said
 			inv := metrics.Invocation{BilledMs: res.BilledMs, CPU: res.CPU, Cold: res.Cold,
 				Background: time.Duration(res.BackgroundUs) * time.Microsecond}
 			busy := time.Duration(res.BusyUs)*time.Microsecond + inv.Background // the app's time, alone or not
@@ -114,7 +116,8 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, peers ring.Source,
 					time.Duration(res.LingerUs)*time.Microsecond, res.Requests, res.Ended == "idle")
 			}
 		},
-		OnThrottle: r.metrics.Throttle,
+		OnThrottle:    r.metrics.Throttle,
+		OnUnavailable: func(string, error) { r.health.failed() },
 	})
 	if err != nil {
 		return nil, err
@@ -164,7 +167,10 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, peers ring.Source,
 		},
 		// OnConn runs once the tunnel is fully established (TLS, hello,
 		// SETTINGS): only then may the instance join its pool.
-		OnConn: func(c *tunnel.Conn) { r.pool(c.Claims().Function).Add(c) },
+		OnConn: func(c *tunnel.Conn) {
+			r.health.ok()
+			r.pool(c.Claims().Function).Add(c)
+		},
 		Logger: log,
 	})
 	if err != nil {
@@ -457,6 +463,11 @@ func (r *Router) adminHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if r.shuttingDown.Load() {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if d, failing := r.health.failing(time.Now()); failing {
+			// Health checks move traffic to a region whose Lambda takes it.
+			http.Error(w, fmt.Sprintf("the Lambda API has refused or failed every invocation for %v", d.Round(time.Second)), http.StatusServiceUnavailable)
 			return
 		}
 		if !r.routesRead.Load() && time.Since(r.started) < routesGrace {
