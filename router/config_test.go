@@ -109,6 +109,24 @@ func TestMisspeltSettingIsNamed(t *testing.T) {
 	}
 }
 
+// TestPeerListMustNameThisReplica: a replica missing from its own static
+// peer list (or named otherwise there) would probe itself as a peer; it
+// refuses to start, saying why.
+func TestPeerListMustNameThisReplica(t *testing.T) {
+	cmd := exec.Command(bins.router)
+	cmd.Env = append(os.Environ(), "FERRY_ROUTER_ROUTES=app=/", "FERRY_ROUTER_LISTEN=127.0.0.1:0",
+		"FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_ADMIN_LISTEN=127.0.0.1:0", "AWS_REGION=us-east-1",
+		"FERRY_ROUTER_PEER_LISTEN=127.0.0.1:0", "FERRY_ROUTER_PEERS=127.0.0.2:8444,127.0.0.3:8444",
+		"FERRY_ROUTER_TOKEN_SECRET="+strings.Repeat("k", 32))
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 {
+		t.Fatalf("exit %d (%v), want 1; output:\n%s", code, err, out)
+	}
+	if !strings.Contains(string(out), "is not in the list") || !strings.Contains(string(out), "FERRY_ROUTER_PEERS") {
+		t.Errorf("the error does not say this replica is missing from FERRY_ROUTER_PEERS:\n%s", out)
+	}
+}
+
 // TestRoutesFromParameter: routes kept in an SSM parameter (moto here)
 // serve within seconds of being written, with no restart; a document that
 // cannot be used leaves the routes in force and is named in the log; a

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -176,6 +177,12 @@ func ringSource(ctx context.Context, cfg *config.Config, awsCfg aws.Config, ln n
 		cfg.PeerAdvertise = net.JoinHostPort(host, port)
 	}
 	if cfg.CloudMap == nil {
+		if !slices.Contains(cfg.Peers, cfg.PeerAdvertise) {
+			// Named otherwise there, it would probe itself as a peer, and
+			// its peers would rank a name it does not know as its own.
+			return nil, fmt.Errorf("%s: this replica's peer address %s is not in the list %v; list it as the others reach it, or set %s",
+				config.EnvPeers, cfg.PeerAdvertise, cfg.Peers, config.EnvPeerAdvertise)
+		}
 		return ring.Static(cfg.Peers), nil
 	}
 	api := servicediscovery.NewFromConfig(awsCfg)

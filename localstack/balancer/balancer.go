@@ -29,8 +29,11 @@ type Balancer struct {
 // Start runs nginx on listen (127.0.0.1:port) in front of upstreams
 // (host:port each), with its files under dir. A replica that refuses a
 // connection is passed over for the next, and rested for a few seconds,
-// as a balancer's health check would; a request it may have started is
-// not sent again.
+// as a balancer's health check would. nginx sends a request again to the
+// next replica only where the first cannot have answered it: after a
+// refused connection, and for an idempotent request (GET), also when the
+// connection broke before the response began; a POST it has sent is never
+// sent again.
 func Start(ctx context.Context, dir, listen string, upstreams []string) (*Balancer, error) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {

@@ -608,6 +608,11 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // started is never sent again. done is false where the plan comes to this
 // replica: the caller serves the request here.
 func (t *tunnelTransport) forward(req *http.Request, body *replayBody, st *reqState) (_ *http.Response, _ error, done bool) {
+	if body.streams() {
+		// A body too large to keep could not be sent on after a peer
+		// refused it having read past the kept part: served here.
+		return nil, nil, false
+	}
 	for _, peer := range t.h.cfg.Ring.Plan(st.function) {
 		if peer == "" {
 			return nil, nil, false
@@ -618,12 +623,21 @@ func (t *tunnelTransport) forward(req *http.Request, body *replayBody, st *reqSt
 			out.ContentLength = 0
 		}
 		sent := t.h.cfg.Ring.Sending(peer)
+		st.peer = peer // the owner counts the request from here on
 		resp, err := t.h.cfg.Peers.RoundTrip(peer, out)
 		if err != nil {
 			sent()
+			if req.Context().Err() != nil {
+				// The client left: the peer is not to blame, and
+				// nobody waits for another try.
+				return nil, err, true
+			}
 			unreached := ring.Unreached(err)
 			if unreached {
 				t.h.cfg.Ring.Down(peer)
+			}
+			if unreached || tunnel.Unprocessed(err) {
+				st.peer = "" // it never got there
 			}
 			switch {
 			case (unreached || tunnel.Unprocessed(err)) && body.replayable():
@@ -638,13 +652,13 @@ func (t *tunnelTransport) forward(req *http.Request, body *replayBody, st *reqSt
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
 			sent()
+			st.peer = "" // it did not take it
 			t.h.log.Debug("peer nacked; trying the next owner", "function", st.function, "peer", peer, "reason", reason)
 			if !body.replayable() {
 				return nil, errNotReplayable, true
 			}
 			continue
 		}
-		st.peer = peer
 		resp.Body = &doneBody{ReadCloser: resp.Body, done: sent}
 		return resp, nil, true
 	}

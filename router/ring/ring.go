@@ -132,25 +132,27 @@ func (r *Ring) Self() string { return r.cfg.Self }
 // Live is the members in the ring, sorted.
 func (r *Ring) Live() []string { return *r.live.Load() }
 
-// Run lists and probes the members every Every until ctx ends.
+// Run lists and probes the members every Every, beginning one period
+// from now (the caller refreshes first), until ctx ends.
 func (r *Ring) Run(ctx context.Context) {
 	t := time.NewTicker(r.cfg.Every)
 	defer t.Stop()
 	for {
-		r.Refresh(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		r.Refresh(ctx)
 	}
 }
 
-// Refresh lists the members and probes each other one once.
+// Refresh lists the members and probes each other one once, each within
+// Every.
 func (r *Ring) Refresh(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Every)
-	defer cancel()
-	addrs, err := r.cfg.Source.Members(ctx)
+	lctx, cancel := context.WithTimeout(ctx, r.cfg.Every)
+	addrs, err := r.cfg.Source.Members(lctx)
+	cancel()
 	if err != nil {
 		// Keep the members known: a discovery outage must not empty the
 		// ring. Probes still take dead ones out.
@@ -163,6 +165,10 @@ func (r *Ring) Refresh(ctx context.Context) {
 		r.mu.Unlock()
 	}
 	addrs = slices.DeleteFunc(slices.Clone(addrs), func(a string) bool { return a == r.cfg.Self })
+	// Probes get a time of their own: a listing that took all of its
+	// must not make every member miss a probe.
+	ctx, cancel = context.WithTimeout(ctx, r.cfg.Every)
+	defer cancel()
 	health := make([]Health, len(addrs))
 	var wg sync.WaitGroup
 	for i, a := range addrs {

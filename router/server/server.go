@@ -128,8 +128,8 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, peers ring.Source,
 		r.peers = ring.NewTransport(r.peerKey)
 		r.ring, err = ring.New(ring.Config{
 			Self: cfg.PeerAdvertise, Source: peers, Probe: r.peers.Probe, OwnerConcurrency: cfg.OwnerConcurrency,
-			Logger: log, OnChange: func(live []string) {
-				r.metrics.RingSize(len(live))
+			Logger: log, OnChange: func([]string) {
+				r.metrics.RingSize(len(r.ring.Live())) // now, not as it was when the change was seen
 				// Minimums follow ownership.
 				r.routesMu.Lock()
 				r.applyMinimumsLocked()
@@ -262,9 +262,15 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 		var h2c http.Protocols
 		h2c.SetUnencryptedHTTP2(true)
 		peer = &http.Server{Handler: r.peerHandler(), Protocols: &h2c, ReadHeaderTimeout: 10 * time.Second,
-			MaxHeaderBytes: r.cfg.MaxHeaderBytes + 4096, // room for the X-Forwarded-* and key a peer adds
+			// HTTP/2 counts 32 bytes a field where the ingress counts 4, and
+			// a peer adds X-Forwarded-* and its key.
+			MaxHeaderBytes: 2*r.cfg.MaxHeaderBytes + 64<<10,
 			IdleTimeout:    10 * time.Minute, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
-			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000}}
+			// A body waits unread while its request waits for an instance:
+			// a small window per stream keeps one upload from holding the
+			// connection's, which every request from that peer shares.
+			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000,
+				MaxReceiveBufferPerStream: 256 << 10, MaxReceiveBufferPerConnection: 64 << 20}}
 	}
 
 	tunnelCtx, stopTunnels := context.WithCancel(context.Background())
