@@ -63,7 +63,7 @@ func replicasSection(ctx context.Context, o options) (*table, error) {
 		// The hop is measured on a function of its own: its light traffic
 		// must not teach the measured function's pool anything.
 		st, stop, err := o.start(ctx, localrun.Config{Dist: o.dist, Replicas: n, Balancer: true,
-			Functions: []localrun.Function{{Name: fn, MemoryMB: mem, Concurrency: 300}, {Name: hopFn, MemoryMB: mem}}},
+			Functions: []localrun.Function{{Name: fn, MemoryMB: mem, Concurrency: 300}, {Name: hopFn, MemoryMB: mem, MinInstances: 1}}},
 			fmt.Sprintf("replicas-%d", n))
 		if err != nil {
 			return nil, err
@@ -141,8 +141,8 @@ func replicasSection(ctx context.Context, o options) (*table, error) {
 	return t, nil
 }
 
-// forwardHop sends light requests (a 50 ms wait, 40 a second: an
-// instance stays live) for fn for d, open loop, alternately
+// forwardHop sends light requests (no CPU, no wait, 40 a second, to a
+// function that keeps one instance live) for fn for d, open loop, alternately
 // to the replica that owns fn and to one that does not (which forwards
 // them), straight to their ingresses; it returns the difference of their
 // p50 latencies in ms.
@@ -169,7 +169,7 @@ func forwardHop(ctx context.Context, st *localrun.Stack, fn string, seed uint64,
 		if s.kinds[i] == 1 {
 			ingress = st.Ingresses[other]
 		}
-		return load.Target{Method: "GET", URL: ingress + "/work?wait_ms=50", Header: hdr}
+		return load.Target{Method: "GET", URL: ingress + "/work", Header: hdr}
 	}, routerOK)
 	if res.failed > 0 {
 		return 0, fmt.Errorf("forward hop: %d of %d requests failed, first: %s", res.failed, len(s.at), res.first)

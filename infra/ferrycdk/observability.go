@@ -77,6 +77,13 @@ func NewObservability(scope constructs.Construct, id string, p *ObservabilityPro
 			cw.NewSingleValueWidget(&cw.SingleValueWidgetProps{Title: str("in flight per instance"), Width: num(8),
 				Metrics: &[]cw.IMetric{ferryMetric(fn, "InFlightPerInstance", "Average")}}),
 		)
+		// The router tasks share the function: the requests a task passed
+		// to the function's owner, and how many tasks are in the ring.
+		o.Dashboard.AddWidgets(
+			cw.NewGraphWidget(&cw.GraphWidgetProps{Title: str("router replicas: forwarded requests, ring size"), Width: num(8),
+				Left:  &[]cw.IMetric{ferryMetric(fn, "ForwardedRequests", "Sum")},
+				Right: &[]cw.IMetric{ferryMetric(fn, "RingSize", "Maximum")}}),
+		)
 		o.Alarms = append(o.Alarms, ferryMetric(fn, "LaunchFailures", "Sum").CreateAlarm(scope, str(id+"LaunchFailures"+*fn.Function.Node().Id()), &cw.CreateAlarmOptions{
 			AlarmDescription: str("invocations of " + *name + " by ferry bring no instance (its init fails, say): requests fail at once " +
 				"with the failure's class until one succeeds; the router log has the error"),

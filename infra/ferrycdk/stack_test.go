@@ -478,3 +478,17 @@ func TestGlobalStack(t *testing.T) {
 	}
 	tmpl.HasOutput(jsii.String("GlobalAddresses"), map[string]any{})
 }
+
+// TestDashboardShowsReplicas: the dashboard charts what the router tasks
+// publish about sharing functions.
+func TestDashboardShowsReplicas(t *testing.T) {
+	_, tmpl := stack(t)
+	for _, d := range resources(tmpl, "AWS::CloudWatch::Dashboard") {
+		body, _ := json.Marshal(props(d)["DashboardBody"])
+		for _, m := range []string{"ForwardedRequests", "RingSize", "Requests", "InvocationMs", "ActiveCpuMs", "IdleMs"} {
+			if !strings.Contains(string(body), `\"`+m+`\"`) {
+				t.Errorf("the dashboard does not chart %s", m)
+			}
+		}
+	}
+}

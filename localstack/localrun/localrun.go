@@ -46,6 +46,9 @@ type Function struct {
 	// InProcess runs the sample app as the function's own bootstrap
 	// (ferry's in-process mode, serve.Start) instead of behind the layer's.
 	InProcess bool
+	// MinInstances is the route's min_instances: live instances kept
+	// whatever the traffic.
+	MinInstances int
 }
 
 // Config configures Start.
@@ -135,7 +138,7 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 		}
 		fns = append(fns, lambdaemu.Function{Name: f.Name, CodeDir: codeDir, Layers: []string{layer},
 			Runtime: "provided.al2023", Timeout: lambdaemu.Duration{Duration: timeout}, MemoryMB: mem, Concurrency: conc, Env: env})
-		rt := config.Route{Function: f.Name, Host: f.Name + ".localhost", MaxConcurrency: f.Limit}
+		rt := config.Route{Function: f.Name, Host: f.Name + ".localhost", MaxConcurrency: f.Limit, MinInstances: f.MinInstances}
 		if f.Limit > 0 {
 			rt.Plain = "off"
 		}
