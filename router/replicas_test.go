@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferryrun/ferry/localstack/balancer"
+	"github.com/ferryrun/ferry/router/ring"
 )
 
 // replicaSet is several routers sharing one emulator and function, as
@@ -30,11 +31,20 @@ type replicaSet struct {
 // derived from it).
 const peerSecret = "replicas-share-this-token-secret-0123456789"
 
-func startReplicas(t *testing.T, n int, o stackOpts) *replicaSet {
+// startReplicas starts n routers behind the balancer. With lateOwner,
+// the one that will own the function app once it joins is not started:
+// join starts it.
+func startReplicas(t *testing.T, n int, o stackOpts, lateOwner ...bool) *replicaSet {
 	t.Helper()
 	rs := &replicaSet{t: t}
 	for range n {
 		rs.peers = append(rs.peers, freeAddr(t))
+	}
+	late := len(lateOwner) > 0 && lateOwner[0]
+	if late {
+		// The owner last, where join finds it.
+		owner := slices.Index(rs.peers, ring.Rank("app", rs.peers)[0])
+		rs.peers[owner], rs.peers[n-1] = rs.peers[n-1], rs.peers[owner]
 	}
 	env := map[string]string{
 		"FERRY_ROUTER_PEERS": strings.Join(rs.peers, ","), "FERRY_ROUTER_TOKEN_SECRET": peerSecret,
@@ -48,9 +58,16 @@ func startReplicas(t *testing.T, n int, o stackOpts) *replicaSet {
 	first := startStack(t, o)
 	rs.routers = append(rs.routers, first)
 	for i := 1; i < n; i++ {
-		rs.routers = append(rs.routers, rs.startReplica(i))
+		rs.routers = append(rs.routers, rs.replica(i))
+		if !late || i < n-1 {
+			rs.join(i)
+		}
 	}
-	rs.awaitRing(n)
+	running := n
+	if late {
+		running--
+	}
+	rs.awaitRing(running)
 	var ingresses []string
 	for _, s := range rs.routers {
 		ingresses = append(ingresses, strings.TrimPrefix(s.ingress, "http://"))
@@ -69,8 +86,9 @@ func startReplicas(t *testing.T, n int, o stackOpts) *replicaSet {
 	return rs
 }
 
-// startReplica starts router i beside the first, on addresses of its own.
-func (rs *replicaSet) startReplica(i int) *stack {
+// replica sets up router i beside the first, on addresses of its own,
+// without starting it.
+func (rs *replicaSet) replica(i int) *stack {
 	t, first := rs.t, rs.routers[0]
 	s := &stack{t: t, emulator: first.emulator, fnEnv: first.fnEnv, routerCmd: first.routerCmd,
 		routerOut: &syncBuf{}, routerLog: &syncBuf{}}
@@ -78,6 +96,12 @@ func (rs *replicaSet) startReplica(i int) *stack {
 	s.ingress, s.admin = "http://"+ingress, "http://"+admin
 	s.routerEnv = append(slices.Clone(first.routerEnv), "FERRY_ROUTER_LISTEN="+ingress, "FERRY_ROUTER_ADMIN_LISTEN="+admin,
 		"FERRY_ROUTER_PEER_LISTEN="+rs.peers[i], "FERRY_ROUTER_PEER_ADVERTISE="+rs.peers[i])
+	return s
+}
+
+// join starts router i and waits until it is ready.
+func (rs *replicaSet) join(i int) {
+	t, s := rs.t, rs.routers[i]
 	if err := s.startRouter(); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +113,6 @@ func (rs *replicaSet) startReplica(i int) *stack {
 		}
 	})
 	waitHTTP(t, s.admin+"/readyz")
-	return s
 }
 
 type ringState struct {
@@ -115,7 +138,7 @@ func (rs *replicaSet) awaitRing(n int) {
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		ok := true
 		for _, s := range rs.routers {
-			if s.router.ProcessState == nil && len(s.ring().Live) != n {
+			if s.router != nil && s.router.ProcessState == nil && len(s.ring().Live) != n {
 				ok = false
 			}
 		}
@@ -322,5 +345,31 @@ func TestReplicasKeepOneMinimum(t *testing.T) {
 	}
 	if run := rs.routers[0].stats().Running; run != 1 {
 		t.Fatalf("%d invocations running, want the one warm instance", run)
+	}
+}
+
+// TestReplicaJoinsUnderLoad: a replica added under load takes its share
+// of ownership (here, the function's: rendezvous ranks it first) without a
+// failed request, and serves the function from then on.
+func TestReplicaJoinsUnderLoad(t *testing.T) {
+	rs := startReplicas(t, 3, ledgerApp(t), true)
+	newcomer := rs.routers[2]
+	if owners := rs.routers[0].ring().Owners["app"]; len(owners) == 0 || owners[0] == rs.peers[2] {
+		t.Fatalf("before it joins, the newcomer owns app already: %v", owners)
+	}
+	d := max(chaosFor(t), 8*time.Second)
+	var joined time.Time
+	entries := ledger(t, rs.lb.URL, "POST", "/work?wait_ms=200", 30, d, false, func() {
+		rs.join(2)
+		joined = time.Now()
+	}, 2*time.Second)
+	account(t, entries, 2*time.Second, expect{allowed: allow()})
+	ranOnce(t, rs.routers[0], entries)
+	rs.awaitRing(3)
+	if owners := rs.routers[0].ring().Owners["app"]; len(owners) == 0 || owners[0] != rs.peers[2] {
+		t.Errorf("after it joined, app's owners are %v; want the newcomer %s first", owners, rs.peers[2])
+	}
+	if served := newcomer.emfSumSince("Requests", joined); served == 0 {
+		t.Error("the newcomer served no request after it joined")
 	}
 }
