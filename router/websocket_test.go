@@ -2,7 +2,11 @@ package main_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/net/http2"
 )
 
 // dialWS opens a WebSocket through the router.
@@ -178,4 +183,88 @@ func TestWebSockets(t *testing.T) {
 			t.Errorf("after reconnecting: %q %v", b, err)
 		}
 	})
+}
+
+// TestWebSocketOverHTTP2: an HTTP/2 client opens a WebSocket with an
+// extended CONNECT (RFC 8441) straight to the router (h2c); the router
+// carries it to the app as an HTTP/1.1 Upgrade, with a key of its own.
+// Echo both ways, then the close handshake. (No WebSocket library speaks
+// RFC 8441 as a client, so the frames are written here.)
+func TestWebSocketOverHTTP2(t *testing.T) {
+	s := startStack(t, stackOpts{routerEnv: map[string]string{"GODEBUG": "http2xconnect=1"}})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	toServer, body := io.Pipe()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodConnect, s.ingress+"/ws/echo", toServer)
+	req.Header.Set(":protocol", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Sec-Websocket-Accept") != "" {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		t.Fatalf("extended CONNECT: %d %v %q; want 200 without the app's Sec-WebSocket-Accept", resp.StatusCode, resp.Header, b)
+	}
+	noFerryHeaders(t, resp.Header)
+	for _, msg := range []string{"hello", strings.Repeat("x", 300)} {
+		if _, err := body.Write(clientFrame(0x1, []byte(msg))); err != nil {
+			t.Fatal(err)
+		}
+		op, got := readFrame(t, resp.Body)
+		if op != 0x1 || string(got) != msg {
+			t.Fatalf("echo of %d bytes: opcode %#x, %d bytes", len(msg), op, len(got))
+		}
+	}
+	body.Write(clientFrame(0x8, []byte{0x03, 0xe8})) // close, 1000
+	if op, payload := readFrame(t, resp.Body); op != 0x8 || len(payload) < 2 || int(payload[0])<<8|int(payload[1]) != 1000 {
+		t.Fatalf("after the client's close: opcode %#x %v, want the app's close 1000", op, payload)
+	}
+	body.Close()
+}
+
+// clientFrame is a final, masked client frame (RFC 6455, 5.2).
+func clientFrame(op byte, payload []byte) []byte {
+	f := []byte{0x80 | op}
+	switch n := len(payload); {
+	case n < 126:
+		f = append(f, 0x80|byte(n))
+	default:
+		f = append(f, 0x80|126, byte(n>>8), byte(n))
+	}
+	mask := []byte{0x5a, 0x13, 0xc7, 0x21}
+	f = append(f, mask...)
+	for i, b := range payload {
+		f = append(f, b^mask[i%4])
+	}
+	return f
+}
+
+// readFrame reads one unmasked server frame's opcode and payload.
+func readFrame(t *testing.T, r io.Reader) (byte, []byte) {
+	t.Helper()
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		t.Fatalf("reading a frame: %v", err)
+	}
+	n := int(hdr[1] & 0x7f)
+	switch n {
+	case 126:
+		ext := make([]byte, 2)
+		io.ReadFull(r, ext)
+		n = int(ext[0])<<8 | int(ext[1])
+	case 127:
+		t.Fatal("a frame over 64 KiB")
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		t.Fatalf("reading a frame's %d bytes: %v", n, err)
+	}
+	return hdr[0] & 0x0f, payload
 }

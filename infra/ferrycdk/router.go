@@ -258,6 +258,9 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 			// requests of the others' to them.
 			"FERRY_ROUTER_PEERS":       str("cloudmap:" + *r.Peers.NamespaceName() + "/" + PeerService),
 			"FERRY_ROUTER_PEER_LISTEN": str(":" + strconv.Itoa(PeerPort)),
+			// WebSockets over HTTP/2 (RFC 8441), off in Go's server unless
+			// set at start (also in the image, for an Image of one's own).
+			"GODEBUG": str("http2xconnect=1"),
 		},
 		Secrets: &map[string]awsecs.Secret{
 			"FERRY_ROUTER_TOKEN_SECRET": awsecs.Secret_FromSecretsManager(r.Secret, nil),

@@ -164,7 +164,8 @@ func Start(ctx context.Context, c Config) (*Stack, error) {
 		s.Ingresses, s.Admins = append(s.Ingresses, "http://"+ingresses[i]), append(s.Admins, replicas[i].AdminURL)
 	}
 	common := []string{"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
-		"FERRY_ROUTER_CONFIG=" + routesFile, "FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_METRICS=off"}
+		"FERRY_ROUTER_CONFIG=" + routesFile, "FERRY_ROUTER_TUNNEL_LISTEN=127.0.0.1:0", "FERRY_ROUTER_METRICS=off",
+		"GODEBUG=http2xconnect=1"} // WebSockets over HTTP/2, as the image sets
 	if n > 1 {
 		s.Peers = peers
 		secret := make([]byte, 32)

@@ -286,7 +286,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("ferry: request headers of %d bytes exceed the limit of %d (431 Request Header Fields Too Large)", n, h.cfg.MaxHeaderBytes), http.StatusRequestHeaderFieldsTooLarge)
 		return
 	}
-	if isWebSocket(r) {
+	if isWebSocket(r) || isH2WebSocket(r) {
 		h.serveWebSocket(w, r, route, t.pools[route.Function])
 		return
 	}

@@ -1,13 +1,13 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
@@ -21,7 +21,8 @@ import (
 )
 
 // WebSockets travel through the tunnel as one stream each: the router
-// takes the client's HTTP/1.1 Upgrade, opens a stream marked
+// takes the client's HTTP/1.1 Upgrade (or an HTTP/2 extended CONNECT, RFC
+// 8441, which it turns into an HTTP/1.1 Upgrade for the app), opens a stream marked
 // tunnel.HeaderUpgrade on an instance, and once the app has switched
 // protocols copies bytes both ways. A socket holds one of the instance's
 // slots for as long as it lives, and keeps the invocation billed. When the
@@ -51,15 +52,23 @@ func isWebSocket(r *http.Request) bool {
 		httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket")
 }
 
+// isH2WebSocket reports whether r opens a WebSocket over HTTP/2 (RFC
+// 8441: CONNECT with :protocol websocket). Go's server passes such a
+// request on only when the process runs with GODEBUG=http2xconnect=1.
+func isH2WebSocket(r *http.Request) bool {
+	return r.Method == http.MethodConnect && r.ProtoMajor == 2 && strings.EqualFold(r.Header.Get(":protocol"), "websocket")
+}
+
 // serveWebSocket carries r, a WebSocket opening handshake, to an instance
 // of route's function.
 func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *Route, p *pool.Pool) {
 	start := time.Now()
+	h2 := isH2WebSocket(r)
 	switch {
-	case r.Method != http.MethodGet || r.ProtoMajor != 1:
-		http.Error(w, "ferry: a WebSocket opens with an HTTP/1.1 GET", http.StatusBadRequest)
+	case !h2 && (r.Method != http.MethodGet || r.ProtoMajor != 1):
+		http.Error(w, "ferry: a WebSocket opens with an HTTP/1.1 GET, or an HTTP/2 CONNECT (RFC 8441)", http.StatusBadRequest)
 		return
-	case r.Header.Get("Sec-WebSocket-Key") == "":
+	case !h2 && r.Header.Get("Sec-WebSocket-Key") == "":
 		http.Error(w, "ferry: a WebSocket handshake needs Sec-WebSocket-Key", http.StatusBadRequest)
 		return
 	case r.Header.Get("Sec-WebSocket-Version") != "13":
@@ -68,7 +77,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *
 		return
 	}
 	hj, ok := w.(http.Hijacker)
-	if !ok {
+	if !ok && !h2 {
 		http.Error(w, "ferry: this connection cannot carry a WebSocket", http.StatusInternalServerError)
 		return
 	}
@@ -95,6 +104,26 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
 		h.cfg.Metrics.Request(route.Function, resp.StatusCode, time.Since(start), time.Since(start), 0)
+		return
+	}
+	if h2 {
+		// RFC 8441: a 200 opens the stream, whose DATA frames then carry
+		// the socket's bytes both ways. The app's Sec-WebSocket-Accept
+		// answers the key the router made up for it: not the client's.
+		for k, vs := range resp.Header {
+			if !hopByHop(k) && http.CanonicalHeaderKey(k) != "Sec-Websocket-Accept" {
+				w.Header()[k] = vs
+			}
+		}
+		w.WriteHeader(http.StatusOK)
+		ctl := http.NewResponseController(w)
+		if err := ctl.Flush(); err != nil {
+			return
+		}
+		h.cfg.Metrics.Request(route.Function, http.StatusOK, time.Since(start), time.Since(start), 0)
+		h.log.Debug("websocket open", "function", route.Function, "path", r.URL.Path, "http2", true, "instance", lease.Conn().Hello().RequestID)
+		why := h.relay(h2Client{w, ctl}, r.Body, toApp, resp.Body, lease.Conn())
+		h.log.Debug("websocket closed", "function", route.Function, "path", r.URL.Path, "why", why, "lasted", time.Since(start))
 		return
 	}
 	conn, brw, err := hj.Hijack()
@@ -156,9 +185,17 @@ func (h *Handler) openUpgrade(ctx context.Context, r *http.Request, p *pool.Pool
 			}
 		}
 		for k, vs := range r.Header {
-			if !hopByHop(k) && !tunnel.IsProtocolHeader(k) && !named[http.CanonicalHeaderKey(k)] && out.Header[k] == nil {
+			if !hopByHop(k) && !tunnel.IsProtocolHeader(k) && !named[http.CanonicalHeaderKey(k)] && out.Header[k] == nil &&
+				!strings.HasPrefix(k, ":") { // RFC 8441's :protocol
 				out.Header[k] = vs
 			}
+		}
+		if isH2WebSocket(r) {
+			// The app takes an HTTP/1.1 handshake, which needs a key; the
+			// HTTP/2 client sends none (RFC 8441, 5).
+			key := make([]byte, 16)
+			rand.Read(key)
+			out.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(key))
 		}
 		out.Header.Set(tunnel.HeaderUpgrade, "websocket") // the bootstrap asks no CPU admission of a socket
 		resp, err := lease.Conn().RoundTrip(out)
@@ -196,7 +233,7 @@ func hopByHop(k string) bool {
 // instance drains (then the client gets a close frame 1012 at a frame
 // boundary), or nothing moves for the idle timeout (1001). It says why it
 // ended.
-func (h *Handler) relay(client net.Conn, fromClient *bufio.Reader, toApp *io.PipeWriter, fromApp io.Reader, inst pool.Conn) string {
+func (h *Handler) relay(client clientConn, fromClient io.Reader, toApp *io.PipeWriter, fromApp io.Reader, inst pool.Conn) string {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	clientDone := make(chan struct{})
@@ -272,6 +309,29 @@ func (h *Handler) relay(client net.Conn, fromClient *bufio.Reader, toApp *io.Pip
 		}
 	}
 }
+
+// clientConn is where relay writes to the client: its hijacked HTTP/1.1
+// connection, or its HTTP/2 stream.
+type clientConn interface {
+	Write(p []byte) (int, error)
+	SetWriteDeadline(t time.Time) error
+}
+
+// h2Client writes to an HTTP/2 stream's response, each write flushed.
+type h2Client struct {
+	w   http.ResponseWriter
+	ctl *http.ResponseController
+}
+
+func (c h2Client) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err == nil {
+		err = c.ctl.Flush()
+	}
+	return n, err
+}
+
+func (c h2Client) SetWriteDeadline(t time.Time) error { return c.ctl.SetWriteDeadline(t) }
 
 // activity is a reader that stamps the time of each read that moved bytes.
 type activity struct {
