@@ -222,11 +222,13 @@ func TestWebSocketOverHTTP2(t *testing.T) {
 			t.Fatalf("echo of %d bytes: opcode %#x, %d bytes", len(msg), op, len(got))
 		}
 	}
+	// The client's close, then the end of its half of the stream at once
+	// (END_STREAM): the app's close must still come back.
 	body.Write(clientFrame(0x8, []byte{0x03, 0xe8})) // close, 1000
+	body.Close()
 	if op, payload := readFrame(t, resp.Body); op != 0x8 || len(payload) < 2 || int(payload[0])<<8|int(payload[1]) != 1000 {
 		t.Fatalf("after the client's close: opcode %#x %v, want the app's close 1000", op, payload)
 	}
-	body.Close()
 }
 
 // clientFrame is a final, masked client frame (RFC 6455, 5.2).

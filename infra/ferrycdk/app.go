@@ -15,7 +15,7 @@ const (
 	CtxRegions        = "regions"        // comma-separated; default us-east-1
 	CtxVpcID          = "vpcId"          // use an existing VPC
 	CtxNatGateways    = "natGateways"    // in a new VPC; default 1
-	CtxCertificateArn = "certificateArn" // HTTPS at the ALB
+	CtxCertificateArn = "certificateArn" // HTTPS at the ALB: an ACM certificate ARN for each region, comma-separated
 	CtxRouterTasks    = "routerTasks"    // desired router tasks; default 2
 	CtxArtifactsDir   = "artifactsDir"   // make layer's output; default: built at synth from the source
 	CtxRouterImage    = "routerImage"    // a built router image; default: build router/Dockerfile
@@ -83,6 +83,19 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 	default:
 		return nil, fmt.Errorf("context %s=%q: want accelerator (AWS Global Accelerator in front of the regions) or none", CtxGlobal, g)
 	}
+	// ACM certificates are regional: each region's ALB takes the one in
+	// its region.
+	certs := map[string]string{}
+	for a := range strings.SplitSeq(ctx(CtxCertificateArn), ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		parts := strings.Split(a, ":")
+		if len(parts) < 6 || parts[2] != "acm" || parts[3] == "" {
+			return nil, fmt.Errorf("context %s: %q is not an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)", CtxCertificateArn, a)
+		}
+		certs[parts[3]] = a
+	}
 	var stacks []*FerryStack
 	for r := range strings.SplitSeq(regions, ",") {
 		r = strings.TrimSpace(r)
@@ -100,12 +113,18 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 			ArtifactsDir:       artifacts,
 			VpcID:              ctx(CtxVpcID),
 			NatGateways:        nat,
-			CertificateArn:     ctx(CtxCertificateArn),
+			CertificateArn:     certs[r],
+			FailOver:           global,
 			DesiredRouterTasks: tasks,
 			RouterImage:        ctx(CtxRouterImage),
 			SampleArch:         arch,
 			PublicTunnel:       public,
 		}))
+	}
+	for _, st := range stacks {
+		if len(certs) > 0 && certs[*st.Region()] == "" {
+			return nil, fmt.Errorf("context %s names no certificate in %s: ACM certificates are regional, so give one for each region", CtxCertificateArn, *st.Region())
+		}
 	}
 	if global {
 		env := &awscdk.Environment{}
@@ -113,7 +132,7 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 			env.Account = str(acct)
 		}
 		NewGlobalStack(app, "Ferry-global", &GlobalStackProps{StackProps: awscdk.StackProps{Env: env},
-			Regions: stacks, HTTPS: ctx(CtxCertificateArn) != ""})
+			Regions: stacks, HTTPS: len(certs) > 0})
 	}
 	return stacks, nil
 }

@@ -86,6 +86,12 @@ type RouterServiceProps struct {
 	CertificateArn string
 	// MaxConcurrency per instance the router asks for. If zero, 64 (a ceiling: CPU admission decides).
 	MaxConcurrency int
+	// FailOver: another region can take this one's traffic (a global
+	// entry point is in front): the tasks say they are unhealthy while
+	// the region's Lambda refuses their invocations
+	// (FERRY_ROUTER_UNREADY_AFTER, 30 s), so that traffic moves. ECS then
+	// replaces them, which is why it is off for a lone region.
+	FailOver bool
 }
 
 // RouterService is ferry-router on Fargate (ARM64) with its client ALB.
@@ -240,7 +246,7 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		suppress(r.TaskRole, "AwsSolutions-IAM5", "ec2:DescribeNetworkInterfaces, read-only, has no resource-level "+
 			"permissions: the task reads its own interface's public IP (public tunnel)", "Resource::*")
 	}
-	task.AddContainer(str("router"), &awsecs.ContainerDefinitionOptions{
+	container := task.AddContainer(str("router"), &awsecs.ContainerDefinitionOptions{
 		Image:   image,
 		Logging: awsecs.LogDrivers_AwsLogs(&awsecs.AwsLogDriverProps{StreamPrefix: str("router"), LogGroup: r.LogGroup}),
 		Environment: &map[string]*string{
@@ -270,6 +276,9 @@ func NewRouterService(scope constructs.Construct, id string, p *RouterServicePro
 		},
 		StopTimeout: awscdk.Duration_Seconds(num(30)),
 	})
+	if p.FailOver {
+		container.AddEnvironment(str("FERRY_ROUTER_UNREADY_AFTER"), str("30s"))
+	}
 
 	suppress(task, "AwsSolutions-ECS2", "the environment holds only non-secret configuration (ports, routes, the tunnel "+
 		"address); the token secret comes from Secrets Manager through the container's secrets")

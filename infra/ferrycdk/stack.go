@@ -27,6 +27,9 @@ type FerryStackProps struct {
 	NatGateways int
 	// CertificateArn turns on HTTPS at the ALB.
 	CertificateArn string
+	// FailOver: a global entry point is in front of this region (see
+	// RouterServiceProps.FailOver).
+	FailOver bool
 	// DesiredRouterTasks; if zero, 2.
 	DesiredRouterTasks int
 	// RouterImage is a built router image (a registry URI). If empty, cdk
@@ -82,6 +85,7 @@ func NewFerryStack(scope constructs.Construct, id string, props *FerryStackProps
 	s.Router = NewRouterService(stack, "Router", &RouterServiceProps{
 		Vpc: vpc, Tunnel: tunnel, Functions: []*FerryFunction{s.Sample}, RepoRoot: props.RepoRoot,
 		DesiredCount: props.DesiredRouterTasks, CertificateArn: props.CertificateArn, Image: props.RouterImage,
+		FailOver: props.FailOver,
 	})
 	s.Observability = NewObservability(stack, "Dashboard", &ObservabilityProps{
 		Router: s.Router, Functions: []*FerryFunction{s.Sample}, Name: "ferry-" + *stack.Region(),

@@ -315,7 +315,8 @@ func TestTwoRegions(t *testing.T) {
 }
 
 func TestBadContextIsAClearError(t *testing.T) {
-	for key, value := range map[string]string{ferrycdk.CtxNatGateways: "lots", ferrycdk.CtxSampleArch: "sparc", ferrycdk.CtxTunnel: "open", ferrycdk.CtxGlobal: "anycast"} {
+	for key, value := range map[string]string{ferrycdk.CtxNatGateways: "lots", ferrycdk.CtxSampleArch: "sparc", ferrycdk.CtxTunnel: "open", ferrycdk.CtxGlobal: "anycast",
+		ferrycdk.CtxCertificateArn: "my-cert"} {
 		_, err := ferrycdk.NewRegionStacks(newApp(map[string]any{key: value}), testbin.ModuleRoot())
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%s=%s: error = %v, want one naming %s", key, value, err, key)
@@ -403,6 +404,11 @@ func TestRouterTasksFindEachOther(t *testing.T) {
 	if env["FERRY_ROUTER_PEERS"] != want {
 		t.Errorf("FERRY_ROUTER_PEERS = %q; the tasks register in %s", env["FERRY_ROUTER_PEERS"], want)
 	}
+	if v := env["FERRY_ROUTER_UNREADY_AFTER"]; v != "" {
+		// ECS would replace the tasks of the only region while its Lambda
+		// refuses, and no other region could take the traffic.
+		t.Errorf("a lone region's routers go unready on Lambda failures (FERRY_ROUTER_UNREADY_AFTER=%s)", v)
+	}
 	if env["FERRY_ROUTER_PEER_LISTEN"] != fmt.Sprintf(":%d", ferrycdk.PeerPort) || !slices.Contains(ports, float64(ferrycdk.PeerPort)) {
 		t.Errorf("peer port: listen %q, container ports %v; want %d both", env["FERRY_ROUTER_PEER_LISTEN"], ports, ferrycdk.PeerPort)
 	}
@@ -420,6 +426,28 @@ func TestRouterTasksFindEachOther(t *testing.T) {
 	}
 	if !found {
 		t.Error("no policy lets the router tasks list their peers")
+	}
+}
+
+// TestCertificatePerRegion: ACM certificates are regional; each region's
+// ALB takes the one in its region, and a region without one is an error.
+func TestCertificatePerRegion(t *testing.T) {
+	east, west := "arn:aws:acm:us-east-1:123456789012:certificate/e", "arn:aws:acm:eu-west-1:123456789012:certificate/w"
+	stacks, err := ferrycdk.NewRegionStacks(newApp(map[string]any{ferrycdk.CtxRegions: "us-east-1,eu-west-1",
+		ferrycdk.CtxCertificateArn: east + "," + west}), testbin.ModuleRoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range stacks {
+		want := map[string]string{"us-east-1": east, "eu-west-1": west}[*st.Region()]
+		assertions.Template_FromStack(st.Stack, nil).HasResourceProperties(jsii.String("AWS::ElasticLoadBalancingV2::Listener"), map[string]any{
+			"Port": 443, "Certificates": []any{map[string]any{"CertificateArn": want}},
+		})
+	}
+	_, err = ferrycdk.NewRegionStacks(newApp(map[string]any{ferrycdk.CtxRegions: "us-east-1,eu-west-1", ferrycdk.CtxCertificateArn: east}),
+		testbin.ModuleRoot())
+	if err == nil || !strings.Contains(err.Error(), "eu-west-1") {
+		t.Errorf("one region's certificate for two regions: %v, want an error naming eu-west-1", err)
 	}
 }
 
@@ -469,9 +497,16 @@ func TestGlobalStack(t *testing.T) {
 		if b, _ := json.Marshal(eps[0]["EndpointId"]); !strings.Contains(string(b), alb) {
 			t.Errorf("%s: endpoint %s is not the region's load balancer %s", region, b, alb)
 		}
-		// That load balancer's targets are healthy only while /readyz is.
-		assertions.Template_FromStack(st.Stack, nil).HasResourceProperties(jsii.String("AWS::ElasticLoadBalancingV2::TargetGroup"),
+		// That load balancer's targets are healthy only while /readyz is,
+		// which fails while the region's Lambda refuses invocations.
+		rt := assertions.Template_FromStack(st.Stack, nil)
+		rt.HasResourceProperties(jsii.String("AWS::ElasticLoadBalancingV2::TargetGroup"),
 			map[string]any{"HealthCheckPath": "/readyz"})
+		rt.HasResourceProperties(jsii.String("AWS::ECS::TaskDefinition"), map[string]any{
+			"ContainerDefinitions": assertions.Match_ArrayWith(&[]any{assertions.Match_ObjectLike(&map[string]any{
+				"Environment": assertions.Match_ArrayWith(&[]any{map[string]any{"Name": "FERRY_ROUTER_UNREADY_AFTER", "Value": "30s"}}),
+			})}),
+		})
 	}
 	if len(groups) != len(stacks) {
 		t.Errorf("%d endpoint groups for %d regions", len(groups), len(stacks))

@@ -185,8 +185,11 @@ type Config struct {
 	// owner takes before the function gets one more (see ring.Config).
 	OwnerConcurrency int
 	// UnreadyAfter: once every call to the Lambda API has failed this long
-	// (throttles, Lambda's 5xx errors, no answer), /readyz says not ready,
-	// so health checks move traffic to another region; 0: never.
+	// (account throttles, Lambda's own errors, no connection), here or at
+	// a peer, and no instance is live here, /readyz says not ready, so
+	// health checks move traffic to another region; 0 (the default):
+	// never. ECS replaces tasks whose load balancer health check fails:
+	// set it where another region can take the traffic.
 	UnreadyAfter time.Duration
 }
 
@@ -205,7 +208,6 @@ func Load(getenv func(string) string) (Config, error) {
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
 		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second, RoutesPoll: 2 * time.Second,
 		WebSocketIdle: 5 * time.Minute, PeerListen: fmt.Sprintf(":%d", PeerPort), OwnerConcurrency: 256,
-		UnreadyAfter: 30 * time.Second,
 	}
 	var err error
 	fail := func(name, value, why string) {

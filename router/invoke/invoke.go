@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"regexp"
 	"strconv"
 	"time"
@@ -179,7 +180,7 @@ func (i *Invoker) call(ctx context.Context, function string, payload []byte, fir
 			LogType:        types.LogTypeTail,
 			Payload:        payload,
 		})
-		if err != nil && retryable(err) {
+		if err != nil && retryable(err) && regional(err) {
 			i.onFailed(function, err)
 		}
 		switch {
@@ -291,11 +292,36 @@ func retryable(err error) bool {
 		return true
 	}
 	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) && re.HTTPStatusCode() != 0 { // 0: no response came (a refused connection, say)
+	if errors.As(err, &re) && re.HTTPStatusCode() != 0 {
 		return re.HTTPStatusCode() >= 500
+	}
+	if errors.As(err, &re) {
+		// No response came. Only a connection that was never made is sure
+		// not to have started the invocation: one cut after the request
+		// went may have, and its token is spent.
+		var op *net.OpError
+		return errors.As(err, &op) && op.Op == "dial" && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 	}
 	var api smithy.APIError
 	return !errors.As(err, &api) // no API answer at all: a transport error
+}
+
+// regional reports a failure that says the region's Lambda is not taking
+// this router's invocations, rather than one function's own trouble: an
+// account-level throttle, Lambda's own error, no connection. A function's
+// reserved concurrency (0 pauses it) or its configuration (a subnet, a
+// KMS key) is not the region's.
+func regional(err error) bool {
+	var tm *types.TooManyRequestsException
+	if errors.As(err, &tm) {
+		return tm.Reason == types.ThrottleReasonConcurrentInvocationLimitExceeded || tm.Reason == types.ThrottleReasonCallerRateLimitExceeded
+	}
+	var svc *types.ServiceException
+	if errors.As(err, &svc) {
+		return true
+	}
+	var api smithy.APIError
+	return !errors.As(err, &api) // a transport failure
 }
 
 // notRun reports a refusal that says the function did not run: a

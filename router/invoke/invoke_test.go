@@ -6,14 +6,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 )
 
 // TestRetryable holds the errors the real SDK returns to what may pass
-// when tried again: a throttle, Lambda's 5xx, no answer at all; and not a
-// 4xx, which will not.
+// when tried again (a throttle, Lambda's 5xx, a connection never made; not
+// a 4xx, nor a client that gave up), and to what says the region's Lambda
+// is failing rather than one function.
 func TestRetryable(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -21,36 +23,50 @@ func TestRetryable(t *testing.T) {
 	}
 	closed := "http://" + ln.Addr().String()
 	ln.Close()
-	answer := func(status int, kind string) string {
+	answer := func(status int, kind, reason string) string {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("X-Amzn-Errortype", kind)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(status)
-			w.Write([]byte(`{"Type":"User","message":"test"}`))
+			w.Write([]byte(`{"Type":"User","message":"test","Reason":"` + reason + `"}`))
 		}))
 		t.Cleanup(srv.Close)
 		return srv.URL
 	}
+	// A request that waits for its answer until the client gives up.
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	t.Cleanup(hang.Close)
 	for _, tc := range []struct {
-		name, endpoint string
-		want           bool
+		name, endpoint    string
+		cancel            bool
+		retry, regionWide bool
 	}{
-		{"nothing listens", closed, true},
-		{"throttled", answer(429, "TooManyRequestsException"), true},
-		{"Lambda's own error", answer(500, "ServiceException"), true},
-		{"an unknown 503", answer(503, "Unavailable"), true},
-		{"no such function", answer(404, "ResourceNotFoundException"), false},
-		{"not allowed", answer(403, "AccessDeniedException"), false},
+		{"nothing listens", closed, false, true, true},
+		{"the client gave up", hang.URL, true, false, false},
+		{"throttled: the account's concurrency", answer(429, "TooManyRequestsException", "ConcurrentInvocationLimitExceeded"), false, true, true},
+		{"throttled: the function's reserved concurrency", answer(429, "TooManyRequestsException", "ReservedFunctionConcurrentInvocationLimitExceeded"), false, true, false},
+		{"Lambda's own error", answer(500, "ServiceException", ""), false, true, true},
+		{"an unknown 503", answer(503, "Unavailable", ""), false, true, false},
+		{"no such function", answer(404, "ResourceNotFoundException", ""), false, false, false},
+		{"not allowed", answer(403, "AccessDeniedException", ""), false, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			api := lambda.New(lambda.Options{Region: "us-east-1", BaseEndpoint: aws.String(tc.endpoint), Retryer: aws.NopRetryer{},
 				Credentials: aws.AnonymousCredentials{}})
-			_, err := api.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("app")})
+			ctx, cancel := context.WithCancel(context.Background())
+			if tc.cancel {
+				time.AfterFunc(100*time.Millisecond, cancel)
+			}
+			defer cancel()
+			_, err := api.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("app")})
 			if err == nil {
 				t.Fatal("no error")
 			}
-			if got := retryable(err); got != tc.want {
-				t.Errorf("retryable(%v) = %v, want %v", err, got, tc.want)
+			if got := retryable(err); got != tc.retry {
+				t.Errorf("retryable(%v) = %v, want %v", err, got, tc.retry)
+			}
+			if got := retryable(err) && regional(err); got != tc.regionWide {
+				t.Errorf("a failure of the region's Lambda: %v, want %v (%v)", got, tc.regionWide, err)
 			}
 		})
 	}

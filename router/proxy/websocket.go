@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/http/httputil"
 	"strings"
@@ -99,8 +98,14 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *
 	upgraded := resp.Header.Get(tunnel.HeaderUpgradeStatus) == "101"
 	stripFerryHeaders(resp)
 	if !upgraded {
-		// The app refused (a 400, a 403): its answer, as any other.
-		maps.Copy(w.Header(), resp.Header)
+		// The app refused (a 400, a 403): its answer, as any other, but
+		// for its hop-by-hop headers (a Connection: close would end the
+		// client's whole HTTP/2 connection).
+		for k, vs := range resp.Header {
+			if !hopByHop(k) {
+				w.Header()[k] = vs
+			}
+		}
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
 		h.cfg.Metrics.Request(route.Function, resp.StatusCode, time.Since(start), time.Since(start), 0)
@@ -267,15 +272,18 @@ func (h *Handler) relay(client clientConn, fromClient io.Reader, toApp *io.PipeW
 	idle := h.cfg.WebSocketIdle
 	var frames frameCursor
 	var closing time.Time // when a close was due
+	var clientEnded time.Time
 	code, reason := 0, ""
 	tick := time.NewTicker(wsCheck)
 	defer tick.Stop()
 	for {
 		select {
 		case <-clientDone:
-			// The client is gone (or done sending, which a WebSocket is
-			// only after its close): nobody to relay to.
-			return "client gone"
+			// The client is done sending, which a WebSocket is only after
+			// its close (or gone). The app's answer, its own close, may
+			// still be on its way: an HTTP/2 stream is only half closed.
+			// A client that is gone fails the next write.
+			clientDone, clientEnded = nil, time.Now()
 		case c := <-chunks:
 			if len(c.b) > 0 {
 				client.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -289,6 +297,9 @@ func (h *Handler) relay(client clientConn, fromClient io.Reader, toApp *io.PipeW
 				return "app closed"
 			}
 		case now := <-tick.C:
+			if !clientEnded.IsZero() && now.Sub(clientEnded) >= wsCloseWait {
+				return "client gone"
+			}
 			switch {
 			case code != 0:
 			case inst.Draining():
@@ -328,6 +339,9 @@ func (c h2Client) Write(p []byte) (int, error) {
 	if err == nil {
 		err = c.ctl.Flush()
 	}
+	// On HTTP/2 a write deadline resets the stream when it passes, written
+	// to or not (unlike a connection's): it bounds this write only.
+	c.ctl.SetWriteDeadline(time.Time{})
 	return n, err
 }
 

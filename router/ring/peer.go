@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -22,8 +23,12 @@ const (
 	// HeaderKey carries the peer key on every request to a peer's port.
 	HeaderKey = "Ferry-Peer-Key"
 	// HeaderProbe marks a health probe: the peer answers it itself, 200
-	// while it is in the ring, 503 once it is leaving.
+	// while it is in the ring (with ProbeFailing as the body while its
+	// calls to the Lambda API keep failing), 503 once it is leaving.
 	HeaderProbe = "Ferry-Peer-Probe"
+	// ProbeFailing is a probe's answer from a member whose Lambda calls
+	// keep failing.
+	ProbeFailing = "lambda-failing"
 )
 
 // Key is the peer key of replicas sharing secret (the token secret every
@@ -87,12 +92,14 @@ func (t *Transport) Probe(ctx context.Context, peer string) Health {
 	if err != nil {
 		return Down
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1024))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 	resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
+	switch {
+	case resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == ProbeFailing:
+		return UpFailing
+	case resp.StatusCode == http.StatusOK:
 		return Up
-	case http.StatusServiceUnavailable:
+	case resp.StatusCode == http.StatusServiceUnavailable:
 		return Leaving
 	}
 	return Down // 403: not one of us (another key)

@@ -43,6 +43,9 @@ const (
 	Up      Health = iota // it serves forwarded requests
 	Leaving               // it answers, but is shutting down: it owns nothing
 	Down                  // it did not answer
+	// UpFailing: it serves, but says its calls to the Lambda API keep
+	// failing, which is the region's Lambda failing, not the member.
+	UpFailing
 )
 
 // Config configures a Ring.
@@ -87,6 +90,7 @@ type member struct {
 	misses  int // probes missed in a row
 	up      bool
 	leaving bool
+	failing bool // its last answer said its Lambda calls keep failing
 }
 
 // fnLoad is a function's requests in flight through this replica's
@@ -184,8 +188,8 @@ func (r *Ring) Refresh(ctx context.Context) {
 			m = &member{}
 		}
 		switch health[i] {
-		case Up:
-			m.up, m.leaving, m.misses = true, false, 0
+		case Up, UpFailing:
+			m.up, m.leaving, m.misses, m.failing = true, false, 0, health[i] == UpFailing
 		case Leaving:
 			m.up, m.leaving = false, true
 		default:
@@ -256,6 +260,21 @@ func (r *Ring) changed(live []string) {
 	if live != nil && r.cfg.OnChange != nil {
 		r.cfg.OnChange(live)
 	}
+}
+
+// PeersFailing reports whether a member in the ring said, when last
+// probed, that its calls to the Lambda API keep failing: owners make a
+// function's calls, so the others learn of the region's trouble from
+// them.
+func (r *Ring) PeersFailing() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.members {
+		if m.up && m.failing {
+			return true
+		}
+	}
+	return false
 }
 
 // Owns reports whether this replica is fn's first owner: the one that

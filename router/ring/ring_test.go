@@ -112,6 +112,19 @@ func TestMembership(t *testing.T) {
 			t.Fatalf("%s: live = %v, want %v", s.what, got, s.want)
 		}
 	}
+	if r.PeersFailing() {
+		t.Fatal("PeersFailing with every peer fine")
+	}
+	probes.set(b, UpFailing)
+	r.Refresh(ctx)
+	if got := r.Live(); !slices.Equal(got, []string{b, c}) || !r.PeersFailing() {
+		t.Fatalf("a peer whose Lambda calls fail: live = %v (want it still in), PeersFailing %v (want true)", got, r.PeersFailing())
+	}
+	probes.set(b, Up)
+	r.Refresh(ctx)
+	if r.PeersFailing() {
+		t.Fatal("PeersFailing after the peer said it is fine again")
+	}
 	r.Down(c)
 	if got := r.Live(); !slices.Equal(got, []string{b}) {
 		t.Fatalf("after Down(c): live = %v, want [%s] (no probe in between)", got, b)
@@ -221,7 +234,7 @@ func TestTransport(t *testing.T) {
 		t.Fatal("keys of different secrets are equal")
 	}
 	var mu sync.Mutex
-	leaving := false
+	leaving, failing := false, false
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -238,6 +251,8 @@ func TestTransport(t *testing.T) {
 		switch {
 		case r.Header.Get(HeaderProbe) != "" && leaving:
 			http.Error(w, "leaving", http.StatusServiceUnavailable)
+		case r.Header.Get(HeaderProbe) != "" && failing:
+			io.WriteString(w, ProbeFailing+"\n")
 		case r.Header.Get(HeaderProbe) != "":
 			io.WriteString(w, "ok")
 		default:
@@ -264,6 +279,12 @@ func TestTransport(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "shop.example /orders/7 HTTP/2.0" {
 		t.Fatalf("forwarded request arrived as %q", b)
+	}
+	mu.Lock()
+	failing = true
+	mu.Unlock()
+	if h := tr.Probe(ctx, addr); h != UpFailing {
+		t.Fatalf("probe of a peer whose Lambda calls fail = %v, want UpFailing", h)
 	}
 	mu.Lock()
 	leaving = true

@@ -6,8 +6,9 @@ import (
 )
 
 // lambdaHealth says whether this router can launch instances: not when
-// every call to the Lambda API has failed, for a reason that may pass
-// (throttles, Lambda's 5xx errors, no answer), for a while. Then /readyz
+// every call to the Lambda API has failed, for a reason that says the
+// region's Lambda is failing (an account-level throttle, Lambda's own
+// error, no connection: invoke's regional), for a while. Then /readyz
 // says not ready, so that health checks move traffic to another region.
 // A call that works ends it. With no traffic, nothing calls Lambda to
 // find out: so it also ends holdFactor times the while after the last
@@ -44,13 +45,18 @@ func (h *lambdaHealth) failed() {
 }
 
 // failing returns how long calls have failed, if that makes the router
-// unready now.
+// unready now. Past the hold the failures are forgotten: a later one
+// starts a new while.
 func (h *lambdaHealth) failing(now time.Time) (time.Duration, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.after <= 0 || h.failingSince.IsZero() {
 		return 0, false
 	}
+	if now.Sub(h.lastFailure) >= holdFactor*h.after {
+		h.failingSince = time.Time{}
+		return 0, false
+	}
 	d := now.Sub(h.failingSince)
-	return d, d >= h.after && now.Sub(h.lastFailure) < holdFactor*h.after
+	return d, d >= h.after
 }

@@ -23,7 +23,8 @@ func TestLambdaHealth(t *testing.T) {
 			{"and 25 s more", h.failed, 25 * time.Second, true},
 			{"no call since: held for 4x the while after the last failure", func() {}, 85 * time.Second, true},
 			{"past the hold: ready, traffic may try again", func() {}, 10 * time.Second, false},
-			{"it fails again: unready at once", h.failed, 0, true},
+			{"it fails again: a new while begins", h.failed, 29 * time.Second, false},
+			{"and unready at its end", h.failed, time.Second, true},
 		}
 		for _, s := range steps {
 			s.do()

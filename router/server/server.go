@@ -179,6 +179,28 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, peers ring.Source,
 	return r, nil
 }
 
+// regionFailing says why this router should take no traffic because the
+// region's Lambda is failing, or returns "": its own calls, or a peer's
+// (owners make a function's calls), have failed for the while
+// FERRY_ROUTER_UNREADY_AFTER sets, and it has no live instance, which
+// would show the region still serving.
+func (r *Router) regionFailing() string {
+	d, own := r.health.failing(time.Now())
+	peers := r.ring != nil && r.health.after > 0 && r.ring.PeersFailing()
+	if !own && !peers {
+		return ""
+	}
+	for _, p := range *r.pools.Load() {
+		if n, _ := p.InFlight(); n > 0 {
+			return ""
+		}
+	}
+	if own {
+		return fmt.Sprintf("the Lambda API has refused or failed every invocation for %v", d.Round(time.Second))
+	}
+	return "the Lambda API has refused or failed every invocation of a router replica that owns functions"
+}
+
 // routesGrace bounds how long /readyz waits for the routes parameter.
 const routesGrace = time.Minute
 
@@ -380,6 +402,10 @@ func (r *Router) peerHandler() http.Handler {
 		case probe && r.ring.Leaving():
 			http.Error(w, "leaving", http.StatusServiceUnavailable)
 		case probe:
+			if _, failing := r.health.failing(time.Now()); failing {
+				io.WriteString(w, ring.ProbeFailing+"\n") // its own calls only: never a peer's, which would echo
+				return
+			}
 			io.WriteString(w, "ok\n")
 		case r.ring.Leaving():
 			proxy.Nack(w, "leaving")
@@ -471,9 +497,9 @@ func (r *Router) adminHandler() http.Handler {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 			return
 		}
-		if d, failing := r.health.failing(time.Now()); failing {
+		if why := r.regionFailing(); why != "" {
 			// Health checks move traffic to a region whose Lambda takes it.
-			http.Error(w, fmt.Sprintf("the Lambda API has refused or failed every invocation for %v", d.Round(time.Second)), http.StatusServiceUnavailable)
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		if !r.routesRead.Load() && time.Since(r.started) < routesGrace {
