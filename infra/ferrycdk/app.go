@@ -3,6 +3,7 @@ package ferrycdk
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -94,14 +95,27 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 		if len(parts) < 6 || parts[2] != "acm" || parts[3] == "" {
 			return nil, fmt.Errorf("context %s: %q is not an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)", CtxCertificateArn, a)
 		}
+		if certs[parts[3]] != "" {
+			return nil, fmt.Errorf("context %s names two certificates in %s", CtxCertificateArn, parts[3])
+		}
 		certs[parts[3]] = a
 	}
-	var stacks []*FerryStack
+	var names []string
 	for r := range strings.SplitSeq(regions, ",") {
-		r = strings.TrimSpace(r)
-		if r == "" {
-			continue
+		if r = strings.TrimSpace(r); r != "" {
+			names = append(names, r)
 		}
+	}
+	for region := range certs {
+		if !slices.Contains(names, region) {
+			return nil, fmt.Errorf("context %s names a certificate in %s, which is not among the regions %v", CtxCertificateArn, region, names)
+		}
+	}
+	// Routers fail over (go unready while Lambda refuses) only where
+	// another region can take their traffic.
+	failOver := global && len(names) > 1
+	var stacks []*FerryStack
+	for _, r := range names {
 		env := &awscdk.Environment{Region: str(r)}
 		if acct := os.Getenv("CDK_DEFAULT_ACCOUNT"); acct != "" {
 			env.Account = str(acct)
@@ -114,7 +128,7 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 			VpcID:              ctx(CtxVpcID),
 			NatGateways:        nat,
 			CertificateArn:     certs[r],
-			FailOver:           global,
+			FailOver:           failOver,
 			DesiredRouterTasks: tasks,
 			RouterImage:        ctx(CtxRouterImage),
 			SampleArch:         arch,

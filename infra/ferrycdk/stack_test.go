@@ -444,10 +444,31 @@ func TestCertificatePerRegion(t *testing.T) {
 			"Port": 443, "Certificates": []any{map[string]any{"CertificateArn": want}},
 		})
 	}
-	_, err = ferrycdk.NewRegionStacks(newApp(map[string]any{ferrycdk.CtxRegions: "us-east-1,eu-west-1", ferrycdk.CtxCertificateArn: east}),
-		testbin.ModuleRoot())
-	if err == nil || !strings.Contains(err.Error(), "eu-west-1") {
-		t.Errorf("one region's certificate for two regions: %v, want an error naming eu-west-1", err)
+	for certs, want := range map[string]string{
+		east:              "names no certificate in eu-west-1",
+		east + "," + east: "two certificates in us-east-1",
+		east + "," + west + ",arn:aws:acm:ap-south-1:123456789012:certificate/a": "ap-south-1, which is not among the regions",
+	} {
+		_, err = ferrycdk.NewRegionStacks(newApp(map[string]any{ferrycdk.CtxRegions: "us-east-1,eu-west-1", ferrycdk.CtxCertificateArn: certs}),
+			testbin.ModuleRoot())
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("certificates %s: %v, want an error saying %q", certs, err, want)
+		}
+	}
+}
+
+// TestLoneRegionDoesNotFailOver: a global accelerator in front of one
+// region has nowhere to move traffic: its routers never go unready for
+// Lambda's failures (ECS would only replace them).
+func TestLoneRegionDoesNotFailOver(t *testing.T) {
+	stacks, err := ferrycdk.NewRegionStacks(newApp(map[string]any{ferrycdk.CtxGlobal: "accelerator"}), testbin.ModuleRoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, td := range resources(assertions.Template_FromStack(stacks[0].Stack, nil), "AWS::ECS::TaskDefinition") {
+		if b, _ := json.Marshal(td); strings.Contains(string(b), "FERRY_ROUTER_UNREADY_AFTER") {
+			t.Error("a lone region's routers go unready on Lambda failures")
+		}
 	}
 }
 

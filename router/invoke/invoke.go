@@ -180,8 +180,8 @@ func (i *Invoker) call(ctx context.Context, function string, payload []byte, fir
 			LogType:        types.LogTypeTail,
 			Payload:        payload,
 		})
-		if err != nil && retryable(err) && regional(err) {
-			i.onFailed(function, err)
+		if err != nil && regional(err) {
+			i.onFailed(function, err) // retried or not: a reset after sending is the region's trouble too
 		}
 		switch {
 		case err == nil:
@@ -283,6 +283,9 @@ func (e *Error) FailureClass() string { return e.Class }
 // retryable reports throttles, Lambda's own 5xx errors and transport
 // failures: everything that may succeed when tried again.
 func retryable(err error) bool {
+	if cancelled(err) {
+		return false
+	}
 	if isThrottle(err) {
 		return true
 	}
@@ -296,11 +299,12 @@ func retryable(err error) bool {
 		return re.HTTPStatusCode() >= 500
 	}
 	if errors.As(err, &re) {
-		// No response came. Only a connection that was never made is sure
-		// not to have started the invocation: one cut after the request
-		// went may have, and its token is spent.
+		// No response came. Only a connection that was never made (refused,
+		// timed out, a name that did not resolve) is sure not to have
+		// started the invocation: one cut after the request went may have,
+		// and its token is spent.
 		var op *net.OpError
-		return errors.As(err, &op) && op.Op == "dial" && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+		return errors.As(err, &op) && op.Op == "dial"
 	}
 	var api smithy.APIError
 	return !errors.As(err, &api) // no API answer at all: a transport error
@@ -312,6 +316,9 @@ func retryable(err error) bool {
 // reserved concurrency (0 pauses it) or its configuration (a subnet, a
 // KMS key) is not the region's.
 func regional(err error) bool {
+	if cancelled(err) {
+		return false
+	}
 	var tm *types.TooManyRequestsException
 	if errors.As(err, &tm) {
 		return tm.Reason == types.ThrottleReasonConcurrentInvocationLimitExceeded || tm.Reason == types.ThrottleReasonCallerRateLimitExceeded
@@ -322,6 +329,13 @@ func regional(err error) bool {
 	}
 	var api smithy.APIError
 	return !errors.As(err, &api) // a transport failure
+}
+
+// cancelled reports a call its caller gave up on (the SDK's CanceledError
+// replaces whatever the transport said then).
+func cancelled(err error) bool {
+	var c *smithy.CanceledError
+	return errors.As(err, &c)
 }
 
 // notRun reports a refusal that says the function did not run: a

@@ -5,11 +5,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // TestRetryable holds the errors the real SDK returns to what may pass
@@ -69,5 +72,20 @@ func TestRetryable(t *testing.T) {
 				t.Errorf("a failure of the region's Lambda: %v, want %v (%v)", got, tc.regionWide, err)
 			}
 		})
+	}
+}
+
+// TestTimedOutConnection: a connection that timed out (a dead NAT, a
+// dropped SYN) never started the invocation; it is tried again and is the
+// region's trouble. Built as the SDK returns it, since a real one needs an
+// address that drops packets.
+func TestTimedOutConnection(t *testing.T) {
+	err := &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{}},
+		Err: &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}}
+	if !retryable(err) || !regional(err) {
+		t.Errorf("a timed-out connection: retryable %v, regional %v; want both", retryable(err), regional(err))
+	}
+	if cancel := (&smithy.CanceledError{Err: context.Canceled}); retryable(cancel) || regional(cancel) {
+		t.Error("a call its caller gave up on counts against Lambda")
 	}
 }

@@ -19,6 +19,7 @@ type lambdaHealth struct {
 	mu           sync.Mutex
 	failingSince time.Time // start of the failures since the last call that worked; zero if none
 	lastFailure  time.Time
+	lastOK       time.Time
 }
 
 // holdFactor: how many times its while unreadiness lasts after the last
@@ -29,16 +30,24 @@ const holdFactor = 4
 // invocation answered).
 func (h *lambdaHealth) ok() {
 	h.mu.Lock()
-	h.failingSince = time.Time{}
+	h.failingSince, h.lastOK = time.Time{}, time.Now()
 	h.mu.Unlock()
+}
+
+// recentlyOK reports whether a call worked within the while: then a
+// peer's failures are its own, not the region's.
+func (h *lambdaHealth) recentlyOK(now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.lastOK.IsZero() && now.Sub(h.lastOK) < h.after
 }
 
 // failed records a call Lambda did not take.
 func (h *lambdaHealth) failed() {
 	now := time.Now()
 	h.mu.Lock()
-	if h.failingSince.IsZero() {
-		h.failingSince = now
+	if h.failingSince.IsZero() || now.Sub(h.lastFailure) >= holdFactor*h.after {
+		h.failingSince = now // a new while: the last one is past its hold
 	}
 	h.lastFailure = now
 	h.mu.Unlock()

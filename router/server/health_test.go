@@ -33,6 +33,28 @@ func TestLambdaHealth(t *testing.T) {
 				t.Fatalf("%s: unready %v, want %v", s.what, got, s.unrdy)
 			}
 		}
+		// Failures past the hold are forgotten even if nobody asked in
+		// between; a call that worked makes a peer's failures its own.
+		quiet := &lambdaHealth{after: 30 * time.Second}
+		quiet.failed()
+		time.Sleep(200 * time.Second)
+		quiet.failed()
+		time.Sleep(time.Second)
+		if _, got := quiet.failing(time.Now()); got {
+			t.Fatal("a failure long past the hold still counted")
+		}
+		if quiet.recentlyOK(time.Now()) {
+			t.Fatal("recentlyOK with no call that worked")
+		}
+		quiet.ok()
+		time.Sleep(29 * time.Second)
+		if !quiet.recentlyOK(time.Now()) {
+			t.Fatal("a call 29 s ago is not recent")
+		}
+		time.Sleep(time.Second)
+		if quiet.recentlyOK(time.Now()) {
+			t.Fatal("a call 30 s ago is still recent")
+		}
 		off := &lambdaHealth{}
 		off.failed()
 		time.Sleep(time.Hour)

@@ -185,20 +185,30 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, peers ring.Source,
 // FERRY_ROUTER_UNREADY_AFTER sets, and it has no live instance, which
 // would show the region still serving.
 func (r *Router) regionFailing() string {
-	d, own := r.health.failing(time.Now())
-	peers := r.ring != nil && r.health.after > 0 && r.ring.PeersFailing()
-	if !own && !peers {
+	now := time.Now()
+	d, own := r.health.failing(now)
+	// A peer's failures are the region's unless this replica's own calls
+	// work: one replica cut off (its zone's NAT) must not take the others
+	// out of service.
+	peers := r.ring != nil && r.health.after > 0 && !r.health.recentlyOK(now) && r.ring.PeersFailing()
+	if (!own && !peers) || r.live() {
 		return ""
-	}
-	for _, p := range *r.pools.Load() {
-		if n, _ := p.InFlight(); n > 0 {
-			return ""
-		}
 	}
 	if own {
 		return fmt.Sprintf("the Lambda API has refused or failed every invocation for %v", d.Round(time.Second))
 	}
 	return "the Lambda API has refused or failed every invocation of a router replica that owns functions"
+}
+
+// live reports whether any function has a live instance here: proof the
+// region's Lambda serves.
+func (r *Router) live() bool {
+	for _, p := range *r.pools.Load() {
+		if n, _ := p.InFlight(); n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // routesGrace bounds how long /readyz waits for the routes parameter.
@@ -402,8 +412,10 @@ func (r *Router) peerHandler() http.Handler {
 		case probe && r.ring.Leaving():
 			http.Error(w, "leaving", http.StatusServiceUnavailable)
 		case probe:
-			if _, failing := r.health.failing(time.Now()); failing {
-				io.WriteString(w, ring.ProbeFailing+"\n") // its own calls only: never a peer's, which would echo
+			if _, failing := r.health.failing(time.Now()); failing && !r.live() {
+				// Its own calls only, never a peer's (which would echo),
+				// and not while its instances serve.
+				io.WriteString(w, ring.ProbeFailing+"\n")
 				return
 			}
 			io.WriteString(w, "ok\n")
