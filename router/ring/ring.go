@@ -55,7 +55,8 @@ type Config struct {
 	Source Source
 	// Probe asks a member how it is; ctx bounds it.
 	Probe func(ctx context.Context, addr string) Health
-	// Every is how often members are listed and probed. If zero, 1s.
+	// Every bounds each listing and each probe (the caller calls Refresh
+	// that often). If zero, 1s.
 	Every time.Duration
 	// FailAfter is how many probes in a row a member may miss before it
 	// leaves the ring. If zero, 3. A member that says it is leaving, or
@@ -104,7 +105,7 @@ type fnLoad struct {
 // loadWindow is how long a peak of load keeps a function's extra owners.
 const loadWindow = 15 * time.Second
 
-// New returns a ring with only this replica live; Run adds the others as
+// New returns a ring with only this replica live; Refresh adds the others as
 // they answer.
 func New(cfg Config) (*Ring, error) {
 	if _, _, err := net.SplitHostPort(cfg.Self); err != nil {
@@ -135,21 +136,6 @@ func (r *Ring) Self() string { return r.cfg.Self }
 
 // Live is the members in the ring, sorted.
 func (r *Ring) Live() []string { return *r.live.Load() }
-
-// Run lists and probes the members every Every, beginning one period
-// from now (the caller refreshes first), until ctx ends.
-func (r *Ring) Run(ctx context.Context) {
-	t := time.NewTicker(r.cfg.Every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		r.Refresh(ctx)
-	}
-}
 
 // Refresh lists the members and probes each other one once, each within
 // Every.

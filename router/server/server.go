@@ -127,7 +127,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, peers ring.Source,
 		r.peerKey = ring.Key(secret)
 		r.peers = ring.NewTransport(r.peerKey)
 		r.ring, err = ring.New(ring.Config{
-			Self: cfg.PeerAdvertise, Source: peers, Probe: r.peers.Probe, OwnerConcurrency: cfg.OwnerConcurrency,
+			Self: cfg.PeerAdvertise, Source: peers, Probe: r.peers.Probe, Every: ringEvery, OwnerConcurrency: cfg.OwnerConcurrency,
 			Logger: log, OnChange: func([]string) {
 				r.metrics.RingSize(len(r.ring.Live())) // now, not as it was when the change was seen
 				// Minimums follow ownership.
@@ -319,7 +319,9 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	g.Go(func() error { return serveHTTP(admin, ls.Admin) })
 	if peer != nil {
 		g.Go(func() error { return serveHTTP(peer, ls.Peer) })
-		g.Go(func() error { r.ring.Run(gctx); return nil })
+		// Members listed and probed every ringEvery, from one period after
+		// the first Refresh below.
+		g.Go(func() error { every(gctx, ringEvery, func() { r.ring.Refresh(gctx) }); return nil })
 	}
 	g.Go(func() error { return r.tunnels.Serve(tunnelCtx, ls.Tunnel) })
 	g.Go(func() error { r.sampleInFlight(gctx); return nil })
@@ -392,10 +394,13 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	return err
 }
 
+// ringEvery is how often a replica lists and probes its peers.
+const ringEvery = time.Second
+
 // leaveGrace is how long a replica leaving the ring keeps serving before
 // it stops taking requests: a little over the peers' probe period, so they
 // stop forwarding to it first.
-const leaveGrace = 1500 * time.Millisecond
+const leaveGrace = ringEvery * 3 / 2
 
 // peerHandler serves the peer port: probes, and requests other replicas
 // forward, from replicas holding the peer key only.
