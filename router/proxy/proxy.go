@@ -636,17 +636,15 @@ func (t *tunnelTransport) forward(req *http.Request, body *replayBody, st *reqSt
 			if unreached {
 				t.h.cfg.Ring.Down(peer)
 			}
-			if unreached || tunnel.Unprocessed(err) {
-				st.peer = "" // it never got there
+			if !unreached && !tunnel.Unprocessed(err) {
+				return nil, &startedError{err: fmt.Errorf("forwarded to router replica %s: %w", peer, err)}, true
 			}
-			switch {
-			case (unreached || tunnel.Unprocessed(err)) && body.replayable():
-				t.h.log.Debug("peer not reached; trying the next owner", "function", st.function, "peer", peer, "err", err)
-				continue
-			case unreached || tunnel.Unprocessed(err):
+			st.peer = "" // it never got there
+			if !body.replayable() {
 				return nil, errNotReplayable, true
 			}
-			return nil, &startedError{err: fmt.Errorf("forwarded to router replica %s: %w", peer, err)}, true
+			t.h.log.Debug("peer not reached; trying the next owner", "function", st.function, "peer", peer, "err", err)
+			continue
 		}
 		if reason, ok := tunnel.IsNack(resp); ok {
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
