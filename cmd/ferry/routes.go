@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+	"github.com/cenkalti/backoff/v4"
 
 	"github.com/ferryrun/ferry/router/config"
 	"github.com/ferryrun/ferry/router/pool"
@@ -132,7 +133,7 @@ func removeRoute(rt config.Route) func([]config.Route) ([]config.Route, error) {
 // two at once would each read the same version, and the later write would
 // undo the earlier.
 func changeRoutes(ctx context.Context, api *ssm.Client, name string, change func([]config.Route) ([]config.Route, error), stderr io.Writer) (int64, error) {
-	unlock, err := lockRoutes(ctx, api, name)
+	unlock, err := lockRoutes(ctx, api, name, stderr)
 	if err != nil {
 		return 0, err
 	}
@@ -176,7 +177,7 @@ const lockStale = 30 * time.Second
 // name + ".lock", which only one can create (PutParameter without
 // Overwrite). It waits up to 20 s for another edit's lock, and returns
 // what releases it.
-func lockRoutes(ctx context.Context, api *ssm.Client, name string) (unlock func(), err error) {
+func lockRoutes(ctx context.Context, api *ssm.Client, name string, stderr io.Writer) (unlock func(), err error) {
 	lock := name + ".lock"
 	host, _ := os.Hostname()
 	holder := fmt.Sprintf("ferry on %s, pid %d", host, os.Getpid())
@@ -185,11 +186,7 @@ func lockRoutes(ctx context.Context, api *ssm.Client, name string) (unlock func(
 		_, err := api.PutParameter(ctx, &ssm.PutParameterInput{Name: &lock, Value: &holder, Type: ssmtypes.ParameterTypeString,
 			Overwrite: aws.Bool(false), Description: aws.String("ferry routes: held while an edit of " + name + " is under way")})
 		if err == nil {
-			return func() {
-				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-				defer cancel()
-				api.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: &lock})
-			}, nil
+			return func() { unlockRoutes(ctx, api, lock, stderr) }, nil
 		}
 		if !errors.As(err, new(*ssmtypes.ParameterAlreadyExists)) {
 			return nil, fmt.Errorf("locking %s: %w", name, err)
@@ -212,6 +209,26 @@ func lockRoutes(ctx context.Context, api *ssm.Client, name string) (unlock func(
 			return nil, ctx.Err()
 		case <-time.After(time.Duration(50+rand.IntN(100)) * time.Millisecond): // another edit takes a few calls
 		}
+	}
+}
+
+// unlockRoutes deletes the lock parameter, retrying for up to 10 s: a lock
+// left behind holds every later edit off until it is stale. A lock already
+// gone (taken over as stale) is released.
+func unlockRoutes(ctx context.Context, api *ssm.Client, lock string, stderr io.Writer) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 50 * time.Millisecond
+	err := backoff.Retry(func() error {
+		_, err := api.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: &lock})
+		if errors.As(err, new(*ssmtypes.ParameterNotFound)) {
+			return nil
+		}
+		return err
+	}, backoff.WithContext(b, ctx))
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry: could not release %s (%v): later edits wait until it is %s old, or delete it\n", lock, err, lockStale)
 	}
 }
 
