@@ -35,6 +35,9 @@ func (p *Pool) Add(conn Conn) {
 	p.failures, p.failing = 0, ""
 	p.stats.Joined++
 	p.lastLimit = inst.limit
+	if f := conn.Hello().Fits; f > 0 {
+		p.fits = f
+	}
 	if inst.limit < p.cfg.MaxConcurrency && !p.warned {
 		// Each instance then covers fewer requests than launches assumed:
 		// the pool launches more. Usually the function's own limit.

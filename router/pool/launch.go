@@ -87,7 +87,7 @@ func (p *Pool) launchLocked() {
 	// Requests take the pending launches first, each covering what its
 	// CPU covers; sockets the launches left, each filling every slot an
 	// instance takes.
-	requests, cover := len(p.waiters)-sockets, p.coverLocked()
+	requests, cover := len(p.waiters)-sockets, p.launchCoverLocked()
 	need := LaunchesNeeded(requests, pending, cover)
 	left := max(pending-(requests+cover-1)/cover, 0)
 	need += LaunchesNeeded(sockets, left, p.slotsLocked())

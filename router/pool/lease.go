@@ -79,19 +79,31 @@ func (l *Lease) Release() {
 func (p *Pool) learnCoverLocked(l tunnel.Load) {
 	if l.Full {
 		p.cover += 0.3 * (float64(max(l.InFlight, 1)) - p.cover)
+		if p.fits == 0 {
+			// No sandbox has said yet what fits at once (a cold
+			// function): one full at n is the first word.
+			p.fits = max(l.InFlight, 1)
+		}
 	} else if n := float64(l.InFlight + 1); n > p.cover {
 		p.cover = min(n, float64(p.cfg.MaxConcurrency))
 	}
 }
 
-// firstCapLocked is how many streams in may hold before its first answer:
-// what its hello says fit at once, or, from a sandbox that has learnt
-// nothing and would admit on its prior, what instances have been taking.
-// (One more than the hello says was tried: api at 512 MB shared more, but
-// CPU-bound requests bounced between fresh instances until their last try
-// forced them onto busy ones, p50 7.6x plain Lambda's.)
+// firstCapLocked is how many streams in may hold before it can say how
+// many it has room for: what its hello says fit at once; from a sandbox
+// that has learnt nothing (and would admit anything on its prior), what
+// the last sandbox that had learnt the function's requests said fit;
+// failing that, what instances have been taking. (One more than the hello
+// says was tried: api at 512 MB shared more, but CPU-bound requests
+// bounced between fresh instances until their last try forced them onto
+// busy ones, p50 7.6x plain Lambda's. A fresh sandbox given cover took 4
+// or 5 of seed's 50 ms-CPU requests at once, each then 2.5-3x slower.)
 func (p *Pool) firstCapLocked(in *instance) int {
-	if f := in.conn.Hello().Fits; f > 0 {
+	f := in.conn.Hello().Fits
+	if f <= 0 {
+		f = p.fits
+	}
+	if f > 0 {
 		return min(f, p.cfg.MaxConcurrency)
 	}
 	return p.coverLocked()
@@ -100,4 +112,16 @@ func (p *Pool) firstCapLocked(in *instance) int {
 // coverLocked is cover as a whole number of requests, 1..MaxConcurrency.
 func (p *Pool) coverLocked() int {
 	return min(max(int(math.Round(p.cover)), 1), p.cfg.MaxConcurrency)
+}
+
+// launchCoverLocked is how many waiting requests one new invocation is
+// launched for: cover, but no more than a fresh sandbox takes before its
+// first answer (what fits at once, when known), so that a burst of
+// requests that cannot share is launched an invocation each at once,
+// not one after another as each new instance refuses all but one.
+func (p *Pool) launchCoverLocked() int {
+	if p.fits > 0 {
+		return min(p.coverLocked(), p.fits)
+	}
+	return p.coverLocked()
 }

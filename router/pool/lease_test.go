@@ -20,6 +20,7 @@ import (
 type fakeConn struct {
 	id       string
 	limit    int
+	fits     int // what its hello says fit at once: 0, nothing learnt
 	deadline time.Time
 
 	mu       sync.Mutex
@@ -35,7 +36,7 @@ func (c *fakeConn) RoundTrip(*http.Request) (*http.Response, error) {
 	return nil, errors.New("fakeConn carries no streams")
 }
 func (c *fakeConn) Claims() tunnel.Claims                 { return tunnel.Claims{ID: c.id, Function: "f"} }
-func (c *fakeConn) Hello() tunnel.Hello                   { return tunnel.Hello{RequestID: "req-" + c.id} }
+func (c *fakeConn) Hello() tunnel.Hello                   { return tunnel.Hello{RequestID: "req-" + c.id, Fits: c.fits} }
 func (c *fakeConn) Handshake() (time.Time, time.Duration) { return time.Now(), 0 }
 func (c *fakeConn) Limit() int                            { return c.limit }
 func (c *fakeConn) Deadline() time.Time                   { return c.deadline }
@@ -395,6 +396,40 @@ func TestLaunchThatNeverDialsBack(t *testing.T) {
 		}
 		for _, id := range ids {
 			l.end(id, nil)
+		}
+	})
+}
+
+// TestFreshSandboxTakesWhatLearntOnesFit: an instance from a sandbox that
+// has learnt nothing (its hello says nothing of what fits) takes, before
+// its first answer, what the last sandbox that had learnt the function's
+// requests said fit at once, not every waiting request; and the requests
+// waiting are launched an invocation each at once.
+func TestFreshSandboxTakesWhatLearntOnesFit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 8})
+		first := acquire(t.Context(), p, nil)
+		synctest.Wait()
+		learnt := newFakeConn(l.ids()[0], 8)
+		learnt.fits = 1 // one of these requests at a time
+		p.Add(learnt)
+		if got := <-first; got.err != nil {
+			t.Fatal(got.err)
+		}
+		for range 3 {
+			acquire(t.Context(), p, nil)
+		}
+		synctest.Wait()
+		ids := l.ids()
+		if len(ids) != 4 {
+			t.Fatalf("launches %v; want one more for each request the first instance has no room for: a fresh sandbox takes one", ids)
+		}
+		p.Add(newFakeConn(ids[1], 8)) // a fresh sandbox
+		synctest.Wait()
+		for _, in := range p.State().Instances {
+			if in.RequestID == "req-"+ids[1] && in.InFlight != 1 {
+				t.Errorf("the fresh instance took %d requests at once; want 1, as the learnt one said", in.InFlight)
+			}
 		}
 	})
 }

@@ -95,8 +95,13 @@ type Pool struct {
 	warned bool      // guarded by mu; told that instances take fewer streams than asked
 	warm   warmState // guarded by mu
 	// lastLimit is the streams the last instance to join took.
-	lastLimit int   // guarded by mu
-	stats     Stats // guarded by mu
+	lastLimit int // guarded by mu
+	// fits is how many of the function's usual requests at once the last
+	// instance that had learnt them said fit (its hello's Fits), or, until
+	// one has, how many one held when it first said it was full; 0 until
+	// then. A fresh sandbox has learnt nothing and says 0.
+	fits  int   // guarded by mu
+	stats Stats // guarded by mu
 }
 
 // Conn is an instance's tunnel, as the pool and the proxy use it:
@@ -300,7 +305,7 @@ func (p *Pool) plainLocked() bool {
 	if !p.cfg.Plain {
 		return false
 	}
-	if LaunchesNeeded(len(p.waiters)+1, len(p.launches), p.coverLocked()) == 0 {
+	if LaunchesNeeded(len(p.waiters)+1, len(p.launches), p.launchCoverLocked()) == 0 {
 		return false
 	}
 	if len(p.instances)+len(p.launches)+p.plain >= p.cfg.MaxInstances {
