@@ -278,3 +278,50 @@ func TestInstanceSaysWhenItHasRoom(t *testing.T) {
 		t.Fatalf("in 5 tries, no instance said it had room beside a request waiting; last seen %+v", seen)
 	}
 }
+
+// TestColdBurstOfCPUBoundRequestsSpreads: a burst of CPU-bound requests
+// into a function no sandbox has learnt is not run all at once on the
+// first instance's one vCPU (each would take the burst's time, not its
+// own): a sandbox takes a second request of a kind it has not learnt only
+// once the first has shown it is not computing. No two of the burst ran
+// at once in one app process.
+func TestColdBurstOfCPUBoundRequestsSpreads(t *testing.T) {
+	s := startStack(t, stackOpts{memoryMB: 1769, routerEnv: map[string]string{"FERRY_ROUTER_PLAIN": "off"}})
+	const n = 6
+	type ran struct {
+		PID              int
+		StartNs, EndedNs int64
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		runs []ran
+	)
+	for range n {
+		wg.Go(func() {
+			r := s.get("/work?cpu_ms=60")
+			var out struct {
+				PID     int   `json:"pid"`
+				Started int64 `json:"started_ns"`
+				Ended   int64 `json:"ended_ns"`
+			}
+			if r.status != 200 || json.Unmarshal([]byte(r.body), &out) != nil {
+				t.Errorf("GET /work?cpu_ms=60: %d %q %v", r.status, r.body, r.err)
+				return
+			}
+			mu.Lock()
+			runs = append(runs, ran{PID: out.PID, StartNs: out.Started, EndedNs: out.Ended})
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	for i, a := range runs {
+		for _, b := range runs[i+1:] {
+			overlap := time.Duration(min(a.EndedNs, b.EndedNs) - max(a.StartNs, b.StartNs))
+			if a.PID == b.PID && overlap > 0 {
+				t.Errorf("two of the burst ran at once for %v in one app process (pid %d)", overlap, a.PID)
+			}
+		}
+	}
+	t.Logf("%d requests over %d invocations; router pool %+v", len(runs), s.stats().Invocations, s.pool().Stats)
+}

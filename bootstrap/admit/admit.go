@@ -11,7 +11,9 @@
 // from sharing the vCPU stays within a small budget of every request's
 // time, its own and each neighbour's. The first request of an idle
 // instance always runs: a request that cannot share costs what one plain
-// invocation costs.
+// invocation costs. Until a kind is learnt, a request of it is judged by
+// what its kind's requests in flight are doing: after a few ms of
+// watching one, not beside it if it computes.
 package admit
 
 import (
@@ -42,6 +44,17 @@ const (
 	maxKey = 256
 	// alpha weighs a new sample in each kind's moving average.
 	alpha = 0.3
+	// DefaultObserve is how long a request of a kind not yet learnt runs
+	// before one more of its kind is judged beside it, with a counter of
+	// nanosecond resolution: long enough that the CPU any request starts
+	// with (its way through the bootstrap, the app's parsing) does not
+	// pass for computing.
+	DefaultObserve = 10 * time.Millisecond
+	// computing is the share of its vCPU (of one, at most) a request of a
+	// kind not yet learnt must have used, over its life and at least
+	// Observe, to be taken as computing: another of its kind would queue
+	// behind it.
+	computing = 0.5
 )
 
 // Counter returns the CPU time used so far by everything the requests run
@@ -62,6 +75,16 @@ type Config struct {
 	Prior float64
 	// Counter reads the CPU used. Required.
 	Counter Counter
+	// Own, if not nil, reads the part of Counter the bootstrap itself used
+	// (taking streams in, proxying them) where the app runs in processes
+	// of its own: a kind not yet learnt is judged by what its requests
+	// made the app compute, not by the bootstrap's work of a burst
+	// arriving.
+	Own Counter
+	// Observe is how long a request of a kind not yet learnt runs before
+	// another of its kind is judged beside it (see Wait); if zero,
+	// DefaultObserve. A coarse counter needs a few of its ticks.
+	Observe time.Duration
 	// Now is the clock; if nil, time.Now.
 	Now func() time.Time
 }
@@ -134,6 +157,7 @@ type Admitter struct {
 	fn       stats                // guarded by mu; every request
 	inflight map[*Ticket]struct{} // guarded by mu
 	lastCPU  time.Duration        // guarded by mu; the counter at the last settle
+	lastOwn  time.Duration        // guarded by mu; Own at the last settle
 }
 
 // New returns an Admitter.
@@ -150,6 +174,9 @@ func New(cfg Config) *Admitter {
 	if cfg.Prior <= 0 {
 		cfg.Prior = DefaultPrior
 	}
+	if cfg.Observe <= 0 {
+		cfg.Observe = DefaultObserve
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -158,6 +185,9 @@ func New(cfg Config) *Admitter {
 	}
 	a := &Admitter{cfg: cfg, kinds: map[string]*stats{}, inflight: map[*Ticket]struct{}{}}
 	a.lastCPU = cfg.Counter()
+	if cfg.Own != nil {
+		a.lastOwn = cfg.Own()
+	}
 	return a
 }
 
@@ -168,21 +198,100 @@ type Ticket struct {
 	start time.Time
 	est   cost    // expected, at admission
 	cpu   float64 // ns attributed so far; guarded by a.mu
+	app   float64 // of which the app's (less Config.Own); guarded by a.mu
 	once  sync.Once
 }
 
 // Admit admits a request of kind k unless running it beside the requests
 // in flight would slow it or one of them by more than the budget. The
-// first request always runs.
+// first request always runs. A kind not yet learnt is not admitted beside
+// a request of its kind that is computing: in a sandbox's first moments,
+// a burst of CPU-bound requests would otherwise all run at once on its
+// vCPU, each many times slower than alone. (Call Wait first to judge it on
+// what that request has done.)
 func (a *Admitter) Admit(k Kind) (*Ticket, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.settleLocked()
 	est := a.estimateLocked(k)
-	if len(a.inflight) > 0 && !a.fitsLocked(est, nil) {
+	if len(a.inflight) > 0 && (a.kindComputingLocked(k) || !a.fitsLocked(est, nil)) {
 		return nil, false
 	}
 	return a.startLocked(k, est), true
+}
+
+// Wait is how long to wait before Admit can judge a request of kind k on
+// what its kind's requests in flight have done: when the kind is not yet
+// learnt and the eldest of them has run less than Observe, the rest of
+// that; else 0. It is 0 as soon as one of them is seen computing, and
+// as soon as one finishes (the kind is learnt): call it again after a
+// part of what it said.
+func (a *Admitter) Wait(k Kind) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.learntLocked(k) {
+		return 0
+	}
+	a.settleLocked()
+	now := a.cfg.Now()
+	var eldest time.Duration
+	seen := false
+	for t := range a.inflight {
+		if t.kind.shares(k) {
+			if a.computingNowLocked(t, now) {
+				return 0
+			}
+			eldest, seen = max(eldest, now.Sub(t.start)), true
+		}
+	}
+	if !seen {
+		return 0
+	}
+	return max(a.cfg.Observe-eldest, 0)
+}
+
+// learntLocked reports whether a request of kind k has finished: its
+// cost is known, not the prior.
+func (a *Admitter) learntLocked(k Kind) bool { return a.learntCostLocked(k) != nil }
+
+// learntCostLocked is what k's own kind, else its path, else its first
+// segment has been seen to cost; nil if none has.
+func (a *Admitter) learntCostLocked(k Kind) *cost {
+	for _, key := range k.keys() {
+		if s := a.kinds[key]; s != nil && s.n > 0 {
+			return &s.avg
+		}
+	}
+	return nil
+}
+
+// kindComputingLocked reports whether kind k is not yet learnt and a
+// request of its kind in flight has, over its life, used at least half
+// the vCPU it can have (of one, at most): it is computing, and another of
+// its kind would queue behind it.
+func (a *Admitter) kindComputingLocked(k Kind) bool {
+	return !a.learntLocked(k) && a.computingLocked(func(t *Ticket) bool { return t.kind.shares(k) })
+}
+
+// computingLocked reports whether a request in flight that of says is
+// computing (see computingNowLocked).
+func (a *Admitter) computingLocked(of func(*Ticket) bool) bool {
+	now := a.cfg.Now()
+	for t := range a.inflight {
+		if of(t) && a.computingNowLocked(t, now) {
+			return true
+		}
+	}
+	return false
+}
+
+// computingNowLocked reports whether t has made the app use at least half
+// the vCPU it can have (of one, at most) over its life, or over Observe if
+// it is younger: a request that starts with a ms of CPU and then waits is
+// not computing.
+func (a *Admitter) computingNowLocked(t *Ticket, now time.Time) bool {
+	over := max(now.Sub(t.start), a.cfg.Observe)
+	return t.app >= computing*min(a.cfg.CPUs, 1)*float64(over)
 }
 
 // Take admits a request of kind k whatever its cost: a request the router
@@ -249,6 +358,12 @@ func (a *Admitter) Hint(except *Ticket, most int) (utilization float64, fits boo
 		}
 		utilization = min(demand/a.cfg.CPUs, 1)
 		fits = a.fits(append([]member{asMember(a.usualLocked())}, flight...))
+		if a.fn.n == 0 && a.computingLocked(func(t *Ticket) bool { return t != except }) {
+			// Nothing learnt, and a request computing: the next, likely
+			// of its kind, would not be admitted (see Admit). The router
+			// reads it as what a fresh sandbox takes at once.
+			fits = false
+		}
 	}
 	switch {
 	case a.fn.n == 0:
@@ -301,6 +416,12 @@ func (a *Admitter) settleLocked() {
 	cpu := a.cfg.Counter()
 	delta := float64(cpu - a.lastCPU)
 	a.lastCPU = cpu
+	app := delta
+	if a.cfg.Own != nil {
+		own := a.cfg.Own()
+		app = max(delta-float64(own-a.lastOwn), 0)
+		a.lastOwn = own
+	}
 	if delta <= 0 || len(a.inflight) == 0 {
 		return
 	}
@@ -314,6 +435,7 @@ func (a *Admitter) settleLocked() {
 	}
 	for t, w := range weights {
 		t.cpu += delta * w / total
+		t.app += app * w / total
 	}
 }
 
@@ -322,10 +444,25 @@ func (a *Admitter) settleLocked() {
 // has done its computing counts for a tenth; one that has overrun its kind
 // counts in full.
 func (t *Ticket) pace(now time.Time) float64 {
-	if t.overrun(now) || t.est.cpu <= 0 {
+	if t.overrun(now) {
+		// Its kind's rate no longer describes it (a kind judged by the
+		// prior, or one that changed): what it has been using does.
+		return max(t.est.rate(), t.observedRate(now))
+	}
+	if t.est.cpu <= 0 {
 		return t.est.rate()
 	}
 	return t.est.rate() * min(t.leftCPU(now)/t.est.cpu, 1)
+}
+
+// observedRate is the share of a vCPU t has made the app use over its
+// life.
+func (t *Ticket) observedRate(now time.Time) float64 {
+	age := float64(now.Sub(t.start))
+	if age <= 0 {
+		return 0
+	}
+	return min(t.app/age, 1)
 }
 
 // overrun reports whether t has run well past its kind: in time, or in
@@ -342,13 +479,38 @@ func (t *Ticket) overrun(now time.Time) bool {
 // kind never seen is not judged by the function's average: a quick
 // CPU-only health check would make every new long-waiting path look
 // CPU-bound. If it is heavy, its first run teaches so.
+//
+// A kind not yet learnt is judged by what requests of it in flight have
+// made the app use so far, where that is more than the prior: in a sandbox's first
+// moments, a second request of a path whose first has computed for 30 ms
+// is not admitted beside it as if it were I/O-bound.
 func (a *Admitter) estimateLocked(k Kind) cost {
-	for _, key := range k.keys() {
-		if s := a.kinds[key]; s != nil && s.n > 0 {
-			return s.avg
+	if c := a.learntCostLocked(k); c != nil {
+		return *c
+	}
+	prior := a.priorLocked()
+	now := a.cfg.Now()
+	seen := prior
+	for t := range a.inflight {
+		if t.app > seen.cpu && t.kind.shares(k) {
+			seen = cost{cpu: t.app, wall: max(float64(now.Sub(t.start)), prior.wall)}
 		}
 	}
-	return a.priorLocked()
+	if seen.cpu > prior.cpu {
+		seen.dev = seen.cpu / 10
+	}
+	return seen
+}
+
+// shares reports whether k and o have a key in common: the same request,
+// path or first segment.
+func (k Kind) shares(o Kind) bool {
+	for i, key := range k.keys() {
+		if key != "" && key == o.keys()[i] {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *Admitter) priorLocked() cost {

@@ -88,6 +88,128 @@ func TestColdFunctionPacks(t *testing.T) {
 	}
 }
 
+// TestColdSandboxSeesInFlight: before any request of a kind has finished,
+// a request of that kind is not admitted beside one of its kind that is
+// computing (a cold burst of CPU-bound requests would all share one vCPU),
+// judged by what that one has used so far; other kinds, and a kind whose
+// request in flight has only waited, still share.
+func TestColdSandboxSeesInFlight(t *testing.T) {
+	ms := time.Millisecond
+	tests := map[string]struct {
+		cpus          float64
+		used, elapsed time.Duration // by the request in flight, of kind fresh
+		next          Kind
+		want          bool
+	}{
+		"same path, first one computing":             {1, 6 * ms, 6 * ms, fresh, false},
+		"same path, first one past its start":        {1, 3 * ms / 2, 3 * ms, fresh, true},
+		"same path, first one computing for a while": {1, 30 * ms, 30 * ms, fresh, false},
+		"same segment, first one computing":          {1, 30 * ms, 30 * ms, Kind{Exact: "GET /new?x=1", Path: "GET /new", Segment: "GET /new/*"}, false},
+		"0.29 vCPU, first one using its share":       {0.29, 6 * ms, 20 * ms, fresh, false},
+		"same path, first one waiting":               {1, ms / 5, 30 * ms, fresh, true},
+		"another path":                               {1, 30 * ms, 30 * ms, io, true},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := &clock{}
+			a := newAdmitter(c, tt.cpus)
+			first := a.Take(fresh)
+			c.cpu += tt.used
+			c.now = c.now.Add(tt.elapsed)
+			if _, got := a.Admit(tt.next); got != tt.want {
+				t.Errorf("Admit(%s) = %v, want %v", tt.next.Exact, got, tt.want)
+			}
+			first.Done()
+		})
+	}
+}
+
+// TestColdBurstArrivingIsNotComputing: the bootstrap's own CPU (a burst
+// of streams arriving and proxied) is not taken for the app computing.
+func TestColdBurstArrivingIsNotComputing(t *testing.T) {
+	ms := time.Millisecond
+	for _, tt := range []struct {
+		own  time.Duration // of the 6 ms the sandbox used in 6 ms
+		want bool
+	}{{5 * ms, true}, {0, false}} {
+		c := &clock{now: time.Unix(1e9, 0)}
+		var own time.Duration
+		a := New(Config{CPUs: 1, Counter: func() time.Duration { return c.cpu }, Own: func() time.Duration { return own }, Now: func() time.Time { return c.now }})
+		first := a.Take(fresh)
+		c.cpu += 6 * ms
+		own += tt.own
+		c.now = c.now.Add(6 * ms)
+		if _, got := a.Admit(fresh); got != tt.want {
+			t.Errorf("the bootstrap's own %v of the sandbox's 6ms: Admit = %v, want %v", tt.own, got, tt.want)
+		}
+		first.Done()
+	}
+}
+
+// TestColdHintSaysFull: with nothing learnt, the hint says full while a
+// request in flight computes (the router sizes a cold function's launches
+// by it), and not while it waits.
+func TestColdHintSaysFull(t *testing.T) {
+	ms := time.Millisecond
+	for _, tt := range []struct {
+		used time.Duration
+		want bool
+	}{{6 * ms, false}, {ms, true}} {
+		c := &clock{}
+		a := newAdmitter(c, 1)
+		first := a.Take(fresh)
+		c.cpu += tt.used
+		c.now = c.now.Add(6 * ms)
+		if _, fits, _ := a.Hint(nil, 0); fits != tt.want {
+			t.Errorf("first request used %v of 6ms: Hint fits = %v, want %v", tt.used, fits, tt.want)
+		}
+		first.Done()
+	}
+}
+
+// TestWaitToJudgeColdKind: a request of a kind not yet learnt that
+// arrives with its kind's first request a moment old waits until that one
+// has run for Observe, so that it is judged on what that one did; once
+// the kind is learnt, or with none of its kind in flight, it waits for
+// nothing.
+func TestWaitToJudgeColdKind(t *testing.T) {
+	ms := time.Millisecond
+	c := &clock{}
+	a := newAdmitter(c, 1)
+	if d := a.Wait(fresh); d != 0 {
+		t.Errorf("nothing in flight: Wait = %v, want 0", d)
+	}
+	first := a.Take(fresh)
+	c.now = c.now.Add(ms / 2)
+	if d := a.Wait(fresh); d != DefaultObserve-ms/2 {
+		t.Errorf("its kind's first request %v old: Wait = %v, want %v", ms/2, d, DefaultObserve-ms/2)
+	}
+	if d := a.Wait(io); d != 0 {
+		t.Errorf("another kind: Wait = %v, want 0", d)
+	}
+	c.now = c.now.Add(DefaultObserve)
+	if d := a.Wait(fresh); d != 0 {
+		t.Errorf("first request observed: Wait = %v, want 0", d)
+	}
+	first.Done()
+	second := a.Take(fresh)
+	if d := a.Wait(fresh); d != 0 {
+		t.Errorf("kind learnt: Wait = %v, want 0", d)
+	}
+	second.Done()
+
+	// One seen computing already: judged at once.
+	c2 := &clock{}
+	b := newAdmitter(c2, 1)
+	busy := b.Take(fresh)
+	c2.cpu += DefaultObserve / 2
+	c2.now = c2.now.Add(DefaultObserve / 2)
+	if d := b.Wait(fresh); d != 0 {
+		t.Errorf("its kind's first request seen computing: Wait = %v, want 0", d)
+	}
+	busy.Done()
+}
+
 // TestAttribution: CPU used while a light and a heavy request overlap is
 // split by what each is expected to use, so the light one is not taught
 // that it is heavy.

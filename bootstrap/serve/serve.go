@@ -193,9 +193,11 @@ func newAdmitter(opts Options) (*admit.Admitter, admit.Counter, func()) {
 		cpus = min(cpus, max(float64(opts.MemoryMB)/1769, 0.05))
 	}
 	counter, quota, closeFn, err := admit.SandboxCounter()
+	var observe time.Duration // the default, for a counter in ns
 	if err != nil {
 		opts.Logger.Debug("CPU admission reads process counters: no cgroup CPU accounting visible", "err", err)
 		counter, closeFn = admit.ProcessCounter(opts.PIDs), func() error { return nil }
+		observe = admit.ProcessCounterObserve
 	} else if quota > 0 {
 		cpus = min(cpus, quota)
 	}
@@ -208,7 +210,11 @@ func newAdmitter(opts Options) (*admit.Admitter, admit.Counter, func()) {
 		defer mu.Unlock()
 		return read()
 	}
-	adm := admit.New(admit.Config{CPUs: cpus, Budget: opts.Config.CPUBudget, Counter: counter})
+	var own admit.Counter
+	if opts.PIDs != nil { // the app runs in processes of its own
+		own = admit.OwnCounter
+	}
+	adm := admit.New(admit.Config{CPUs: cpus, Budget: opts.Config.CPUBudget, Counter: counter, Own: own, Observe: observe})
 	return adm, counter, func() { closeFn() }
 }
 

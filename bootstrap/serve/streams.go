@@ -91,6 +91,21 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var ticket *admit.Ticket
 	if s.adm != nil && !upgrade { // a long-lived connection teaches admission nothing about requests
 		kind := admit.KindOf(r)
+		if s.admit && !lastTry {
+			// A kind this sandbox has not learnt, beside one of its kind
+			// that started a moment ago: judged once that one has shown
+			// whether it computes (a cold burst all at once otherwise
+			// shares one vCPU).
+			for d := s.adm.Wait(kind); d > 0; d = s.adm.Wait(kind) {
+				t := time.NewTimer(min(d, time.Millisecond))
+				select {
+				case <-t.C:
+				case <-r.Context().Done():
+					t.Stop()
+					return
+				}
+			}
+		}
 		if !s.admit || lastTry {
 			// A last try has nowhere else to go.
 			ticket = s.adm.Take(kind)

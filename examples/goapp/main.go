@@ -182,6 +182,7 @@ func shaped(w http.ResponseWriter, r *http.Request, cpuDef, waitDef, thenDef int
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{
 		"cpu_ms": burned.Milliseconds(), "wait_ms": waitMs, "took_ms": time.Since(start).Milliseconds(), "pid": os.Getpid(),
+		"started_ns": start.UnixNano(), "ended_ns": time.Now().UnixNano(),
 	})
 }
 
