@@ -77,13 +77,15 @@ type Config struct {
 	Counter Counter
 	// Own, if not nil, reads the part of Counter the bootstrap itself used
 	// (taking streams in, proxying them) where the app runs in processes
-	// of its own: a kind not yet learnt is judged by what its requests
-	// made the app compute, not by the bootstrap's work of a burst
-	// arriving.
+	// of its own and Counter reads at fine resolution. It turns on the
+	// watch over kinds not yet learnt (see Admit), which judges what the
+	// requests made the app compute, not the bootstrap's work of a burst
+	// arriving. Without it (an app in the bootstrap's own process, or
+	// the 10 ms process counter) that watch is off.
 	Own Counter
 	// Observe is how long a request of a kind not yet learnt runs before
 	// another of its kind is judged beside it (see Wait); if zero,
-	// DefaultObserve. A coarse counter needs a few of its ticks.
+	// DefaultObserve.
 	Observe time.Duration
 	// Now is the clock; if nil, time.Now.
 	Now func() time.Time
@@ -157,7 +159,12 @@ type Admitter struct {
 	fn       stats                // guarded by mu; every request
 	inflight map[*Ticket]struct{} // guarded by mu
 	lastCPU  time.Duration        // guarded by mu; the counter at the last settle
-	lastOwn  time.Duration        // guarded by mu; Own at the last settle
+	// The app's CPU since New (Counter less Own), as most seen at a
+	// settle: reading the two at slightly different moments must not
+	// add up to CPU the app never used.
+	cpu0, own0 time.Duration // guarded by mu; Counter and Own at New
+	appSeen    float64       // guarded by mu; ns
+	settled    time.Time     // guarded by mu; the last settle
 }
 
 // New returns an Admitter.
@@ -185,8 +192,9 @@ func New(cfg Config) *Admitter {
 	}
 	a := &Admitter{cfg: cfg, kinds: map[string]*stats{}, inflight: map[*Ticket]struct{}{}}
 	a.lastCPU = cfg.Counter()
+	a.cpu0 = a.lastCPU
 	if cfg.Own != nil {
-		a.lastOwn = cfg.Own()
+		a.own0 = cfg.Own()
 	}
 	return a
 }
@@ -229,11 +237,15 @@ func (a *Admitter) Admit(k Kind) (*Ticket, bool) {
 func (a *Admitter) Wait(k Kind) time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.learntLocked(k) {
+	if a.cfg.Own == nil || a.learntLocked(k) {
 		return 0
 	}
-	a.settleLocked()
 	now := a.cfg.Now()
+	if now.Sub(a.settled) >= time.Millisecond {
+		// Many streams may be waiting, each asking every ms: read the
+		// counter once a ms at most.
+		a.settleLocked()
+	}
 	var eldest time.Duration
 	seen := false
 	for t := range a.inflight {
@@ -270,7 +282,7 @@ func (a *Admitter) learntCostLocked(k Kind) *cost {
 // the vCPU it can have (of one, at most): it is computing, and another of
 // its kind would queue behind it.
 func (a *Admitter) kindComputingLocked(k Kind) bool {
-	return !a.learntLocked(k) && a.computingLocked(func(t *Ticket) bool { return t.kind.shares(k) })
+	return a.cfg.Own != nil && !a.learntLocked(k) && a.computingLocked(func(t *Ticket) bool { return t.kind.shares(k) })
 }
 
 // computingLocked reports whether a request in flight that of says is
@@ -358,7 +370,7 @@ func (a *Admitter) Hint(except *Ticket, most int) (utilization float64, fits boo
 		}
 		utilization = min(demand/a.cfg.CPUs, 1)
 		fits = a.fits(append([]member{asMember(a.usualLocked())}, flight...))
-		if a.fn.n == 0 && a.computingLocked(func(t *Ticket) bool { return t != except }) {
+		if a.cfg.Own != nil && a.fn.n == 0 && a.computingLocked(func(t *Ticket) bool { return t != except }) {
 			// Nothing learnt, and a request computing: the next, likely
 			// of its kind, would not be admitted (see Admit). The router
 			// reads it as what a fresh sandbox takes at once.
@@ -414,13 +426,14 @@ func (a *Admitter) Fits(limit int) int {
 // nothing is in flight (the runtime's own work) is nobody's.
 func (a *Admitter) settleLocked() {
 	cpu := a.cfg.Counter()
+	a.settled = a.cfg.Now()
 	delta := float64(cpu - a.lastCPU)
 	a.lastCPU = cpu
-	app := delta
+	var app float64 // the app's part of delta
 	if a.cfg.Own != nil {
-		own := a.cfg.Own()
-		app = max(delta-float64(own-a.lastOwn), 0)
-		a.lastOwn = own
+		if seen := float64((cpu - a.cpu0) - (a.cfg.Own() - a.own0)); seen > a.appSeen {
+			app, a.appSeen = seen-a.appSeen, seen
+		}
 	}
 	if delta <= 0 || len(a.inflight) == 0 {
 		return
@@ -444,25 +457,10 @@ func (a *Admitter) settleLocked() {
 // has done its computing counts for a tenth; one that has overrun its kind
 // counts in full.
 func (t *Ticket) pace(now time.Time) float64 {
-	if t.overrun(now) {
-		// Its kind's rate no longer describes it (a kind judged by the
-		// prior, or one that changed): what it has been using does.
-		return max(t.est.rate(), t.observedRate(now))
-	}
-	if t.est.cpu <= 0 {
+	if t.overrun(now) || t.est.cpu <= 0 {
 		return t.est.rate()
 	}
 	return t.est.rate() * min(t.leftCPU(now)/t.est.cpu, 1)
-}
-
-// observedRate is the share of a vCPU t has made the app use over its
-// life.
-func (t *Ticket) observedRate(now time.Time) float64 {
-	age := float64(now.Sub(t.start))
-	if age <= 0 {
-		return 0
-	}
-	return min(t.app/age, 1)
 }
 
 // overrun reports whether t has run well past its kind: in time, or in
@@ -479,27 +477,11 @@ func (t *Ticket) overrun(now time.Time) bool {
 // kind never seen is not judged by the function's average: a quick
 // CPU-only health check would make every new long-waiting path look
 // CPU-bound. If it is heavy, its first run teaches so.
-//
-// A kind not yet learnt is judged by what requests of it in flight have
-// made the app use so far, where that is more than the prior: in a sandbox's first
-// moments, a second request of a path whose first has computed for 30 ms
-// is not admitted beside it as if it were I/O-bound.
 func (a *Admitter) estimateLocked(k Kind) cost {
 	if c := a.learntCostLocked(k); c != nil {
 		return *c
 	}
-	prior := a.priorLocked()
-	now := a.cfg.Now()
-	seen := prior
-	for t := range a.inflight {
-		if t.app > seen.cpu && t.kind.shares(k) {
-			seen = cost{cpu: t.app, wall: max(float64(now.Sub(t.start)), prior.wall)}
-		}
-	}
-	if seen.cpu > prior.cpu {
-		seen.dev = seen.cpu / 10
-	}
-	return seen
+	return a.priorLocked()
 }
 
 // shares reports whether k and o have a key in common: the same request,

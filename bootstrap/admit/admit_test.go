@@ -11,12 +11,14 @@ import (
 // each case knows exactly what every request cost.
 type clock struct {
 	cpu time.Duration
+	own time.Duration // of cpu, the bootstrap's own
 	now time.Time
 }
 
 func newAdmitter(c *clock, cpus float64) *Admitter {
 	c.now = time.Unix(1e9, 0)
-	return New(Config{CPUs: cpus, Counter: func() time.Duration { return c.cpu }, Now: func() time.Time { return c.now }})
+	return New(Config{CPUs: cpus, Counter: func() time.Duration { return c.cpu }, Own: func() time.Duration { return c.own },
+		Now: func() time.Time { return c.now }})
 }
 
 // teach runs n requests of kind k one at a time, each using cpu of wall.
@@ -132,18 +134,54 @@ func TestColdBurstArrivingIsNotComputing(t *testing.T) {
 		own  time.Duration // of the 6 ms the sandbox used in 6 ms
 		want bool
 	}{{5 * ms, true}, {0, false}} {
-		c := &clock{now: time.Unix(1e9, 0)}
-		var own time.Duration
-		a := New(Config{CPUs: 1, Counter: func() time.Duration { return c.cpu }, Own: func() time.Duration { return own }, Now: func() time.Time { return c.now }})
+		c := &clock{}
+		a := newAdmitter(c, 1)
 		first := a.Take(fresh)
 		c.cpu += 6 * ms
-		own += tt.own
+		c.own += tt.own
 		c.now = c.now.Add(6 * ms)
 		if _, got := a.Admit(fresh); got != tt.want {
 			t.Errorf("the bootstrap's own %v of the sandbox's 6ms: Admit = %v, want %v", tt.own, got, tt.want)
 		}
 		first.Done()
 	}
+}
+
+// TestAppCPUDoesNotDrift: the counter and the bootstrap's own are read at
+// slightly different moments; what the app is charged must not grow from
+// that alone.
+func TestAppCPUDoesNotDrift(t *testing.T) {
+	c := &clock{}
+	a := newAdmitter(c, 1)
+	first := a.Take(fresh)
+	for i := range 100 {
+		c.cpu += time.Millisecond
+		c.own += time.Millisecond + time.Duration(1-2*(i%2))*200*time.Microsecond // ahead, then behind
+		c.now = c.now.Add(time.Millisecond)
+		a.Hint(nil, 0)
+	}
+	if got := time.Duration(first.app); got > 300*time.Microsecond {
+		t.Errorf("the app was charged %v while the bootstrap used all the CPU", got)
+	}
+	first.Done()
+}
+
+// TestWatchNeedsTheAppApart: without the bootstrap's own CPU to tell the
+// app's from (an app in the bootstrap's process, or a coarse counter),
+// kinds not yet learnt are not watched: no wait, judged by the prior.
+func TestWatchNeedsTheAppApart(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	a := New(Config{CPUs: 1, Counter: func() time.Duration { return c.cpu }, Now: func() time.Time { return c.now }})
+	first := a.Take(fresh)
+	if d := a.Wait(fresh); d != 0 {
+		t.Errorf("Wait = %v, want 0", d)
+	}
+	c.cpu += 6 * time.Millisecond
+	c.now = c.now.Add(6 * time.Millisecond)
+	if _, ok := a.Admit(fresh); !ok {
+		t.Error("refused on a watch that is off")
+	}
+	first.Done()
 }
 
 // TestColdHintSaysFull: with nothing learnt, the hint says full while a

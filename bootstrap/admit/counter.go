@@ -30,10 +30,6 @@ func SandboxCounter() (Counter, float64, func() error, error) {
 	}, s.CPULimit(), s.Close, nil
 }
 
-// ProcessCounterObserve is Config.Observe for a ProcessCounter: a few of
-// its ticks.
-const ProcessCounterObserve = 3 * time.Second / clockTicks
-
 // ProcessCounter reads the CPU of this process and of the process trees
 // rooted at pids(), at the kernel's tick (10 ms): the fallback where no
 // cgroup is visible.

@@ -193,11 +193,16 @@ func newAdmitter(opts Options) (*admit.Admitter, admit.Counter, func()) {
 		cpus = min(cpus, max(float64(opts.MemoryMB)/1769, 0.05))
 	}
 	counter, quota, closeFn, err := admit.SandboxCounter()
-	var observe time.Duration // the default, for a counter in ns
+	// The watch over kinds not yet learnt needs the app's CPU apart from
+	// the bootstrap's, at fine resolution: an app of its own, and the
+	// cgroup's counter.
+	var own admit.Counter
+	if err == nil && opts.PIDs != nil {
+		own = admit.OwnCounter
+	}
 	if err != nil {
 		opts.Logger.Debug("CPU admission reads process counters: no cgroup CPU accounting visible", "err", err)
 		counter, closeFn = admit.ProcessCounter(opts.PIDs), func() error { return nil }
-		observe = admit.ProcessCounterObserve
 	} else if quota > 0 {
 		cpus = min(cpus, quota)
 	}
@@ -210,11 +215,7 @@ func newAdmitter(opts Options) (*admit.Admitter, admit.Counter, func()) {
 		defer mu.Unlock()
 		return read()
 	}
-	var own admit.Counter
-	if opts.PIDs != nil { // the app runs in processes of its own
-		own = admit.OwnCounter
-	}
-	adm := admit.New(admit.Config{CPUs: cpus, Budget: opts.Config.CPUBudget, Counter: counter, Own: own, Observe: observe})
+	adm := admit.New(admit.Config{CPUs: cpus, Budget: opts.Config.CPUBudget, Counter: counter, Own: own})
 	return adm, counter, func() { closeFn() }
 }
 

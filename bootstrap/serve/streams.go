@@ -41,6 +41,9 @@ type streams struct {
 
 	draining atomic.Bool
 	inflight atomic.Int64
+	// held counts streams waiting to be judged (admit.Admitter.Wait): not
+	// in flight, but an instance holding one is not idle.
+	held     atomic.Int64
 	requests atomic.Int64
 	nacks    atomic.Int64
 
@@ -96,14 +99,12 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// that started a moment ago: judged once that one has shown
 			// whether it computes (a cold burst all at once otherwise
 			// shares one vCPU).
-			for d := s.adm.Wait(kind); d > 0; d = s.adm.Wait(kind) {
-				t := time.NewTimer(min(d, time.Millisecond))
-				select {
-				case <-t.C:
-				case <-r.Context().Done():
-					t.Stop()
-					return
-				}
+			if !s.hold(r.Context(), kind) {
+				return
+			}
+			if s.draining.Load() {
+				s.nack(w, tunnel.NackDraining)
+				return
 			}
 		}
 		if !s.admit || lastTry {
@@ -179,6 +180,31 @@ func stripProtocol(h http.Header) {
 			}
 		}
 	}
+}
+
+// hold waits until a request of kind can be judged (admit.Admitter.Wait),
+// looking again each ms; false if the router gave up on it meanwhile.
+func (s *streams) hold(ctx context.Context, kind admit.Kind) bool {
+	d := s.adm.Wait(kind)
+	if d <= 0 {
+		return true
+	}
+	s.held.Add(1)
+	defer func() {
+		s.held.Add(-1)
+		s.poke() // the instance may have gone idle meanwhile
+	}()
+	t := time.NewTimer(min(d, time.Millisecond))
+	defer t.Stop()
+	for ; d > 0; d = s.adm.Wait(kind) {
+		t.Reset(min(d, time.Millisecond))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 func (s *streams) done() {
@@ -281,6 +307,9 @@ func (s *streams) startDrain() {
 }
 
 func (s *streams) inFlight() int64 { return s.inflight.Load() }
+
+// holding reports whether a stream waits to be judged.
+func (s *streams) holding() bool { return s.held.Load() > 0 }
 
 // first is when the first stream began to run; zero if none has.
 func (s *streams) first() time.Time {

@@ -103,7 +103,7 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	// background work pending, and false while it has either.
 	quiet := func() (time.Duration, bool) {
 		bgSince, bgIdle := r.bg.IdleSince()
-		if !bgIdle || st.inFlight() > 0 {
+		if !bgIdle || st.inFlight() > 0 || st.holding() {
 			return 0, false
 		}
 		d := st.idleFor()

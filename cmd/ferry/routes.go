@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+	"github.com/aws/smithy-go"
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/ferryrun/ferry/router/config"
@@ -222,8 +223,12 @@ func unlockRoutes(ctx context.Context, api *ssm.Client, lock string, stderr io.W
 	b.InitialInterval = 50 * time.Millisecond
 	err := backoff.Retry(func() error {
 		_, err := api.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: &lock})
-		if errors.As(err, new(*ssmtypes.ParameterNotFound)) {
+		var apiErr smithy.APIError
+		switch {
+		case errors.As(err, new(*ssmtypes.ParameterNotFound)):
 			return nil
+		case errors.As(err, &apiErr) && apiErr.ErrorFault() == smithy.FaultClient:
+			return backoff.Permanent(err) // denied, say: trying again will not help
 		}
 		return err
 	}, backoff.WithContext(b, ctx))

@@ -84,7 +84,14 @@ func (p *Pool) learnCoverLocked(l tunnel.Load) {
 			// function): one full at n is the first word.
 			p.fits = max(l.InFlight, 1)
 		}
-	} else if n := float64(l.InFlight + 1); n > p.cover {
+		return
+	}
+	if n := l.InFlight + 1; l.Room < 0 && p.fits > 0 && n > p.fits {
+		// Not full at n, from an instance with no CPU opinion (admission
+		// off, or nothing learnt yet): what fits is not what it said.
+		p.fits = min(n, p.cfg.MaxConcurrency)
+	}
+	if n := float64(l.InFlight + 1); n > p.cover {
 		p.cover = min(n, float64(p.cfg.MaxConcurrency))
 	}
 }
@@ -98,9 +105,12 @@ func (p *Pool) learnCoverLocked(l tunnel.Load) {
 // bounced between fresh instances until their last try forced them onto
 // busy ones, p50 7.6x plain Lambda's. A fresh sandbox given cover took 4
 // or 5 of seed's 50 ms-CPU requests at once, each then 2.5-3x slower.)
-func (p *Pool) firstCapLocked(in *instance) int {
+// It is only for a sandbox that has not answered yet: one that answers
+// with no room (CPU admission off, or nothing learnt) is held to its hello
+// and cover as before, or p.fits would hold it for good.
+func (p *Pool) firstCapLocked(in *instance, answered bool) int {
 	f := in.conn.Hello().Fits
-	if f <= 0 {
+	if f <= 0 && !answered {
 		f = p.fits
 	}
 	if f > 0 {

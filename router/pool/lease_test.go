@@ -26,6 +26,7 @@ type fakeConn struct {
 	mu       sync.Mutex
 	done     chan struct{}
 	shutdown bool
+	load     *tunnel.Load // its last hint; nil: none yet
 }
 
 func newFakeConn(id string, limit int) *fakeConn {
@@ -42,10 +43,18 @@ func (c *fakeConn) Limit() int                            { return c.limit }
 func (c *fakeConn) Deadline() time.Time                   { return c.deadline }
 func (c *fakeConn) Draining() bool                        { return false }
 func (c *fakeConn) CanTakeStream() bool                   { return !c.ended() }
-func (c *fakeConn) Load() (tunnel.Load, bool)             { return tunnel.Load{}, false }
-func (c *fakeConn) WatchLoad(func())                      { <-c.done }
-func (c *fakeConn) Done() <-chan struct{}                 { return c.done }
-func (c *fakeConn) Close() error                          { c.end(); return nil }
+func (c *fakeConn) Load() (tunnel.Load, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.load == nil {
+		return tunnel.Load{}, false
+	}
+	return *c.load, true
+}
+func (c *fakeConn) hint(l tunnel.Load)    { c.mu.Lock(); c.load = &l; c.mu.Unlock() }
+func (c *fakeConn) WatchLoad(func())      { <-c.done }
+func (c *fakeConn) Done() <-chan struct{} { return c.done }
+func (c *fakeConn) Close() error          { c.end(); return nil }
 func (c *fakeConn) Shutdown(context.Context) error {
 	c.mu.Lock()
 	c.shutdown = true
@@ -426,10 +435,63 @@ func TestFreshSandboxTakesWhatLearntOnesFit(t *testing.T) {
 		}
 		p.Add(newFakeConn(ids[1], 8)) // a fresh sandbox
 		synctest.Wait()
-		for _, in := range p.State().Instances {
-			if in.RequestID == "req-"+ids[1] && in.InFlight != 1 {
-				t.Errorf("the fresh instance took %d requests at once; want 1, as the learnt one said", in.InFlight)
+		if in := instanceState(t, p, ids[1]); in.InFlight != 1 {
+			t.Errorf("the fresh instance took %d requests at once; want 1, as the learnt one said", in.InFlight)
+		}
+	})
+}
+
+func instanceState(t *testing.T, p *Pool, id string) InstanceState {
+	t.Helper()
+	for _, in := range p.State().Instances {
+		if in.RequestID == "req-"+id {
+			return in
+		}
+	}
+	t.Fatalf("no instance %s in %+v", id, p.State())
+	return InstanceState{}
+}
+
+// TestColdFunctionLearnsFromItsFirstFullHint: before any sandbox has
+// learnt the function, an instance full at 1 (its first request computes)
+// is the word: a burst then gets an invocation each at once.
+func TestColdFunctionLearnsFromItsFirstFullHint(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 8})
+		conn, lease := firstInstance(t, p, l, 8)
+		conn.hint(tunnel.Load{InFlight: 1, Full: true, Room: -1})
+		lease.Release() // the hint on its answer (a nack carries one too)
+		second, err := p.Acquire(t.Context(), nil, false)
+		if err != nil || second.Conn() != Conn(conn) {
+			t.Fatalf("Acquire = %v, %v; want the idle instance", second, err)
+		}
+		for range 3 {
+			acquire(t.Context(), p, nil)
+		}
+		synctest.Wait()
+		if n := len(l.ids()); n != 4 {
+			t.Errorf("%d launches in all; want 1 + one for each of the 3 requests the full instance cannot take", n)
+		}
+	})
+}
+
+// TestAnsweredInstanceWithoutRoomIsNotHeldToFits: an instance that has
+// answered with no CPU opinion (no room: admission off, say) is held to
+// cover as before, not to what fits at once for a fresh sandbox.
+func TestAnsweredInstanceWithoutRoomIsNotHeldToFits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 8})
+		conn, lease := firstInstance(t, p, l, 8)
+		conn.hint(tunnel.Load{InFlight: 1, Full: true, Room: -1})
+		lease.Release()                  // fits is 1 from here
+		conn.hint(tunnel.Load{Room: -1}) // then no opinion: never full
+		for range 3 {
+			if _, err := p.Acquire(t.Context(), nil, false); err != nil {
+				t.Fatal(err)
 			}
+		}
+		if in := instanceState(t, p, conn.id); in.InFlight != 3 {
+			t.Errorf("the instance holds %d; want 3: it answered with no CPU opinion", in.InFlight)
 		}
 	})
 }

@@ -349,7 +349,7 @@ func (p *Pool) pickLocked(exclude *instance, socket bool) *instance {
 				}
 			case ok && l.Full && in.inflight >= l.InFlight:
 				continue
-			case in.inflight >= p.firstCapLocked(in):
+			case in.inflight >= p.firstCapLocked(in, ok):
 				// Until it can say how many it has room for (it has
 				// answered nothing yet), what its hello said fit.
 				continue
