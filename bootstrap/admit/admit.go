@@ -162,9 +162,14 @@ type Admitter struct {
 	// The app's CPU since New (Counter less Own), as most seen at a
 	// settle: reading the two at slightly different moments must not
 	// add up to CPU the app never used.
-	cpu0, own0 time.Duration // guarded by mu; Counter and Own at New
-	appSeen    float64       // guarded by mu; ns
-	settled    time.Time     // guarded by mu; the last settle
+	cpu0, own0 time.Duration // guarded by mu; Counter and Own at the baseline
+	appSeen    float64       // guarded by mu; ns since the baseline
+	// cold counts the requests in flight whose kind was not learnt when
+	// they started: the app's CPU is followed (Own read) only while there
+	// are some, and from a fresh baseline each time.
+	cold     int       // guarded by mu
+	watching bool      // guarded by mu; the baseline is current
+	settled  time.Time // guarded by mu; the last settle
 }
 
 // New returns an Admitter.
@@ -192,10 +197,6 @@ func New(cfg Config) *Admitter {
 	}
 	a := &Admitter{cfg: cfg, kinds: map[string]*stats{}, inflight: map[*Ticket]struct{}{}}
 	a.lastCPU = cfg.Counter()
-	a.cpu0 = a.lastCPU
-	if cfg.Own != nil {
-		a.own0 = cfg.Own()
-	}
 	return a
 }
 
@@ -207,6 +208,7 @@ type Ticket struct {
 	est   cost    // expected, at admission
 	cpu   float64 // ns attributed so far; guarded by a.mu
 	app   float64 // of which the app's (less Config.Own); guarded by a.mu
+	cold  bool    // its kind was not learnt when it started: watched
 	once  sync.Once
 }
 
@@ -316,8 +318,15 @@ func (a *Admitter) Take(k Kind) *Ticket {
 }
 
 func (a *Admitter) startLocked(k Kind, est cost) *Ticket {
-	t := &Ticket{a: a, kind: k, start: a.cfg.Now(), est: est}
+	t := &Ticket{a: a, kind: k, start: a.cfg.Now(), est: est, cold: !a.learntLocked(k)}
 	a.inflight[t] = struct{}{}
+	if t.cold {
+		a.cold++
+		if a.cfg.Own != nil && !a.watching {
+			// The counter was read as it was admitted: the baseline.
+			a.cpu0, a.own0, a.appSeen, a.watching = a.lastCPU, a.cfg.Own(), 0, true
+		}
+	}
 	return t
 }
 
@@ -329,6 +338,9 @@ func (t *Ticket) Done() {
 		defer a.mu.Unlock()
 		a.settleLocked()
 		delete(a.inflight, t)
+		if t.cold {
+			a.cold--
+		}
 		c := cost{cpu: t.cpu, wall: float64(a.cfg.Now().Sub(t.start))}
 		if c.wall <= 0 {
 			return
@@ -430,7 +442,13 @@ func (a *Admitter) settleLocked() {
 	delta := float64(cpu - a.lastCPU)
 	a.lastCPU = cpu
 	var app float64 // the app's part of delta
-	if a.cfg.Own != nil {
+	switch {
+	case a.cfg.Own == nil || a.cold == 0:
+		a.watching = false // a getrusage a settle saved
+	case !a.watching:
+		// From here: what the app used before is nobody's now.
+		a.cpu0, a.own0, a.appSeen, a.watching = cpu, a.cfg.Own(), 0, true
+	default:
 		if seen := float64((cpu - a.cpu0) - (a.cfg.Own() - a.own0)); seen > a.appSeen {
 			app, a.appSeen = seen-a.appSeen, seen
 		}

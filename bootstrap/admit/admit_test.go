@@ -166,6 +166,26 @@ func TestAppCPUDoesNotDrift(t *testing.T) {
 	first.Done()
 }
 
+// TestOwnReadOnlyWhileWatching: the bootstrap's own CPU (a syscall) is
+// read only while a request of a kind not yet learnt is in flight.
+func TestOwnReadOnlyWhileWatching(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	reads := 0
+	a := New(Config{CPUs: 1, Counter: func() time.Duration { return c.cpu },
+		Own: func() time.Duration { reads++; return c.own }, Now: func() time.Time { return c.now }})
+	teach(a, c, io, time.Millisecond, 100*time.Millisecond, 1)
+	learnt := reads
+	in := a.Take(io)
+	for range 10 {
+		c.now = c.now.Add(time.Millisecond)
+		a.Hint(nil, 0)
+	}
+	in.Done()
+	if reads != learnt {
+		t.Errorf("Own read %d times with only learnt kinds in flight; want none", reads-learnt)
+	}
+}
+
 // TestWatchNeedsTheAppApart: without the bootstrap's own CPU to tell the
 // app's from (an app in the bootstrap's process, or a coarse counter),
 // kinds not yet learnt are not watched: no wait, judged by the prior.
