@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/ferryrun/ferry/internal/load"
 	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
+	"github.com/ferryrun/ferry/localstack/localrun"
 	"github.com/ferryrun/ferry/router/pool"
 )
 
@@ -62,12 +62,11 @@ func TestMain(m *testing.M) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := localrun.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return a
 }
 
 // stack is one emulator and one router, as processes, stopped by the test.

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -321,13 +322,44 @@ func WaitHTTP(ctx context.Context, url string) error {
 }
 
 // FreeAddr is a loopback address with a port free at the time of asking.
+//
+// The port is chosen below the kernel's ephemeral range: a port from
+// that range, free when chosen, may be taken as the source port of any
+// outgoing connection before the server that is to listen on it starts
+// (a restarted router once failed with "address already in use").
 func FreeAddr() (string, error) {
+	low := ephemeralLow()
+	for range 100 {
+		port := freePortsFrom + mrand.IntN(max(low-freePortsFrom, 1))
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			ln.Close()
+			return ln.Addr().String(), nil
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// freePortsFrom is the lowest port FreeAddr chooses: above the ports
+// services are usually given.
+const freePortsFrom = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// default where it cannot be read).
+func ephemeralLow() int {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > freePortsFrom {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 func writeJSON(path string, v any) error {
