@@ -166,10 +166,9 @@ type Admitter struct {
 	appSeen    float64       // guarded by mu; ns since the baseline
 	// cold counts the requests in flight whose kind was not learnt when
 	// they started: the app's CPU is followed (Own read) only while there
-	// are some, and from a fresh baseline each time.
-	cold     int       // guarded by mu
-	watching bool      // guarded by mu; the baseline is current
-	settled  time.Time // guarded by mu; the last settle
+	// are some, from a baseline taken as the first of them starts.
+	cold    int       // guarded by mu
+	settled time.Time // guarded by mu; the last settle
 }
 
 // New returns an Admitter.
@@ -223,11 +222,11 @@ func (a *Admitter) Admit(k Kind) (*Ticket, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.settleLocked()
-	est := a.estimateLocked(k)
-	if len(a.inflight) > 0 && (a.kindComputingLocked(k) || !a.fitsLocked(est, nil)) {
+	est, learnt := a.estimateLocked(k)
+	if len(a.inflight) > 0 && ((!learnt && a.kindComputingLocked(k)) || !a.fitsLocked(est, nil)) {
 		return nil, false
 	}
-	return a.startLocked(k, est), true
+	return a.startLocked(k, est, learnt), true
 }
 
 // Wait is how long to wait before Admit can judge a request of kind k on
@@ -239,7 +238,7 @@ func (a *Admitter) Admit(k Kind) (*Ticket, bool) {
 func (a *Admitter) Wait(k Kind) time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.cfg.Own == nil || a.learntLocked(k) {
+	if _, learnt := a.estimateLocked(k); a.cfg.Own == nil || learnt {
 		return 0
 	}
 	now := a.cfg.Now()
@@ -264,27 +263,12 @@ func (a *Admitter) Wait(k Kind) time.Duration {
 	return max(a.cfg.Observe-eldest, 0)
 }
 
-// learntLocked reports whether a request of kind k has finished: its
-// cost is known, not the prior.
-func (a *Admitter) learntLocked(k Kind) bool { return a.learntCostLocked(k) != nil }
-
-// learntCostLocked is what k's own kind, else its path, else its first
-// segment has been seen to cost; nil if none has.
-func (a *Admitter) learntCostLocked(k Kind) *cost {
-	for _, key := range k.keys() {
-		if s := a.kinds[key]; s != nil && s.n > 0 {
-			return &s.avg
-		}
-	}
-	return nil
-}
-
-// kindComputingLocked reports whether kind k is not yet learnt and a
+// kindComputingLocked reports, for a kind not yet learnt, whether a
 // request of its kind in flight has, over its life, used at least half
 // the vCPU it can have (of one, at most): it is computing, and another of
 // its kind would queue behind it.
 func (a *Admitter) kindComputingLocked(k Kind) bool {
-	return a.cfg.Own != nil && !a.learntLocked(k) && a.computingLocked(func(t *Ticket) bool { return t.kind.shares(k) })
+	return a.cfg.Own != nil && a.computingLocked(func(t *Ticket) bool { return t.kind.shares(k) })
 }
 
 // computingLocked reports whether a request in flight that of says is
@@ -314,17 +298,21 @@ func (a *Admitter) Take(k Kind) *Ticket {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.settleLocked()
-	return a.startLocked(k, a.estimateLocked(k))
+	est, learnt := a.estimateLocked(k)
+	return a.startLocked(k, est, learnt)
 }
 
-func (a *Admitter) startLocked(k Kind, est cost) *Ticket {
-	t := &Ticket{a: a, kind: k, start: a.cfg.Now(), est: est, cold: !a.learntLocked(k)}
+// startLocked starts a request of kind k; learnt says its estimate is its
+// kind's, not the prior. Call it just after a settle.
+func (a *Admitter) startLocked(k Kind, est cost, learnt bool) *Ticket {
+	t := &Ticket{a: a, kind: k, start: a.cfg.Now(), est: est, cold: !learnt}
 	a.inflight[t] = struct{}{}
 	if t.cold {
 		a.cold++
-		if a.cfg.Own != nil && !a.watching {
-			// The counter was read as it was admitted: the baseline.
-			a.cpu0, a.own0, a.appSeen, a.watching = a.lastCPU, a.cfg.Own(), 0, true
+		if a.cfg.Own != nil && a.cold == 1 {
+			// The first watched: the counter was read as it was
+			// admitted, the baseline of the app's CPU.
+			a.cpu0, a.own0, a.appSeen = a.lastCPU, a.cfg.Own(), 0
 		}
 	}
 	return t
@@ -442,13 +430,7 @@ func (a *Admitter) settleLocked() {
 	delta := float64(cpu - a.lastCPU)
 	a.lastCPU = cpu
 	var app float64 // the app's part of delta
-	switch {
-	case a.cfg.Own == nil || a.cold == 0:
-		a.watching = false // a getrusage a settle saved
-	case !a.watching:
-		// From here: what the app used before is nobody's now.
-		a.cpu0, a.own0, a.appSeen, a.watching = cpu, a.cfg.Own(), 0, true
-	default:
+	if a.cfg.Own != nil && a.cold > 0 {
 		if seen := float64((cpu - a.cpu0) - (a.cfg.Own() - a.own0)); seen > a.appSeen {
 			app, a.appSeen = seen-a.appSeen, seen
 		}
@@ -495,11 +477,16 @@ func (t *Ticket) overrun(now time.Time) bool {
 // kind never seen is not judged by the function's average: a quick
 // CPU-only health check would make every new long-waiting path look
 // CPU-bound. If it is heavy, its first run teaches so.
-func (a *Admitter) estimateLocked(k Kind) cost {
-	if c := a.learntCostLocked(k); c != nil {
-		return *c
+//
+// learnt reports whether it is the kind's (a request of it has finished),
+// not the prior.
+func (a *Admitter) estimateLocked(k Kind) (est cost, learnt bool) {
+	for _, key := range k.keys() {
+		if s := a.kinds[key]; s != nil && s.n > 0 {
+			return s.avg, true
+		}
 	}
-	return a.priorLocked()
+	return a.priorLocked(), false
 }
 
 // shares reports whether k and o have a key in common: the same request,
