@@ -58,15 +58,15 @@ type Result struct {
 // Invoker implements pool.Launcher.
 type Invoker struct {
 	// static after construction
-	api        API
-	issuer     *tunnel.Issuer
-	router     string // host:port bootstraps dial
-	pin        string
-	retryFor   time.Duration
-	log        *slog.Logger
-	onResult   func(Result)
-	onThrottle func(function string)
-	onFailed   func(function string, err error)
+	api           API
+	issuer        *tunnel.Issuer
+	router        string // host:port bootstraps dial
+	pin           string
+	retryFor      time.Duration
+	log           *slog.Logger
+	onResult      func(Result)
+	onThrottle    func(function string)
+	onUnavailable func(function string, err error)
 }
 
 // Config configures an Invoker.
@@ -109,7 +109,7 @@ func New(c Config) (*Invoker, error) {
 		c.OnUnavailable = func(string, error) {}
 	}
 	return &Invoker{api: c.API, issuer: c.Issuer, router: c.Router, pin: c.Pin, retryFor: c.RetryFor,
-		log: c.Logger, onResult: c.OnResult, onThrottle: c.OnThrottle, onFailed: c.OnUnavailable}, nil
+		log: c.Logger, onResult: c.OnResult, onThrottle: c.OnThrottle, onUnavailable: c.OnUnavailable}, nil
 }
 
 // Prepare mints a token for l's function and returns its id and the
@@ -181,7 +181,7 @@ func (i *Invoker) call(ctx context.Context, function string, payload []byte, fir
 			Payload:        payload,
 		})
 		if err != nil && regional(err) {
-			i.onFailed(function, err) // retried or not: a reset after sending is the region's trouble too
+			i.onUnavailable(function, err) // retried or not: a reset after sending is the region's trouble too
 		}
 		switch {
 		case err == nil:
@@ -295,10 +295,10 @@ func retryable(err error) bool {
 		return true
 	}
 	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) && re.HTTPStatusCode() != 0 {
-		return re.HTTPStatusCode() >= 500
-	}
 	if errors.As(err, &re) {
+		if code := re.HTTPStatusCode(); code != 0 {
+			return code >= 500
+		}
 		// No response came. Only a connection that was never made (refused,
 		// timed out, a name that did not resolve) is sure not to have
 		// started the invocation: one cut after the request went may have,
