@@ -101,11 +101,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *
 		// The app refused (a 400, a 403): its answer, as any other, but
 		// for its hop-by-hop headers (a Connection: close would end the
 		// client's whole HTTP/2 connection).
-		for k, vs := range resp.Header {
-			if !hopByHop(k) {
-				w.Header()[k] = vs
-			}
-		}
+		copyEndToEnd(w.Header(), resp.Header, "")
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
 		h.cfg.Metrics.Request(route.Function, resp.StatusCode, time.Since(start), time.Since(start), 0)
@@ -115,11 +111,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, route *
 		// RFC 8441: a 200 opens the stream, whose DATA frames then carry
 		// the socket's bytes both ways. The app's Sec-WebSocket-Accept
 		// answers the key the router made up for it: not the client's.
-		for k, vs := range resp.Header {
-			if !hopByHop(k) && http.CanonicalHeaderKey(k) != "Sec-Websocket-Accept" {
-				w.Header()[k] = vs
-			}
-		}
+		copyEndToEnd(w.Header(), resp.Header, "Sec-Websocket-Accept")
 		w.WriteHeader(http.StatusOK)
 		ctl := http.NewResponseController(w)
 		if err := ctl.Flush(); err != nil {
@@ -222,6 +214,16 @@ func (h *Handler) openUpgrade(ctx context.Context, r *http.Request, p *pool.Pool
 		avoid.Release()
 	}
 	return nil, nil, nil, errNackedOut
+}
+
+// copyEndToEnd copies src's headers into dst but for the hop-by-hop ones
+// and except (canonical; "" for none).
+func copyEndToEnd(dst, src http.Header, except string) {
+	for k, vs := range src {
+		if !hopByHop(k) && http.CanonicalHeaderKey(k) != except {
+			dst[k] = vs
+		}
+	}
 }
 
 // hopByHop reports whether header k belongs to one connection (RFC 9110,
