@@ -111,15 +111,18 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 			return nil, fmt.Errorf("context %s names a certificate in %s, which is not among the regions %v", CtxCertificateArn, region, names)
 		}
 	}
+	for _, r := range names {
+		if len(certs) > 0 && certs[r] == "" {
+			return nil, fmt.Errorf("context %s names no certificate in %s: ACM certificates are regional, so give one for each region", CtxCertificateArn, r)
+		}
+	}
 	// Routers fail over (go unready while Lambda refuses) only where
 	// another region can take their traffic.
 	failOver := global && len(names) > 1
 	var stacks []*FerryStack
 	for _, r := range names {
-		env := &awscdk.Environment{Region: str(r)}
-		if acct := os.Getenv("CDK_DEFAULT_ACCOUNT"); acct != "" {
-			env.Account = str(acct)
-		}
+		env := accountEnv()
+		env.Region = str(r)
 		stacks = append(stacks, NewFerryStack(app, "Ferry-"+r, &FerryStackProps{
 			StackProps: awscdk.StackProps{Env: env, Description: str("ferry: many requests per Lambda invocation (" + r + ")"),
 				CrossRegionReferences: &global}, // the global stack reads each region's load balancer
@@ -135,18 +138,19 @@ func NewRegionStacks(app awscdk.App, repoRoot string) ([]*FerryStack, error) {
 			PublicTunnel:       public,
 		}))
 	}
-	for _, st := range stacks {
-		if len(certs) > 0 && certs[*st.Region()] == "" {
-			return nil, fmt.Errorf("context %s names no certificate in %s: ACM certificates are regional, so give one for each region", CtxCertificateArn, *st.Region())
-		}
-	}
 	if global {
-		env := &awscdk.Environment{}
-		if acct := os.Getenv("CDK_DEFAULT_ACCOUNT"); acct != "" {
-			env.Account = str(acct)
-		}
-		NewGlobalStack(app, "Ferry-global", &GlobalStackProps{StackProps: awscdk.StackProps{Env: env},
+		NewGlobalStack(app, "Ferry-global", &GlobalStackProps{StackProps: awscdk.StackProps{Env: accountEnv()},
 			Regions: stacks, HTTPS: len(certs) > 0})
 	}
 	return stacks, nil
+}
+
+// accountEnv is a stack environment in the account cdk was given
+// (CDK_DEFAULT_ACCOUNT), if any: the region is the caller's to set.
+func accountEnv() *awscdk.Environment {
+	env := &awscdk.Environment{}
+	if acct := os.Getenv("CDK_DEFAULT_ACCOUNT"); acct != "" {
+		env.Account = str(acct)
+	}
+	return env
 }
