@@ -146,11 +146,20 @@ func (r *testRouter) dialBack(t *testing.T, emu *lambdaemu.Emulator, function st
 // dialBackLinger is dialBack with the router asking for linger.
 func (r *testRouter) dialBackLinger(t *testing.T, emu *lambdaemu.Emulator, function string, maxConc int, linger time.Duration) (*tunnel.Conn, <-chan invokeResult) {
 	t.Helper()
-	tok, _, err := r.issuer.Mint(function)
+	return r.dialBackWith(t, emu, dialback.Payload{Function: function, MaxConcurrency: maxConc}.WithLinger(linger))
+}
+
+// dialBackWith invokes p.Function with p, its router, token and pin
+// filled in.
+func (r *testRouter) dialBackWith(t *testing.T, emu *lambdaemu.Emulator, p dialback.Payload) (*tunnel.Conn, <-chan invokeResult) {
+	t.Helper()
+	tok, _, err := r.issuer.Mint(p.Function)
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload, _ := dialback.Marshal(dialback.Payload{Router: r.addr, Token: tok, Pin: r.pin, Function: function, MaxConcurrency: maxConc}.WithLinger(linger))
+	function := p.Function
+	p.Router, p.Token, p.Pin = r.addr, tok, r.pin
+	payload, _ := dialback.Marshal(p)
 	done := make(chan invokeResult, 1)
 	go func() {
 		res, err := emu.Invoke(context.Background(), function, payload, "")
@@ -305,6 +314,16 @@ func TestStreamingReachesRouterBeforeAppFinishes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	firstChunkBeforeLast(t, resp)
+	summaryOf(t, waitResult(t, done))
+}
+
+// firstChunkBeforeLast reads a response to goapp's /stream?chunks=3 and
+// fails the test unless its first chunk arrived before the app wrote its
+// last: causal, not a timing threshold.
+func firstChunkBeforeLast(t *testing.T, resp *http.Response) {
+	t.Helper()
+	defer resp.Body.Close()
 	br := bufio.NewReader(resp.Body)
 	first, err := br.ReadString('\n')
 	gotFirst := time.Now().UnixMilli()
@@ -312,18 +331,14 @@ func TestStreamingReachesRouterBeforeAppFinishes(t *testing.T) {
 		t.Fatalf("first chunk %q, %v", first, err)
 	}
 	rest, _ := io.ReadAll(br)
-	resp.Body.Close()
 	lines := strings.Split(strings.TrimSpace(string(rest)), "\n")
 	var lastAt int64
 	if len(lines) != 2 || func() error { _, err := fmt.Sscanf(lines[1], "chunk 2 at %d", &lastAt); return err }() != nil {
 		t.Fatalf("rest of stream %q", rest)
 	}
-	// Causal, not a timing threshold: the app wrote its last chunk after we
-	// already held the first one.
 	if lastAt <= gotFirst {
 		t.Errorf("first chunk arrived at %d, app wrote its last at %d: the response was buffered", gotFirst, lastAt)
 	}
-	summaryOf(t, waitResult(t, done))
 }
 
 func TestDrainBeforeDeadlineLosesNothing(t *testing.T) {

@@ -205,10 +205,11 @@ func waitHTTP(t *testing.T, url string) {
 var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512}, Timeout: 60 * time.Second}
 
 type reply struct {
-	status int
-	body   string
-	header http.Header
-	err    error
+	status  int
+	body    string
+	header  http.Header
+	trailer http.Header
+	err     error
 }
 
 func (s *stack) do(method, path string, body io.Reader, hdr http.Header) reply {
@@ -222,7 +223,7 @@ func (s *stack) do(method, path string, body io.Reader, hdr http.Header) reply {
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	return reply{status: resp.StatusCode, body: string(b), header: resp.Header, err: err}
+	return reply{status: resp.StatusCode, body: string(b), header: resp.Header, trailer: resp.Trailer, err: err}
 }
 
 func (s *stack) get(path string) reply { return s.do("GET", path, nil, nil) }

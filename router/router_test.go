@@ -333,3 +333,51 @@ func TestColdBurstOfCPUBoundRequestsSpreads(t *testing.T) {
 	}
 	t.Logf("%d requests over %d invocations; router pool %+v", len(runs), s.stats().Invocations, s.pool().Stats)
 }
+
+// TestFirstRequestRidesItsInvocation: the request a fresh function's
+// invocation is launched for rides in its event, and the app gets it whole
+// (method, path, query, headers, cookies, body); its response, status,
+// headers and trailers included, comes back through the claim, with none
+// of the protocol's headers.
+func TestFirstRequestRidesItsInvocation(t *testing.T) {
+	s := startStack(t, ledgerApp(t))
+	if r := s.do("POST", "/work?id=first&wait_ms=30", nil, nil); r.err != nil || r.status != 200 {
+		t.Fatalf("first request: %d %q %v", r.status, r.body, r.err)
+	}
+	if p := s.pool(); p.Stats.Carried != 1 || p.Stats.Launches != 1 {
+		t.Errorf("pool stats %+v; want the one launch to have carried the request", p.Stats)
+	}
+	if b, err := os.ReadFile(s.fnEnv["GOAPP_LEDGER"]); err != nil || string(b) != "first\n" {
+		t.Errorf("the app's ledger %q, %v; want the request run once", b, err)
+	}
+
+	hdr := http.Header{"X-Test": {"carried"}, "Cookie": {"a=1; b=2"}}
+	r := s.do("POST", "/echo?status=201&header=X-Back:yes&trailer=done", strings.NewReader("the body"), hdr)
+	if r.err != nil || r.status != 201 {
+		t.Fatalf("got %d %q %v", r.status, r.body, r.err)
+	}
+	var got struct {
+		Method, Path, Query, Body string
+		Headers                   http.Header
+		Cookies                   map[string]string
+	}
+	if err := json.Unmarshal([]byte(r.body), &got); err != nil {
+		t.Fatalf("body %q: %v", r.body, err)
+	}
+	if got.Method != "POST" || got.Path != "/echo" || !strings.Contains(got.Query, "trailer=done") || got.Body != "the body" ||
+		got.Headers.Get("X-Test") != "carried" || got.Cookies["a"] != "1" || got.Cookies["b"] != "2" {
+		t.Errorf("the app got %+v; want the request whole", got)
+	}
+	if r.header.Get("X-Back") != "yes" || r.header.Get("X-Echo") != "yes" {
+		t.Errorf("response headers %v; want the app's", r.header)
+	}
+	if r.trailer.Get("X-Echo-Trailer") != "done" {
+		t.Errorf("trailers %v; want the app's", r.trailer)
+	}
+	noFerryHeaders(t, r.header)
+	// The first instance ended on idle (a linger of 2 ms at most) long
+	// before: the echo had an invocation of its own.
+	if p := s.pool(); p.Stats.Carried != 2 {
+		t.Errorf("pool stats %+v; want the echo carried too", p.Stats)
+	}
+}

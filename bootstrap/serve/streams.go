@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -52,11 +53,15 @@ type streams struct {
 	busySince  time.Time     // guarded by mu; set while inflight > 0
 	busy       time.Duration // guarded by mu; completed busy periods
 	firstAt    time.Time     // guarded by mu; when the first stream began to run
+	// carried is the request the dial-back event carried, if any.
+	carried *carried // guarded by mu
+	log     *slog.Logger
 }
 
 func newStreams(next http.Handler, limit int, deadline time.Time, adm *admit.Admitter, admitCPU bool) *streams {
 	return &streams{next: next, limit: int64(limit), deadline: deadline, adm: adm, admit: admitCPU && adm != nil,
-		idle: make(chan struct{}, 1), changed: make(chan struct{}, 1), drained: make(chan struct{}), lastChange: time.Now()}
+		idle: make(chan struct{}, 1), changed: make(chan struct{}, 1), drained: make(chan struct{}), lastChange: time.Now(),
+		log: slog.Default()}
 }
 
 func (s *streams) poke() { signal(s.idle) }
@@ -73,6 +78,12 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The router's own stream (clients' Ferry-* headers never reach
 		// here): not a request, never the app's.
 		s.watch(w, r)
+		return
+	}
+	if r.Header.Get(tunnel.HeaderClaim) != "" {
+		// The router's claim on the request the invocation carried: its
+		// response, from the app's run that began with the invocation.
+		s.claim(w, r)
 		return
 	}
 	if s.draining.Load() {
@@ -119,24 +130,7 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	n := s.inflight.Add(1)
-	signal(s.changed)
-	s.requests.Add(1)
-	if n == 1 {
-		s.mu.Lock()
-		if s.busySince.IsZero() { // else the last stream's period has not closed yet: it continues
-			now := time.Now()
-			s.busySince, s.lastChange = now, now
-			if s.onBusy != nil {
-				s.onBusy(true)
-			}
-			if s.firstAt.IsZero() {
-				s.firstAt = now
-			}
-		}
-		s.mu.Unlock()
-		s.poke()
-	}
+	s.begin()
 	defer s.done()
 	if ticket != nil {
 		defer ticket.Done() // before done: the admitter has let go when the next stream asks
@@ -205,6 +199,30 @@ func (s *streams) hold(ctx context.Context, kind admit.Kind) bool {
 		}
 	}
 	return true
+}
+
+// begin counts a request that runs in the app from now; done, when it
+// has ended.
+func (s *streams) begin() {
+	n := s.inflight.Add(1)
+	signal(s.changed)
+	s.requests.Add(1)
+	if n != 1 {
+		return
+	}
+	s.mu.Lock()
+	if s.busySince.IsZero() { // else the last stream's period has not closed yet: it continues
+		now := time.Now()
+		s.busySince, s.lastChange = now, now
+		if s.onBusy != nil {
+			s.onBusy(true)
+		}
+		if s.firstAt.IsZero() {
+			s.firstAt = now
+		}
+	}
+	s.mu.Unlock()
+	s.poke()
 }
 
 func (s *streams) done() {

@@ -3,9 +3,11 @@ package serve
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
+	"github.com/ferryrun/ferry/bootstrap/direct"
 	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
 	"github.com/ferryrun/ferry/internal/dialback"
 	"github.com/ferryrun/ferry/internal/tunnel"
@@ -52,15 +54,39 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	if p.MaxConcurrency > 0 && p.MaxConcurrency < limit {
 		limit = p.MaxConcurrency
 	}
-	nc, err := tunnel.Dial(ctx, tunnel.DialConfig{
-		Addr: p.Router, Pin: p.Pin, Timeout: r.cfg.DialTimeout,
-		Hello: tunnel.Hello{
-			Token: p.Token, FunctionARN: inv.FunctionARN, RequestID: inv.RequestID,
-			MaxConcurrency: limit, DeadlineUnixMs: inv.Deadline.UnixMilli(), MemoryMB: r.opts.MemoryMB,
-			Fits: r.fits(limit), LoadStream: r.cfg.LoadStream,
-		},
-	})
+	st := newStreams(r.opts.Handler, limit, inv.Deadline, r.adm, r.cfg.CPUAdmission)
+	st.dialApp, st.log = r.dialApp, log
+	// The time background work alone keeps the invocation going: what
+	// waitUntil adds to the bill beyond the requests.
+	var alone aloneClock
+	st.onBusy = alone.requests
+	r.bg.SetHook(alone.background)
+	defer r.bg.SetHook(nil)
+	hello := tunnel.Hello{
+		Token: p.Token, FunctionARN: inv.FunctionARN, RequestID: inv.RequestID,
+		MaxConcurrency: limit, DeadlineUnixMs: inv.Deadline.UnixMilli(), MemoryMB: r.opts.MemoryMB,
+		Fits: r.fits(limit), LoadStream: r.cfg.LoadStream,
+	}
+	if len(p.First) > 0 {
+		// The request the router launched this invocation for: the app
+		// starts it now, while the tunnel is dialled, as a plain
+		// invocation would. One the bootstrap cannot read the router
+		// sends as a stream instead (the hello does not say carried).
+		if req, _, _, err := direct.Request(ctx, p.First); err != nil {
+			log.Warn("the dial-back event's first request could not be read: the router will send it", "err", err)
+		} else {
+			st.carry(req.WithContext(context.WithValue(req.Context(), http.ServerContextKey, r.server)))
+			hello.Carried = true
+		}
+	}
+	nc, err := tunnel.Dial(ctx, tunnel.DialConfig{Addr: p.Router, Pin: p.Pin, Timeout: r.cfg.DialTimeout, Hello: hello})
 	if err != nil {
+		if c := st.carriedRequest(); c != nil {
+			// Nobody can claim its response: stop it, and let it end
+			// before the invocation does.
+			c.giveUp()
+			c.wait(ctx)
+		}
 		return Summary{}, ph, err
 	}
 	up := time.Now()
@@ -75,14 +101,6 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		// at the drain before its deadline (or when the router closes it).
 		linger = max(time.Until(inv.Deadline), linger)
 	}
-	st := newStreams(r.opts.Handler, limit, inv.Deadline, r.adm, r.cfg.CPUAdmission)
-	st.dialApp = r.dialApp
-	// The time background work alone keeps the invocation going: what
-	// waitUntil adds to the bill beyond the requests.
-	var alone aloneClock
-	st.onBusy = alone.requests
-	r.bg.SetHook(alone.background)
-	defer r.bg.SetHook(nil)
 	streams := limit
 	if r.cfg.LoadStream {
 		streams++ // and the load stream
@@ -103,7 +121,7 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	// background work pending, and false while it has either.
 	quiet := func() (time.Duration, bool) {
 		bgSince, bgIdle := r.bg.IdleSince()
-		if !bgIdle || st.inFlight() > 0 || st.holding() {
+		if !bgIdle || st.inFlight() > 0 || st.holding() || st.awaitingClaim(up) {
 			return 0, false
 		}
 		d := st.idleFor()
@@ -116,6 +134,10 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		d, ok := quiet()
 		if !ok {
 			idle.Stop()
+			if st.awaitingClaim(up) {
+				// Looked at again once the claim is overdue.
+				idle.Reset(max(claimWait-time.Since(up), 0))
+			}
 			return
 		}
 		wait := linger - d
@@ -150,6 +172,10 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	sess.Drain(drainCtx)
 	if drainCtx.Err() != nil {
 		log.Warn("drain cut short at the deadline; streams still running were reset", "in_flight", st.inFlight())
+	}
+	if c := st.carriedRequest(); c != nil && !c.wait(drainCtx) {
+		c.giveUp()
+		log.Warn("drain cut short at the deadline; the carried request was still running")
 	}
 	// Background work the requests began may finish within the drain.
 	r.bg.Wait(drainCtx)

@@ -44,7 +44,17 @@ type Payload struct {
 	// FERRY_IDLE_LINGER included): the router keeps it as one of the
 	// function's minimum of live instances.
 	Warm bool `json:"warm,omitempty"`
+	// First, when present, is the request the invocation was launched
+	// for, as a Function URL event: the app starts it at once, while the
+	// tunnel is dialled, and its response goes to the router on the
+	// stream it opens to claim it (tunnel.HeaderClaim). The invocation
+	// then costs what a plain one does until it shares.
+	First json.RawMessage `json:"first,omitempty"`
 }
+
+// MaxFirstBytes bounds First: Lambda's own limit on a synchronous
+// invoke's payload.
+const MaxFirstBytes = 6 << 20
 
 type envelope struct {
 	Ferry *Payload `json:"ferry"`
@@ -57,6 +67,9 @@ func Parse(event []byte) (p Payload, ok bool, err error) {
 	var env envelope
 	if json.Unmarshal(event, &env) != nil || env.Ferry == nil {
 		return Payload{}, false, nil
+	}
+	if string(env.Ferry.First) == "null" {
+		env.Ferry.First = nil
 	}
 	if err := env.Ferry.Validate(); err != nil {
 		return Payload{}, true, err
@@ -79,6 +92,10 @@ func (p Payload) Validate() error {
 		return fmt.Errorf("dial-back payload: linger_us %d outside 0..%d", *p.LingerUs, maxLingerMs*1000)
 	case p.MaxConcurrency < 0 || p.MaxConcurrency > tunnel.MaxStreamsLimit:
 		return fmt.Errorf("dial-back payload: max_concurrency %d outside 0..%d", p.MaxConcurrency, tunnel.MaxStreamsLimit)
+	case len(p.First) > MaxFirstBytes:
+		return fmt.Errorf("dial-back payload: first request of %d bytes exceeds %d", len(p.First), MaxFirstBytes)
+	case len(p.First) > 0 && p.First[0] != '{':
+		return errors.New("dial-back payload: first is not an HTTP event object")
 	}
 	if _, err := tunnel.ParsePin(p.Pin); err != nil {
 		return fmt.Errorf("dial-back payload: %w", err)
@@ -132,6 +149,19 @@ type Summary struct {
 func (s Summary) JSON() []byte {
 	b, _ := json.Marshal(s)
 	return b
+}
+
+// NotRun reports whether errorType, a dial-back invocation's error, says
+// the request its event carried never reached the app: ferry's bootstrap
+// failed its init (the invocation never read its event) or could not read
+// the event, or Lambda could not start the runtime at all.
+func NotRun(errorType string) bool {
+	switch errorType {
+	case "Ferry.InvalidConfig", "Ferry.NoBackgroundAPI", "Ferry.NoApp", "Ferry.AppStartFailed", "Ferry.BadPayload",
+		"Runtime.InvalidEntrypoint":
+		return true
+	}
+	return false
 }
 
 // CPULinePrefix begins the line the bootstrap writes to the function's log

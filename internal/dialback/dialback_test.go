@@ -1,6 +1,7 @@
 package dialback
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,9 @@ func TestParse(t *testing.T) {
 		"negative linger_us": {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","linger_us":-1}}`, true, true},
 		"huge linger_us":     {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","linger_us":3600000001}}`, true, true},
 		"huge concurrency":   {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","max_concurrency":100000}}`, true, true},
+		"first not an event": {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","first":"GET /"}}`, true, true},
+		"first null":         {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","first":null}}`, true, false},
+		"first":              {`{"ferry":{"v":1,"router":"a:1","token":"t","pin":"` + good.Pin + `","first":{"version":"2.0"}}}`, true, false},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -37,7 +41,7 @@ func TestParse(t *testing.T) {
 			if ok != tc.wantOK || (err != nil) != tc.wantErr {
 				t.Fatalf("Parse = %+v, %v, %v; want ok=%v err=%v", p, ok, err, tc.wantOK, tc.wantErr)
 			}
-			if name == "dial-back" && p != (Payload{V: 1, Router: good.Router, Token: "t", Pin: good.Pin, Function: "app", MaxConcurrency: 8, LingerMs: 2}) {
+			if name == "dial-back" && !reflect.DeepEqual(p, Payload{V: 1, Router: good.Router, Token: "t", Pin: good.Pin, Function: "app", MaxConcurrency: 8, LingerMs: 2}) {
 				t.Errorf("Parse = %+v, want the marshalled payload", p)
 			}
 		})

@@ -35,6 +35,11 @@ type Hello struct {
 	// (HeaderLoadStream), and its SETTINGS_MAX_CONCURRENT_STREAMS counts
 	// one stream for it beyond MaxConcurrency.
 	LoadStream bool `json:"load_stream,omitempty"`
+	// Carried says the instance took the request its dial-back event
+	// carried and is running it: the router claims its response on a
+	// stream (HeaderClaim) instead of sending it. A bootstrap that
+	// predates carrying never says so, and gets the request as a stream.
+	Carried bool `json:"carried,omitempty"`
 }
 
 // Validate reports the first field of h that cannot be accepted.

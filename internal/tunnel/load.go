@@ -32,6 +32,11 @@ const (
 	// (its value, "101"): the response's headers are the app's 101's, and
 	// its body the app's bytes.
 	HeaderUpgradeStatus = "Ferry-Upgrade-Status"
+	// HeaderClaim marks the stream the router opens at join for the
+	// request its invocation carried (the dial-back event's first, which
+	// the app has been running since the invocation began): the bootstrap
+	// answers it with that request's response, never the app.
+	HeaderClaim = "Ferry-Claim"
 	// HeaderPrefix starts every protocol header.
 	HeaderPrefix = "Ferry-"
 )

@@ -50,6 +50,7 @@ const (
 	EnvBodyTimeout     = "FERRY_ROUTER_BODY_TIMEOUT"
 	EnvWebSocketIdle   = "FERRY_ROUTER_WEBSOCKET_IDLE_TIMEOUT"
 	EnvPlain           = "FERRY_ROUTER_PLAIN"
+	EnvCarry           = "FERRY_ROUTER_CARRY"
 	EnvRoutesParameter = "FERRY_ROUTER_ROUTES_PARAMETER"
 	EnvRoutesPoll      = "FERRY_ROUTER_ROUTES_POLL"
 	EnvPeers           = "FERRY_ROUTER_PEERS"
@@ -63,7 +64,7 @@ const (
 var Names = []string{EnvListen, EnvTunnelListen, EnvAdminListen, EnvAdvertise, EnvRoutes, EnvConfigFile,
 	EnvMaxConcurrency, EnvIdleLinger, EnvPolicy, EnvQueueLimit, EnvQueueTimeout, EnvLaunchTimeout, EnvMaxInstances,
 	EnvMaxHeaderBytes, EnvMaxBodyBytes, EnvTLSCert, EnvTLSKey, EnvTokenSecret, EnvMetricsInterval,
-	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout, EnvWebSocketIdle, EnvPlain,
+	EnvMetrics, EnvPprof, EnvShutdownTimeout, EnvLogLevel, EnvTrustedProxies, EnvBodyTimeout, EnvWebSocketIdle, EnvPlain, EnvCarry,
 	EnvRoutesParameter, EnvRoutesPoll, EnvPeers, EnvPeerListen, EnvPeerAdvertise, EnvOwnerConc, EnvUnreadyAfter}
 
 // Route maps requests to a function, with that function's pool options.
@@ -141,6 +142,10 @@ type Config struct {
 	// Lambda costs there. FERRY_ROUTER_PLAIN=off keeps every request on
 	// tunnels.
 	Plain bool
+	// Carry puts the request an invocation is launched for in its event,
+	// for the app to start as the invocation begins (pool.Launch.First).
+	// FERRY_ROUTER_CARRY=off sends it on the tunnel once it is up.
+	Carry bool
 	// TrustedProxies are the load balancers in front of the router: a
 	// request from one keeps its X-Forwarded-For (the router appends the
 	// balancer) and its X-Forwarded-Proto and -Host. Anyone else's are
@@ -204,7 +209,7 @@ func (c Config) Ring() bool { return len(c.Peers) > 0 || c.CloudMap != nil }
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		Listen: fmt.Sprintf(":%d", IngressPort), TunnelListen: fmt.Sprintf(":%d", TunnelPort), AdminListen: fmt.Sprintf("127.0.0.1:%d", AdminPort),
-		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Plain: true, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
+		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Plain: true, Carry: true, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
 		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second, RoutesPoll: 2 * time.Second,
 		WebSocketIdle: 5 * time.Minute, PeerListen: fmt.Sprintf(":%d", PeerPort), OwnerConcurrency: 256,
@@ -254,6 +259,13 @@ func Load(getenv func(string) string) (Config, error) {
 		c.Plain = false
 	default:
 		fail(EnvPlain, v, "want auto or off")
+	}
+	switch v := getenv(EnvCarry); v {
+	case "", "on":
+	case "off":
+		c.Carry = false
+	default:
+		fail(EnvCarry, v, "want on or off")
 	}
 	if v := getenv(EnvPolicy); v != "" {
 		c.Policy = pool.Policy(v)

@@ -122,6 +122,7 @@ func (i *Invoker) Prepare(l pool.Launch) (string, func(context.Context) error, e
 	}
 	payload, err := dialback.Marshal(dialback.Payload{
 		Router: i.router, Token: tok, Pin: i.pin, Function: function, MaxConcurrency: l.MaxConcurrency, Warm: l.Warm,
+		First: l.First,
 	}.WithLinger(l.Linger))
 	if err != nil {
 		return "", nil, err
@@ -222,7 +223,8 @@ func outcome(function string, out *lambda.InvokeOutput) Result {
 		if class == "" {
 			class = aws.ToString(out.FunctionError)
 		}
-		r.Err = &Error{Class: class, Started: true, Err: fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), msg)}
+		r.Err = &Error{Class: class, Started: true, Unread: dialback.NotRun(class),
+			Err: fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), msg)}
 	}
 	return r
 }
@@ -269,13 +271,22 @@ func errorMessage(payload []byte) (class, msg string) {
 type Error struct {
 	Class string
 	Err   error
-	// Started, for a plain invocation, says the request may have reached
-	// the app: it must not be sent again.
+	// Started, for a plain invocation or one that carried a request,
+	// says the request may have reached the app: it must not be sent
+	// again.
 	Started bool
+	// Unread: the function ran, but failed before it read the event (its
+	// init failed, say): a request a dial-back event carried never
+	// reached the app.
+	Unread bool
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
+
+// NotStarted reports that Lambda said the function did not run: a request
+// the invocation carried never reached the app.
+func (e *Error) NotStarted() bool { return !e.Started || e.Unread }
 
 // FailureClass returns Class (pool.Launcher's errors may have one).
 func (e *Error) FailureClass() string { return e.Class }

@@ -47,6 +47,22 @@ func (p *Pool) Add(conn Conn) {
 	}
 	p.instances = append(p.instances, inst)
 	p.placeLocked(inst)
+	if w := p.carried[conn.Claims().ID]; w != nil {
+		delete(p.carried, conn.Claims().ID)
+		w.launch = ""
+		if conn.Hello().Carried {
+			// It runs the request already: the lease claims the response.
+			w.claim = true
+			p.addInFlightLocked(inst, 1)
+			inst.served++
+			w.ch <- inst
+		} else {
+			// A bootstrap that does not carry: the request goes first,
+			// as a stream.
+			w.event = nil
+			p.waiters = append([]*waiter{w}, p.waiters...)
+		}
+	}
 	p.dispatchLocked()
 	surplus := inst.inflight == 0 && len(p.waiters) == 0 && !inst.warm
 	warm := inst.warm

@@ -17,6 +17,10 @@ type Launch struct {
 	// Warm asks the instance to stay until its deadline's drain, idle or
 	// not: it is one of the function's minimum (Config.MinInstances).
 	Warm bool
+	// First, if not nil, is the request the invocation is launched for,
+	// as an HTTP event: the app starts it as the invocation begins, and
+	// its response is claimed on a stream once the tunnel is up.
+	First []byte
 }
 
 // Launcher starts invocations that dial back.
@@ -87,7 +91,8 @@ func (p *Pool) launchLocked() {
 	// Requests take the pending launches first, each covering what its
 	// CPU covers; sockets the launches left, each filling every slot an
 	// instance takes.
-	requests, cover := len(p.waiters)-sockets, p.launchCoverLocked()
+	// A carried request takes its launch's first slot.
+	requests, cover := len(p.waiters)-sockets+len(p.carried), p.launchCoverLocked()
 	need := LaunchesNeeded(requests, pending, cover)
 	left := max(pending-(requests+cover-1)/cover, 0)
 	need += LaunchesNeeded(sockets, left, p.slotsLocked())
@@ -112,17 +117,55 @@ func (p *Pool) startLaunchesLocked(n int) {
 	if n <= 0 {
 		return
 	}
-	p.prepareLocked(n, Launch{Function: p.cfg.Function, MaxConcurrency: p.cfg.MaxConcurrency, Linger: p.linger.choose()})
+	l := Launch{Function: p.cfg.Function, MaxConcurrency: p.cfg.MaxConcurrency, Linger: p.linger.choose()}
+	for ; n > 0; n-- {
+		w := p.carriableLocked()
+		if w == nil {
+			break
+		}
+		first, err := w.event()
+		if err != nil {
+			w.event = nil // travels as a stream
+			p.log.Warn("a request could not be encoded for its launch to carry", "err", err)
+			n++
+			continue
+		}
+		l.First = first
+		id, ok := p.prepareLocked(1, l)
+		if !ok {
+			return
+		}
+		w.launch = id
+		p.carried[id] = w
+		p.removeWaiterLocked(w)
+		p.stats.Carried++
+	}
+	l.First = nil
+	p.prepareLocked(n, l)
+}
+
+// carriableLocked returns the oldest waiting request a launch can carry,
+// or nil.
+func (p *Pool) carriableLocked() *waiter {
+	for _, w := range p.waiters {
+		if w.event != nil && !w.socket {
+			return w
+		}
+	}
+	return nil
 }
 
 // prepareLocked starts n invocations of l (after the failure backoff, if
 // launches are failing).
-func (p *Pool) prepareLocked(n int, l Launch) {
+// It returns the last one's id, and false if one could not be prepared.
+func (p *Pool) prepareLocked(n int, l Launch) (id string, ok bool) {
 	for range n {
-		id, run, err := p.cfg.Launcher.Prepare(l)
+		var run func(context.Context) error
+		var err error
+		id, run, err = p.cfg.Launcher.Prepare(l)
 		if err != nil {
 			p.log.Error("preparing invocation", "err", err)
-			return
+			return "", false
 		}
 		p.launches[id] = time.Now()
 		if l.Warm {
@@ -131,6 +174,7 @@ func (p *Pool) prepareLocked(n int, l Launch) {
 		p.stats.Launches++
 		go p.run(id, run, p.failureDelayLocked())
 	}
+	return id, true
 }
 
 // failureDelayLocked backs off launches after consecutive failures, so a
@@ -198,6 +242,10 @@ func (p *Pool) launchEnded(id string, err error) {
 	delete(p.launches, id)
 	delete(p.warm.pending, id)
 	delete(p.warm.asked, id)
+	if w := p.carried[id]; w != nil {
+		delete(p.carried, id)
+		p.carriedLostLocked(w, err)
+	}
 	p.failures++
 	p.stats.LaunchFailures++
 	class := failureClass(err)
@@ -234,6 +282,36 @@ func (p *Pool) launchEnded(id string, err error) {
 	}
 	clear(p.waiters)
 	p.waiters = p.waiters[:0]
+}
+
+// CarriedLostError is Acquire's answer for a request whose invocation
+// carried it and ended without a tunnel to claim its response on: the app
+// may have run it, so it is not sent again.
+type CarriedLostError struct {
+	Class string // the invocation's failure class
+	Err   error
+}
+
+func (e *CarriedLostError) Error() string {
+	return fmt.Sprintf("the invocation carrying the request ended without its tunnel (%s): %v", e.Class, e.Err)
+}
+func (e *CarriedLostError) Unwrap() error { return e.Err }
+
+// carriedLostLocked settles w, whose launch ended without its tunnel: back
+// to the head of the queue if Lambda said the invocation never ran, else
+// failed.
+func (p *Pool) carriedLostLocked(w *waiter, err error) {
+	w.launch = ""
+	var ns interface{ NotStarted() bool }
+	if errors.As(err, &ns) && ns.NotStarted() && !p.closed {
+		p.waiters = append([]*waiter{w}, p.waiters...)
+		return
+	}
+	if err == nil {
+		err = errors.New("the invocation ended without dialling back")
+	}
+	w.err = &CarriedLostError{Class: failureClass(err), Err: err}
+	close(w.ch)
 }
 
 // Ended learns from a tunnel invocation that ended: what it billed, its

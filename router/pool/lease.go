@@ -15,8 +15,15 @@ type Lease struct {
 	inst     *instance // nil for a plain invocation
 	answered bool
 	unsafe   bool
+	claim    bool
 	once     sync.Once
 }
+
+// Claim reports that the instance runs the request already: its
+// invocation carried it (Launch.First). The stream sent on the lease
+// claims the response (tunnel.HeaderClaim) and must never be sent again
+// elsewhere: the app has the request.
+func (l *Lease) Claim() bool { return l.claim }
 
 // Conn returns the leased instance's tunnel; nil when Plain.
 func (l *Lease) Conn() Conn {

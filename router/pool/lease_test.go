@@ -20,7 +20,8 @@ import (
 type fakeConn struct {
 	id       string
 	limit    int
-	fits     int // what its hello says fit at once: 0, nothing learnt
+	fits     int  // what its hello says fit at once: 0, nothing learnt
+	carried  bool // its hello says it runs the request its launch carried
 	deadline time.Time
 
 	mu       sync.Mutex
@@ -36,8 +37,10 @@ func newFakeConn(id string, limit int) *fakeConn {
 func (c *fakeConn) RoundTrip(*http.Request) (*http.Response, error) {
 	return nil, errors.New("fakeConn carries no streams")
 }
-func (c *fakeConn) Claims() tunnel.Claims                 { return tunnel.Claims{ID: c.id, Function: "f"} }
-func (c *fakeConn) Hello() tunnel.Hello                   { return tunnel.Hello{RequestID: "req-" + c.id, Fits: c.fits} }
+func (c *fakeConn) Claims() tunnel.Claims { return tunnel.Claims{ID: c.id, Function: "f"} }
+func (c *fakeConn) Hello() tunnel.Hello {
+	return tunnel.Hello{RequestID: "req-" + c.id, Fits: c.fits, Carried: c.carried}
+}
 func (c *fakeConn) Handshake() (time.Time, time.Duration) { return time.Now(), 0 }
 func (c *fakeConn) Limit() int                            { return c.limit }
 func (c *fakeConn) Deadline() time.Time                   { return c.deadline }

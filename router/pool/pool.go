@@ -76,7 +76,10 @@ type Pool struct {
 	byLoad   [][]*instance        // guarded by mu
 	launches map[string]time.Time // guarded by mu; ids prepared whose tunnel has not arrived, and when
 	waiters  []*waiter            // guarded by mu; FIFO
-	failures int                  // guarded by mu; consecutive launches that brought no tunnel
+	// carried holds the requests pending launches carry, by launch id:
+	// out of waiters, each bound to its launch's instance.
+	carried  map[string]*waiter // guarded by mu
+	failures int                // guarded by mu; consecutive launches that brought no tunnel
 	// failing is the class of the last launch failure once FailingThreshold
 	// launches in a row have failed; "" while launches work.
 	failing string // guarded by mu
@@ -147,6 +150,14 @@ type waiter struct {
 	socket  bool           // a long-lived connection: needs a slot only
 	ch      chan *instance // buffered 1; receives the assigned instance
 	err     error          // set before ch is closed without an instance
+	// event, if not nil, encodes the request as an HTTP event, for a
+	// launch to carry (Launch.First).
+	event func() ([]byte, error)
+	// launch is the id of the launch carrying the request, or "".
+	launch string
+	// claim: the instance ch gives runs the request already (it came in
+	// its invocation's event): the lease claims its response.
+	claim bool
 }
 
 // Stats are counters since the pool was made.
@@ -159,6 +170,9 @@ type Stats struct {
 	Surplus int64 `json:"surplus"`
 	// Plain counts requests sent as plain invocations.
 	Plain int64 `json:"plain"`
+	// Carried counts requests that rode in the event of the invocation
+	// launched for them.
+	Carried int64 `json:"carried"`
 }
 
 // New returns an empty pool.
@@ -196,7 +210,7 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]time.Time{},
+	return &Pool{cfg: cfg, log: cfg.Logger.With("function", cfg.Function), launches: map[string]time.Time{}, carried: map[string]*waiter{},
 		cover: float64(cfg.MaxConcurrency), linger: newLingerModel(cfg.MaxLinger), warm: warmState{pending: map[string]bool{}, asked: map[string]bool{}}}, nil
 }
 
@@ -208,17 +222,26 @@ func New(cfg Config) (*Pool, error) {
 // when no live instance can take it and the function's tunnel invocations
 // are not being shared, the lease returned is Plain.
 func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, error) {
-	return p.acquire(ctx, avoid, plain, false)
+	return p.acquire(ctx, avoid, plain, false, nil)
+}
+
+// AcquireCarriable is Acquire for a request that can travel in an invoke
+// payload, as event encodes it (a Function URL event): an invocation
+// launched for it carries it, so that the app starts it as the invocation
+// begins (Launch.First), and then its lease is a Claim. plain is as for
+// Acquire.
+func (p *Pool) AcquireCarriable(ctx context.Context, avoid *Lease, plain bool, event func() ([]byte, error)) (*Lease, error) {
+	return p.acquire(ctx, avoid, plain, false, event)
 }
 
 // AcquireSocket is Acquire for a long-lived connection (a WebSocket): it
 // holds a slot for as long as it lives, and asks nothing of the CPU the
 // instance has room for, only a free slot.
 func (p *Pool) AcquireSocket(ctx context.Context, avoid *Lease) (*Lease, error) {
-	return p.acquire(ctx, avoid, false, true)
+	return p.acquire(ctx, avoid, false, true, nil)
 }
 
-func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool) (*Lease, error) {
+func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool, event func() ([]byte, error)) (*Lease, error) {
 	var exclude *instance
 	if avoid != nil && avoid.inst != nil {
 		exclude = avoid.inst
@@ -264,7 +287,7 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool) (*
 		p.mu.Unlock()
 		return nil, ErrQueueFull
 	}
-	w := &waiter{exclude: exclude, socket: socket, ch: make(chan *instance, 1)}
+	w := &waiter{exclude: exclude, socket: socket, ch: make(chan *instance, 1), event: event}
 	p.waiters = append(p.waiters, w)
 	p.launchLocked()
 	p.mu.Unlock()
@@ -274,7 +297,7 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool) (*
 		if !ok {
 			return nil, w.err
 		}
-		return &Lease{p: p, inst: inst}, nil
+		return &Lease{p: p, inst: inst, claim: w.claim}, nil
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
@@ -289,6 +312,12 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool) (*
 			return nil, w.err
 		}
 	default:
+		if w.launch != "" {
+			// Its invocation runs it regardless; the instance that
+			// comes finds nobody to claim it, and is not held for it.
+			delete(p.carried, w.launch)
+			break
+		}
 		p.removeWaiterLocked(w)
 	}
 	if p.closed {
@@ -305,7 +334,7 @@ func (p *Pool) plainLocked() bool {
 	if !p.cfg.Plain {
 		return false
 	}
-	if LaunchesNeeded(len(p.waiters)+1, len(p.launches), p.launchCoverLocked()) == 0 {
+	if LaunchesNeeded(len(p.waiters)+len(p.carried)+1, len(p.launches), p.launchCoverLocked()) == 0 {
 		return false
 	}
 	if len(p.instances)+len(p.launches)+p.plain >= p.cfg.MaxInstances {
@@ -440,6 +469,10 @@ func (p *Pool) Close(ctx context.Context) {
 	insts := append([]*instance(nil), p.instances...)
 	waiters := p.waiters
 	p.waiters = nil
+	for id, w := range p.carried {
+		waiters = append(waiters, w)
+		delete(p.carried, id)
+	}
 	p.mu.Unlock()
 	for _, w := range waiters {
 		w.err = ErrClosed

@@ -74,6 +74,9 @@ type Config struct {
 	// it send requests no live instance can take as plain invocations
 	// when tunnels are not being shared (pool.Config.Plain).
 	Plain func(ctx context.Context, function string, event []byte) ([]byte, error)
+	// Carry puts a request that can travel in an invoke payload in the
+	// event of an invocation launched for it (pool.AcquireCarriable).
+	Carry bool
 	// WebSocketIdle closes a WebSocket with no byte either way for this
 	// long. If zero, DefaultWebSocketIdle.
 	WebSocketIdle time.Duration
@@ -250,6 +253,7 @@ type reqState struct {
 	appEnd   time.Time     // when its response body ended
 	attempts int           // streams opened or plain invocations made
 	plain    bool          // answered by a plain invocation
+	carried  bool          // rode in the event of the invocation launched for it
 	fromPeer bool          // forwarded here by another replica
 	peer     string        // the replica this one forwarded it to, if any
 }
@@ -352,7 +356,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if h.log.Enabled(r.Context(), slog.LevelDebug) {
 			// Where a slow request's time went, for make bench -logs.
 			h.log.Debug("request", "function", route.Function, "status", status, "took_us", took.Microseconds(),
-				"queue_us", st.queue.Microseconds(), "app_us", app.Microseconds(), "attempts", st.attempts, "plain", st.plain,
+				"queue_us", st.queue.Microseconds(), "app_us", app.Microseconds(), "attempts", st.attempts, "plain", st.plain, "carried", st.carried,
 				"peer", st.peer, "from_peer", st.fromPeer)
 		}
 		if p != nil {
@@ -480,6 +484,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	var mbe *http.MaxBytesError
 	var started *startedError
 	var failing *pool.FailingError
+	var lost *pool.CarriedLostError
 	switch {
 	case st != nil && (st.slowBody.Load() || st.bodyLate()):
 		// The client's fault, not the instance's: no 5xx, no warning.
@@ -509,6 +514,9 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		http.Error(w, fmt.Sprintf("ferry: no instance of function %s could take this request within %v (%v)", fn, h.cfg.QueueTimeout, err), http.StatusServiceUnavailable)
 	case errors.Is(err, pool.ErrClosed):
 		http.Error(w, "ferry: the router is shutting down", http.StatusServiceUnavailable)
+	case errors.As(err, &lost):
+		h.warns.Warn(h.log, "invocation carrying a request failed", "function", fn, "path", r.URL.Path, "err", err)
+		http.Error(w, fmt.Sprintf("ferry: the function instance failed after the request reached it; it was not retried (%s)", lost.Class), http.StatusBadGateway)
 	case errors.As(err, &started):
 		// What happened, not the error's text (addresses, stream ids, the
 		// function's own messages): the log has that.
@@ -543,11 +551,19 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		}
 	}
-	canPlain := t.h.cfg.Plain != nil && plainEligible(req, body)
+	eligible := plainEligible(req, body)
+	canPlain := t.h.cfg.Plain != nil && eligible
+	// A request that can travel in an invoke payload rides in the event
+	// of an invocation launched for it: the app starts it as the
+	// invocation begins, not once the tunnel is up and a stream comes.
+	var event func() ([]byte, error)
+	if eligible && t.h.cfg.Carry {
+		event = func() ([]byte, error) { return plainEvent(req, body.buf, req.RemoteAddr) }
+	}
 	var avoid *pool.Lease
 	for attempt := 1; ; attempt++ {
 		waitStart := time.Now()
-		lease, err := p.Acquire(qctx, avoid, canPlain)
+		lease, err := p.AcquireCarriable(qctx, avoid, canPlain, event)
 		st.queue += time.Since(waitStart)
 		if err != nil {
 			return nil, err
@@ -558,19 +574,32 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return t.plain(req, body.buf, st, lease)
 		}
 		out := req.Clone(req.Context())
-		out.Body = body.attempt()
-		if out.Body == nil {
-			out.ContentLength = 0
-		}
-		if attempt >= t.h.cfg.MaxAttempts || body.streams() {
-			// Nowhere else to send it: the instance takes it even if
-			// it would rather not for CPU.
-			out.Header.Set(tunnel.HeaderLastTry, "1")
+		switch {
+		case lease.Claim():
+			// The app has the request already: the stream asks for
+			// its response.
+			st.carried = true
+			out.Body, out.ContentLength = nil, 0
+			out.Header.Set(tunnel.HeaderClaim, "1")
+		default:
+			out.Body = body.attempt()
+			if out.Body == nil {
+				out.ContentLength = 0
+			}
+			if attempt >= t.h.cfg.MaxAttempts || body.streams() {
+				// Nowhere else to send it: the instance takes it even if
+				// it would rather not for CPU.
+				out.Header.Set(tunnel.HeaderLastTry, "1")
+			}
 		}
 		st.appStart = time.Now()
 		resp, err := lease.Conn().RoundTrip(out)
 		if err != nil {
 			lease.Release()
+			if lease.Claim() {
+				// Whatever the stream's fate, the app had the request.
+				return nil, &startedError{err: fmt.Errorf("claiming the carried request's response: %w", err)}
+			}
 			if tunnel.Unprocessed(err) && body.replayable() && attempt < t.h.cfg.MaxAttempts {
 				avoid = lease
 				continue

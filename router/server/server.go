@@ -151,7 +151,7 @@ func New(cfg config.Config, api invoke.API, log *slog.Logger, peers ring.Source,
 		Routes: routes, Pools: pools, QueueTimeout: cfg.QueueTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxHeaderBytes: cfg.MaxHeaderBytes, TrustedProxies: cfg.TrustedProxies, BodyTimeout: cfg.BodyTimeout,
 		WebSocketIdle: cfg.WebSocketIdle, Ring: r.ring, Peers: r.peers,
-		Plain: inv.Plain, Metrics: r.metrics, Logger: log,
+		Plain: inv.Plain, Carry: cfg.Carry, Metrics: r.metrics, Logger: log,
 	})
 	if err != nil {
 		return nil, err

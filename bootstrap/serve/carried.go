@@ -1,0 +1,300 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferryrun/ferry/bootstrap/admit"
+)
+
+// carriedBuffer is how much of a carried request's response is kept
+// before its claim arrives; past it the app's writes wait for the claim.
+const carriedBuffer = 1 << 20
+
+// claimWait bounds how long a carried request's response waits for the
+// router's claim once the tunnel is up: past it, a router that never
+// claims cannot keep the invocation (billed) alive.
+const claimWait = firstStreamGrace
+
+// carried is the request a dial-back event brought (dialback.Payload.First):
+// the app runs it from the moment the invocation begins, while the tunnel
+// is dialled, and its response waits here for the stream on which the
+// router claims it (tunnel.HeaderClaim). It is the ResponseWriter the app
+// writes to.
+type carried struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	header http.Header // the app's, until it writes the status
+	sent   http.Header // guarded by mu; the header as the status froze it
+	status int         // guarded by mu; 0 until the app writes it
+	buf    bytes.Buffer
+	// done: the app's handler returned; aborted: it broke off (the claim
+	// resets the stream); claimed: a claim has taken it; gone: nobody
+	// will read it any more (the claim left, or it was given up).
+	done, aborted, claimed, gone bool
+	// cancel ends the request's context once its response is given up.
+	cancel context.CancelFunc
+}
+
+func newCarried() *carried {
+	c := &carried{header: http.Header{}}
+	c.cond.L = &c.mu
+	return c
+}
+
+func (c *carried) Header() http.Header { return c.header }
+
+func (c *carried) WriteHeader(code int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.status != 0 || code < 200 {
+		return // informational answers are not carried
+	}
+	c.status, c.sent = code, c.header.Clone()
+	c.cond.Broadcast()
+}
+
+func (c *carried) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.status == 0 {
+		c.mu.Unlock()
+		c.WriteHeader(http.StatusOK)
+		c.mu.Lock()
+	}
+	defer c.mu.Unlock()
+	for c.buf.Len() >= carriedBuffer && !c.gone {
+		c.cond.Wait()
+	}
+	if c.gone {
+		return 0, http.ErrHandlerTimeout
+	}
+	c.buf.Write(p)
+	c.cond.Broadcast()
+	return len(p), nil
+}
+
+// Flush lets a handler that flushes stream to the claim once it comes.
+func (c *carried) Flush() {}
+
+// finish records that the app's handler returned, broken off if aborted.
+func (c *carried) finish(aborted bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.status == 0 && !aborted {
+		c.status, c.sent = http.StatusOK, c.header.Clone()
+	}
+	c.done, c.aborted = true, aborted
+	c.cond.Broadcast()
+}
+
+// take marks c claimed; false if a claim took it already or it was given
+// up.
+func (c *carried) take() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.claimed || c.gone {
+		return false
+	}
+	c.claimed = true
+	return true
+}
+
+// unclaimed reports whether c's response still waits for a claim.
+func (c *carried) unclaimed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.claimed && !c.gone
+}
+
+// giveUp drops c's response: its writes fail from now on. It reports
+// whether c was still unclaimed.
+func (c *carried) giveUp() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	was := !c.claimed && !c.gone
+	c.gone = true
+	c.buf.Reset()
+	c.cond.Broadcast()
+	if c.cancel != nil {
+		c.cancel()
+	}
+	return was
+}
+
+// wait blocks until the app's handler has returned or ctx ends.
+func (c *carried) wait(ctx context.Context) bool {
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.done && ctx.Err() == nil {
+		c.cond.Wait()
+	}
+	return c.done
+}
+
+// relay writes c's response to w as the app makes it: the status and
+// header once the app has written them, then the body, flushed as it
+// comes, then the trailers. It returns when the response is whole, or
+// false if the router left first (ctx) or the app broke off.
+func (c *carried) relay(ctx context.Context, w http.ResponseWriter) bool {
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer stop()
+	ctl := http.NewResponseController(w)
+	c.mu.Lock()
+	for c.status == 0 && !c.done && ctx.Err() == nil {
+		c.cond.Wait()
+	}
+	if ctx.Err() != nil || c.status == 0 {
+		c.mu.Unlock()
+		return false
+	}
+	for k, vs := range c.sent {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(c.status)
+	var chunk []byte
+	for {
+		for c.buf.Len() == 0 && !c.done && ctx.Err() == nil {
+			c.cond.Wait()
+		}
+		if ctx.Err() != nil {
+			c.mu.Unlock()
+			return false
+		}
+		if c.buf.Len() == 0 { // done, and all of it sent
+			break
+		}
+		chunk = append(chunk[:0], c.buf.Bytes()...)
+		c.buf.Reset()
+		c.cond.Broadcast() // a writer waiting for room may go on
+		c.mu.Unlock()
+		if _, err := w.Write(chunk); err != nil {
+			return false
+		}
+		ctl.Flush()
+		c.mu.Lock()
+	}
+	aborted := c.aborted
+	trailers := carriedTrailers(c.sent, c.header)
+	c.mu.Unlock()
+	if aborted {
+		return false
+	}
+	for k, vs := range trailers {
+		w.Header()[k] = vs
+	}
+	return true
+}
+
+// carriedTrailers returns the trailers the app set, as header keys the
+// tunnel's writer sends after the body: the ones it declared in sent's
+// Trailer, and the ones it set with http.TrailerPrefix.
+func carriedTrailers(sent, final http.Header) http.Header {
+	t := http.Header{}
+	for _, v := range sent.Values("Trailer") {
+		for n := range strings.SplitSeq(v, ",") {
+			if n = http.CanonicalHeaderKey(strings.TrimSpace(n)); n != "" && final[n] != nil {
+				t[n] = final[n]
+			}
+		}
+	}
+	for k, vs := range final {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			t[k] = vs
+		}
+	}
+	stripProtocol(t)
+	return t
+}
+
+// carry starts req, the request the dial-back event carried, in the app:
+// in flight from now, admitted whatever the CPU (it is the invocation's
+// first), its response kept for the claim.
+func (s *streams) carry(req *http.Request) {
+	c := newCarried()
+	ctx, cancel := context.WithCancel(req.Context())
+	req, c.cancel = req.WithContext(ctx), cancel
+	s.mu.Lock()
+	s.carried = c
+	s.mu.Unlock()
+	var ticket *admit.Ticket
+	if s.adm != nil {
+		ticket = s.adm.Take(admit.KindOf(req))
+	}
+	s.begin()
+	go func() {
+		defer s.done()
+		w := &loadWriter{ResponseWriter: c, s: s, ticket: ticket}
+		p := serveRecovering(s.next, w, req)
+		if ticket != nil {
+			ticket.Done()
+		}
+		if p != nil && !w.wroteHeader && p.value != http.ErrAbortHandler {
+			// The handler itself failed before answering: answer as an
+			// http.Server would.
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusInternalServerError)
+			p = nil
+		}
+		c.finish(p != nil)
+		cancel() // as net/http does once a handler returns
+	}()
+}
+
+// claim answers the router's claim stream with the carried request's
+// response. A claim with nothing to claim (the bootstrap carried nothing,
+// or a claim took it already) is a protocol error: answered 502, never
+// passed to the app.
+func (s *streams) claim(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	c := s.carried
+	s.mu.Unlock()
+	if c == nil || !c.take() {
+		http.Error(w, "ferry: no carried request to claim", http.StatusBadGateway)
+		return
+	}
+	defer s.poke() // the instance may be idle now
+	if !c.relay(r.Context(), w) {
+		c.giveUp()
+		// Reset the stream: a response cut short must not pass for whole.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// awaitingClaim reports whether a carried response waits for its claim;
+// one that waited past claimWait since the tunnel came up is given up.
+func (s *streams) awaitingClaim(up time.Time) bool {
+	s.mu.Lock()
+	c := s.carried
+	s.mu.Unlock()
+	if c == nil || !c.unclaimed() {
+		return false
+	}
+	if time.Since(up) < claimWait {
+		return true
+	}
+	if c.giveUp() {
+		s.log.Warn("the router never claimed the carried request's response: dropped", "waited", time.Since(up).Round(time.Millisecond))
+	}
+	return false
+}
+
+// carriedRequest returns the carried request, or nil.
+func (s *streams) carriedRequest() *carried {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.carried
+}
