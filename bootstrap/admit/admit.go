@@ -389,6 +389,48 @@ func (a *Admitter) Hint(except *Ticket, most int) (utilization float64, fits boo
 	return utilization, fits, room
 }
 
+// RoomIn is how long from now until a request of the function's usual
+// kind is expected to fit beside the requests in flight (less except):
+// the CPU they have left to use beyond a little, on the vCPUs (no faster
+// than one vCPU each). 0 when nothing has been learnt, or when what they
+// have left cannot say why there is no room (they wait, or have run past
+// their kind). Call it after Hint, which settles the counter.
+func (a *Admitter) RoomIn(except *Ticket) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fn.n == 0 {
+		return 0
+	}
+	var sum, most float64
+	for _, m := range a.flightLocked(except) {
+		left := max(m.left-m.floor, 0)
+		sum += left
+		most = max(most, left)
+	}
+	if sum <= 0 {
+		return 0
+	}
+	k := a.cfg.CPUs
+	return min(time.Duration(max(sum/k, most/min(k, 1))), maxAhead)
+}
+
+// maxAhead bounds RoomIn and Ahead, below what a hint or a hello may say
+// (15 minutes, Lambda's longest invocation).
+const maxAhead = 10 * time.Minute
+
+// Ahead is how long a request of kind k, started alone now, is expected
+// to compute before its CPU is behind it but for a little (as RoomIn
+// judges): 0 when the kind is not learnt.
+func (a *Admitter) Ahead(k Kind) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	est, learnt := a.estimateLocked(k)
+	if !learnt {
+		return 0
+	}
+	return min(time.Duration(est.cpu*0.9/min(a.cfg.CPUs, 1)), maxAhead)
+}
+
 // roomLocked is how many requests of the function's average cost fit
 // beside base, up to most. Fitting is monotone in their number: the
 // largest that fits, by bisection.

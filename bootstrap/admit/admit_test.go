@@ -515,3 +515,44 @@ func TestWaitingRequestsLeaveTheCPUFree(t *testing.T) {
 		})
 	}
 }
+
+// TestRoomIn: an instance with no room says when it expects some: the CPU
+// its requests have left (beyond a tenth of their kind's), on its vCPU;
+// nothing once their CPU is behind them, or before anything is learnt.
+func TestRoomIn(t *testing.T) {
+	ms := time.Millisecond
+	c := &clock{}
+	a := newAdmitter(c, 0.25)
+	if a.Take(seed); a.RoomIn(nil) != 0 {
+		t.Errorf("RoomIn = %v with nothing learnt; want 0", a.RoomIn(nil))
+	}
+	c = &clock{}
+	a = newAdmitter(c, 0.25)
+	teach(a, c, seed, 20*ms, 200*ms, 3)
+	if got, want := a.Ahead(seed), 72*ms; got < want-ms || got > want+ms {
+		t.Errorf("Ahead(seed) = %v; want about %v", got, want)
+	}
+	if got := a.Ahead(fresh); got != 0 {
+		t.Errorf("Ahead of a kind not learnt = %v; want 0", got)
+	}
+	t1 := a.Take(seed)
+	a.Hint(nil, 8)
+	if got, want := a.RoomIn(nil), 72*ms; got < want-ms || got > want+ms { // (20 - 2) ms / 0.25
+		t.Errorf("RoomIn = %v beside a fresh request; want about %v", got, want)
+	}
+	c.cpu += 20 * ms
+	c.now = c.now.Add(80 * ms)
+	a.Hint(nil, 8)
+	if got := a.RoomIn(nil); got != 0 {
+		t.Errorf("RoomIn = %v once its CPU is behind it; want 0", got)
+	}
+	if got := a.RoomIn(t1); got != 0 {
+		t.Errorf("RoomIn = %v leaving out the only request; want 0", got)
+	}
+	a.Take(seed)
+	a.Take(seed)
+	a.Hint(nil, 8)
+	if got, want := a.RoomIn(nil), 144*ms; got < want-ms || got > want+ms { // two fresh ones, 18 ms each
+		t.Errorf("RoomIn = %v beside two fresh requests; want about %v", got, want)
+	}
+}

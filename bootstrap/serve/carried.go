@@ -3,7 +3,9 @@ package serve
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +40,7 @@ type carried struct {
 	done, aborted, claimed, gone bool
 	// cancel ends the request's context once its response is given up.
 	cancel context.CancelFunc
+	head   bool // a HEAD request's: its body's length is not the answer's
 }
 
 func newCarried() *carried {
@@ -164,6 +167,10 @@ func (c *carried) relay(ctx context.Context, w http.ResponseWriter) bool {
 	for k, vs := range c.sent {
 		w.Header()[k] = vs
 	}
+	if c.done && !c.aborted && !c.head && c.sent.Get("Content-Length") == "" && c.sent.Get("Trailer") == "" {
+		// Whole already: its length, as a server that buffered it says.
+		w.Header().Set("Content-Length", strconv.Itoa(c.buf.Len()))
+	}
 	w.WriteHeader(c.status)
 	var chunk []byte
 	for {
@@ -226,7 +233,7 @@ func carriedTrailers(sent, final http.Header) http.Header {
 func (s *streams) carry(req *http.Request) {
 	c := newCarried()
 	ctx, cancel := context.WithCancel(req.Context())
-	req, c.cancel = req.WithContext(ctx), cancel
+	req, c.cancel, c.head = req.WithContext(ctx), cancel, req.Method == http.MethodHead
 	s.mu.Lock()
 	s.carried = c
 	s.mu.Unlock()
@@ -242,12 +249,18 @@ func (s *streams) carry(req *http.Request) {
 		if ticket != nil {
 			ticket.Done()
 		}
-		if p != nil && !w.wroteHeader && p.value != http.ErrAbortHandler {
+		if p != nil && p.value != http.ErrAbortHandler {
+			s.log.Error("handler panicked on the carried request", "panic", fmt.Sprint(p.value), "stack", string(p.stack))
+		}
+		switch {
+		case p != nil && !w.wroteHeader && p.value != http.ErrAbortHandler:
 			// The handler itself failed before answering: answer as an
 			// http.Server would.
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusInternalServerError)
 			p = nil
+		case p == nil && !w.wroteHeader:
+			w.WriteHeader(http.StatusOK) // its hint, without the app's protocol headers
 		}
 		c.finish(p != nil)
 		cancel() // as net/http does once a handler returns
@@ -263,8 +276,11 @@ func (s *streams) claim(w http.ResponseWriter, r *http.Request) {
 	c := s.carried
 	s.mu.Unlock()
 	if c == nil || !c.take() {
-		http.Error(w, "ferry: no carried request to claim", http.StatusBadGateway)
-		return
+		// Claimed already, or given up (its claim came too late): the
+		// stream is reset, which the router reports as a request lost
+		// after it reached the app.
+		s.log.Warn("a claim found no carried request to answer", "carried", c != nil)
+		panic(http.ErrAbortHandler)
 	}
 	defer s.poke() // the instance may be idle now
 	if !c.relay(r.Context(), w) {

@@ -269,6 +269,9 @@ func (s *streams) load(response bool, answering *admit.Ticket) tunnel.Load {
 		l.CPU, fits, room = s.adm.Hint(answering, int(s.limit)-n)
 		if s.admit {
 			l.Full, l.Room = !fits, room
+			if l.Full || l.Room == 0 {
+				l.RoomIn = s.adm.RoomIn(answering)
+			}
 		}
 	}
 	return l

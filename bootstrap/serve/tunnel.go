@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferryrun/ferry/bootstrap/admit"
 	"github.com/ferryrun/ferry/bootstrap/direct"
 	"github.com/ferryrun/ferry/bootstrap/runtimeapi"
 	"github.com/ferryrun/ferry/internal/dialback"
@@ -67,27 +68,33 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		MaxConcurrency: limit, DeadlineUnixMs: inv.Deadline.UnixMilli(), MemoryMB: r.opts.MemoryMB,
 		Fits: r.fits(limit), LoadStream: r.cfg.LoadStream,
 	}
+	var first *http.Request
 	if len(p.First) > 0 {
 		// The request the router launched this invocation for: the app
-		// starts it now, while the tunnel is dialled, as a plain
-		// invocation would. One the bootstrap cannot read the router
-		// sends as a stream instead (the hello does not say carried).
+		// starts it as soon as the tunnel is up, before the router's
+		// first stream could bring it. One the bootstrap cannot read the
+		// router sends as a stream instead (the hello does not say
+		// carried). (Started before the dial, its CPU would overlap the
+		// TLS handshake's, which admission would charge to it.)
 		if req, _, _, err := direct.Request(ctx, p.First); err != nil {
 			log.Warn("the dial-back event's first request could not be read: the router will send it", "err", err)
 		} else {
-			st.carry(req.WithContext(context.WithValue(req.Context(), http.ServerContextKey, r.server)))
+			first = req.WithContext(context.WithValue(req.Context(), http.ServerContextKey, r.server))
 			hello.Carried = true
+			if r.cfg.CPUAdmission {
+				// When one may fit beside it: once its CPU is behind it.
+				hello.RoomInUs = r.adm.Ahead(admit.KindOf(first)).Microseconds()
+			}
 		}
 	}
 	nc, err := tunnel.Dial(ctx, tunnel.DialConfig{Addr: p.Router, Pin: p.Pin, Timeout: r.cfg.DialTimeout, Hello: hello})
 	if err != nil {
-		if c := st.carriedRequest(); c != nil {
-			// Nobody can claim its response: stop it, and let it end
-			// before the invocation does.
-			c.giveUp()
-			c.wait(ctx)
-		}
+		// The carried request never ran: the router may send it again
+		// (dialback.NotRun).
 		return Summary{}, ph, err
+	}
+	if first != nil {
+		st.carry(first)
 	}
 	up := time.Now()
 	ph.setup = up.Sub(began)
@@ -173,9 +180,15 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	if drainCtx.Err() != nil {
 		log.Warn("drain cut short at the deadline; streams still running were reset", "in_flight", st.inFlight())
 	}
-	if c := st.carriedRequest(); c != nil && !c.wait(drainCtx) {
-		c.giveUp()
-		log.Warn("drain cut short at the deadline; the carried request was still running")
+	if c := st.carriedRequest(); c != nil {
+		if c.unclaimed() && c.giveUp() {
+			// The router left, or closed the instance as surplus (the
+			// client had gone): nobody will read it.
+			log.Info("the carried request's response was never claimed: stopped", "ended", ended)
+		}
+		if !c.wait(drainCtx) {
+			log.Warn("drain cut short at the deadline; the carried request was still running")
+		}
 	}
 	// Background work the requests began may finish within the drain.
 	r.bg.Wait(drainCtx)

@@ -153,12 +153,13 @@ func (s Summary) JSON() []byte {
 
 // NotRun reports whether errorType, a dial-back invocation's error, says
 // the request its event carried never reached the app: ferry's bootstrap
-// failed its init (the invocation never read its event) or could not read
-// the event, or Lambda could not start the runtime at all.
+// failed its init (the invocation never read its event), could not read
+// the event, or could not dial the router (it starts the request once the
+// tunnel is up); or Lambda could not start the runtime at all.
 func NotRun(errorType string) bool {
 	switch errorType {
 	case "Ferry.InvalidConfig", "Ferry.NoBackgroundAPI", "Ferry.NoApp", "Ferry.AppStartFailed", "Ferry.BadPayload",
-		"Runtime.InvalidEntrypoint":
+		"Ferry.TunnelFailed", "Runtime.InvalidEntrypoint":
 		return true
 	}
 	return false

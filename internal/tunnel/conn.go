@@ -107,6 +107,7 @@ func (c *Conn) WatchLoad(changed func()) {
 	sc := bufio.NewScanner(resp.Body) // lines of at most 64 KiB
 	for sc.Scan() {
 		if l, err := ParseLoad(sc.Text()); err == nil {
+			l.At = time.Now()
 			c.load.Store(&l)
 			changed()
 		}
@@ -136,6 +137,7 @@ func (c *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if v := resp.Header.Get(HeaderLoad); v != "" {
 		if l, err := ParseLoad(v); err == nil {
+			l.At = time.Now()
 			c.load.Store(&l)
 		}
 	}

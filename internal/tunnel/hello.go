@@ -40,6 +40,10 @@ type Hello struct {
 	// stream (HeaderClaim) instead of sending it. A bootstrap that
 	// predates carrying never says so, and gets the request as a stream.
 	Carried bool `json:"carried,omitempty"`
+	// RoomInUs, for an instance that has no room beside its carried
+	// request, is as Load.RoomIn: microseconds until a request of the
+	// usual kind is expected to fit; 0 when it cannot say.
+	RoomInUs int64 `json:"room_in_us,omitempty"`
 }
 
 // Validate reports the first field of h that cannot be accepted.
@@ -59,6 +63,8 @@ func (h Hello) Validate() error {
 		return fmt.Errorf("hello: memory %d MB outside 0..%d", h.MemoryMB, maxMemoryMB)
 	case h.Fits < 0 || h.Fits > MaxStreamsLimit:
 		return fmt.Errorf("hello: fits %d outside 0..%d", h.Fits, MaxStreamsLimit)
+	case h.RoomInUs < 0 || h.RoomInUs > maxRoomIn.Microseconds():
+		return fmt.Errorf("hello: room_in_us %d outside 0..%d", h.RoomInUs, maxRoomIn.Microseconds())
 	}
 	return nil
 }

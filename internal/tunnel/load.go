@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Protocol headers. Every Ferry-* header is stripped by the router before a
@@ -63,7 +64,18 @@ type Load struct {
 	// beside the InFlight ones now; -1 when the instance cannot tell (it
 	// has learnt nothing yet, or does not admit by CPU).
 	Room int
+	// RoomIn, when the instance has no room (Full, or Room 0), is how
+	// long from the hint until a request of the usual kind is expected to
+	// fit: the CPU its requests have left, on its vCPU. 0: it cannot say.
+	// The router may try one request then without a newer hint; the
+	// instance judges it as any other.
+	RoomIn time.Duration
+	// At is when the router received the hint (not on the wire).
+	At time.Time
 }
+
+// maxRoomIn bounds a hint's room_in_us: Lambda's longest invocation.
+const maxRoomIn = 15 * time.Minute
 
 // String formats l as "inflight=3; cpu=0.42; full=0; left_ms=12000; room=2"
 // (no room when it is -1).
@@ -75,6 +87,9 @@ func (l Load) String() string {
 	s := fmt.Sprintf("inflight=%d; cpu=%.2f; full=%d; left_ms=%d", l.InFlight, l.CPU, full, l.LeftMs)
 	if l.Room >= 0 {
 		s += "; room=" + strconv.Itoa(l.Room)
+	}
+	if l.RoomIn > 0 {
+		s += "; room_in_us=" + strconv.FormatInt(l.RoomIn.Microseconds(), 10)
 	}
 	return s
 }
@@ -122,6 +137,14 @@ func ParseLoad(s string) (Load, error) {
 			if err == nil && (l.Room < 0 || l.Room > MaxStreamsLimit) {
 				err = fmt.Errorf("%d outside 0..%d", l.Room, MaxStreamsLimit)
 			}
+			seen++
+		case "room_in_us":
+			var us int64
+			us, err = strconv.ParseInt(v, 10, 64)
+			if err == nil && (us < 0 || us > maxRoomIn.Microseconds()) {
+				err = fmt.Errorf("%d outside 0..%d", us, maxRoomIn.Microseconds())
+			}
+			l.RoomIn = time.Duration(us) * time.Microsecond
 			seen++
 		}
 		if err != nil {

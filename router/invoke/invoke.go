@@ -127,11 +127,17 @@ func (i *Invoker) Prepare(l pool.Launch) (string, func(context.Context) error, e
 	if err != nil {
 		return "", nil, err
 	}
-	return claims.ID, func(ctx context.Context) error { return i.invoke(ctx, function, payload) }, nil
+	retry := retryable
+	if l.First != nil {
+		// The event carries a request: an invoke that may have run must
+		// not run it again.
+		retry = retryCarried
+	}
+	return claims.ID, func(ctx context.Context) error { return i.invoke(ctx, function, payload, retry) }, nil
 }
 
-func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) error {
-	out, err := i.call(ctx, function, payload, 50*time.Millisecond, 2*time.Second, retryable)
+func (i *Invoker) invoke(ctx context.Context, function string, payload []byte, retry func(error) bool) error {
+	out, err := i.call(ctx, function, payload, 50*time.Millisecond, 2*time.Second, retry)
 	if err != nil {
 		return err
 	}
@@ -201,7 +207,7 @@ func (i *Invoker) call(ctx context.Context, function string, payload []byte, fir
 		if errors.As(err, &api) {
 			class = api.ErrorCode()
 		}
-		return nil, &Error{Class: class, Started: !notRun(err), Err: fmt.Errorf("invoking %s: %w", function, err)}
+		return nil, &Error{Class: class, Started: !notRun(err) && !neverSent(err), Err: fmt.Errorf("invoking %s: %w", function, err)}
 	}
 	return out, nil
 }
@@ -310,15 +316,29 @@ func retryable(err error) bool {
 		if code := re.HTTPStatusCode(); code != 0 {
 			return code >= 500
 		}
-		// No response came. Only a connection that was never made (refused,
-		// timed out, a name that did not resolve) is sure not to have
-		// started the invocation: one cut after the request went may have,
-		// and its token is spent.
-		var op *net.OpError
-		return errors.As(err, &op) && op.Op == "dial"
+		return neverSent(err)
 	}
 	var api smithy.APIError
 	return !errors.As(err, &api) // no API answer at all: a transport error
+}
+
+// neverSent reports a call whose connection was never made (refused, timed
+// out, a name that did not resolve): the only transport failure sure not to
+// have started the invocation. One cut after the request went may have,
+// and its token is spent.
+func neverSent(err error) bool {
+	var re *smithyhttp.ResponseError
+	if !errors.As(err, &re) || re.HTTPStatusCode() != 0 {
+		return false
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// retryCarried reports what may be tried again for an invocation whose
+// event carries a request: only what says the function never ran.
+func retryCarried(err error) bool {
+	return !cancelled(err) && (notRun(err) || neverSent(err))
 }
 
 // regional reports a failure that says the region's Lambda is not taking

@@ -19,6 +19,21 @@ func acquireCarriable(ctx context.Context, p *Pool, body string) <-chan acquired
 	return ch
 }
 
+// joinCarried lets launch id's instance join saying it runs the request
+// its launch carried, and holds the request waiting on ch to a claim on
+// it, which it releases.
+func joinCarried(t *testing.T, p *Pool, id string, ch <-chan acquired) {
+	t.Helper()
+	conn := newFakeConn(id, 4)
+	conn.carried = true
+	p.Add(conn)
+	got := <-ch
+	if got.err != nil || !got.lease.Claim() || got.lease.Conn() != Conn(conn) {
+		t.Fatalf("Acquire = %+v, %v; want a claim on the instance of launch %s", got.lease, got.err, id)
+	}
+	got.lease.Release()
+}
+
 // notRun is a launch failure Lambda said never ran the function (a
 // throttle, say), as invoke.Error reports it.
 type notRun struct{}
@@ -97,14 +112,7 @@ func TestCarriedRequestWhoseLaunchFails(t *testing.T) {
 		if len(ids) != 2 || string(l.spec(ids[1]).First) != `{}` {
 			t.Fatalf("launches %v (second carrying %q); want a second launch carrying the request", ids, l.spec(ids[len(ids)-1]).First)
 		}
-		conn := newFakeConn(ids[1], 4)
-		conn.carried = true
-		p.Add(conn)
-		if got := <-first; got.err != nil || !got.lease.Claim() {
-			t.Fatalf("Acquire = %+v, %v; want a claim on the second launch's instance", got.lease, got.err)
-		} else {
-			got.lease.Release()
-		}
+		joinCarried(t, p, ids[1], first)
 	})
 }
 
@@ -129,24 +137,44 @@ func TestCarriedRequestLostWithItsInvocation(t *testing.T) {
 	})
 }
 
-// TestCarriedRequestWhoseClientLeft: the instance that joins for a request
-// whose client left is not held for it.
-func TestCarriedRequestWhoseClientLeft(t *testing.T) {
+// TestCarriedRequestOutlivesTheQueueTimeout: a request its launch carries
+// may run whatever happens to its client, so the queue's timeout does not
+// answer it (a 503 would invite the client to send it again): it waits for
+// its instance and claims its response.
+func TestCarriedRequestOutlivesTheQueueTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 4})
-		ctx, cancel := context.WithCancel(t.Context())
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+		defer cancel()
 		first := acquireCarriable(ctx, p, `{}`)
-		synctest.Wait()
-		cancel()
-		if got := <-first; got.err == nil {
-			t.Fatalf("Acquire = %+v after its client left; want an error", got.lease)
+		time.Sleep(time.Second)
+		select {
+		case got := <-first:
+			t.Fatalf("Acquire = %+v, %v at the queue timeout; want it to wait for the launch carrying it", got.lease, got.err)
+		default:
 		}
-		conn := newFakeConn(l.ids()[0], 4)
-		conn.carried = true
-		p.Add(conn)
-		synctest.Wait()
-		if !conn.wasShutdown() {
-			t.Error("instance kept with nothing to claim and nothing waiting; want it closed as surplus")
+		joinCarried(t, p, l.ids()[0], first)
+	})
+}
+
+// TestCarriedRequestThatEndsItsInvocation: a request that ends the
+// invocation carrying it (a crash) fails alone, as in a plain invocation:
+// however many do, the function is not taken to be failing.
+func TestCarriedRequestThatEndsItsInvocation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 4})
+		for i := range FailingThreshold + 1 {
+			got := acquireCarriable(t.Context(), p, `{}`)
+			synctest.Wait()
+			ids := l.ids()
+			l.end(ids[len(ids)-1], errors.New("Runtime.ExitError"))
+			var lost *CarriedLostError
+			if g := <-got; !errors.As(g.err, &lost) {
+				t.Fatalf("request %d: Acquire = %+v, %v; want CarriedLostError", i, g.lease, g.err)
+			}
+		}
+		if s := p.State(); s.Failing != "" || s.ConsecutiveFailures != 0 {
+			t.Errorf("state %+v; want the function not failing", s)
 		}
 	})
 }

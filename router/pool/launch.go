@@ -244,7 +244,17 @@ func (p *Pool) launchEnded(id string, err error) {
 	delete(p.warm.asked, id)
 	if w := p.carried[id]; w != nil {
 		delete(p.carried, id)
-		p.carriedLostLocked(w, err)
+		if !p.carriedLostLocked(w, err) && !tunnelFault(err) {
+			// The function ran, and the request it carried ended it (a
+			// crash, its memory): that request's failure, as in a plain
+			// invocation, not the function's. Three such requests must not
+			// mark the function failing for everyone.
+			p.log.Warn("invocation carrying a request ended without its tunnel", "class", failureClass(err), "err", err)
+			if len(p.waiters) > 0 && !p.closed {
+				p.launchLocked()
+			}
+			return
+		}
 	}
 	p.failures++
 	p.stats.LaunchFailures++
@@ -298,20 +308,32 @@ func (e *CarriedLostError) Error() string {
 func (e *CarriedLostError) Unwrap() error { return e.Err }
 
 // carriedLostLocked settles w, whose launch ended without its tunnel: back
-// to the head of the queue if Lambda said the invocation never ran, else
-// failed.
-func (p *Pool) carriedLostLocked(w *waiter, err error) {
+// to the head of the queue if Lambda said the invocation never ran (it
+// reports true), else failed.
+func (p *Pool) carriedLostLocked(w *waiter, err error) (requeued bool) {
 	w.launch = ""
 	var ns interface{ NotStarted() bool }
 	if errors.As(err, &ns) && ns.NotStarted() && !p.closed {
 		p.waiters = append([]*waiter{w}, p.waiters...)
-		return
+		return true
 	}
 	if err == nil {
 		err = errors.New("the invocation ended without dialling back")
 	}
 	w.err = &CarriedLostError{Class: failureClass(err), Err: err}
 	close(w.ch)
+	return false
+}
+
+// tunnelFault reports a launch that failed for want of its tunnel (the
+// bootstrap could not dial the router, or never did in time): the
+// function's trouble whatever request it carried.
+func tunnelFault(err error) bool {
+	switch failureClass(err) {
+	case "Ferry.TunnelFailed", errNoTunnel.class, "EndedWithoutTunnel":
+		return true
+	}
+	return false
 }
 
 // Ended learns from a tunnel invocation that ended: what it billed, its

@@ -498,3 +498,30 @@ func TestAnsweredInstanceWithoutRoomIsNotHeldToFits(t *testing.T) {
 		}
 	})
 }
+
+// TestInstanceIsTriedWhenItsRoomIsDue: an instance whose hint says it has
+// no room, but will in 30 ms, is passed over until then, then tried with
+// one request (it judges it), and no more until it says again. The same
+// holds for what a fresh instance's hello says.
+func TestInstanceIsTriedWhenItsRoomIsDue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 8})
+		conn, _ := firstInstance(t, p, l, 8)
+		conn.hint(tunnel.Load{InFlight: 1, Room: 0, RoomIn: 30 * time.Millisecond, At: time.Now()})
+		ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+		if _, err := p.Acquire(ctx, nil, false); err == nil {
+			t.Fatal("placed on an instance with no room before its room was due")
+		}
+		cancel()
+		time.Sleep(30 * time.Millisecond)
+		lease, err := p.Acquire(t.Context(), nil, false)
+		if err != nil || lease.Conn() != Conn(conn) {
+			t.Fatalf("Acquire = %v, %v once its room was due; want the instance", lease, err)
+		}
+		ctx, cancel = context.WithTimeout(t.Context(), time.Millisecond)
+		defer cancel()
+		if got, err := p.Acquire(ctx, nil, false); err == nil && got.Conn() == Conn(conn) {
+			t.Error("tried twice on one hint")
+		}
+	})
+}

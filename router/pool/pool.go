@@ -143,6 +143,10 @@ type instance struct {
 	// it goes idle.
 	holds  bool // guarded by Pool.mu
 	joined time.Time
+	// probed is the hint (its At; joined for the hello's) on whose
+	// RoomIn a request was last tried beyond what the hint allowed: one
+	// try per hint.
+	probed time.Time // guarded by Pool.mu
 }
 
 type waiter struct {
@@ -170,8 +174,9 @@ type Stats struct {
 	Surplus int64 `json:"surplus"`
 	// Plain counts requests sent as plain invocations.
 	Plain int64 `json:"plain"`
-	// Carried counts requests that rode in the event of the invocation
-	// launched for them.
+	// Carried counts launches that carried the request they were for (a
+	// request whose launch Lambda refused is carried again, and counted
+	// again).
 	Carried int64 `json:"carried"`
 }
 
@@ -283,7 +288,7 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool, ev
 		p.mu.Unlock()
 		return &Lease{p: p}, nil
 	}
-	if len(p.waiters) >= p.cfg.QueueLimit {
+	if len(p.waiters)+len(p.carried) >= p.cfg.QueueLimit {
 		p.mu.Unlock()
 		return nil, ErrQueueFull
 	}
@@ -301,9 +306,27 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool, ev
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
+	carried := w.launch != ""
+	p.mu.Unlock()
+	if carried {
+		// Its invocation has it, and may run it: the request waits for
+		// that instance to join, or for its launch to fail (within the
+		// launch timeout), whatever the queue's timeout says. A 503 now
+		// would invite the client to send it again.
+		inst, ok := <-w.ch
+		if !ok {
+			return nil, w.err
+		}
+		return &Lease{p: p, inst: inst, claim: w.claim}, nil
+	}
+	p.mu.Lock()
 	defer p.mu.Unlock()
 	select {
 	case inst, ok := <-w.ch: // assigned while we were giving up: hand it back
+		if ok && w.claim {
+			// Its instance runs it already: claim it after all.
+			return &Lease{p: p, inst: inst, claim: true}, nil
+		}
 		if ok {
 			p.addInFlightLocked(inst, -1)
 			inst.served--
@@ -313,10 +336,14 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool, ev
 		}
 	default:
 		if w.launch != "" {
-			// Its invocation runs it regardless; the instance that
-			// comes finds nobody to claim it, and is not held for it.
-			delete(p.carried, w.launch)
-			break
+			// Carried since: as above.
+			p.mu.Unlock()
+			inst, ok := <-w.ch
+			p.mu.Lock()
+			if !ok {
+				return nil, w.err
+			}
+			return &Lease{p: p, inst: inst, claim: w.claim}, nil
 		}
 		p.removeWaiterLocked(w)
 	}
@@ -372,21 +399,48 @@ func (p *Pool) pickLocked(exclude *instance, socket bool) *instance {
 				// An idle instance takes one, whatever it said.
 			case ok && l.Room >= 0:
 				// It said how many more it would take beside the ones
-				// it had: no more than that until it says again.
-				if in.inflight >= l.InFlight+l.Room {
+				// it had: no more than that until it says again, or
+				// until the room it said it would have is due.
+				if in.inflight >= l.InFlight+l.Room && !p.dueLocked(in, l, ok, now) {
 					continue
 				}
 			case ok && l.Full && in.inflight >= l.InFlight:
-				continue
+				if !p.dueLocked(in, l, ok, now) {
+					continue
+				}
 			case in.inflight >= p.firstCapLocked(in, ok):
 				// Until it can say how many it has room for (it has
 				// answered nothing yet), what its hello said fit.
-				continue
+				if !p.dueLocked(in, l, ok, now) {
+					continue
+				}
 			}
 			return in
 		}
 	}
 	return nil
+}
+
+// dueLocked reports whether in, which its last hint (l, if ok; else its
+// hello) said had no room, said when it expected room and that time has
+// come: it is tried with one request, which it judges as any other (a nack
+// brings a newer hint). Without it, an instance the router hears from only
+// when it answers (no load stream) would take nothing beside a request
+// until that request ends, however soon its CPU is behind it. It marks the
+// try: one per hint.
+func (p *Pool) dueLocked(in *instance, l tunnel.Load, ok bool, now time.Time) bool {
+	var from time.Time
+	var after time.Duration
+	if ok {
+		from, after = l.At, l.RoomIn
+	} else {
+		from, after = in.joined, time.Duration(in.conn.Hello().RoomInUs)*time.Microsecond
+	}
+	if after <= 0 || now.Before(from.Add(after)) || in.probed.Equal(from) {
+		return false
+	}
+	in.probed = from
+	return true
 }
 
 // addInFlightLocked changes in's streams in flight by d, keeping byLoad in
@@ -470,7 +524,9 @@ func (p *Pool) Close(ctx context.Context) {
 	waiters := p.waiters
 	p.waiters = nil
 	for id, w := range p.carried {
-		waiters = append(waiters, w)
+		// Its invocation may run it: not a request the router refused.
+		w.err = &CarriedLostError{Class: "RouterClosed", Err: ErrClosed}
+		close(w.ch)
 		delete(p.carried, id)
 	}
 	p.mu.Unlock()
