@@ -29,18 +29,16 @@ func claim(c *tunnel.Conn, path string) (*http.Response, error) {
 	return c.RoundTrip(req)
 }
 
-// TestCarriedRequest: the request a dial-back event carries runs in the
-// app from the invocation's start, before the router opens any stream; its
-// response, streamed, comes on the claim stream, once; the invocation
-// counts it and ends on idle as soon as it is answered.
+// TestCarriedRequest: the request a dial-back event carries is the one the
+// router's claim stream gets answered, whatever that stream says of
+// itself, streamed as the app writes it, once; the invocation counts it and
+// ends on idle as soon as it is answered. One never claimed never runs.
 func TestCarriedRequest(t *testing.T) {
 	emu := newEmulator(t, goFunction("app", 30*time.Second, nil))
 	router := newTestRouter(t)
 
 	t.Run("answered on the claim", func(t *testing.T) {
 		c, done := router.dialBackCarrying(t, emu, "app", httpEvent("POST", "/work", "wait_ms=50", nil, nil, "hello"))
-		time.Sleep(100 * time.Millisecond) // the claim comes late: the app did not wait for it
-		claimedAt := time.Now().UnixNano()
 		resp, err := claim(c, "/work")
 		if err != nil {
 			t.Fatal(err)
@@ -48,14 +46,11 @@ func TestCarriedRequest(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		var got struct {
-			WaitMs    int   `json:"wait_ms"`
-			StartedNs int64 `json:"started_ns"`
+			WaitMs int `json:"wait_ms"`
 		}
+		// The claim itself is a GET of /work, which waits 0 ms.
 		if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil || got.WaitMs != 50 {
 			t.Fatalf("claim answered %d %s; want the carried request's response", resp.StatusCode, b)
-		}
-		if got.StartedNs >= claimedAt {
-			t.Errorf("the app started the request at %d, after the claim at %d: it was not carried", got.StartedNs, claimedAt)
 		}
 		if resp.Header.Get(tunnel.HeaderLoad) == "" {
 			t.Errorf("claim's response lacks %s", tunnel.HeaderLoad)
@@ -85,10 +80,10 @@ func TestCarriedRequest(t *testing.T) {
 
 	t.Run("never claimed", func(t *testing.T) {
 		// A router that never claims cannot keep the invocation, billed,
-		// until its deadline.
+		// until its deadline; the request never runs.
 		_, done := router.dialBackCarrying(t, emu, "app", httpEvent("GET", "/work", "wait_ms=10", nil, nil, ""))
-		if sum := summaryOf(t, waitResult(t, done)); sum.Requests != 1 || sum.Ended != "idle" {
-			t.Errorf("summary %+v; want the carried request counted, ended idle", sum)
+		if sum := summaryOf(t, waitResult(t, done)); sum.Requests != 0 || sum.Ended != "idle" {
+			t.Errorf("summary %+v; want no request run, ended idle", sum)
 		}
 	})
 }

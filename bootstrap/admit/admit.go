@@ -401,13 +401,23 @@ func (a *Admitter) RoomIn(except *Ticket) time.Duration {
 	if a.fn.n == 0 {
 		return 0
 	}
+	// Once their CPU is behind them (each down to its floor, at the pace
+	// that leaves), would the usual request fit? If not, what stands in
+	// the way is not CPU that time will spend (CPU-bound work): it cannot
+	// say.
+	behind := []member{asMember(a.usualLocked())}
 	var sum, most float64
 	for _, m := range a.flightLocked(except) {
 		left := max(m.left-m.floor, 0)
 		sum += left
 		most = max(most, left)
+		if left > 0 {
+			m.rate *= m.floor / m.left
+			m.left, m.owed = m.floor, min(m.owed, m.floor)
+		}
+		behind = append(behind, m)
 	}
-	if sum <= 0 {
+	if sum <= 0 || !a.fits(behind) {
 		return 0
 	}
 	k := a.cfg.CPUs

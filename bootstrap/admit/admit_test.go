@@ -549,10 +549,27 @@ func TestRoomIn(t *testing.T) {
 	if got := a.RoomIn(t1); got != 0 {
 		t.Errorf("RoomIn = %v leaving out the only request; want 0", got)
 	}
+
+	// On one vCPU, two fresh ones: their 18 ms each, one after the other.
+	c = &clock{}
+	a = newAdmitter(c, 1)
+	teach(a, c, seed, 20*ms, 200*ms, 3)
 	a.Take(seed)
 	a.Take(seed)
 	a.Hint(nil, 8)
-	if got, want := a.RoomIn(nil), 144*ms; got < want-ms || got > want+ms { // two fresh ones, 18 ms each
+	if got, want := a.RoomIn(nil), 36*ms; got < want-ms || got > want+ms {
 		t.Errorf("RoomIn = %v beside two fresh requests; want about %v", got, want)
+	}
+
+	// CPU-bound: even once a request's CPU is all but behind it, what it
+	// has left (a tenth) would delay another past its budget: no time is
+	// said, and the router does not try.
+	c = &clock{}
+	a = newAdmitter(c, 0.25)
+	teach(a, c, burn, 50*ms, 200*ms, 3)
+	a.Take(burn)
+	a.Hint(nil, 8)
+	if got := a.RoomIn(nil); got != 0 {
+		t.Errorf("RoomIn = %v beside a CPU-bound request; want 0", got)
 	}
 }

@@ -90,6 +90,9 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.nack(w, tunnel.NackDraining)
 		return
 	}
+	if !s.awaitCarried(r.Context()) {
+		return
+	}
 	lastTry := r.Header.Get(tunnel.HeaderLastTry) != ""
 	r.Header.Del(tunnel.HeaderLastTry) // the app never sees the protocol
 	// A refused stream never counts as in flight: only a stream that runs

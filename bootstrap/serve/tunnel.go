@@ -71,11 +71,9 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	var first *http.Request
 	if len(p.First) > 0 {
 		// The request the router launched this invocation for: the app
-		// starts it as soon as the tunnel is up, before the router's
-		// first stream could bring it. One the bootstrap cannot read the
-		// router sends as a stream instead (the hello does not say
-		// carried). (Started before the dial, its CPU would overlap the
-		// TLS handshake's, which admission would charge to it.)
+		// starts it when the router claims it. One the bootstrap cannot
+		// read the router sends as a stream instead (the hello does not
+		// say carried).
 		if req, _, _, err := direct.Request(ctx, p.First); err != nil {
 			log.Warn("the dial-back event's first request could not be read: the router will send it", "err", err)
 		} else {
@@ -183,8 +181,8 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	if c := st.carriedRequest(); c != nil {
 		if c.unclaimed() && c.giveUp() {
 			// The router left, or closed the instance as surplus (the
-			// client had gone): nobody will read it.
-			log.Info("the carried request's response was never claimed: stopped", "ended", ended)
+			// client had gone): it never ran.
+			log.Info("the carried request was never claimed: dropped unrun", "ended", ended)
 		}
 		if !c.wait(drainCtx) {
 			log.Warn("drain cut short at the deadline; the carried request was still running")

@@ -45,10 +45,9 @@ type Payload struct {
 	// function's minimum of live instances.
 	Warm bool `json:"warm,omitempty"`
 	// First, when present, is the request the invocation was launched
-	// for, as a Function URL event: the app starts it at once, while the
-	// tunnel is dialled, and its response goes to the router on the
-	// stream it opens to claim it (tunnel.HeaderClaim). The invocation
-	// then costs what a plain one does until it shares.
+	// for, as a Function URL event: the bootstrap runs it when the router
+	// claims it on the tunnel (tunnel.HeaderClaim), and answers the claim
+	// with its response. Until claimed it has not run.
 	First json.RawMessage `json:"first,omitempty"`
 }
 
@@ -149,20 +148,6 @@ type Summary struct {
 func (s Summary) JSON() []byte {
 	b, _ := json.Marshal(s)
 	return b
-}
-
-// NotRun reports whether errorType, a dial-back invocation's error, says
-// the request its event carried never reached the app: ferry's bootstrap
-// failed its init (the invocation never read its event), could not read
-// the event, or could not dial the router (it starts the request once the
-// tunnel is up); or Lambda could not start the runtime at all.
-func NotRun(errorType string) bool {
-	switch errorType {
-	case "Ferry.InvalidConfig", "Ferry.NoBackgroundAPI", "Ferry.NoApp", "Ferry.AppStartFailed", "Ferry.BadPayload",
-		"Ferry.TunnelFailed", "Runtime.InvalidEntrypoint":
-		return true
-	}
-	return false
 }
 
 // CPULinePrefix begins the line the bootstrap writes to the function's log

@@ -110,17 +110,3 @@ func TestCPUFromLog(t *testing.T) {
 		}
 	}
 }
-
-// TestNotRun: the errors that say a carried request never reached the app
-// are the bootstrap's own before it starts it; a crash or a handler's
-// failure is not one.
-func TestNotRun(t *testing.T) {
-	for class, want := range map[string]bool{
-		"Ferry.AppStartFailed": true, "Ferry.TunnelFailed": true, "Ferry.BadPayload": true, "Runtime.InvalidEntrypoint": true,
-		"Runtime.ExitError": false, "Ferry.HandlerPanic": false, "Unhandled": false, "": false,
-	} {
-		if got := NotRun(class); got != want {
-			t.Errorf("NotRun(%q) = %v, want %v", class, got, want)
-		}
-	}
-}

@@ -34,9 +34,9 @@ const (
 	// its body the app's bytes.
 	HeaderUpgradeStatus = "Ferry-Upgrade-Status"
 	// HeaderClaim marks the stream the router opens at join for the
-	// request its invocation carried (the dial-back event's first, which
-	// the app has been running since the invocation began): the bootstrap
-	// answers it with that request's response, never the app.
+	// request its invocation carried (the dial-back event's first): the
+	// bootstrap runs that request then and answers the stream with its
+	// response; the stream's own request never reaches the app.
 	HeaderClaim = "Ferry-Claim"
 	// HeaderPrefix starts every protocol header.
 	HeaderPrefix = "Ferry-"

@@ -143,8 +143,9 @@ type Config struct {
 	// tunnels.
 	Plain bool
 	// Carry puts the request an invocation is launched for in its event,
-	// for the app to start as the invocation begins (pool.Launch.First).
-	// FERRY_ROUTER_CARRY=off sends it on the tunnel once it is up.
+	// bound to that invocation, which runs it when the router claims it
+	// (pool.Launch.First). FERRY_ROUTER_CARRY=off leaves it free to take
+	// any instance's slot, as a stream.
 	Carry bool
 	// TrustedProxies are the load balancers in front of the router: a
 	// request from one keeps its X-Forwarded-For (the router appends the

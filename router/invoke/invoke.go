@@ -127,17 +127,13 @@ func (i *Invoker) Prepare(l pool.Launch) (string, func(context.Context) error, e
 	if err != nil {
 		return "", nil, err
 	}
-	retry := retryable
-	if l.First != nil {
-		// The event carries a request: an invoke that may have run must
-		// not run it again.
-		retry = retryCarried
-	}
-	return claims.ID, func(ctx context.Context) error { return i.invoke(ctx, function, payload, retry) }, nil
+	// A request the event carries runs only once the router claims it on
+	// the tunnel, which one token opens once: a retry cannot run it twice.
+	return claims.ID, func(ctx context.Context) error { return i.invoke(ctx, function, payload) }, nil
 }
 
-func (i *Invoker) invoke(ctx context.Context, function string, payload []byte, retry func(error) bool) error {
-	out, err := i.call(ctx, function, payload, 50*time.Millisecond, 2*time.Second, retry)
+func (i *Invoker) invoke(ctx context.Context, function string, payload []byte) error {
+	out, err := i.call(ctx, function, payload, 50*time.Millisecond, 2*time.Second, retryable)
 	if err != nil {
 		return err
 	}
@@ -207,7 +203,7 @@ func (i *Invoker) call(ctx context.Context, function string, payload []byte, fir
 		if errors.As(err, &api) {
 			class = api.ErrorCode()
 		}
-		return nil, &Error{Class: class, Started: !notRun(err) && !neverSent(err), Err: fmt.Errorf("invoking %s: %w", function, err)}
+		return nil, &Error{Class: class, Started: !notRun(err) && !neverSent(err) && !refused(err), Err: fmt.Errorf("invoking %s: %w", function, err)}
 	}
 	return out, nil
 }
@@ -229,8 +225,7 @@ func outcome(function string, out *lambda.InvokeOutput) Result {
 		if class == "" {
 			class = aws.ToString(out.FunctionError)
 		}
-		r.Err = &Error{Class: class, Started: true, Unread: dialback.NotRun(class),
-			Err: fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), msg)}
+		r.Err = &Error{Class: class, Started: true, Err: fmt.Errorf("function error (%s): %s", aws.ToString(out.FunctionError), msg)}
 	}
 	return r
 }
@@ -277,22 +272,13 @@ func errorMessage(payload []byte) (class, msg string) {
 type Error struct {
 	Class string
 	Err   error
-	// Started, for a plain invocation or one that carried a request,
-	// says the request may have reached the app: it must not be sent
-	// again.
+	// Started, for a plain invocation, says the request may have reached
+	// the app: it must not be sent again.
 	Started bool
-	// Unread: the function ran, but failed before it read the event (its
-	// init failed, say): a request a dial-back event carried never
-	// reached the app.
-	Unread bool
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
-
-// NotStarted reports that Lambda said the function did not run: a request
-// the invocation carried never reached the app.
-func (e *Error) NotStarted() bool { return !e.Started || e.Unread }
 
 // FailureClass returns Class (pool.Launcher's errors may have one).
 func (e *Error) FailureClass() string { return e.Class }
@@ -335,10 +321,16 @@ func neverSent(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// retryCarried reports what may be tried again for an invocation whose
-// event carries a request: only what says the function never ran.
-func retryCarried(err error) bool {
-	return !cancelled(err) && (notRun(err) || neverSent(err))
+// refused reports an answer of Lambda's own in the 4xx range (no such
+// function, not allowed, a throttle, a payload too large): Lambda turned
+// the call down before invoking anything.
+func refused(err error) bool {
+	var re *smithyhttp.ResponseError
+	if !errors.As(err, &re) {
+		return false
+	}
+	code := re.HTTPStatusCode()
+	return code >= 400 && code < 500
 }
 
 // regional reports a failure that says the region's Lambda is not taking

@@ -39,21 +39,20 @@ func TestRetryable(t *testing.T) {
 	// A request that waits for its answer until the client gives up.
 	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 	t.Cleanup(hang.Close)
-	// carried: retried when the event carries a request, which may have
-	// run on any answer but a refusal.
+	// refused: Lambda turned the call down before invoking anything.
 	for _, tc := range []struct {
 		name, endpoint             string
 		cancel                     bool
-		retry, regionWide, carried bool
+		retry, regionWide, refused bool
 	}{
-		{"nothing listens", closed, false, true, true, true},
+		{"nothing listens", closed, false, true, true, false},
 		{"the client gave up", hang.URL, true, false, false, false},
 		{"throttled: the account's concurrency", answer(429, "TooManyRequestsException", "ConcurrentInvocationLimitExceeded"), false, true, true, true},
 		{"throttled: the function's reserved concurrency", answer(429, "TooManyRequestsException", "ReservedFunctionConcurrentInvocationLimitExceeded"), false, true, false, true},
 		{"Lambda's own error", answer(500, "ServiceException", ""), false, true, true, false},
 		{"an unknown 503", answer(503, "Unavailable", ""), false, true, false, false},
-		{"no such function", answer(404, "ResourceNotFoundException", ""), false, false, false, false},
-		{"not allowed", answer(403, "AccessDeniedException", ""), false, false, false, false},
+		{"no such function", answer(404, "ResourceNotFoundException", ""), false, false, false, true},
+		{"not allowed", answer(403, "AccessDeniedException", ""), false, false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			api := lambda.New(lambda.Options{Region: "us-east-1", BaseEndpoint: aws.String(tc.endpoint), Retryer: aws.NopRetryer{},
@@ -70,8 +69,8 @@ func TestRetryable(t *testing.T) {
 			if got := retryable(err); got != tc.retry {
 				t.Errorf("retryable(%v) = %v, want %v", err, got, tc.retry)
 			}
-			if got := retryCarried(err); got != tc.carried {
-				t.Errorf("retryCarried(%v) = %v, want %v", err, got, tc.carried)
+			if got := refused(err); got != tc.refused {
+				t.Errorf("refused(%v) = %v, want %v", err, got, tc.refused)
 			}
 			if got := retryable(err) && regional(err); got != tc.regionWide {
 				t.Errorf("a failure of the region's Lambda: %v, want %v (%v)", got, tc.regionWide, err)

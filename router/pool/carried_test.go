@@ -34,13 +34,6 @@ func joinCarried(t *testing.T, p *Pool, id string, ch <-chan acquired) {
 	got.lease.Release()
 }
 
-// notRun is a launch failure Lambda said never ran the function (a
-// throttle, say), as invoke.Error reports it.
-type notRun struct{}
-
-func (notRun) Error() string    { return "throttled" }
-func (notRun) NotStarted() bool { return true }
-
 // TestLaunchCarriesItsRequest: the invocation started for a request that
 // can travel in an event carries it; the instance that joins saying it runs
 // it gives the request a claim on it, with its slot counted, and no other
@@ -97,15 +90,16 @@ func TestInstanceThatCannotCarryGetsTheRequestAsAStream(t *testing.T) {
 	})
 }
 
-// TestCarriedRequestWhoseLaunchFails: Lambda refusing the invocation (it
-// never ran, or its runtime failed before reading the event) puts the
-// request back at the head of the queue, for the next launch to carry.
+// TestCarriedRequestWhoseLaunchFails: an invocation that ends without
+// its tunnel (Lambda refused it, or it ran and never dialled back) never
+// ran the request it carried (the bootstrap runs it only when claimed):
+// the request goes back to the head of the queue, for the next launch.
 func TestCarriedRequestWhoseLaunchFails(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 4})
 		first := acquireCarriable(t.Context(), p, `{}`)
 		synctest.Wait()
-		l.end(l.ids()[0], notRun{})
+		l.end(l.ids()[0], errors.New("Ferry.TunnelFailed"))
 		time.Sleep(time.Second) // the next launch's failure backoff
 		synctest.Wait()
 		ids := l.ids()
@@ -116,65 +110,38 @@ func TestCarriedRequestWhoseLaunchFails(t *testing.T) {
 	})
 }
 
-// TestCarriedRequestLostWithItsInvocation: an invocation that ran and
-// ended without dialling back fails the request it carried, never sending
-// it again (the app may have run it).
-func TestCarriedRequestLostWithItsInvocation(t *testing.T) {
+// TestCarriedRequestWhoseClientLeft: a request that stops waiting while
+// its launch carries it is answered at once (the bootstrap runs a carried
+// request only when the router claims it, and it is not claimed): the
+// instance that comes is closed as surplus, and a launch that fails does
+// not queue it again.
+func TestCarriedRequestWhoseClientLeft(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 4})
-		first := acquireCarriable(t.Context(), p, `{}`)
-		synctest.Wait()
-		l.end(l.ids()[0], errors.New("Ferry.TunnelFailed"))
-		got := <-first
-		var lostErr *CarriedLostError
-		if !errors.As(got.err, &lostErr) {
-			t.Fatalf("Acquire = %+v, %v; want CarriedLostError", got.lease, got.err)
-		}
-		synctest.Wait()
-		if ids := l.ids(); len(ids) != 1 {
-			t.Errorf("launches %v; want none after the one that carried the lost request", ids)
-		}
-	})
-}
-
-// TestCarriedRequestOutlivesTheQueueTimeout: a request its launch carries
-// may run whatever happens to its client, so the queue's timeout does not
-// answer it (a 503 would invite the client to send it again): it waits for
-// its instance and claims its response.
-func TestCarriedRequestOutlivesTheQueueTimeout(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		p, l := newTestPool(t, Config{MaxConcurrency: 4})
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
-		defer cancel()
-		first := acquireCarriable(ctx, p, `{}`)
-		time.Sleep(time.Second)
-		select {
-		case got := <-first:
-			t.Fatalf("Acquire = %+v, %v at the queue timeout; want it to wait for the launch carrying it", got.lease, got.err)
-		default:
-		}
-		joinCarried(t, p, l.ids()[0], first)
-	})
-}
-
-// TestCarriedRequestThatEndsItsInvocation: a request that ends the
-// invocation carrying it (a crash) fails alone, as in a plain invocation:
-// however many do, the function is not taken to be failing.
-func TestCarriedRequestThatEndsItsInvocation(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		p, l := newTestPool(t, Config{MaxConcurrency: 4})
-		for i := range FailingThreshold + 1 {
-			got := acquireCarriable(t.Context(), p, `{}`)
-			synctest.Wait()
-			ids := l.ids()
-			l.end(ids[len(ids)-1], errors.New("Runtime.ExitError"))
-			var lost *CarriedLostError
-			if g := <-got; !errors.As(g.err, &lost) {
-				t.Fatalf("request %d: Acquire = %+v, %v; want CarriedLostError", i, g.lease, g.err)
+		for _, joins := range []bool{true, false} {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+			first := acquireCarriable(ctx, p, `{}`)
+			if got := <-first; !errors.Is(got.err, ErrNoCapacity) {
+				t.Fatalf("Acquire = %+v, %v when its wait ended; want ErrNoCapacity", got.lease, got.err)
 			}
-		}
-		if s := p.State(); s.Failing != "" || s.ConsecutiveFailures != 0 {
-			t.Errorf("state %+v; want the function not failing", s)
+			cancel()
+			ids := l.ids()
+			id := ids[len(ids)-1]
+			if !joins {
+				l.end(id, errors.New("Ferry.TunnelFailed"))
+				time.Sleep(time.Second)
+				if now := l.ids(); len(now) != len(ids) {
+					t.Errorf("launches %v; want none for a request that stopped waiting", now)
+				}
+				continue
+			}
+			conn := newFakeConn(id, 4)
+			conn.carried = true
+			p.Add(conn)
+			synctest.Wait()
+			if !conn.wasShutdown() {
+				t.Error("instance kept with nothing to claim and nothing waiting; want it closed as surplus")
+			}
 		}
 	})
 }

@@ -18,8 +18,8 @@ type Launch struct {
 	// not: it is one of the function's minimum (Config.MinInstances).
 	Warm bool
 	// First, if not nil, is the request the invocation is launched for,
-	// as an HTTP event: the app starts it as the invocation begins, and
-	// its response is claimed on a stream once the tunnel is up.
+	// as an HTTP event, bound to it: the router claims it on a stream once
+	// the tunnel is up, and the bootstrap runs it then.
 	First []byte
 }
 
@@ -243,17 +243,12 @@ func (p *Pool) launchEnded(id string, err error) {
 	delete(p.warm.pending, id)
 	delete(p.warm.asked, id)
 	if w := p.carried[id]; w != nil {
+		// The bootstrap runs a carried request only when the router
+		// claims it, after the tunnel is up: it never ran.
 		delete(p.carried, id)
-		if !p.carriedLostLocked(w, err) && !tunnelFault(err) {
-			// The function ran, and the request it carried ended it (a
-			// crash, its memory): that request's failure, as in a plain
-			// invocation, not the function's. Three such requests must not
-			// mark the function failing for everyone.
-			p.log.Warn("invocation carrying a request ended without its tunnel", "class", failureClass(err), "err", err)
-			if len(p.waiters) > 0 && !p.closed {
-				p.launchLocked()
-			}
-			return
+		w.launch = ""
+		if !p.closed {
+			p.waiters = append([]*waiter{w}, p.waiters...)
 		}
 	}
 	p.failures++
@@ -292,48 +287,6 @@ func (p *Pool) launchEnded(id string, err error) {
 	}
 	clear(p.waiters)
 	p.waiters = p.waiters[:0]
-}
-
-// CarriedLostError is Acquire's answer for a request whose invocation
-// carried it and ended without a tunnel to claim its response on: the app
-// may have run it, so it is not sent again.
-type CarriedLostError struct {
-	Class string // the invocation's failure class
-	Err   error
-}
-
-func (e *CarriedLostError) Error() string {
-	return fmt.Sprintf("the invocation carrying the request ended without its tunnel (%s): %v", e.Class, e.Err)
-}
-func (e *CarriedLostError) Unwrap() error { return e.Err }
-
-// carriedLostLocked settles w, whose launch ended without its tunnel: back
-// to the head of the queue if Lambda said the invocation never ran (it
-// reports true), else failed.
-func (p *Pool) carriedLostLocked(w *waiter, err error) (requeued bool) {
-	w.launch = ""
-	var ns interface{ NotStarted() bool }
-	if errors.As(err, &ns) && ns.NotStarted() && !p.closed {
-		p.waiters = append([]*waiter{w}, p.waiters...)
-		return true
-	}
-	if err == nil {
-		err = errors.New("the invocation ended without dialling back")
-	}
-	w.err = &CarriedLostError{Class: failureClass(err), Err: err}
-	close(w.ch)
-	return false
-}
-
-// tunnelFault reports a launch that failed for want of its tunnel (the
-// bootstrap could not dial the router, or never did in time): the
-// function's trouble whatever request it carried.
-func tunnelFault(err error) bool {
-	switch failureClass(err) {
-	case "Ferry.TunnelFailed", errNoTunnel.class, "EndedWithoutTunnel":
-		return true
-	}
-	return false
 }
 
 // Ended learns from a tunnel invocation that ended: what it billed, its

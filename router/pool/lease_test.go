@@ -20,8 +20,9 @@ import (
 type fakeConn struct {
 	id       string
 	limit    int
-	fits     int  // what its hello says fit at once: 0, nothing learnt
-	carried  bool // its hello says it runs the request its launch carried
+	fits     int           // what its hello says fit at once: 0, nothing learnt
+	carried  bool          // its hello says it runs the request its launch carried
+	roomIn   time.Duration // its hello's RoomInUs
 	deadline time.Time
 
 	mu       sync.Mutex
@@ -39,7 +40,7 @@ func (c *fakeConn) RoundTrip(*http.Request) (*http.Response, error) {
 }
 func (c *fakeConn) Claims() tunnel.Claims { return tunnel.Claims{ID: c.id, Function: "f"} }
 func (c *fakeConn) Hello() tunnel.Hello {
-	return tunnel.Hello{RequestID: "req-" + c.id, Fits: c.fits, Carried: c.carried}
+	return tunnel.Hello{RequestID: "req-" + c.id, Fits: c.fits, Carried: c.carried, RoomInUs: c.roomIn.Microseconds()}
 }
 func (c *fakeConn) Handshake() (time.Time, time.Duration) { return time.Now(), 0 }
 func (c *fakeConn) Limit() int                            { return c.limit }
@@ -501,8 +502,7 @@ func TestAnsweredInstanceWithoutRoomIsNotHeldToFits(t *testing.T) {
 
 // TestInstanceIsTriedWhenItsRoomIsDue: an instance whose hint says it has
 // no room, but will in 30 ms, is passed over until then, then tried with
-// one request (it judges it), and no more until it says again. The same
-// holds for what a fresh instance's hello says.
+// one request (it judges it), and no more until it says again.
 func TestInstanceIsTriedWhenItsRoomIsDue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 8})
@@ -522,6 +522,41 @@ func TestInstanceIsTriedWhenItsRoomIsDue(t *testing.T) {
 		defer cancel()
 		if got, err := p.Acquire(ctx, nil, false); err == nil && got.Conn() == Conn(conn) {
 			t.Error("tried twice on one hint")
+		}
+	})
+}
+
+// TestFreshInstanceIsTriedWhenItsHelloSaysRoomIsDue: before it has
+// answered, an instance held to what its hello says fits is tried once
+// when the hello says room is due; a request that was just refused
+// elsewhere is not sent to it; an idle instance is preferred to it.
+func TestFreshInstanceIsTriedWhenItsHelloSaysRoomIsDue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 8})
+		first := acquire(t.Context(), p, nil)
+		synctest.Wait()
+		conn := newFakeConn(l.ids()[0], 8)
+		conn.fits, conn.roomIn = 1, 30*time.Millisecond
+		p.Add(conn)
+		<-first
+		second := acquire(t.Context(), p, nil) // the instance is full: a launch
+		synctest.Wait()
+		other := newFakeConn(l.ids()[1], 8)
+		p.Add(other)
+		(<-second).lease.Release() // idle now
+		time.Sleep(30 * time.Millisecond)
+		// The idle instance takes the next request, not the due one.
+		if lease, err := p.Acquire(t.Context(), nil, false); err != nil || lease.Conn() != Conn(other) {
+			t.Fatalf("Acquire = %v, %v; want the idle instance", lease, err)
+		}
+		// A retry after a refusal does not go to an instance only due.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+		defer cancel()
+		if got, err := p.Acquire(ctx, &Lease{inst: &instance{}}, false); err == nil && got.Conn() == Conn(conn) {
+			t.Error("a retry went to an instance whose room was only due")
+		}
+		if lease, err := p.Acquire(t.Context(), nil, false); err != nil || lease.Conn() != Conn(conn) {
+			t.Fatalf("Acquire = %v, %v once its hello's room was due; want it", lease, err)
 		}
 	})
 }

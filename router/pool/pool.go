@@ -232,9 +232,8 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, e
 
 // AcquireCarriable is Acquire for a request that can travel in an invoke
 // payload, as event encodes it (a Function URL event): an invocation
-// launched for it carries it, so that the app starts it as the invocation
-// begins (Launch.First), and then its lease is a Claim. plain is as for
-// Acquire.
+// launched for it carries it (Launch.First), bound to it, and then its
+// lease is a Claim. plain is as for Acquire.
 func (p *Pool) AcquireCarriable(ctx context.Context, avoid *Lease, plain bool, event func() ([]byte, error)) (*Lease, error) {
 	return p.acquire(ctx, avoid, plain, false, event)
 }
@@ -306,44 +305,24 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool, ev
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
-	carried := w.launch != ""
-	p.mu.Unlock()
-	if carried {
-		// Its invocation has it, and may run it: the request waits for
-		// that instance to join, or for its launch to fail (within the
-		// launch timeout), whatever the queue's timeout says. A 503 now
-		// would invite the client to send it again.
-		inst, ok := <-w.ch
-		if !ok {
-			return nil, w.err
-		}
-		return &Lease{p: p, inst: inst, claim: w.claim}, nil
-	}
-	p.mu.Lock()
 	defer p.mu.Unlock()
 	select {
 	case inst, ok := <-w.ch: // assigned while we were giving up: hand it back
-		if ok && w.claim {
-			// Its instance runs it already: claim it after all.
-			return &Lease{p: p, inst: inst, claim: true}, nil
-		}
-		if ok {
-			p.addInFlightLocked(inst, -1)
-			inst.served--
-			p.dispatchLocked()
-		} else {
+		if !ok {
 			return nil, w.err
 		}
+		// A claim too: its request runs only once claimed, and is not.
+		p.addInFlightLocked(inst, -1)
+		inst.served--
+		p.dispatchLocked()
 	default:
 		if w.launch != "" {
-			// Carried since: as above.
-			p.mu.Unlock()
-			inst, ok := <-w.ch
-			p.mu.Lock()
-			if !ok {
-				return nil, w.err
-			}
-			return &Lease{p: p, inst: inst, claim: w.claim}, nil
+			// Its launch carries it, but the bootstrap runs it only when
+			// the router claims it: the instance that comes is not held
+			// for it, and it never runs.
+			delete(p.carried, w.launch)
+			w.launch = ""
+			break
 		}
 		p.removeWaiterLocked(w)
 	}
@@ -379,6 +358,12 @@ func (p *Pool) plainLocked() bool {
 func (p *Pool) pickLocked(exclude *instance, socket bool) *instance {
 	now := p.cfg.Now()
 	n := len(p.byLoad)
+	// due is the first instance, in the policy's order, that has no room
+	// but said when it would (see dueFrom): taken only if none has room.
+	// A retry (exclude set: it was just refused) never goes to one, so a
+	// last try lands only where room was said or on an idle instance.
+	var due *instance
+	var dueAt time.Time
 	for i := range n {
 		load := i
 		if p.cfg.Policy == Pack {
@@ -392,6 +377,7 @@ func (p *Pool) pickLocked(exclude *instance, socket bool) *instance {
 				continue
 			}
 			l, ok := in.conn.Load()
+			full := false
 			switch {
 			case socket:
 				// A socket needs a slot, not the CPU a request needs.
@@ -399,37 +385,40 @@ func (p *Pool) pickLocked(exclude *instance, socket bool) *instance {
 				// An idle instance takes one, whatever it said.
 			case ok && l.Room >= 0:
 				// It said how many more it would take beside the ones
-				// it had: no more than that until it says again, or
-				// until the room it said it would have is due.
-				if in.inflight >= l.InFlight+l.Room && !p.dueLocked(in, l, ok, now) {
-					continue
-				}
+				// it had: no more than that until it says again.
+				full = in.inflight >= l.InFlight+l.Room
 			case ok && l.Full && in.inflight >= l.InFlight:
-				if !p.dueLocked(in, l, ok, now) {
-					continue
-				}
-			case in.inflight >= p.firstCapLocked(in, ok):
+				full = true
+			default:
 				// Until it can say how many it has room for (it has
 				// answered nothing yet), what its hello said fit.
-				if !p.dueLocked(in, l, ok, now) {
-					continue
+				full = in.inflight >= p.firstCapLocked(in, ok)
+			}
+			if !full {
+				return in
+			}
+			if due == nil && exclude == nil {
+				if from, ok := p.dueFromLocked(in, l, ok, now); ok {
+					due, dueAt = in, from
 				}
 			}
-			return in
 		}
 	}
-	return nil
+	if due != nil {
+		due.probed = dueAt // one try per hint
+	}
+	return due
 }
 
-// dueLocked reports whether in, which its last hint (l, if ok; else its
-// hello) said had no room, said when it expected room and that time has
-// come: it is tried with one request, which it judges as any other (a nack
-// brings a newer hint). Without it, an instance the router hears from only
-// when it answers (no load stream) would take nothing beside a request
-// until that request ends, however soon its CPU is behind it. It marks the
-// try: one per hint.
-func (p *Pool) dueLocked(in *instance, l tunnel.Load, ok bool, now time.Time) bool {
-	var from time.Time
+// dueFromLocked reports whether in, which its last hint (l, if ok; else
+// its hello) said had no room, said when it expected some, that time has
+// come, and no request has been tried on it since; from identifies the
+// hint. Such an instance is tried with one request, which it judges as
+// any other (a nack brings a newer hint). Without it, an instance the
+// router hears from only when it answers (no load stream) would take
+// nothing beside a request until that request ends, however soon its CPU
+// is behind it.
+func (p *Pool) dueFromLocked(in *instance, l tunnel.Load, ok bool, now time.Time) (from time.Time, due bool) {
 	var after time.Duration
 	if ok {
 		from, after = l.At, l.RoomIn
@@ -437,10 +426,9 @@ func (p *Pool) dueLocked(in *instance, l tunnel.Load, ok bool, now time.Time) bo
 		from, after = in.joined, time.Duration(in.conn.Hello().RoomInUs)*time.Microsecond
 	}
 	if after <= 0 || now.Before(from.Add(after)) || in.probed.Equal(from) {
-		return false
+		return from, false
 	}
-	in.probed = from
-	return true
+	return from, true
 }
 
 // addInFlightLocked changes in's streams in flight by d, keeping byLoad in
@@ -524,9 +512,7 @@ func (p *Pool) Close(ctx context.Context) {
 	waiters := p.waiters
 	p.waiters = nil
 	for id, w := range p.carried {
-		// Its invocation may run it: not a request the router refused.
-		w.err = &CarriedLostError{Class: "RouterClosed", Err: ErrClosed}
-		close(w.ch)
+		waiters = append(waiters, w) // unclaimed, it never runs
 		delete(p.carried, id)
 	}
 	p.mu.Unlock()

@@ -484,7 +484,6 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	var mbe *http.MaxBytesError
 	var started *startedError
 	var failing *pool.FailingError
-	var lost *pool.CarriedLostError
 	switch {
 	case st != nil && (st.slowBody.Load() || st.bodyLate()):
 		// The client's fault, not the instance's: no 5xx, no warning.
@@ -514,9 +513,6 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		http.Error(w, fmt.Sprintf("ferry: no instance of function %s could take this request within %v (%v)", fn, h.cfg.QueueTimeout, err), http.StatusServiceUnavailable)
 	case errors.Is(err, pool.ErrClosed):
 		http.Error(w, "ferry: the router is shutting down", http.StatusServiceUnavailable)
-	case errors.As(err, &lost):
-		h.warns.Warn(h.log, "invocation carrying a request failed", "function", fn, "path", r.URL.Path, "err", err)
-		http.Error(w, fmt.Sprintf("ferry: the function instance failed after the request reached it; it was not retried (%s)", lost.Class), http.StatusBadGateway)
 	case errors.As(err, &started):
 		// What happened, not the error's text (addresses, stream ids, the
 		// function's own messages): the log has that.
@@ -554,8 +550,8 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	eligible := plainEligible(req, body)
 	canPlain := t.h.cfg.Plain != nil && eligible
 	// A request that can travel in an invoke payload rides in the event
-	// of an invocation launched for it: the app starts it as the
-	// invocation begins, not once the tunnel is up and a stream comes.
+	// of an invocation launched for it, bound to it (no launch is left
+	// surplus), and is claimed on its tunnel.
 	var event func() ([]byte, error)
 	if eligible && t.h.cfg.Carry {
 		event = func() ([]byte, error) { return plainEvent(req, body.buf, req.RemoteAddr) }
