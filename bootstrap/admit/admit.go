@@ -438,6 +438,14 @@ func (a *Admitter) Ahead(k Kind) time.Duration {
 	if !learnt {
 		return 0
 	}
+	// As RoomIn: nothing to say if, even with its CPU behind it, a usual
+	// request would not fit beside it (CPU-bound work).
+	m := asMember(est)
+	m.rate, m.left, m.owed = m.rate/10, est.cpu/10, est.cpu/10
+	m.floor = m.left
+	if !a.fits([]member{asMember(a.usualLocked()), m}) {
+		return 0
+	}
 	return min(time.Duration(est.cpu*0.9/min(a.cfg.CPUs, 1)), maxAhead)
 }
 

@@ -567,6 +567,9 @@ func TestRoomIn(t *testing.T) {
 	c = &clock{}
 	a = newAdmitter(c, 0.25)
 	teach(a, c, burn, 50*ms, 200*ms, 3)
+	if got := a.Ahead(burn); got != 0 {
+		t.Errorf("Ahead(burn) = %v for a CPU-bound kind; want 0", got)
+	}
 	a.Take(burn)
 	a.Hint(nil, 8)
 	if got := a.RoomIn(nil); got != 0 {
