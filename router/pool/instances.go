@@ -51,7 +51,8 @@ func (p *Pool) Add(conn Conn) {
 		delete(p.carried, conn.Claims().ID)
 		w.launch = ""
 		if conn.Hello().Carried {
-			// It runs the request already: the lease claims the response.
+			// It took the request: the lease claims it on the tunnel,
+			// and the bootstrap runs it then.
 			w.claim = true
 			p.addInFlightLocked(inst, 1)
 			inst.served++

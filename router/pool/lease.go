@@ -19,10 +19,10 @@ type Lease struct {
 	once     sync.Once
 }
 
-// Claim reports that the instance runs the request already: its
-// invocation carried it (Launch.First). The stream sent on the lease
-// claims the response (tunnel.HeaderClaim) and must never be sent again
-// elsewhere: the app has the request.
+// Claim reports that the instance took the request: its invocation
+// carried it (Launch.First). The stream sent on the lease claims it
+// (tunnel.HeaderClaim), and the bootstrap runs it then; once that stream
+// is sent the request is never sent elsewhere.
 func (l *Lease) Claim() bool { return l.claim }
 
 // Conn returns the leased instance's tunnel; nil when Plain.

@@ -159,8 +159,8 @@ type waiter struct {
 	event func() ([]byte, error)
 	// launch is the id of the launch carrying the request, or "".
 	launch string
-	// claim: the instance ch gives runs the request already (it came in
-	// its invocation's event): the lease claims its response.
+	// claim: the instance ch gives took the request (it came in its
+	// invocation's event): the lease claims it.
 	claim bool
 }
 

@@ -572,8 +572,9 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		out := req.Clone(req.Context())
 		switch {
 		case lease.Claim():
-			// The app has the request already: the stream asks for
-			// its response.
+			// The instance holds the request from its event: the
+			// stream claims it, and the bootstrap runs it then (a claim
+			// never processed leaves it unrun, retried as any stream).
 			st.carried = true
 			out.Body, out.ContentLength = nil, 0
 			out.Header.Set(tunnel.HeaderClaim, "1")
@@ -592,10 +593,6 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := lease.Conn().RoundTrip(out)
 		if err != nil {
 			lease.Release()
-			if lease.Claim() {
-				// Whatever the stream's fate, the app had the request.
-				return nil, &startedError{err: fmt.Errorf("claiming the carried request's response: %w", err)}
-			}
 			if tunnel.Unprocessed(err) && body.replayable() && attempt < t.h.cfg.MaxAttempts {
 				avoid = lease
 				continue
