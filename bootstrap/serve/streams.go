@@ -80,26 +80,33 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.watch(w, r)
 		return
 	}
-	if r.Header.Get(tunnel.HeaderClaim) != "" {
-		// The router's claim on the request the invocation carried: its
-		// response, from the app's run that began with the invocation.
-		s.claim(w, r)
-		return
-	}
-	if s.draining.Load() {
+	claim := r.Header.Get(tunnel.HeaderClaim) != ""
+	switch {
+	case claim:
+		// The router's claim on the request the invocation carried: that
+		// request runs on this stream, in place of the stream's own,
+		// whatever the CPU (it is the invocation's first).
+		req, ok := s.takeCarried(r.Context())
+		if !ok {
+			// The stream is reset, which the router reports as a
+			// request lost after it reached the app.
+			s.log.Warn("a claim found no carried request to run")
+			panic(http.ErrAbortHandler)
+		}
+		r = req
+	case s.draining.Load():
 		s.nack(w, tunnel.NackDraining)
 		return
-	}
-	if !s.awaitCarried(r.Context()) {
+	case !s.awaitCarried(r.Context()):
 		return
 	}
-	lastTry := r.Header.Get(tunnel.HeaderLastTry) != ""
+	lastTry := claim || r.Header.Get(tunnel.HeaderLastTry) != ""
 	r.Header.Del(tunnel.HeaderLastTry) // the app never sees the protocol
 	// A refused stream never counts as in flight: only a stream that runs
 	// moves inflight, and its deferred done closes the busy period. (A nack
 	// that undid its own count once left an instance busy, billed to its
 	// deadline, when the stream before it ended in between.)
-	if s.inflight.Load() >= s.limit {
+	if !claim && s.inflight.Load() >= s.limit {
 		// SETTINGS_MAX_CONCURRENT_STREAMS should prevent this; be safe.
 		s.nack(w, tunnel.NackLimit)
 		return
@@ -122,7 +129,7 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if !s.admit || lastTry {
-			// A last try has nowhere else to go.
+			// A last try (or a claim) has nowhere else to go.
 			ticket = s.adm.Take(kind)
 		} else if t, ok := s.adm.Admit(kind); ok {
 			// Admit takes the first stream always: alone it costs what

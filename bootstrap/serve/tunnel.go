@@ -178,15 +178,10 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	if drainCtx.Err() != nil {
 		log.Warn("drain cut short at the deadline; streams still running were reset", "in_flight", st.inFlight())
 	}
-	if c := st.carriedRequest(); c != nil {
-		if c.unclaimed() && c.giveUp() {
-			// The router left, or closed the instance as surplus (the
-			// client had gone): it never ran.
-			log.Info("the carried request was never claimed: dropped unrun", "ended", ended)
-		}
-		if !c.wait(drainCtx) {
-			log.Warn("drain cut short at the deadline; the carried request was still running")
-		}
+	if c := st.carriedRequest(); c != nil && c.giveUp() {
+		// The router left, or closed the instance as surplus (the client
+		// had gone): it never ran.
+		log.Info("the carried request was never claimed: dropped unrun", "ended", ended)
 	}
 	// Background work the requests began may finish within the drain.
 	r.bg.Wait(drainCtx)
