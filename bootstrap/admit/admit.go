@@ -411,11 +411,7 @@ func (a *Admitter) RoomIn(except *Ticket) time.Duration {
 		left := max(m.left-m.floor, 0)
 		sum += left
 		most = max(most, left)
-		if left > 0 {
-			m.rate *= m.floor / m.left
-			m.left, m.owed = m.floor, min(m.owed, m.floor)
-		}
-		behind = append(behind, m)
+		behind = append(behind, m.behind())
 	}
 	if sum <= 0 || !a.fits(behind) {
 		return 0
@@ -440,10 +436,9 @@ func (a *Admitter) Ahead(k Kind) time.Duration {
 	}
 	// As RoomIn: nothing to say if, even with its CPU behind it, a usual
 	// request would not fit beside it (CPU-bound work).
-	m := asMember(est)
-	m.rate, m.left, m.owed = m.rate/10, est.cpu/10, est.cpu/10
-	m.floor = m.left
-	if !a.fits([]member{asMember(a.usualLocked()), m}) {
+	// A request of kind k just started, as flightLocked sees one.
+	m := member{rate: est.rate(), left: est.cpu, wall: est.wall, owed: est.cpu, floor: est.cpu / 10}
+	if !a.fits([]member{asMember(a.usualLocked()), m.behind()}) {
 		return 0
 	}
 	return min(time.Duration(est.cpu*0.9/min(a.cfg.CPUs, 1)), maxAhead)
@@ -604,6 +599,16 @@ func (a *Admitter) flightLocked(except *Ticket) []member {
 		}
 	}
 	return set
+}
+
+// behind is m once the CPU it has left is behind it but for its floor, at
+// the pace that leaves.
+func (m member) behind() member {
+	if m.left > m.floor {
+		m.rate *= m.floor / m.left
+		m.left, m.owed = m.floor, min(m.owed, m.floor)
+	}
+	return m
 }
 
 // asMember is a request of cost c that has not started.
