@@ -193,15 +193,15 @@ func (r *Recorder) Run(ctx context.Context) {
 }
 
 // Flush hands the aggregates of every function with activity since the
-// last flush to the sinks, and resets.
+// last flush to the sinks (none, if nothing happened), and resets.
 func (r *Recorder) Flush(ctx context.Context) {
 	r.mu.Lock()
 	fns := r.fns
 	r.fns = map[string]*window{}
 	r.mu.Unlock()
-	if len(fns) == 0 {
-		return
-	}
+	// Sinks are called even when nothing happened: one holding what an
+	// outage kept sends it now, not with the next request, which may
+	// never come.
 	names := make([]string, 0, len(fns))
 	for n := range fns {
 		names = append(names, n)
@@ -300,6 +300,9 @@ type metricDef struct {
 }
 
 func (e emfSink) Publish(_ context.Context, snaps []Snapshot) error {
+	if len(snaps) == 0 {
+		return nil
+	}
 	var buf bytes.Buffer
 	for _, s := range snaps {
 		m := map[string]any{"Function": s.Function}

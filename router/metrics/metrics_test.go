@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -250,7 +252,10 @@ func queryStat(id, fn, name, stat string) types.MetricDataQuery {
 type hangingSink struct{ calls chan int }
 
 func (h hangingSink) Publish(ctx context.Context, snaps []Snapshot) error {
-	h.calls <- len(snaps)
+	select {
+	case h.calls <- len(snaps):
+	default: // quiet flushes call too; the test reads what it needs
+	}
 	<-ctx.Done()
 	return ctx.Err()
 }
@@ -275,12 +280,7 @@ func TestRunOutlastsAHangingSink(t *testing.T) {
 // address, the sink keeps what it could not deliver; once something does,
 // the kept intervals go with the next, each with its own timestamp, once.
 func TestCloudWatchSinkCatchesUp(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // refuses from now on
+	addr := refusingAddr(t)
 	sink := CloudWatch(fakeCloudWatch("http://" + addr))
 	down := time.Now().Add(-2 * time.Minute)
 	snap := func(at time.Time, n float64) []Snapshot {
@@ -299,6 +299,66 @@ func TestCloudWatchSinkCatchesUp(t *testing.T) {
 		t.Fatalf("publishing out of time: %v; want the two kept datums kept", err)
 	}
 	// CloudWatch is back, on the same address.
+	received := putMetricDataAt(t, addr)
+	if err := sink.Publish(t.Context(), snap(time.Now(), 5)); err != nil {
+		t.Fatalf("publishing once CloudWatch answers: %v", err)
+	}
+	if err := sink.Publish(t.Context(), snap(time.Now(), 7)); err != nil {
+		t.Fatal(err)
+	}
+	bodies := received()
+	all := strings.Join(bodies, "\n")
+	// Three intervals in the first call (two kept, one new), one in the next.
+	if len(bodies) != 2 || strings.Count(bodies[0], "MetricName=Requests") != 3 || strings.Count(bodies[1], "MetricName=Requests") != 1 {
+		t.Errorf("calls after the outage:\n%s\nwant the two kept intervals sent with the first, and not again", all)
+	}
+	for _, at := range []time.Time{down, down.Add(time.Minute)} {
+		if !strings.Contains(bodies[0], url.QueryEscape(at.UTC().Format("2006-01-02T15:04:05"))) {
+			t.Errorf("the kept interval of %v went without its own timestamp:\n%s", at, bodies[0])
+		}
+	}
+}
+
+// TestKeptMetricsLeaveWithoutNewTraffic: what an outage kept is sent at the
+// next flush once CloudWatch answers, even when nothing has happened since;
+// it once waited for the next request, and a quiet function's last
+// intervals never arrived.
+func TestKeptMetricsLeaveWithoutNewTraffic(t *testing.T) {
+	addr := refusingAddr(t)
+	var logs bytes.Buffer
+	r := New(time.Hour, slog.New(slog.NewTextHandler(&logs, nil)), CloudWatch(fakeCloudWatch("http://"+addr)))
+	r.Request("app", 200, time.Millisecond, time.Millisecond, 0)
+	r.Flush(t.Context())
+	if !strings.Contains(logs.String(), "kept to send with the next interval") {
+		t.Fatalf("flushing with nothing listening logged %q; want the datums kept", logs.String())
+	}
+	received := putMetricDataAt(t, addr)
+	r.Flush(t.Context())
+	if bodies := received(); len(bodies) != 1 || !strings.Contains(bodies[0], "MetricName=Requests") {
+		t.Errorf("a quiet flush after the outage sent %q; want the kept interval", bodies)
+	}
+	r.Flush(t.Context())
+	if bodies := received(); len(bodies) != 1 {
+		t.Errorf("%d calls in all after a second quiet flush; want it to make none, with nothing to send", len(bodies))
+	}
+}
+
+// refusingAddr is a loopback address nothing listens on, as CloudWatch's
+// is during an outage.
+func refusingAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // refuses from now on
+	return addr
+}
+
+// putMetricDataAt answers PutMetricData on addr, standing in for
+// CloudWatch coming back on the address it left (moto takes seconds to
+// start), and returns the bodies it has received.
+func putMetricDataAt(t *testing.T, addr string) func() []string {
 	var mu sync.Mutex
 	var bodies []string
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -309,27 +369,15 @@ func TestCloudWatchSinkCatchesUp(t *testing.T) {
 		w.Header().Set("Content-Type", "text/xml")
 		fmt.Fprint(w, `<PutMetricDataResponse><ResponseMetadata><RequestId>2</RequestId></ResponseMetadata></PutMetricDataResponse>`)
 	}))
+	var err error
 	if srv.Listener, err = net.Listen("tcp", addr); err != nil {
 		t.Skipf("the address was taken meanwhile: %v", err)
 	}
 	srv.Start()
-	defer srv.Close()
-	if err := sink.Publish(t.Context(), snap(time.Now(), 5)); err != nil {
-		t.Fatalf("publishing once CloudWatch answers: %v", err)
-	}
-	if err := sink.Publish(t.Context(), snap(time.Now(), 7)); err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	all := strings.Join(bodies, "\n")
-	// Three intervals in the first call (two kept, one new), one in the next.
-	if len(bodies) != 2 || strings.Count(bodies[0], "MetricName=Requests") != 3 || strings.Count(bodies[1], "MetricName=Requests") != 1 {
-		t.Errorf("calls after the outage:\n%s\nwant the two kept intervals sent with the first, and not again", all)
-	}
-	for _, at := range []time.Time{down, down.Add(time.Minute)} {
-		if !strings.Contains(bodies[0], url.QueryEscape(at.UTC().Format("2006-01-02T15:04:05"))) {
-			t.Errorf("the kept interval of %v went without its own timestamp:\n%s", at, bodies[0])
-		}
+	t.Cleanup(srv.Close)
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(bodies)
 	}
 }
