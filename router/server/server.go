@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferryrun/ferry/internal/loglimit"
@@ -312,9 +313,13 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	go func() { r.metrics.Run(metricsCtx); close(metricsDone) }()
 
 	g, gctx := errgroup.WithContext(ctx)
+	clientLn, clientConns := net.Listener(&watchedListener{ls.Ingress, r}), clientConnLimit(openFileLimit())
+	if clientConns > 0 {
+		clientLn = netutil.LimitListener(clientLn, clientConns)
+	}
 	// net/http reads a head of up to MaxHeaderBytes plus its 4 KiB buffer.
 	g.Go(func() error {
-		return serveHTTP(ingress, framing.Listener(&watchedListener{ls.Ingress, r}, r.cfg.MaxHeaderBytes+4096))
+		return serveHTTP(ingress, framing.Listener(clientLn, r.cfg.MaxHeaderBytes+4096))
 	})
 	g.Go(func() error { return serveHTTP(admin, ls.Admin) })
 	if peer != nil {
@@ -387,7 +392,7 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 		return nil
 	})
 	r.log.Info("ferry-router serving", "ingress", ls.Ingress.Addr().String(), "tunnel", ls.Tunnel.Addr().String(),
-		"admin", ls.Admin.Addr().String(), "advertise", r.cfg.Advertise, "pin", r.pin)
+		"admin", ls.Admin.Addr().String(), "advertise", r.cfg.Advertise, "pin", r.pin, "client_conns", clientConns)
 	err := g.Wait()
 	stopMetrics()
 	<-metricsDone
@@ -455,6 +460,25 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 		fn()
 	}
 }
+
+// clientConnLimit is how many client connections the router holds at once,
+// given its limit on open files (0: none known, and none is set): three
+// quarters of them, leaving at least keptFiles. The rest stay for what
+// serving them needs: its listeners, tunnels and invocations (two
+// descriptors an instance). Past it, new clients wait in the listen
+// backlog. Without it, clients queued for a function took every
+// descriptor, so no tunnel could be accepted and no instance could come
+// for them until they timed out: a router at its limit stalled for the
+// whole queue timeout after the cause had gone.
+func clientConnLimit(openFiles int) int {
+	if openFiles <= 0 {
+		return 0
+	}
+	return max(min(openFiles*3/4, openFiles-keptFiles), 1)
+}
+
+// keptFiles is the fewest descriptors kept from clients.
+const keptFiles = 64
 
 // watchedListener says when the ingress listener cannot accept: net/http
 // backs off and retries an accept error (out of file descriptors, say)

@@ -28,3 +28,19 @@ func TestTokensOutliveTheLaunchTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestClientsLeaveDescriptorsForInstances: clients never take the
+// descriptors tunnels and invocations need, however few there are.
+func TestClientsLeaveDescriptorsForInstances(t *testing.T) {
+	for _, tt := range []struct{ files, want int }{
+		{0, 0},         // none known: no limit
+		{96, 32},       // 64 kept
+		{256, 192},     // a quarter kept
+		{65535, 49151}, // Fargate's default
+		{50, 1},        // too few to keep 64: clients still get one
+	} {
+		if got := clientConnLimit(tt.files); got != tt.want {
+			t.Errorf("clientConnLimit(%d) = %d, want %d", tt.files, got, tt.want)
+		}
+	}
+}
