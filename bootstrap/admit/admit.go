@@ -434,6 +434,23 @@ func (a *Admitter) Ahead(k Kind) time.Duration {
 	if !learnt {
 		return 0
 	}
+	return a.aheadLocked(est)
+}
+
+// UsualAhead is Ahead for a request of the function's usual kind: 0 until
+// one has been learnt. The router may try one more request that long
+// after it last sent one (tunnel.Load.Ahead).
+func (a *Admitter) UsualAhead() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fn.n == 0 {
+		return 0
+	}
+	return a.aheadLocked(a.fn.avg)
+}
+
+// aheadLocked is Ahead for a request costing est.
+func (a *Admitter) aheadLocked(est cost) time.Duration {
 	// As RoomIn: nothing to say if, even with its CPU behind it, a usual
 	// request would not fit beside it (CPU-bound work).
 	// A request of kind k just started, as flightLocked sees one.

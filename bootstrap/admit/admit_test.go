@@ -526,6 +526,9 @@ func TestRoomIn(t *testing.T) {
 	if a.Take(seed); a.RoomIn(nil) != 0 {
 		t.Errorf("RoomIn = %v with nothing learnt; want 0", a.RoomIn(nil))
 	}
+	if got := a.UsualAhead(); got != 0 {
+		t.Errorf("UsualAhead = %v with nothing learnt; want 0", got)
+	}
 	c = &clock{}
 	a = newAdmitter(c, 0.25)
 	teach(a, c, seed, 20*ms, 200*ms, 3)
@@ -534,6 +537,9 @@ func TestRoomIn(t *testing.T) {
 	}
 	if got := a.Ahead(fresh); got != 0 {
 		t.Errorf("Ahead of a kind not learnt = %v; want 0", got)
+	}
+	if got, want := a.UsualAhead(), a.Ahead(seed); got != want {
+		t.Errorf("UsualAhead = %v, where every request learnt was seed's; want Ahead(seed), %v", got, want)
 	}
 	t1 := a.Take(seed)
 	a.Hint(nil, 8)
@@ -569,6 +575,9 @@ func TestRoomIn(t *testing.T) {
 	teach(a, c, burn, 50*ms, 200*ms, 3)
 	if got := a.Ahead(burn); got != 0 {
 		t.Errorf("Ahead(burn) = %v for a CPU-bound kind; want 0", got)
+	}
+	if got := a.UsualAhead(); got != 0 {
+		t.Errorf("UsualAhead = %v for a function of CPU-bound requests; want 0", got)
 	}
 	a.Take(burn)
 	a.Hint(nil, 8)

@@ -282,6 +282,7 @@ func (s *streams) load(response bool, answering *admit.Ticket) tunnel.Load {
 			if l.Full || l.Room == 0 {
 				l.RoomIn = s.adm.RoomIn(answering)
 			}
+			l.Ahead = s.adm.UsualAhead()
 		}
 	}
 	return l

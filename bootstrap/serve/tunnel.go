@@ -68,6 +68,11 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		MaxConcurrency: limit, DeadlineUnixMs: inv.Deadline.UnixMilli(), MemoryMB: r.opts.MemoryMB,
 		Fits: r.fits(limit), LoadStream: r.cfg.LoadStream,
 	}
+	if r.cfg.CPUAdmission {
+		// What this sandbox has learnt of the usual request's CPU: the
+		// router may try one more that long after it sends one.
+		hello.AheadUs = r.adm.UsualAhead().Microseconds()
+	}
 	var first *http.Request
 	if len(p.First) > 0 {
 		// The request the router launched this invocation for: the app

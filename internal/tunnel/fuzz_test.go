@@ -45,7 +45,7 @@ func FuzzHello(f *testing.F) {
 // counts within the stream limit, a CPU share in 0..1, time left not
 // negative; and it survives formatting.
 func FuzzParseLoad(f *testing.F) {
-	for _, s := range []string{"inflight=3; cpu=0.42; full=0; left_ms=12000; room=2", "inflight=0", "cpu=NaN", "inflight=-1", "room=-1", "left_ms=-5", "full=2", "x=1", "room=0; room_in_us=34500", ""} {
+	for _, s := range []string{"inflight=3; cpu=0.42; full=0; left_ms=12000; room=2", "inflight=0", "cpu=NaN", "inflight=-1", "room=-1", "left_ms=-5", "full=2", "x=1", "room=0; room_in_us=34500", "room=1; ahead_us=45000", ""} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -64,6 +64,8 @@ func FuzzParseLoad(f *testing.F) {
 			t.Fatalf("%q: room %d", s, l.Room)
 		case l.RoomIn < 0 || l.RoomIn > maxRoomIn:
 			t.Fatalf("%q: room in %v", s, l.RoomIn)
+		case l.Ahead < 0 || l.Ahead > maxRoomIn:
+			t.Fatalf("%q: ahead %v", s, l.Ahead)
 		}
 		back, err := ParseLoad(l.String())
 		if err != nil {

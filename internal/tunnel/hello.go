@@ -44,6 +44,10 @@ type Hello struct {
 	// request, is as Load.RoomIn: microseconds until a request of the
 	// usual kind is expected to fit; 0 when it cannot say.
 	RoomInUs int64 `json:"room_in_us,omitempty"`
+	// AheadUs is as Load.Ahead, in microseconds: what the sandbox has
+	// learnt of the usual request's CPU, for the router to try one more
+	// that long after it sent one; 0 when it cannot say.
+	AheadUs int64 `json:"ahead_us,omitempty"`
 }
 
 // Validate reports the first field of h that cannot be accepted.
@@ -65,6 +69,8 @@ func (h Hello) Validate() error {
 		return fmt.Errorf("hello: fits %d outside 0..%d", h.Fits, MaxStreamsLimit)
 	case h.RoomInUs < 0 || h.RoomInUs > maxRoomIn.Microseconds():
 		return fmt.Errorf("hello: room_in_us %d outside 0..%d", h.RoomInUs, maxRoomIn.Microseconds())
+	case h.AheadUs < 0 || h.AheadUs > maxRoomIn.Microseconds():
+		return fmt.Errorf("hello: ahead_us %d outside 0..%d", h.AheadUs, maxRoomIn.Microseconds())
 	}
 	return nil
 }

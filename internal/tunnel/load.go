@@ -70,11 +70,19 @@ type Load struct {
 	// The router may try one request then without a newer hint; the
 	// instance judges it as any other.
 	RoomIn time.Duration
+	// Ahead is how long a request of the usual kind, started alone, is
+	// expected to compute before its CPU is behind it but for a little;
+	// 0: it cannot say (nothing learnt, or CPU-bound work, where another
+	// would not fit beside one even then). The router may try one more
+	// request that long after it last sent one the hint did not count;
+	// the instance judges it as any other.
+	Ahead time.Duration
 	// At is when the router received the hint (not on the wire).
 	At time.Time
 }
 
-// maxRoomIn bounds a hint's room_in_us: Lambda's longest invocation.
+// maxRoomIn bounds a hint's room_in_us and ahead_us: Lambda's longest
+// invocation.
 const maxRoomIn = 15 * time.Minute
 
 // String formats l as "inflight=3; cpu=0.42; full=0; left_ms=12000; room=2"
@@ -90,6 +98,9 @@ func (l Load) String() string {
 	}
 	if l.RoomIn > 0 {
 		s += "; room_in_us=" + strconv.FormatInt(l.RoomIn.Microseconds(), 10)
+	}
+	if l.Ahead > 0 {
+		s += "; ahead_us=" + strconv.FormatInt(l.Ahead.Microseconds(), 10)
 	}
 	return s
 }
@@ -139,12 +150,10 @@ func ParseLoad(s string) (Load, error) {
 			}
 			seen++
 		case "room_in_us":
-			var us int64
-			us, err = strconv.ParseInt(v, 10, 64)
-			if err == nil && (us < 0 || us > maxRoomIn.Microseconds()) {
-				err = fmt.Errorf("%d outside 0..%d", us, maxRoomIn.Microseconds())
-			}
-			l.RoomIn = time.Duration(us) * time.Microsecond
+			l.RoomIn, err = parseAhead(v)
+			seen++
+		case "ahead_us":
+			l.Ahead, err = parseAhead(v)
 			seen++
 		}
 		if err != nil {
@@ -155,4 +164,17 @@ func ParseLoad(s string) (Load, error) {
 		return Load{}, fmt.Errorf("load hint: no known keys in %q", s)
 	}
 	return l, nil
+}
+
+// parseAhead parses a hint's microseconds until something is expected,
+// within maxRoomIn.
+func parseAhead(v string) (time.Duration, error) {
+	us, err := strconv.ParseInt(v, 10, 64)
+	if err == nil && (us < 0 || us > maxRoomIn.Microseconds()) {
+		err = fmt.Errorf("%d outside 0..%d", us, maxRoomIn.Microseconds())
+	}
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(us) * time.Microsecond, nil
 }

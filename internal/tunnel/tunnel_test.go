@@ -302,7 +302,8 @@ func TestIssuerRoundTrip(t *testing.T) {
 
 func TestParseLoad(t *testing.T) {
 	for _, want := range []Load{{InFlight: 3, CPU: 0.42, LeftMs: 12000, Room: -1}, {InFlight: 1, CPU: 1, Full: true, LeftMs: 5},
-		{InFlight: 1, CPU: 0.1, LeftMs: 5, Room: 2}, {InFlight: 1, CPU: 0.3, LeftMs: 5, Room: 0, RoomIn: 34500 * time.Microsecond}} {
+		{InFlight: 1, CPU: 0.1, LeftMs: 5, Room: 2}, {InFlight: 1, CPU: 0.3, LeftMs: 5, Room: 0, RoomIn: 34500 * time.Microsecond},
+		{InFlight: 1, CPU: 0.5, LeftMs: 5, Room: 1, Ahead: 45 * time.Millisecond}} {
 		got, err := ParseLoad(want.String())
 		if err != nil || got != want {
 			t.Fatalf("ParseLoad(%q) = %+v, %v; want %+v", want.String(), got, err, want)
@@ -312,7 +313,7 @@ func TestParseLoad(t *testing.T) {
 	if got, err := ParseLoad("inflight=2; cpu=0.10; left_ms=9"); err != nil || got.Full || got.InFlight != 2 || got.Room != -1 {
 		t.Errorf("older hint: %+v, %v", got, err)
 	}
-	for _, bad := range []string{"", "inflight", "inflight=x", "foo=1", "full=yes", "room=-3", "room=99999", "room_in_us=-1", "room_in_us=900000001", "room_in_us=1.5"} {
+	for _, bad := range []string{"", "inflight", "inflight=x", "foo=1", "full=yes", "room=-3", "room=99999", "room_in_us=-1", "room_in_us=900000001", "room_in_us=1.5", "ahead_us=-1", "ahead_us=900000001"} {
 		if _, err := ParseLoad(bad); err == nil {
 			t.Errorf("ParseLoad(%q) succeeded", bad)
 		}
@@ -325,17 +326,20 @@ func TestHelloValidate(t *testing.T) {
 		edit func(*Hello)
 		ok   bool
 	}{
-		"good":                 {func(*Hello) {}, true},
-		"fits learnt":          {func(h *Hello) { h.Fits = 3 }, true},
-		"negative fits":        {func(h *Hello) { h.Fits = -1 }, false},
-		"fits past the limit":  {func(h *Hello) { h.Fits = MaxStreamsLimit + 1 }, false},
-		"no token":             {func(h *Hello) { h.Token = "" }, false},
-		"zero concurrency":     {func(h *Hello) { h.MaxConcurrency = 0 }, false},
-		"negative memory":      {func(h *Hello) { h.MemoryMB = -1 }, false},
-		"largest memory":       {func(h *Hello) { h.MemoryMB = 10240 }, true},
-		"memory past Lambda's": {func(h *Hello) { h.MemoryMB = 10241 }, false},
-		"room due":             {func(h *Hello) { h.Carried, h.RoomInUs = true, 34500 }, true},
-		"negative room due":    {func(h *Hello) { h.RoomInUs = -1 }, false},
+		"good":                                   {func(*Hello) {}, true},
+		"fits learnt":                            {func(h *Hello) { h.Fits = 3 }, true},
+		"negative fits":                          {func(h *Hello) { h.Fits = -1 }, false},
+		"fits past the limit":                    {func(h *Hello) { h.Fits = MaxStreamsLimit + 1 }, false},
+		"no token":                               {func(h *Hello) { h.Token = "" }, false},
+		"zero concurrency":                       {func(h *Hello) { h.MaxConcurrency = 0 }, false},
+		"negative memory":                        {func(h *Hello) { h.MemoryMB = -1 }, false},
+		"largest memory":                         {func(h *Hello) { h.MemoryMB = 10240 }, true},
+		"memory past Lambda's":                   {func(h *Hello) { h.MemoryMB = 10241 }, false},
+		"room due":                               {func(h *Hello) { h.Carried, h.RoomInUs = true, 34500 }, true},
+		"negative room due":                      {func(h *Hello) { h.RoomInUs = -1 }, false},
+		"ahead":                                  {func(h *Hello) { h.AheadUs = 45000 }, true},
+		"negative ahead":                         {func(h *Hello) { h.AheadUs = -1 }, false},
+		"ahead past Lambda's longest invocation": {func(h *Hello) { h.AheadUs = int64(16 * time.Minute / time.Microsecond) }, false},
 		"room due past Lambda's longest invocation": {func(h *Hello) { h.RoomInUs = int64(16 * time.Minute / time.Microsecond) }, false},
 	}
 	for name, tt := range tests {

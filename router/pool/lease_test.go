@@ -526,6 +526,92 @@ func TestInstanceIsTriedWhenItsRoomIsDue(t *testing.T) {
 	})
 }
 
+// TestInstanceIsTriedOnceTheRequestItTookIsPastItsCPU: a hint from an
+// idle instance says room for one, and how long the usual request
+// computes (Ahead). The request the pool then sends fills it; one more is
+// tried that long after that request was sent, not before, and once for
+// that moment; the next moment comes Ahead after the request tried.
+func TestInstanceIsTriedOnceTheRequestItTookIsPastItsCPU(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 8})
+		conn, first := firstInstance(t, p, l, 8)
+		conn.hint(tunnel.Load{InFlight: 0, Room: 1, Ahead: 45 * time.Millisecond, At: time.Now()})
+		first.Release()
+		time.Sleep(time.Second) // the hint is old by the time the next request comes
+		if lease, err := p.Acquire(t.Context(), nil, false); err != nil || lease.Conn() != Conn(conn) {
+			t.Fatalf("Acquire = %v, %v; want the idle instance", lease, err)
+		}
+		refused := func(when string) {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+			defer cancel()
+			if got, err := p.Acquire(ctx, nil, false); err == nil && got.Conn() == Conn(conn) {
+				t.Errorf("placed on the instance %s", when)
+			}
+		}
+		time.Sleep(40 * time.Millisecond)
+		refused("while the request it took was still computing")
+		time.Sleep(5 * time.Millisecond)
+		lease, err := p.Acquire(t.Context(), nil, false)
+		if err != nil || lease.Conn() != Conn(conn) {
+			t.Fatalf("Acquire = %v, %v once the request it took was past its CPU; want the instance", lease, err)
+		}
+		refused("twice for one moment")
+		time.Sleep(45 * time.Millisecond)
+		if lease, err := p.Acquire(t.Context(), nil, false); err != nil || lease.Conn() != Conn(conn) {
+			t.Fatalf("Acquire = %v, %v once the request tried was past its CPU; want the instance", lease, err)
+		}
+	})
+}
+
+// TestRequestWaitsForRoomDueSoonerThanALaunch: a new request that no
+// instance has room for, where one's room is due before a launch would
+// bring an instance (launches have taken 20 ms here), waits for it
+// instead of launching; a second for the same moment does not wait (only
+// one can have it); one due later than maxHold launches at once.
+func TestRequestWaitsForRoomDueSoonerThanALaunch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 8})
+		first := acquire(t.Context(), p, nil)
+		synctest.Wait()
+		time.Sleep(20 * time.Millisecond) // the launch takes 20 ms
+		conn := newFakeConn(l.ids()[0], 8)
+		p.Add(conn)
+		<-first
+		conn.hint(tunnel.Load{InFlight: 1, Room: 0, RoomIn: 5 * time.Millisecond, At: time.Now()})
+		start := time.Now()
+		waiting := acquire(t.Context(), p, nil)
+		synctest.Wait()
+		if n := len(l.ids()); n != 1 {
+			t.Errorf("%d launches for a request whose room is due in 5 ms; want none", n-1)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		second := acquire(ctx, p, nil)
+		synctest.Wait()
+		if n := len(l.ids()); n != 2 {
+			t.Errorf("%d launches once a second request came for the same moment; want one, for it", n-1)
+		}
+		got := <-waiting
+		if got.err != nil || got.lease.Conn() != Conn(conn) {
+			t.Fatalf("Acquire = %v, %v; want the instance whose room was due", got.lease, got.err)
+		}
+		if waited := time.Since(start); waited != 5*time.Millisecond {
+			t.Errorf("waited %v; want the 5 ms until its room was due", waited)
+		}
+		cancel()
+		<-second
+
+		// Due past maxHold: it queues for the launch (still pending), and
+		// nothing sends it to the instance when that moment comes.
+		conn.hint(tunnel.Load{InFlight: 2, Room: 0, RoomIn: maxHold + time.Millisecond, At: time.Now()})
+		ctx, cancel = context.WithTimeout(t.Context(), 2*maxHold)
+		defer cancel()
+		if got, err := p.Acquire(ctx, nil, false); err == nil && got.Conn() == Conn(conn) {
+			t.Error("waited for room due past maxHold")
+		}
+	})
+}
+
 // TestFreshInstanceIsTriedWhenItsHelloSaysRoomIsDue: before it has
 // answered, an instance held to what its hello says fits is tried once
 // when the hello says room is due; a request that was just refused

@@ -143,10 +143,15 @@ type instance struct {
 	// it goes idle.
 	holds  bool // guarded by Pool.mu
 	joined time.Time
-	// probed is the hint (its At; joined for the hello's) on whose
-	// RoomIn a request was last tried beyond what the hint allowed: one
-	// try per hint.
+	// placed is when the pool last gave it a stream.
+	placed time.Time // guarded by Pool.mu
+	// probed is the moment room was due (see dueLocked) when a
+	// request was last tried on it beyond what it had said: one try per
+	// moment.
 	probed time.Time // guarded by Pool.mu
+	// awaited is the moment room is due that a new request waits for
+	// (see Pool.acquire): one request waits for each.
+	awaited time.Time // guarded by Pool.mu
 }
 
 type waiter struct {
@@ -259,7 +264,28 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool, ev
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	inst := p.pickLocked(exclude, socket)
+	inst, soon, at := p.pickLocked(exclude, socket)
+	if inst == nil && soon != nil && !socket && p.failing == "" {
+		if wait := at.Sub(p.cfg.Now()); wait <= p.holdLocked() {
+			// Room is due on a live instance sooner than a launch would
+			// bring one: wait for it, then try again (it, or any other).
+			soon.awaited = at
+			p.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("%w: %w", ErrNoCapacity, context.Cause(ctx))
+			}
+			p.mu.Lock()
+			if p.closed {
+				p.mu.Unlock()
+				return nil, ErrClosed
+			}
+			inst, _, _ = p.pickLocked(exclude, socket)
+		}
+	}
 	if avoid == nil && (inst == nil || inst.inflight == 0) {
 		// A new request that busy instances cannot take: it meets an
 		// idle instance, or one that lingered would have met it.
@@ -355,11 +381,15 @@ func (p *Pool) plainLocked() bool {
 // room for r beside n streams is passed over while it holds n+r; one that
 // cannot tell yet, while it holds what its hello said fit (or cover), or
 // n or more after it said it was full at n.
-func (p *Pool) pickLocked(exclude *instance, socket bool) *instance {
+//
+// When it returns nil, soon is the instance whose room is due soonest,
+// at a moment still to come that no request waits for yet (nil if none:
+// see dueLocked), and at that moment.
+func (p *Pool) pickLocked(exclude *instance, socket bool) (pick, soon *instance, at time.Time) {
 	now := p.cfg.Now()
 	n := len(p.byLoad)
 	// due is the first instance, in the policy's order, that has no room
-	// but said when it would (see dueFrom): taken only if none has room.
+	// but is expected to by now (see dueLocked): taken only if none has room.
 	// A retry (exclude set: it was just refused) never goes to one, so a
 	// last try lands only where room was said or on an idle instance.
 	var due *instance
@@ -395,40 +425,76 @@ func (p *Pool) pickLocked(exclude *instance, socket bool) *instance {
 				full = in.inflight >= p.firstCapLocked(in, ok)
 			}
 			if !full {
-				return in
+				return in, nil, time.Time{}
 			}
-			if due == nil && exclude == nil {
-				if from, ok := p.dueFromLocked(in, l, ok, now); ok {
+			if exclude != nil {
+				continue
+			}
+			from, ok := p.dueLocked(in, l, ok)
+			switch {
+			case !ok || in.probed.Equal(from):
+			case !now.Before(from):
+				if due == nil {
 					due, dueAt = in, from
 				}
+			case in.awaited.Equal(from):
+			case soon == nil || from.Before(at):
+				soon, at = in, from
 			}
 		}
 	}
 	if due != nil {
-		due.probed = dueAt // one try per hint
+		due.probed = dueAt // one try per moment
+		return due, nil, time.Time{}
 	}
-	return due
+	return nil, soon, at
 }
 
-// dueFromLocked reports whether in, which its last hint (l, if ok; else
-// its hello) said had no room, said when it expected some, that time has
-// come, and no request has been tried on it since; from identifies the
-// hint. Such an instance is tried with one request, which it judges as
-// any other (a nack brings a newer hint). Without it, an instance the
-// router hears from only when it answers (no load stream) would take
-// nothing beside a request until that request ends, however soon its CPU
-// is behind it.
-func (p *Pool) dueFromLocked(in *instance, l tunnel.Load, ok bool, now time.Time) (from time.Time, due bool) {
-	var after time.Duration
-	if ok {
-		from, after = l.At, l.RoomIn
-	} else {
-		from, after = in.joined, time.Duration(in.conn.Hello().RoomInUs)*time.Microsecond
+// maxHold bounds how long a new request waits for room due on a live
+// instance instead of starting an invocation: the CPU wait the issue's
+// oracle allows a request (10 ms), and no longer than launches have been
+// taking to bring an instance (holdLocked).
+const maxHold = 10 * time.Millisecond
+
+// holdLocked is how long a new request may wait for room due on a live
+// instance: waiting that long is no slower than a launch, which is what
+// the request would otherwise wait for, and it shares the invocation
+// instead of paying for another. 0 until a launch has been timed.
+func (p *Pool) holdLocked() time.Duration {
+	return min(p.warm.lead, maxHold)
+}
+
+// dueLocked reports when in, which its last hint (l, if ok; else its
+// hello) counted as having no room for more, is expected to have room:
+// once the CPU its requests had left at the hint is spent (RoomIn), and
+// that of each request sent since, which the hint did not count, but for
+// a little (Ahead after the last one). Once that moment has come (and no
+// request has been tried on it for that moment), the instance is tried
+// with one request, which it judges as any other: a nack brings a newer
+// hint. Without it, an instance the router hears from only when it
+// answers (no load stream) would take nothing beside a request until that
+// request ends, however soon its CPU is behind it (an API handler waiting
+// on its database). ok is false when it cannot say.
+func (p *Pool) dueLocked(in *instance, l tunnel.Load, answered bool) (at time.Time, ok bool) {
+	from, after, ahead := l.At, l.RoomIn, l.Ahead
+	if !answered {
+		h := in.conn.Hello()
+		from, after, ahead = in.joined, time.Duration(h.RoomInUs)*time.Microsecond, time.Duration(h.AheadUs)*time.Microsecond
 	}
-	if after <= 0 || now.Before(from.Add(after)) || in.probed.Equal(from) {
-		return from, false
+	if after > 0 {
+		at, ok = from.Add(after), true
 	}
-	return from, true
+	if ahead > 0 && in.placed.After(from) {
+		at, ok = latest(at, in.placed.Add(ahead)), true
+	}
+	return at, ok
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // addInFlightLocked changes in's streams in flight by d, keeping byLoad in
@@ -438,6 +504,9 @@ func (p *Pool) addInFlightLocked(in *instance, d int) {
 		p.unplaceLocked(in)
 	}
 	in.inflight += d
+	if d > 0 {
+		in.placed = p.cfg.Now()
+	}
 	if !in.gone {
 		p.placeLocked(in)
 	}
@@ -470,7 +539,7 @@ func (p *Pool) dispatchLocked() {
 			kept = append(kept, w)
 			continue
 		}
-		inst := p.pickLocked(w.exclude, w.socket)
+		inst, _, _ := p.pickLocked(w.exclude, w.socket)
 		if inst == nil {
 			kept = append(kept, w)
 			switch {
