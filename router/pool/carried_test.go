@@ -13,7 +13,7 @@ import (
 func acquireCarriable(ctx context.Context, p *Pool, body string) <-chan acquired {
 	ch := make(chan acquired, 1)
 	go func() {
-		l, err := p.AcquireCarriable(ctx, nil, false, func() ([]byte, error) { return []byte(body), nil })
+		l, err := p.AcquireCarriable(ctx, nil, false, false, func() ([]byte, error) { return []byte(body), nil })
 		ch <- acquired{l, err}
 	}()
 	return ch

@@ -55,6 +55,9 @@ func (p *Pool) Add(conn Conn) {
 			// and the bootstrap runs it then.
 			w.claim = true
 			p.addInFlightLocked(inst, 1)
+			if conn.Hello().RoomInUs > 0 {
+				inst.placed = inst.joined // the hello's room_in counts it
+			}
 			inst.served++
 			w.ch <- inst
 		} else {

@@ -601,6 +601,28 @@ func TestRequestWaitsForRoomDueSoonerThanALaunch(t *testing.T) {
 		cancel()
 		<-second
 
+		// A request that gives up while it waits leaves the moment to the
+		// next.
+		conn.hint(tunnel.Load{InFlight: 2, Room: 0, RoomIn: 5 * time.Millisecond, At: time.Now()})
+		start = time.Now()
+		ctx, cancel = context.WithTimeout(t.Context(), 2*time.Millisecond)
+		if _, err := p.Acquire(ctx, nil, false); !errors.Is(err, ErrNoCapacity) || time.Since(start) != 2*time.Millisecond {
+			t.Errorf("Acquire = %v after %v, its client gone while it waited; want ErrNoCapacity at once", err, time.Since(start))
+		}
+		cancel()
+		if lease, err := p.Acquire(t.Context(), nil, false); err != nil || lease.Conn() != Conn(conn) || time.Since(start) != 5*time.Millisecond {
+			t.Errorf("Acquire = %v, %v after %v; want the instance at its moment, 5 ms", lease, err, time.Since(start))
+		}
+
+		// A last try neither waits for room only due nor takes it.
+		conn.hint(tunnel.Load{InFlight: 3, Room: 0, RoomIn: 5 * time.Millisecond, At: time.Now()})
+		ctx, cancel = context.WithTimeout(t.Context(), 2*maxHold)
+		last, err := p.AcquireCarriable(ctx, nil, false, true, func() ([]byte, error) { return []byte("x"), nil })
+		if err == nil && last.Conn() == Conn(conn) {
+			t.Error("a last try went to an instance whose room was only due")
+		}
+		cancel()
+
 		// Due past maxHold: it queues for the launch (still pending), and
 		// nothing sends it to the instance when that moment comes.
 		conn.hint(tunnel.Load{InFlight: 2, Room: 0, RoomIn: maxHold + time.Millisecond, At: time.Now()})

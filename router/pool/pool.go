@@ -157,6 +157,7 @@ type instance struct {
 type waiter struct {
 	exclude *instance
 	socket  bool           // a long-lived connection: needs a slot only
+	lastTry bool           // to be sent as a last try: no instance only due
 	ch      chan *instance // buffered 1; receives the assigned instance
 	err     error          // set before ch is closed without an instance
 	// event, if not nil, encodes the request as an HTTP event, for a
@@ -232,25 +233,28 @@ func New(cfg Config) (*Pool, error) {
 // when no live instance can take it and the function's tunnel invocations
 // are not being shared, the lease returned is Plain.
 func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, error) {
-	return p.acquire(ctx, avoid, plain, false, nil)
+	return p.acquire(ctx, avoid, plain, false, false, nil)
 }
 
 // AcquireCarriable is Acquire for a request that can travel in an invoke
 // payload, as event encodes it (a Function URL event): an invocation
 // launched for it carries it (Launch.First), bound to it, and then its
-// lease is a Claim. plain is as for Acquire.
-func (p *Pool) AcquireCarriable(ctx context.Context, avoid *Lease, plain bool, event func() ([]byte, error)) (*Lease, error) {
-	return p.acquire(ctx, avoid, plain, false, event)
+// lease is a Claim. plain is as for Acquire. lastTry says the request
+// will be sent as a last try (tunnel.HeaderLastTry: the instance takes it
+// whatever its CPU): like a retry, it goes only to an instance that said
+// it had room or is idle, never to one whose room is only due.
+func (p *Pool) AcquireCarriable(ctx context.Context, avoid *Lease, plain, lastTry bool, event func() ([]byte, error)) (*Lease, error) {
+	return p.acquire(ctx, avoid, plain, false, lastTry, event)
 }
 
 // AcquireSocket is Acquire for a long-lived connection (a WebSocket): it
 // holds a slot for as long as it lives, and asks nothing of the CPU the
 // instance has room for, only a free slot.
 func (p *Pool) AcquireSocket(ctx context.Context, avoid *Lease) (*Lease, error) {
-	return p.acquire(ctx, avoid, false, true, nil)
+	return p.acquire(ctx, avoid, false, true, false, nil)
 }
 
-func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool, event func() ([]byte, error)) (*Lease, error) {
+func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket, lastTry bool, event func() ([]byte, error)) (*Lease, error) {
 	var exclude *instance
 	if avoid != nil && avoid.inst != nil {
 		exclude = avoid.inst
@@ -264,27 +268,14 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool, ev
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	inst, soon, at := p.pickLocked(exclude, socket)
-	if inst == nil && soon != nil && !socket && p.failing == "" {
-		if wait := at.Sub(p.cfg.Now()); wait <= p.holdLocked() {
-			// Room is due on a live instance sooner than a launch would
-			// bring one: wait for it, then try again (it, or any other).
-			soon.awaited = at
-			p.mu.Unlock()
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return nil, fmt.Errorf("%w: %w", ErrNoCapacity, context.Cause(ctx))
-			}
-			p.mu.Lock()
-			if p.closed {
-				p.mu.Unlock()
-				return nil, ErrClosed
-			}
-			inst, _, _ = p.pickLocked(exclude, socket)
+	inst, soon, at := p.pickLocked(exclude, socket, lastTry)
+	if inst == nil && soon != nil && p.failing == "" && at.Sub(p.cfg.Now()) <= p.holdLocked() {
+		// Room is due on a live instance sooner than a launch would
+		// bring one: wait for it, then try again (it, or any other).
+		if err := p.awaitDueLocked(ctx, soon, at); err != nil {
+			return nil, err
 		}
+		inst, _, _ = p.pickLocked(exclude, socket, lastTry)
 	}
 	if avoid == nil && (inst == nil || inst.inflight == 0) {
 		// A new request that busy instances cannot take: it meets an
@@ -317,7 +308,7 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool, ev
 		p.mu.Unlock()
 		return nil, ErrQueueFull
 	}
-	w := &waiter{exclude: exclude, socket: socket, ch: make(chan *instance, 1), event: event}
+	w := &waiter{exclude: exclude, socket: socket, lastTry: lastTry, ch: make(chan *instance, 1), event: event}
 	p.waiters = append(p.waiters, w)
 	p.launchLocked()
 	p.mu.Unlock()
@@ -358,6 +349,33 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket bool, ev
 	return nil, fmt.Errorf("%w: %w", ErrNoCapacity, context.Cause(ctx))
 }
 
+// awaitDueLocked waits, with p.mu released, until at, when room is due on
+// in, for one new request (see holdLocked). It returns with p.mu held, or
+// with an error and p.mu released if ctx ends or the pool closes first.
+func (p *Pool) awaitDueLocked(ctx context.Context, in *instance, at time.Time) error {
+	in.awaited = at
+	t := time.NewTimer(at.Sub(p.cfg.Now()))
+	defer t.Stop()
+	p.mu.Unlock()
+	var err error
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		err = fmt.Errorf("%w: %w", ErrNoCapacity, context.Cause(ctx))
+	}
+	p.mu.Lock()
+	if err != nil && in.awaited.Equal(at) {
+		in.awaited = time.Time{} // another new request may wait for it
+	}
+	if p.closed {
+		err = ErrClosed
+	}
+	if err != nil {
+		p.mu.Unlock()
+	}
+	return err
+}
+
 // plainLocked reports whether a request no live instance can take goes
 // plain: it would start a tunnel invocation (the pending ones are covering
 // the requests already waiting), there is room for another sandbox, and
@@ -385,13 +403,14 @@ func (p *Pool) plainLocked() bool {
 // When it returns nil, soon is the instance whose room is due soonest,
 // at a moment still to come that no request waits for yet (nil if none:
 // see dueLocked), and at that moment.
-func (p *Pool) pickLocked(exclude *instance, socket bool) (pick, soon *instance, at time.Time) {
+func (p *Pool) pickLocked(exclude *instance, socket, lastTry bool) (pick, soon *instance, at time.Time) {
 	now := p.cfg.Now()
 	n := len(p.byLoad)
 	// due is the first instance, in the policy's order, that has no room
 	// but is expected to by now (see dueLocked): taken only if none has room.
-	// A retry (exclude set: it was just refused) never goes to one, so a
-	// last try lands only where room was said or on an idle instance.
+	// A retry (exclude set: it was just refused) or a last try never goes
+	// to one, so a last try lands only where room was said or on an idle
+	// instance.
 	var due *instance
 	var dueAt time.Time
 	for i := range n {
@@ -427,7 +446,7 @@ func (p *Pool) pickLocked(exclude *instance, socket bool) (pick, soon *instance,
 			if !full {
 				return in, nil, time.Time{}
 			}
-			if exclude != nil {
+			if exclude != nil || lastTry || socket {
 				continue
 			}
 			from, ok := p.dueLocked(in, l, ok)
@@ -539,7 +558,7 @@ func (p *Pool) dispatchLocked() {
 			kept = append(kept, w)
 			continue
 		}
-		inst, _, _ := p.pickLocked(w.exclude, w.socket)
+		inst, _, _ := p.pickLocked(w.exclude, w.socket, w.lastTry)
 		if inst == nil {
 			kept = append(kept, w)
 			switch {

@@ -559,7 +559,9 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var avoid *pool.Lease
 	for attempt := 1; ; attempt++ {
 		waitStart := time.Now()
-		lease, err := p.AcquireCarriable(qctx, avoid, canPlain, event)
+		// Nowhere else to send it after this: the instance must take it.
+		lastTry := attempt >= t.h.cfg.MaxAttempts || body.streams()
+		lease, err := p.AcquireCarriable(qctx, avoid, canPlain, lastTry, event)
 		st.queue += time.Since(waitStart)
 		if err != nil {
 			return nil, err
@@ -583,9 +585,9 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if out.Body == nil {
 				out.ContentLength = 0
 			}
-			if attempt >= t.h.cfg.MaxAttempts || body.streams() {
-				// Nowhere else to send it: the instance takes it even if
-				// it would rather not for CPU.
+			if lastTry {
+				// The instance takes it even if it would rather not for
+				// CPU.
 				out.Header.Set(tunnel.HeaderLastTry, "1")
 			}
 		}

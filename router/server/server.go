@@ -21,7 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferryrun/ferry/internal/loglimit"
@@ -313,10 +312,8 @@ func (r *Router) Run(ctx context.Context, ls Listeners) error {
 	go func() { r.metrics.Run(metricsCtx); close(metricsDone) }()
 
 	g, gctx := errgroup.WithContext(ctx)
-	clientLn, clientConns := net.Listener(&watchedListener{ls.Ingress, r}), clientConnLimit(openFileLimit())
-	if clientConns > 0 {
-		clientLn = netutil.LimitListener(clientLn, clientConns)
-	}
+	clientConns := clientConnLimit(openFileLimit())
+	clientLn := newWatchedListener(ls.Ingress, r, clientConns)
 	// net/http reads a head of up to MaxHeaderBytes plus its 4 KiB buffer.
 	g.Go(func() error {
 		return serveHTTP(ingress, framing.Listener(clientLn, r.cfg.MaxHeaderBytes+4096))
@@ -469,7 +466,9 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 // backlog. Without it, clients queued for a function took every
 // descriptor, so no tunnel could be accepted and no instance could come
 // for them until they timed out: a router at its limit stalled for the
-// whole queue timeout after the cause had gone.
+// whole queue timeout after the cause had gone. (It bounds connections,
+// not requests: an HTTP/2 client may queue many on one; the function's
+// queue limit bounds those.)
 func clientConnLimit(openFiles int) int {
 	if openFiles <= 0 {
 		return 0
@@ -480,20 +479,72 @@ func clientConnLimit(openFiles int) int {
 // keptFiles is the fewest descriptors kept from clients.
 const keptFiles = 64
 
-// watchedListener says when the ingress listener cannot accept: net/http
-// backs off and retries an accept error (out of file descriptors, say)
-// in silence, while clients wait in the listen backlog.
+// watchedListener holds the ingress to limit client connections at once
+// (none if 0), and says when it does: past it, new clients wait in the
+// listen backlog. It also says when the listener cannot accept: net/http
+// backs off and retries an accept error (out of file descriptors, say) in
+// silence, while clients wait in the backlog.
 type watchedListener struct {
 	net.Listener
-	r *Router
+	r     *Router
+	slots chan struct{} // one per client connection held; nil: no limit
+	done  chan struct{} // closed by Close: a held Accept returns
+	close sync.Once
+}
+
+func newWatchedListener(ln net.Listener, r *Router, limit int) *watchedListener {
+	l := &watchedListener{Listener: ln, r: r, done: make(chan struct{})}
+	if limit > 0 {
+		l.slots = make(chan struct{}, limit)
+	}
+	return l
 }
 
 func (l *watchedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		l.r.acceptFails.Warn(l.r.log, "accepting client connections failed; retrying (clients wait meanwhile)", "err", err)
+	if l.slots != nil {
+		select {
+		case l.slots <- struct{}{}:
+		default:
+			l.r.acceptFails.Warn(l.r.log, "client connections at their limit; new clients wait in the listen backlog",
+				"limit", cap(l.slots))
+			select {
+			case l.slots <- struct{}{}:
+			case <-l.done:
+				return nil, net.ErrClosed
+			}
+		}
 	}
-	return c, err
+	c, err := l.Listener.Accept()
+	if err != nil {
+		if l.slots != nil {
+			<-l.slots
+		}
+		if !errors.Is(err, net.ErrClosed) {
+			l.r.acceptFails.Warn(l.r.log, "accepting client connections failed; retrying (clients wait meanwhile)", "err", err)
+		}
+		return nil, err
+	}
+	if l.slots == nil {
+		return c, nil
+	}
+	return &slotConn{Conn: c, release: sync.OnceFunc(func() { <-l.slots })}, nil
+}
+
+func (l *watchedListener) Close() error {
+	l.close.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// slotConn gives its slot back when it is closed.
+type slotConn struct {
+	net.Conn
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
 }
 
 // framed refuses, with 400, requests whose framing is ambiguous (request

@@ -1,6 +1,11 @@
 package server
 
 import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,4 +48,79 @@ func TestClientsLeaveDescriptorsForInstances(t *testing.T) {
 			t.Errorf("clientConnLimit(%d) = %d, want %d", tt.files, got, tt.want)
 		}
 	}
+}
+
+// TestClientConnectionsHeldToTheLimit: past the limit, a new client waits
+// (in the listen backlog) until one closes, the router says so, and
+// closing the listener releases an Accept held at the limit.
+func TestClientConnectionsHeldToTheLimit(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	ln := newWatchedListener(inner, &Router{log: slog.New(slog.NewTextHandler(&logs, nil))}, 1)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	for range 2 {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	first := <-accepted
+	select {
+	case <-accepted:
+		t.Fatal("a second client connection was taken past the limit of one")
+	case <-time.After(100 * time.Millisecond): // nothing comes: no event marks its absence
+	}
+	if !strings.Contains(logs.String(), "at their limit") {
+		t.Errorf("the router did not say it held clients back:\n%s", logs.String())
+	}
+	first.Close()
+	second, ok := <-accepted
+	if !ok {
+		t.Fatal("the second client was never taken once the first closed")
+	}
+	second.Close()
+	// Held at the limit again, then closed: Accept returns.
+	if c, err := net.Dial("tcp", inner.Addr().String()); err == nil {
+		defer c.Close()
+	}
+	if third := <-accepted; third != nil {
+		defer third.Close()
+	}
+	ln.Close()
+	for range accepted {
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger's goroutine and the
+// test's.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
