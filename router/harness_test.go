@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -75,21 +74,13 @@ type stack struct {
 	ingress   string // http://host:port
 	admin     string
 	emulator  string
-	routerOut *syncBuf // stdout: EMF lines
-	routerLog *syncBuf
+	routerOut *testbin.Buffer // stdout: EMF lines
+	routerLog *testbin.Buffer
 	router    *exec.Cmd
 	routerCmd []string          // how the router is started (restartRouter starts it again so)
 	fnEnv     map[string]string // the function's environment, as the test set it
 	routerEnv []string
 }
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // stackOpts shape the function and the router.
 type stackOpts struct {
@@ -127,12 +118,12 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	cfgPath := filepath.Join(t.TempDir(), "functions.json")
 	os.WriteFile(cfgPath, cfg, 0o644)
 
-	s := &stack{t: t, routerOut: &syncBuf{}, routerLog: &syncBuf{}, fnEnv: o.fnEnv}
+	s := &stack{t: t, routerOut: &testbin.Buffer{}, routerLog: &testbin.Buffer{}, fnEnv: o.fnEnv}
 	emuAddr := freeAddr(t)
 	s.emulator = "http://" + emuAddr
 	emu := exec.Command(bins.emulator, "-config", cfgPath, "-listen", emuAddr)
 	emu.Env = append(os.Environ(), testbin.RaceLog(bins.dir)...)
-	emuLog := &syncBuf{}
+	emuLog := &testbin.Buffer{}
 	emu.Stdout, emu.Stderr = emuLog, emuLog
 	if err := emu.Start(); err != nil {
 		t.Fatal(err)

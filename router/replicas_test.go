@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/localstack/balancer"
 	"github.com/ferryrun/ferry/router/ring"
 )
@@ -91,7 +92,7 @@ func startReplicas(t *testing.T, n int, o stackOpts, lateOwner ...bool) *replica
 func (rs *replicaSet) replica(i int) *stack {
 	t, first := rs.t, rs.routers[0]
 	s := &stack{t: t, emulator: first.emulator, fnEnv: first.fnEnv, routerCmd: first.routerCmd,
-		routerOut: &syncBuf{}, routerLog: &syncBuf{}}
+		routerOut: &testbin.Buffer{}, routerLog: &testbin.Buffer{}}
 	ingress, admin := freeAddr(t), freeAddr(t)
 	s.ingress, s.admin = "http://"+ingress, "http://"+admin
 	s.routerEnv = append(slices.Clone(first.routerEnv), "FERRY_ROUTER_LISTEN="+ingress, "FERRY_ROUTER_ADMIN_LISTEN="+admin,

@@ -9,32 +9,15 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferryrun/ferry/internal/testbin"
 )
 
 const testFunction = "arn:aws:lambda:us-east-1:000000000000:function:app"
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 type clock struct{ ns atomic.Int64 }
 
@@ -48,7 +31,7 @@ type router struct {
 	issuer *Issuer
 	clock  *clock
 	conns  chan *Conn
-	logs   *syncBuffer
+	logs   *testbin.Buffer
 	srv    *Server
 }
 
@@ -73,7 +56,7 @@ func startRouterWith(t *testing.T, wrap func(net.Listener) net.Listener, maxHand
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &router{pin: Pin(cert.Leaf), issuer: iss, clock: clk, conns: make(chan *Conn, 16), logs: &syncBuffer{}}
+	r := &router{pin: Pin(cert.Leaf), issuer: iss, clock: clk, conns: make(chan *Conn, 16), logs: &testbin.Buffer{}}
 	sc := ServerConfig{
 		TLS: ServerTLSConfig(cert),
 		Authenticate: func(_ context.Context, h Hello) (Claims, error) {

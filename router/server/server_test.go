@@ -1,14 +1,13 @@
 package server
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/internal/tunnel"
 )
 
@@ -58,7 +57,7 @@ func TestClientConnectionsHeldToTheLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testbin.Buffer
 	ln := newWatchedListener(inner, &Router{log: slog.New(slog.NewTextHandler(&logs, nil))}, 1)
 	defer ln.Close()
 	accepted := make(chan net.Conn, 2)
@@ -104,23 +103,4 @@ func TestClientConnectionsHeldToTheLimit(t *testing.T) {
 	ln.Close()
 	for range accepted {
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger's goroutine and the
-// test's.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
