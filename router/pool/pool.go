@@ -476,9 +476,11 @@ func (p *Pool) pickLocked(exclude *instance, socket, lastTry bool) (pick, soon *
 const maxHold = 10 * time.Millisecond
 
 // holdLocked is how long a new request may wait for room due on a live
-// instance: waiting that long is no slower than a launch, which is what
-// the request would otherwise wait for, and it shares the invocation
-// instead of paying for another. 0 until a launch has been timed.
+// instance: no longer than the launch it would otherwise wait for, so
+// that, if the instance takes it, it is no slower and shares an
+// invocation instead of paying for another (if the moment moves, or the
+// instance nacks it, it launches that much later). 0 until a launch has
+// been timed.
 func (p *Pool) holdLocked() time.Duration {
 	return min(p.warm.lead, maxHold)
 }
