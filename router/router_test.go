@@ -289,6 +289,29 @@ func TestInstanceSaysWhenItHasRoom(t *testing.T) {
 // once the first has shown it is not computing. No two of the burst ran
 // at once in one app process.
 func TestColdBurstOfCPUBoundRequestsSpreads(t *testing.T) {
+	// The watch over a kind not yet learnt judges by the CPU the first
+	// request gets: a request this machine's other work starved of its
+	// core while it was watched passes for one that waits. Lambda gives
+	// each sandbox its own vCPU; here, a burst that failed while its
+	// sandbox waited for a core (the emulator's contended time) is run
+	// once more, on a fresh stack.
+	for try := 1; ; try++ {
+		contended, ok := coldBurst(t, try < 2)
+		if ok {
+			return
+		}
+		if try >= 2 || !contended {
+			t.Fatal("a cold burst of CPU-bound requests shared one sandbox")
+		}
+		t.Log("the burst's sandbox waited for a core while it was watched: once more, on a fresh stack")
+	}
+}
+
+// coldBurst sends a burst of CPU-bound requests to a fresh stack and
+// reports whether it spread (ok), and whether its sandboxes waited for a
+// core for a tenth of the CPU they used or more. With lenient, a burst
+// that did not spread is logged, not failed.
+func coldBurst(t *testing.T, lenient bool) (contended, ok bool) {
 	s := startStack(t, stackOpts{memoryMB: 1769, routerEnv: map[string]string{"FERRY_ROUTER_PLAIN": "off"}})
 	const n = 6
 	type ran struct {
@@ -331,10 +354,25 @@ func TestColdBurstOfCPUBoundRequestsSpreads(t *testing.T) {
 			}
 		}
 	}
-	if overlapping > 2 || len(pids) < 2 {
-		t.Errorf("%d pairs of the burst ran at once in one app process, over %d processes; want at most 2, over several", overlapping, len(pids))
+	ok = overlapping <= 2 && len(pids) >= 2
+	// The invocations end once idle; their totals say how long their
+	// sandboxes waited for a core.
+	st := s.stats()
+	for deadline := time.Now().Add(5 * time.Second); st.Running > 0 && time.Now().Before(deadline); st = s.stats() {
+		time.Sleep(20 * time.Millisecond) // polls the emulator, which has no event for it
 	}
-	t.Logf("%d requests over %d invocations; router pool %+v", len(runs), s.stats().Invocations, s.pool().Stats)
+	contended = st.CPUUs > 0 && st.ContendedUs*10 >= st.CPUUs
+	t.Logf("%d requests over %d invocations (contended %v of %v CPU); router pool %+v", len(runs), st.Invocations,
+		time.Duration(st.ContendedUs)*time.Microsecond, time.Duration(st.CPUUs)*time.Microsecond, s.pool().Stats)
+	if !ok {
+		msg := fmt.Sprintf("%d pairs of the burst ran at once in one app process, over %d processes; want at most 2, over several", overlapping, len(pids))
+		if lenient && contended {
+			t.Log(msg)
+		} else {
+			t.Error(msg)
+		}
+	}
+	return contended, ok
 }
 
 // TestFirstRequestRidesItsInvocation: the request a fresh function's
