@@ -27,6 +27,7 @@ import (
 	"github.com/ferryrun/ferry/internal/testbin"
 	"github.com/ferryrun/ferry/localstack/lambdaemu"
 	"github.com/ferryrun/ferry/localstack/localrun"
+	"github.com/ferryrun/ferry/router/pool"
 )
 
 // The chaos tests: load at a fixed rate, open loop, through the real
@@ -226,8 +227,21 @@ func (s *stack) sandboxes() []lambdaemu.SandboxInfo {
 // would reach the test itself).
 func (s *stack) busySandbox() (int, bool) {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		// The router's word for which invocations hold requests: one
+		// that lingers idle, also in an invocation, holds none.
+		serving := map[string]bool{}
+		if resp, err := http.Get(s.admin + "/pool"); err == nil {
+			var pools []pool.State
+			json.NewDecoder(resp.Body).Decode(&pools)
+			resp.Body.Close()
+			for _, p := range pools {
+				for _, in := range p.Instances {
+					serving[in.RequestID] = in.InFlight > 0
+				}
+			}
+		}
 		for _, sb := range s.sandboxes() {
-			if !sb.Idle && sb.PID > 1 {
+			if !sb.Idle && sb.PID > 1 && serving[sb.Invocation] {
 				return sb.PID, true
 			}
 		}
