@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +30,25 @@ func claim(c *tunnel.Conn, path string) (*http.Response, error) {
 	return c.RoundTrip(req)
 }
 
+// wantWaited reads the sample app's answer to a /work request and fails
+// the test unless it is a 200 that waited waitMs (what, if not); it
+// returns the body.
+func wantWaited(t *testing.T, resp *http.Response, err error, waitMs int, what string) []byte {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var got struct {
+		WaitMs int `json:"wait_ms"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil || got.WaitMs != waitMs {
+		t.Fatalf("answered %d %s; want %s", resp.StatusCode, b, what)
+	}
+	return b
+}
+
 // TestCarriedRequest: the request a dial-back event carries is the one the
 // router's claim stream gets answered, whatever that stream says of
 // itself, streamed as the app writes it, once; the invocation counts it and
@@ -40,18 +60,8 @@ func TestCarriedRequest(t *testing.T) {
 	t.Run("answered on the claim", func(t *testing.T) {
 		c, done := router.dialBackCarrying(t, emu, "app", httpEvent("POST", "/work", "wait_ms=50", nil, nil, "hello"))
 		resp, err := claim(c, "/work")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		var got struct {
-			WaitMs int `json:"wait_ms"`
-		}
 		// The claim itself is a GET of /work, which waits 0 ms.
-		if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil || got.WaitMs != 50 {
-			t.Fatalf("claim answered %d %s; want the carried request's response", resp.StatusCode, b)
-		}
+		b := wantWaited(t, resp, err, 50, "the carried request's response")
 		if resp.Header.Get(tunnel.HeaderLoad) == "" {
 			t.Errorf("claim's response lacks %s", tunnel.HeaderLoad)
 		}
@@ -76,6 +86,29 @@ func TestCarriedRequest(t *testing.T) {
 		}
 		firstChunkBeforeLast(t, resp)
 		summaryOf(t, waitResult(t, done))
+	})
+
+	t.Run("dropped by the router", func(t *testing.T) {
+		// The router ran the request elsewhere while the invocation
+		// started: its first stream says so, and is served at once as
+		// itself, not held for a claim that will not come.
+		c, done := router.dialBackCarrying(t, emu, "app", httpEvent("GET", "/work", "wait_ms=50", nil, nil, ""))
+		req, _ := http.NewRequest("GET", "http://app/work?wait_ms=1", nil)
+		req.Header.Set(tunnel.HeaderDropCarried, "1")
+		resp, err := c.RoundTrip(req)
+		wantWaited(t, resp, err, 1, "its own request's response")
+		if again, err := claim(c, "/work"); err == nil {
+			io.Copy(io.Discard, again.Body)
+			again.Body.Close()
+			t.Errorf("a claim after the drop answered %d; want the stream reset, nothing to claim", again.StatusCode)
+		}
+		res := waitResult(t, done)
+		if sum := summaryOf(t, res); sum.Requests != 1 {
+			t.Errorf("summary %+v; want only the stream's request run", sum)
+		}
+		if !strings.Contains(res.res.LogTail, "the router served the carried request elsewhere") || strings.Contains(res.res.LogTail, "never claimed") {
+			t.Errorf("log does not say the carried request was dropped as the router said (not held for its claim):\n%s", res.res.LogTail)
+		}
 	})
 
 	t.Run("never claimed", func(t *testing.T) {

@@ -85,6 +85,14 @@ func (s *streams) takeCarried(ctx context.Context) (*http.Request, bool) {
 	return c.req.WithContext(ctx), true
 }
 
+// dropCarried gives the carried request up unrun, as the router said
+// (tunnel.HeaderDropCarried): it will never claim it.
+func (s *streams) dropCarried() {
+	if c := s.carriedRequest(); c != nil && c.giveUp() {
+		s.log.Info("the router served the carried request elsewhere: dropped unrun")
+	}
+}
+
 // awaitingClaim reports whether a carried request waits for its claim;
 // one that waited past claimWait since the tunnel came up is given up.
 func (s *streams) awaitingClaim(up time.Time) bool {

@@ -97,6 +97,8 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case s.draining.Load():
 		s.nack(w, tunnel.NackDraining)
 		return
+	case r.Header.Get(tunnel.HeaderDropCarried) != "":
+		s.dropCarried()
 	case !s.awaitCarried(r.Context()):
 		return
 	}

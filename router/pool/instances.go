@@ -32,7 +32,7 @@ func (p *Pool) Add(conn Conn) {
 	if p.failing != "" {
 		p.log.Info("function recovered: an instance joined", "after_failures", p.failures)
 	}
-	p.failures, p.failing = 0, ""
+	p.failures, p.rounds, p.failing = 0, 0, ""
 	p.stats.Joined++
 	p.lastLimit = inst.limit
 	if f := conn.Hello().Fits; f > 0 {
@@ -45,9 +45,11 @@ func (p *Pool) Add(conn Conn) {
 		p.log.Info("instances take fewer streams than the router asks: raise the function's FERRY_MAX_CONCURRENCY to match",
 			"asked", p.cfg.MaxConcurrency, "took", inst.limit)
 	}
+	w := p.carried[conn.Claims().ID]
+	inst.dropsCarried = conn.Hello().Carried && w == nil
 	p.instances = append(p.instances, inst)
 	p.placeLocked(inst)
-	if w := p.carried[conn.Claims().ID]; w != nil {
+	if w != nil {
 		delete(p.carried, conn.Claims().ID)
 		w.launch = ""
 		if conn.Hello().Carried {

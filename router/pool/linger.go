@@ -39,6 +39,10 @@ const (
 	// longGap stands for a gap no arrival has closed within it: longer
 	// than any linger worth keeping.
 	longGap = time.Second
+	// startLinger is what a new instance is asked before the model has
+	// learnt (up to max): about what a warm re-invoke costs, so a guess
+	// can cost little more than a new invocation would.
+	startLinger = 2 * time.Millisecond
 )
 
 func newLingerModel(max time.Duration) *lingerModel {
@@ -94,7 +98,7 @@ func (m *lingerModel) ended(billed, busy, linger time.Duration, idled bool) {
 // choose returns the linger for a new instance.
 func (m *lingerModel) choose() time.Duration {
 	if m.nGaps < minLingerSamples || m.overhead == 0 || m.max <= 0 {
-		return m.max
+		return min(startLinger, max(m.max, 0))
 	}
 	gaps := append([]time.Duration(nil), m.gaps[:m.nGaps]...)
 	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })

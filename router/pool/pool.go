@@ -44,7 +44,7 @@ type Config struct {
 	MinTimeLeft    time.Duration // an instance with less left is not picked; if zero, 500ms
 	// MaxLinger is the longest an instance is asked to stay idle before
 	// it ends; the pool asks for less when the gaps between requests say
-	// lingering costs more than it saves. If zero, 2ms.
+	// lingering costs more than it saves. If zero, 100ms.
 	MaxLinger time.Duration
 	// Plain lets a request that no live instance can take travel as one
 	// plain invocation when tunnel invocations are not being shared (see
@@ -80,6 +80,12 @@ type Pool struct {
 	// out of waiters, each bound to its launch's instance.
 	carried  map[string]*waiter // guarded by mu
 	failures int                // guarded by mu; consecutive launches that brought no tunnel
+	// rounds counts the failures among them that were news: launches
+	// begun after the last failure was seen. The launches of a burst that
+	// all fail together (inits timing out on a crowded host) are one
+	// round: launches back off by rounds, not by failures.
+	rounds      int       // guarded by mu
+	lastFailure time.Time // guarded by mu
 	// failing is the class of the last launch failure once FailingThreshold
 	// launches in a row have failed; "" while launches work.
 	failing string // guarded by mu
@@ -152,6 +158,9 @@ type instance struct {
 	// awaited is the moment room is due that a new request waits for
 	// (see Pool.acquire): one request waits for each.
 	awaited time.Time // guarded by Pool.mu
+	// dropsCarried: its invocation carried a request the pool will never
+	// claim (taken back, or its client left); set before it is placed.
+	dropsCarried bool
 }
 
 type waiter struct {
@@ -168,6 +177,8 @@ type waiter struct {
 	// claim: the instance ch gives took the request (it came in its
 	// invocation's event): the lease claims it.
 	claim bool
+	// queued is when it began to wait (for a retry, just after the nack).
+	queued time.Time
 }
 
 // Stats are counters since the pool was made.
@@ -184,6 +195,9 @@ type Stats struct {
 	// request whose launch Lambda refused is carried again, and counted
 	// again).
 	Carried int64 `json:"carried"`
+	// TakenBack counts carried requests a live instance with room took
+	// while their launch was overdue (see takeBackLocked).
+	TakenBack int64 `json:"taken_back"`
 }
 
 // New returns an empty pool.
@@ -210,7 +224,7 @@ func New(cfg Config) (*Pool, error) {
 		cfg.MinTimeLeft = 500 * time.Millisecond
 	}
 	if cfg.MaxLinger <= 0 {
-		cfg.MaxLinger = 2 * time.Millisecond
+		cfg.MaxLinger = 100 * time.Millisecond
 	}
 	if cfg.LaunchTimeout <= 0 {
 		cfg.LaunchTimeout = 30 * time.Second
@@ -308,7 +322,7 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket, lastTry
 		p.mu.Unlock()
 		return nil, ErrQueueFull
 	}
-	w := &waiter{exclude: exclude, socket: socket, lastTry: lastTry, ch: make(chan *instance, 1), event: event}
+	w := &waiter{exclude: exclude, socket: socket, lastTry: lastTry, ch: make(chan *instance, 1), event: event, queued: p.cfg.Now()}
 	p.waiters = append(p.waiters, w)
 	p.launchLocked()
 	p.mu.Unlock()
@@ -581,6 +595,9 @@ func (p *Pool) dispatchLocked() {
 	}
 	clear(p.waiters[len(kept):])
 	p.waiters = kept
+	if !requestsBlocked {
+		p.takeBackLocked()
+	}
 }
 
 func (p *Pool) removeWaiterLocked(w *waiter) {

@@ -77,10 +77,13 @@ func (nopLauncher) Prepare(Launch) (string, func(context.Context) error, error) 
 }
 
 // failingLauncher is a fake for a function whose every invocation ends
-// before its tunnel arrives (an init error), counting the launches.
+// before its tunnel arrives (an init error), after a while if after is
+// set, counting the launches and the invocations begun.
 type failingLauncher struct {
+	after    time.Duration
 	mu       sync.Mutex
 	launches int
+	begun    int
 }
 
 func (l *failingLauncher) Prepare(Launch) (string, func(context.Context) error, error) {
@@ -88,8 +91,18 @@ func (l *failingLauncher) Prepare(Launch) (string, func(context.Context) error, 
 	defer l.mu.Unlock()
 	l.launches++
 	return fmt.Sprint("launch-", l.launches), func(context.Context) error {
+		l.mu.Lock()
+		l.begun++
+		l.mu.Unlock()
+		time.Sleep(l.after)
 		return launchError{"Ferry.AppStartFailed", "init failed: no such server"}
 	}, nil
+}
+
+func (l *failingLauncher) invoked() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.begun
 }
 
 func (l *failingLauncher) count() int {
@@ -139,6 +152,50 @@ func TestFailingFunctionFailsFast(t *testing.T) {
 		}
 		p.Close(context.Background())
 		time.Sleep(time.Minute) // a probe still backing off ends
+	})
+}
+
+// TestBurstThatFailsTogetherBacksOffOnce: twenty launches of a burst whose
+// inits all time out together (a crowded host) are one piece of news, not
+// twenty: the function fails fast, and the next launch to find out whether
+// it works again goes after the first backoff (about 100 ms), not after
+// twenty of them (30 s, every request failing meanwhile).
+func TestBurstThatFailsTogetherBacksOffOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := &failingLauncher{after: 10 * time.Second}
+		p, err := New(Config{Function: "f", Launcher: l, MaxConcurrency: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 20 {
+			go p.Acquire(t.Context(), nil, false)
+		}
+		synctest.Wait()
+		if n := l.invoked(); n != 20 {
+			t.Fatalf("%d invocations for 20 requests of one slot each, want 20", n)
+		}
+		// Every init times out at once; the launches that begin after
+		// (below the failing threshold's count) fail too, a round later.
+		time.Sleep(21 * time.Second)
+		synctest.Wait()
+		st := p.State()
+		if st.Failing == "" || st.ConsecutiveFailures < 20 {
+			t.Fatalf("state %+v; want failing after the burst's launches failed", st)
+		}
+		began := l.invoked()
+		var fe *FailingError
+		if _, err := p.Acquire(t.Context(), nil, false); !errors.As(err, &fe) {
+			t.Fatalf("Acquire = %v while failing; want a FailingError at once", err)
+		}
+		// Two rounds of failures: the probe goes after 150 ms, within 20%.
+		time.Sleep(200 * time.Millisecond)
+		synctest.Wait()
+		if n := l.invoked(); n != began+1 {
+			t.Errorf("%d invocations 200 ms after a request found the function failing, want %d: the probe after two rounds' backoff, not %d failures'",
+				n, began+1, st.ConsecutiveFailures)
+		}
+		p.Close(context.Background())
+		time.Sleep(time.Minute) // the probe's invocation ends
 	})
 }
 

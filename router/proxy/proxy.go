@@ -590,6 +590,9 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				// CPU.
 				out.Header.Set(tunnel.HeaderLastTry, "1")
 			}
+			if lease.DropCarried() {
+				out.Header.Set(tunnel.HeaderDropCarried, "1")
+			}
 		}
 		st.appStart = time.Now()
 		resp, err := lease.Conn().RoundTrip(out)

@@ -195,6 +195,9 @@ func (h *Handler) openUpgrade(ctx context.Context, r *http.Request, p *pool.Pool
 			out.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(key))
 		}
 		out.Header.Set(tunnel.HeaderUpgrade, "websocket") // the bootstrap asks no CPU admission of a socket
+		if lease.DropCarried() {
+			out.Header.Set(tunnel.HeaderDropCarried, "1")
+		}
 		resp, err := lease.Conn().RoundTrip(out)
 		switch {
 		case err == nil:
