@@ -44,8 +44,13 @@ const (
 	refused   = "503 (refused)"
 	clientErr = "4xx"
 	unreached = "no connection (the router was down)"
-	hung      = "hung past its limit"
-	other     = "other"
+	// cut: the response's headers came, then its body broke off. The
+	// router cannot answer 502 once it has passed the headers on, so a
+	// request started on an instance that dies as it answers ends so; a
+	// router that dies mid-answer too.
+	cut   = "cut mid-body (started, then failed)"
+	hung  = "hung past its limit"
+	other = "other"
 )
 
 // chaosFor is the length of each chaos test's load: a few seconds in make
@@ -79,6 +84,8 @@ func (e entry) outcome() string {
 	switch {
 	case e.status == 0 && (strings.Contains(e.err, "Client.Timeout") || strings.Contains(e.err, "deadline exceeded")):
 		return hung
+	case e.status == 0 && strings.Contains(e.err, "unexpected EOF"):
+		return cut
 	case e.status == 0 && isRefused(e.err):
 		return unreached
 	case e.status == 0:
@@ -163,6 +170,9 @@ func allow(outcomes ...string) map[string]bool {
 	m := map[string]bool{served: true}
 	for _, o := range outcomes {
 		m[o] = true
+		if o == started || o == unreached {
+			m[cut] = true
+		}
 	}
 	return m
 }

@@ -89,7 +89,7 @@ func (s *streams) takeCarried(ctx context.Context) (*http.Request, bool) {
 // (tunnel.HeaderDropCarried): it will never claim it.
 func (s *streams) dropCarried() {
 	if c := s.carriedRequest(); c != nil && c.giveUp() {
-		s.log.Info("the router served the carried request elsewhere: dropped unrun")
+		s.log.Info("the router will not claim the carried request (its client left): dropped unrun")
 	}
 }
 

@@ -104,6 +104,7 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	lastTry := claim || r.Header.Get(tunnel.HeaderLastTry) != ""
 	r.Header.Del(tunnel.HeaderLastTry) // the app never sees the protocol
+	r.Header.Del(tunnel.HeaderDropCarried)
 	// A refused stream never counts as in flight: only a stream that runs
 	// moves inflight, and its deferred done closes the busy period. (A nack
 	// that undid its own count once left an instance busy, billed to its

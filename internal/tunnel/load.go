@@ -39,10 +39,9 @@ const (
 	// response; the stream's own request never reaches the app.
 	HeaderClaim = "Ferry-Claim"
 	// HeaderDropCarried on a stream says the router will never claim the
-	// request the invocation carried (it served that request elsewhere
-	// while the invocation started, or its client left): the bootstrap
-	// drops it unrun instead of holding the stream for its claim, and
-	// runs the stream's own request.
+	// request the invocation carried (its client left while the
+	// invocation started): the bootstrap drops it unrun instead of
+	// holding the stream for its claim, and runs the stream's own request.
 	HeaderDropCarried = "Ferry-Drop-Carried"
 	// HeaderPrefix starts every protocol header.
 	HeaderPrefix = "Ferry-"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -154,56 +153,6 @@ func (p *Pool) carriableLocked() *waiter {
 		}
 	}
 	return nil
-}
-
-// takeBackLocked gives a live instance with room the carried requests
-// whose launches are overdue: pending longer than the slowest recent
-// launch took (lead; any, before one has been timed), oldest first. Such a
-// launch may be a sandbox starting on a crowded host, or behind a
-// throttle: how much longer it takes is anyone's guess, while the
-// instance can run the request now. The launch then joins with nothing to
-// claim (its bootstrap drops the request unrun) and is closed as surplus:
-// a short invocation, against a request waiting on it. A launch not yet
-// overdue keeps its request; it is about to bring it an instance.
-//
-// Only an instance that said it had room, or an idle one, takes a request
-// back (as for a last try): one whose room is only due might nack it,
-// and its retry would launch again. An instance that nacked the request
-// is passed over unless it has said something since.
-func (p *Pool) takeBackLocked() {
-	if len(p.carried) == 0 || len(p.instances) == 0 {
-		return
-	}
-	var overdue []*waiter
-	for id, w := range p.carried {
-		if time.Since(p.launches[id]) > p.warm.lead {
-			overdue = append(overdue, w)
-		}
-	}
-	slices.SortFunc(overdue, func(a, b *waiter) int { return p.launches[a.launch].Compare(p.launches[b.launch]) })
-	for _, w := range overdue {
-		inst, _, _ := p.pickLocked(w.exclude, false, true)
-		if inst == nil && w.exclude != nil {
-			if l, ok := w.exclude.conn.Load(); ok && l.At.After(w.queued) {
-				inst, _, _ = p.pickLocked(nil, false, true)
-			}
-		}
-		if inst == nil {
-			if w.exclude == nil {
-				return // no room anywhere
-			}
-			continue
-		}
-		p.log.Debug("a live instance takes a carried request back from its overdue launch",
-			"instance", inst.conn.Hello().RequestID, "launch_pending_ms", time.Since(p.launches[w.launch]).Milliseconds(),
-			"launch_lead_ms", p.warm.lead.Milliseconds())
-		delete(p.carried, w.launch)
-		w.launch, w.event = "", nil // from here on, an ordinary stream
-		p.stats.TakenBack++
-		p.addInFlightLocked(inst, 1)
-		inst.served++
-		w.ch <- inst
-	}
 }
 
 // prepareLocked starts n invocations of l (after the failure backoff, if

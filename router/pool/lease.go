@@ -26,10 +26,9 @@ type Lease struct {
 func (l *Lease) Claim() bool { return l.claim }
 
 // DropCarried reports that the instance holds a request its invocation
-// carried that the pool will never claim (another instance ran it while
-// the invocation started, or its client left): the stream says so
-// (tunnel.HeaderDropCarried), so that the bootstrap does not hold it for
-// that claim.
+// carried that the pool will never claim (its client left while the
+// invocation started): the stream says so (tunnel.HeaderDropCarried), so
+// that the bootstrap does not hold it for that claim.
 func (l *Lease) DropCarried() bool { return l.inst != nil && l.inst.dropsCarried }
 
 // Conn returns the leased instance's tunnel; nil when Plain.

@@ -159,7 +159,7 @@ type instance struct {
 	// (see Pool.acquire): one request waits for each.
 	awaited time.Time // guarded by Pool.mu
 	// dropsCarried: its invocation carried a request the pool will never
-	// claim (taken back, or its client left); set before it is placed.
+	// claim (its client left); set before it is placed, never changed.
 	dropsCarried bool
 }
 
@@ -177,8 +177,6 @@ type waiter struct {
 	// claim: the instance ch gives took the request (it came in its
 	// invocation's event): the lease claims it.
 	claim bool
-	// queued is when it began to wait (for a retry, just after the nack).
-	queued time.Time
 }
 
 // Stats are counters since the pool was made.
@@ -195,9 +193,6 @@ type Stats struct {
 	// request whose launch Lambda refused is carried again, and counted
 	// again).
 	Carried int64 `json:"carried"`
-	// TakenBack counts carried requests a live instance with room took
-	// while their launch was overdue (see takeBackLocked).
-	TakenBack int64 `json:"taken_back"`
 }
 
 // New returns an empty pool.
@@ -322,7 +317,7 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket, lastTry
 		p.mu.Unlock()
 		return nil, ErrQueueFull
 	}
-	w := &waiter{exclude: exclude, socket: socket, lastTry: lastTry, ch: make(chan *instance, 1), event: event, queued: p.cfg.Now()}
+	w := &waiter{exclude: exclude, socket: socket, lastTry: lastTry, ch: make(chan *instance, 1), event: event}
 	p.waiters = append(p.waiters, w)
 	p.launchLocked()
 	p.mu.Unlock()
@@ -595,9 +590,6 @@ func (p *Pool) dispatchLocked() {
 	}
 	clear(p.waiters[len(kept):])
 	p.waiters = kept
-	if !requestsBlocked {
-		p.takeBackLocked()
-	}
 }
 
 func (p *Pool) removeWaiterLocked(w *waiter) {
