@@ -41,7 +41,9 @@ type streams struct {
 	drainOnce sync.Once
 
 	draining atomic.Bool
-	inflight atomic.Int64
+	// idleDrain: the drain is for want of requests, not the deadline.
+	idleDrain atomic.Bool
+	inflight  atomic.Int64
 	// held counts streams waiting to be judged (admit.Admitter.Wait): not
 	// in flight, but an instance holding one is not idle.
 	held     atomic.Int64
@@ -81,6 +83,7 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	claim := r.Header.Get(tunnel.HeaderClaim) != ""
+	lastTry := claim || r.Header.Get(tunnel.HeaderLastTry) != ""
 	switch {
 	case claim:
 		// The router's claim on the request the invocation carried: that
@@ -94,7 +97,12 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 		r = req
-	case s.draining.Load():
+	case s.draining.Load() && !(lastTry && s.idleDrain.Load()):
+		// A last try cannot go elsewhere (its body is already spent, or
+		// it ran out of attempts): one that meets an instance ending for
+		// want of requests runs, and the drain waits for it, where a nack
+		// would fail it. One that meets the deadline's drain is refused:
+		// it might not finish.
 		s.nack(w, tunnel.NackDraining)
 		return
 	case r.Header.Get(tunnel.HeaderDropCarried) != "":
@@ -102,7 +110,6 @@ func (s *streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case !s.awaitCarried(r.Context()):
 		return
 	}
-	lastTry := claim || r.Header.Get(tunnel.HeaderLastTry) != ""
 	r.Header.Del(tunnel.HeaderLastTry) // the app never sees the protocol
 	r.Header.Del(tunnel.HeaderDropCarried)
 	// A refused stream never counts as in flight: only a stream that runs
@@ -336,7 +343,10 @@ func (s *streams) watch(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *streams) startDrain() {
+// startDrain refuses new streams from now on, but for last tries when
+// idle says the invocation ends for want of requests, with time left.
+func (s *streams) startDrain(idle bool) {
+	s.idleDrain.Store(idle)
 	s.draining.Store(true)
 	s.drainOnce.Do(func() { close(s.drained) })
 }

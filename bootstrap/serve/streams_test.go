@@ -1,10 +1,12 @@
 package serve
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -123,5 +125,38 @@ func TestNacksLeaveTheInstanceIdle(t *testing.T) {
 	}
 	if n := s.inFlight(); n != 0 || s.idleFor() <= 0 {
 		t.Errorf("after concurrent streams: %d in flight, idle for %v; want 0 and idle", n, s.idleFor())
+	}
+}
+
+// TestLastTryMeetingAnIdleDrainRuns: a stream that meets the drain is
+// refused, for the router to send elsewhere, except a last try (it has
+// nowhere else to go) meeting a drain for want of requests: that one runs.
+func TestLastTryMeetingAnIdleDrainRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		idle, lastTry bool
+		want          int
+	}{
+		{"idle drain, last try", true, true, http.StatusOK},
+		{"idle drain, not a last try", true, false, http.StatusServiceUnavailable},
+		{"deadline drain, last try", false, true, http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ran") })
+			s := newStreams(app, 64, time.Now().Add(time.Minute), nil, false)
+			s.startDrain(tc.idle)
+			req := httptest.NewRequest("POST", "/upload", strings.NewReader("a body the router could not send again"))
+			if tc.lastTry {
+				req.Header.Set(tunnel.HeaderLastTry, "1")
+			}
+			w := httptest.NewRecorder()
+			s.ServeHTTP(w, req)
+			if w.Code != tc.want {
+				t.Errorf("answered %d %q (nack %q), want %d", w.Code, w.Body, w.Header().Get(tunnel.HeaderNack), tc.want)
+			}
+			if tc.want != http.StatusOK && w.Header().Get(tunnel.HeaderNack) != tunnel.NackDraining {
+				t.Errorf("refused without a draining nack: %v", w.Header())
+			}
+		})
 	}
 }

@@ -176,7 +176,7 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 		}
 	}
 	endAt := time.Now()
-	st.startDrain()
+	st.startDrain(ended == "idle")
 	drainCtx, cancel := context.WithDeadline(context.Background(), inv.Deadline.Add(-postSafety))
 	defer cancel()
 	sess.Drain(drainCtx)
