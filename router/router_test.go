@@ -39,6 +39,11 @@ func TestWarmPath(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	// The function's own linger, not the router's ask, as its hello
+	// said: the router keeps last tries off an instance near its end.
+	if p := s.pool(); len(p.Instances) != 1 || p.Instances[0].LingerUs != time.Second.Microseconds() {
+		t.Errorf("pool %+v; want one instance saying it lingers 1s", p.Instances)
+	}
 	s.quiesce()
 	st := s.stats()
 	if statuses[200] != 200 {

@@ -63,10 +63,22 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	st.onBusy = alone.requests
 	r.bg.SetHook(alone.background)
 	defer r.bg.SetHook(nil)
+	linger := r.cfg.IdleLinger
+	if l, ok := p.Linger(); ok && !r.cfg.IdleLingerSet {
+		linger = l
+	}
+	if p.Warm {
+		// One of the function's minimum: idle is what it is for. It ends
+		// at the drain before its deadline (or when the router closes it).
+		linger = max(time.Until(inv.Deadline), linger)
+	}
 	hello := tunnel.Hello{
 		Token: p.Token, FunctionARN: inv.FunctionARN, RequestID: inv.RequestID,
 		MaxConcurrency: limit, DeadlineUnixMs: inv.Deadline.UnixMilli(), MemoryMB: r.opts.MemoryMB,
 		Fits: r.fits(limit), LoadStream: r.cfg.LoadStream,
+		// The router keeps a stream it cannot send again off an idle
+		// instance near the end of this.
+		LingerUs: new(linger.Microseconds()),
 	}
 	if r.cfg.CPUAdmission {
 		// What this sandbox has learnt of the usual request's CPU: the
@@ -102,15 +114,6 @@ func (r *runner) serveTunnel(ctx context.Context, inv *runtimeapi.Invocation, p 
 	up := time.Now()
 	ph.setup = up.Sub(began)
 
-	linger := r.cfg.IdleLinger
-	if l, ok := p.Linger(); ok && !r.cfg.IdleLingerSet {
-		linger = l
-	}
-	if p.Warm {
-		// One of the function's minimum: idle is what it is for. It ends
-		// at the drain before its deadline (or when the router closes it).
-		linger = max(time.Until(inv.Deadline), linger)
-	}
 	streams := limit
 	if r.cfg.LoadStream {
 		streams++ // and the load stream

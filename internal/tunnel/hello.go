@@ -48,6 +48,21 @@ type Hello struct {
 	// learnt of the usual request's CPU, for the router to try one more
 	// that long after it sent one; 0 when it cannot say.
 	AheadUs int64 `json:"ahead_us,omitempty"`
+	// LingerUs is how long, in microseconds, the instance stays with
+	// nothing in flight before it ends its invocation (what the router
+	// asked, unless the function set its own or the instance is warm);
+	// nil from a bootstrap that does not say. The router sends a request
+	// it cannot send again (a last try) to an idle instance only while
+	// that leaves time: a stream meeting the instance's GOAWAY is refused.
+	LingerUs *int64 `json:"linger_us,omitempty"`
+}
+
+// Linger is LingerUs as a duration, and whether the hello said it.
+func (h Hello) Linger() (time.Duration, bool) {
+	if h.LingerUs == nil {
+		return 0, false
+	}
+	return time.Duration(*h.LingerUs) * time.Microsecond, true
 }
 
 // Validate reports the first field of h that cannot be accepted.
@@ -71,6 +86,8 @@ func (h Hello) Validate() error {
 		return fmt.Errorf("hello: room_in_us %d outside 0..%d", h.RoomInUs, maxRoomIn.Microseconds())
 	case h.AheadUs < 0 || h.AheadUs > maxRoomIn.Microseconds():
 		return fmt.Errorf("hello: ahead_us %d outside 0..%d", h.AheadUs, maxRoomIn.Microseconds())
+	case h.LingerUs != nil && (*h.LingerUs < 0 || *h.LingerUs > maxLinger.Microseconds()):
+		return fmt.Errorf("hello: linger_us %d outside 0..%d", *h.LingerUs, maxLinger.Microseconds())
 	}
 	return nil
 }
@@ -94,6 +111,9 @@ func (h Hello) CheckDeadline(now time.Time) error {
 const (
 	maxInvocation = 15 * time.Minute // Lambda's longest timeout
 	maxMemoryMB   = 10240            // Lambda's largest memory size
+	// maxLinger bounds a hello's linger: the bootstrap's FERRY_IDLE_LINGER
+	// allows up to an hour (an invocation's deadline ends it sooner).
+	maxLinger = time.Hour
 )
 
 // MaxStreamsLimit is the largest per-instance concurrency a tunnel accepts

@@ -324,6 +324,10 @@ func TestHelloValidate(t *testing.T) {
 		"negative ahead":                         {func(h *Hello) { h.AheadUs = -1 }, false},
 		"ahead past Lambda's longest invocation": {func(h *Hello) { h.AheadUs = int64(16 * time.Minute / time.Microsecond) }, false},
 		"room due past Lambda's longest invocation": {func(h *Hello) { h.RoomInUs = int64(16 * time.Minute / time.Microsecond) }, false},
+		"linger":              {func(h *Hello) { h.LingerUs = new(int64(2000)) }, true},
+		"no linger":           {func(h *Hello) { h.LingerUs = new(int64(0)) }, true},
+		"negative linger":     {func(h *Hello) { h.LingerUs = new(int64(-1)) }, false},
+		"linger past an hour": {func(h *Hello) { h.LingerUs = new(int64(61 * time.Minute / time.Microsecond)) }, false},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

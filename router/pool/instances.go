@@ -10,7 +10,10 @@ import (
 // established (tunnel.ServerConfig.OnConn guarantees that): an instance in
 // the pool must be able to take a stream at once.
 func (p *Pool) Add(conn Conn) {
-	inst := &instance{conn: conn, limit: conn.Limit()}
+	inst := &instance{conn: conn, limit: conn.Limit(), linger: -1}
+	if l, ok := conn.Hello().Linger(); ok {
+		inst.linger = l
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

@@ -23,6 +23,8 @@ type fakeConn struct {
 	fits     int           // what its hello says fit at once: 0, nothing learnt
 	carried  bool          // its hello says it runs the request its launch carried
 	roomIn   time.Duration // its hello's RoomInUs
+	linger   time.Duration // its hello's LingerUs, if lingers
+	lingers  bool          // its hello says its linger
 	deadline time.Time
 
 	mu       sync.Mutex
@@ -40,7 +42,11 @@ func (c *fakeConn) RoundTrip(*http.Request) (*http.Response, error) {
 }
 func (c *fakeConn) Claims() tunnel.Claims { return tunnel.Claims{ID: c.id, Function: "f"} }
 func (c *fakeConn) Hello() tunnel.Hello {
-	return tunnel.Hello{RequestID: "req-" + c.id, Fits: c.fits, Carried: c.carried, RoomInUs: c.roomIn.Microseconds()}
+	h := tunnel.Hello{RequestID: "req-" + c.id, Fits: c.fits, Carried: c.carried, RoomInUs: c.roomIn.Microseconds()}
+	if c.lingers {
+		h.LingerUs = new(c.linger.Microseconds())
+	}
+	return h
 }
 func (c *fakeConn) Handshake() (time.Time, time.Duration) { return time.Now(), 0 }
 func (c *fakeConn) Limit() int                            { return c.limit }
@@ -667,4 +673,59 @@ func TestFreshInstanceIsTriedWhenItsHelloSaysRoomIsDue(t *testing.T) {
 			t.Fatalf("Acquire = %v, %v once its hello's room was due; want it", lease, err)
 		}
 	})
+}
+
+// TestLastTryStaysOffAnInstanceAboutToEnd: a request that cannot be sent
+// again (a last try) goes to an idle instance only while the linger its
+// hello said leaves time; near its end, a stream could meet the
+// instance's GOAWAY and be refused, so the request waits for a launch
+// instead. A request that can be sent again still takes it, and so does
+// a last try where the hello said no linger.
+func TestLastTryStaysOffAnInstanceAboutToEnd(t *testing.T) {
+	tests := []struct {
+		name    string
+		lingers bool
+		linger  time.Duration
+		idle    time.Duration // how long the instance has been idle
+		takes   bool          // a last try goes to it
+	}{
+		{"early in its linger", true, 100 * time.Millisecond, 10 * time.Millisecond, true},
+		{"near its end", true, 100 * time.Millisecond, 80 * time.Millisecond, false},
+		{"a short linger", true, 2 * time.Millisecond, 0, false},
+		{"no linger", true, 0, 0, false},
+		{"a hello that does not say", false, 0, 80 * time.Millisecond, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p, l := newTestPool(t, Config{MaxConcurrency: 4})
+				first := acquire(t.Context(), p, nil)
+				synctest.Wait()
+				conn := newFakeConn(l.ids()[0], 4)
+				conn.lingers, conn.linger = tt.lingers, tt.linger
+				p.Add(conn)
+				(<-first).lease.Release()
+				time.Sleep(tt.idle)
+
+				ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+				defer cancel()
+				lease, err := p.AcquireCarriable(ctx, nil, false, true, nil)
+				if took := err == nil && lease.Conn() == Conn(conn); took != tt.takes {
+					t.Fatalf("last try after %v idle: took the instance %v (%v), want %v", tt.idle, took, err, tt.takes)
+				}
+				if err == nil {
+					lease.Release()
+					return
+				}
+				if n := len(l.ids()); n != 2 {
+					t.Errorf("launches %d; want a second for the last try", n)
+				}
+				// One that can be sent again takes the risk: a refusal
+				// costs it only a try.
+				if lease, err := p.Acquire(t.Context(), nil, false); err != nil || lease.Conn() != Conn(conn) {
+					t.Errorf("Acquire = %v, %v; want the idle instance", lease, err)
+				}
+			})
+		})
+	}
 }

@@ -161,7 +161,31 @@ type instance struct {
 	// dropsCarried: its invocation carried a request the pool will never
 	// claim (its client left); set before it is placed, never changed.
 	dropsCarried bool
+	// linger is how long it stays idle before it ends, as its hello
+	// said; -1 if it did not say. Set before it is placed.
+	linger time.Duration
+	// idle is when its last stream ended here; zero until one has.
+	idle time.Time // guarded by Pool.mu
 }
+
+// endsSoon reports whether in, idle since in.idle, is near enough the end
+// of its linger that a stream sent now might meet its GOAWAY (and be
+// refused): its idle moment is timed here, after the response travelled,
+// and the stream has to travel too. A stream that can be sent again loses
+// only a try there; a last try would be lost.
+func (in *instance) endsSoon(now time.Time) bool {
+	if in.linger < 0 || in.idle.IsZero() {
+		// It did not say; or it has had no stream yet, and a new instance
+		// waits far longer than its linger for its first.
+		return false
+	}
+	return now.Sub(in.idle) >= in.linger-max(in.linger/4, lingerMargin)
+}
+
+// lingerMargin is the least time an idle instance must have left of its
+// linger to be sent a last try: more than a response and a stream take
+// to cross a loaded tunnel.
+const lingerMargin = 2 * time.Millisecond
 
 type waiter struct {
 	exclude *instance
@@ -251,7 +275,8 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, e
 // lease is a Claim. plain is as for Acquire. lastTry says the request
 // will be sent as a last try (tunnel.HeaderLastTry: the instance takes it
 // whatever its CPU): like a retry, it goes only to an instance that said
-// it had room or is idle, never to one whose room is only due.
+// it had room or is idle, never to one whose room is only due, nor to an
+// idle one about to end.
 func (p *Pool) AcquireCarriable(ctx context.Context, avoid *Lease, plain, lastTry bool, event func() ([]byte, error)) (*Lease, error) {
 	return p.acquire(ctx, avoid, plain, false, lastTry, event)
 }
@@ -409,6 +434,9 @@ func (p *Pool) plainLocked() bool {
 // cannot tell yet, while it holds what its hello said fit (or cover), or
 // n or more after it said it was full at n.
 //
+// A last try never goes to an idle instance near the end of its linger
+// (see endsSoon).
+//
 // When it returns nil, soon is the instance whose room is due soonest,
 // at a moment still to come that no request waits for yet (nil if none:
 // see dueLocked), and at that moment.
@@ -432,6 +460,9 @@ func (p *Pool) pickLocked(exclude *instance, socket, lastTry bool) (pick, soon *
 				continue
 			}
 			if in.conn.Deadline().Sub(now) < p.cfg.MinTimeLeft {
+				continue
+			}
+			if lastTry && in.inflight == 0 && in.endsSoon(now) {
 				continue
 			}
 			l, ok := in.conn.Load()
@@ -534,8 +565,11 @@ func (p *Pool) addInFlightLocked(in *instance, d int) {
 		p.unplaceLocked(in)
 	}
 	in.inflight += d
-	if d > 0 {
+	switch {
+	case d > 0:
 		in.placed = p.cfg.Now()
+	case in.inflight == 0:
+		in.idle = p.cfg.Now()
 	}
 	if !in.gone {
 		p.placeLocked(in)
@@ -573,7 +607,7 @@ func (p *Pool) dispatchLocked() {
 		if inst == nil {
 			kept = append(kept, w)
 			switch {
-			case w.exclude != nil:
+			case w.exclude != nil, w.lastTry: // passes over instances the ones after it may take
 			case w.socket: // no free slot for anyone: keep the rest as is
 				kept = append(kept, p.waiters[i+1:]...)
 				clear(p.waiters[len(kept):])

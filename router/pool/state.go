@@ -52,6 +52,9 @@ type InstanceState struct {
 	Room int `json:"room"`
 	// Warm: one of the minimum, kept until its deadline's drain.
 	Warm bool `json:"warm"`
+	// LingerUs is how long it stays idle before it ends, as its hello
+	// said; -1 if it did not say.
+	LingerUs int64 `json:"linger_us"`
 }
 
 // InFlight returns the live instances and their streams in flight, from
@@ -86,7 +89,11 @@ func (p *Pool) State() State {
 		s.Instances = append(s.Instances, InstanceState{
 			RequestID: in.conn.Hello().RequestID, Limit: in.limit, InFlight: in.inflight, Served: in.served,
 			LeftMs: in.conn.Deadline().Sub(now).Milliseconds(), Draining: in.conn.Draining(), CPU: l.CPU, Full: l.Full, Room: l.Room, Warm: in.warm,
+			LingerUs: -1,
 		})
+		if in.linger >= 0 {
+			s.Instances[len(s.Instances)-1].LingerUs = in.linger.Microseconds()
+		}
 	}
 	sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].RequestID < s.Instances[j].RequestID })
 	return s

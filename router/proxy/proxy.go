@@ -602,8 +602,11 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				avoid = lease
 				continue
 			}
-			if tunnel.Unprocessed(err) {
+			if tunnel.Unprocessed(err) && !body.replayable() {
 				return nil, errNotReplayable
+			}
+			if tunnel.Unprocessed(err) {
+				return nil, errNackedOut // refused by every instance it was tried on
 			}
 			return nil, &startedError{err: err}
 		}
