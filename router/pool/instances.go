@@ -38,6 +38,7 @@ func (p *Pool) Add(conn Conn) {
 	p.failures, p.rounds, p.failing = 0, 0, ""
 	p.stats.Joined++
 	p.lastLimit = inst.limit
+	p.lingerUnsaid = inst.linger < 0
 	if f := conn.Hello().Fits; f > 0 {
 		p.fits = f
 	}

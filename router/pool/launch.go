@@ -118,6 +118,11 @@ func (p *Pool) startLaunchesLocked(n int) {
 		return
 	}
 	l := Launch{Function: p.cfg.Function, MaxConcurrency: p.cfg.MaxConcurrency, Linger: p.linger.choose()}
+	if p.lingerUnsaid {
+		// An older bootstrap, whose hello does not say its linger: the
+		// pool cannot keep last tries off it near the end of a long one.
+		l.Linger = min(l.Linger, startLinger)
+	}
 	for ; n > 0; n-- {
 		w := p.carriableLocked()
 		if w == nil {

@@ -70,6 +70,9 @@ func (l *Lease) Release() {
 		if load, ok := l.inst.conn.Load(); ok {
 			l.p.learnCoverLocked(load)
 		}
+		if l.answered {
+			l.inst.answered = l.p.cfg.Now()
+		}
 		l.p.addInFlightLocked(l.inst, -1)
 		l.p.dispatchLocked()
 		if l.inst.inflight == 0 {

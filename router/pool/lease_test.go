@@ -677,23 +677,28 @@ func TestFreshInstanceIsTriedWhenItsHelloSaysRoomIsDue(t *testing.T) {
 
 // TestLastTryStaysOffAnInstanceAboutToEnd: a request that cannot be sent
 // again (a last try) goes to an idle instance only while the linger its
-// hello said leaves time; near its end, a stream could meet the
-// instance's GOAWAY and be refused, so the request waits for a launch
-// instead. A request that can be sent again still takes it, and so does
-// a last try where the hello said no linger.
+// hello said leaves time after its last answer; near its end, a stream
+// could meet the instance's GOAWAY and be refused, so the request waits
+// for a launch instead. A request that can be sent again still takes it,
+// and so does a last try where the hello said no linger. A nack does not
+// restart the instance's idle clock.
 func TestLastTryStaysOffAnInstanceAboutToEnd(t *testing.T) {
 	tests := []struct {
 		name    string
 		lingers bool
 		linger  time.Duration
-		idle    time.Duration // how long the instance has been idle
+		idle    time.Duration // since its answer
+		nack    bool          // a request it nacked came and went half way
 		takes   bool          // a last try goes to it
 	}{
-		{"early in its linger", true, 100 * time.Millisecond, 10 * time.Millisecond, true},
-		{"near its end", true, 100 * time.Millisecond, 80 * time.Millisecond, false},
-		{"a short linger", true, 2 * time.Millisecond, 0, false},
-		{"no linger", true, 0, 0, false},
-		{"a hello that does not say", false, 0, 80 * time.Millisecond, true},
+		{"early in its linger", true, 100 * time.Millisecond, 10 * time.Millisecond, false, true},
+		// The model asks a quarter more than the gap it expects.
+		{"a steady client's gap", true, 125 * time.Millisecond, 100 * time.Millisecond, false, true},
+		{"near its end", true, 100 * time.Millisecond, 95 * time.Millisecond, false, false},
+		{"near its end after a nack", true, 100 * time.Millisecond, 95 * time.Millisecond, true, false},
+		{"a short linger", true, 2 * time.Millisecond, 1600 * time.Microsecond, false, false},
+		{"no linger", true, 0, 0, false, false},
+		{"a hello that does not say", false, 0, 95 * time.Millisecond, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -704,8 +709,20 @@ func TestLastTryStaysOffAnInstanceAboutToEnd(t *testing.T) {
 				conn := newFakeConn(l.ids()[0], 4)
 				conn.lingers, conn.linger = tt.lingers, tt.linger
 				p.Add(conn)
-				(<-first).lease.Release()
-				time.Sleep(tt.idle)
+				lease := (<-first).lease
+				lease.Answered(false)
+				lease.Release()
+				if tt.nack {
+					time.Sleep(tt.idle / 2)
+					nacked, err := p.Acquire(t.Context(), nil, false)
+					if err != nil || nacked.Conn() != Conn(conn) {
+						t.Fatalf("Acquire = %v, %v; want the idle instance", nacked, err)
+					}
+					nacked.Release() // not answered
+					time.Sleep(tt.idle - tt.idle/2)
+				} else {
+					time.Sleep(tt.idle)
+				}
 
 				ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
 				defer cancel()
@@ -728,4 +745,89 @@ func TestLastTryStaysOffAnInstanceAboutToEnd(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestOlderBootstrapIsAskedAShortLinger: once an instance joins whose
+// hello does not say its linger (an older bootstrap, which the pool
+// cannot keep last tries off near the end of one), launches ask no more
+// than the starting linger, whatever the model would choose.
+func TestOlderBootstrapIsAskedAShortLinger(t *testing.T) {
+	for _, says := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hello says its linger: %v", says), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p, l := newTestPool(t, Config{MaxConcurrency: 1, MaxLinger: 100 * time.Millisecond})
+				p.mu.Lock()
+				for range minLingerSamples {
+					p.linger.addGap(10 * time.Millisecond)
+				}
+				p.linger.overhead = 20 * time.Millisecond
+				model := p.linger.choose()
+				p.mu.Unlock()
+				if model <= startLinger {
+					t.Fatalf("model chose %v; the test needs more than %v", model, startLinger)
+				}
+				first := acquire(t.Context(), p, nil)
+				synctest.Wait()
+				conn := newFakeConn(l.ids()[0], 1)
+				conn.lingers, conn.linger = says, model
+				p.Add(conn)
+				<-first
+				acquire(t.Context(), p, nil) // the instance is full (limit 1): a launch
+				synctest.Wait()
+				want := min(model, startLinger)
+				if says {
+					want = model
+				}
+				if ids := l.ids(); len(ids) != 2 || l.spec(ids[1]).Linger != want {
+					t.Errorf("launches %v, the second asking %v; want it to ask %v", ids, l.spec(ids[len(ids)-1]).Linger, want)
+				}
+			})
+		})
+	}
+}
+
+// TestLastTryWaitingDoesNotHoldBackOthers: a last try at the head of the
+// queue that passes over an instance near its linger's end does not keep
+// the requests behind it, which may take that instance, waiting.
+func TestLastTryWaitingDoesNotHoldBackOthers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 1})
+		first := acquire(t.Context(), p, nil)
+		synctest.Wait()
+		conn := newFakeConn(l.ids()[0], 1)
+		conn.lingers, conn.linger = true, 100*time.Millisecond
+		p.Add(conn)
+		lease := (<-first).lease
+		lease.Answered(false)
+		lease.Release()
+		time.Sleep(90 * time.Millisecond)
+		busy, err := p.Acquire(t.Context(), nil, false) // full now (limit 1)
+		if err != nil || busy.Conn() != Conn(conn) {
+			t.Fatalf("Acquire = %v, %v; want the idle instance", busy, err)
+		}
+		last := make(chan acquired, 1)
+		go func() {
+			l, err := p.AcquireCarriable(t.Context(), nil, false, true, nil)
+			last <- acquired{l, err}
+		}()
+		synctest.Wait()
+		next := acquire(t.Context(), p, nil)
+		synctest.Wait()
+		time.Sleep(5 * time.Millisecond)
+		busy.Release() // a nack: the instance's idle clock runs from its answer
+		synctest.Wait()
+		select {
+		case got := <-next:
+			if got.err != nil || got.lease.Conn() != Conn(conn) {
+				t.Fatalf("the request behind the last try got %v, %v; want the instance", got.lease, got.err)
+			}
+		default:
+			t.Fatal("the request behind the last try still waits though the instance is free to it")
+		}
+		select {
+		case got := <-last:
+			t.Fatalf("the last try got %v, %v; want it waiting for its launch", got.lease, got.err)
+		default:
+		}
+	})
 }

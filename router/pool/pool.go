@@ -105,6 +105,9 @@ type Pool struct {
 	warm   warmState // guarded by mu
 	// lastLimit is the streams the last instance to join took.
 	lastLimit int // guarded by mu
+	// lingerUnsaid: the last instance to join did not say its linger (an
+	// older bootstrap); new ones are asked for no more than startLinger.
+	lingerUnsaid bool // guarded by mu
 	// fits is how many of the function's usual requests at once the last
 	// instance that had learnt them said fit (its hello's Fits), or, until
 	// one has, how many one held when it first said it was full; 0 until
@@ -164,28 +167,37 @@ type instance struct {
 	// linger is how long it stays idle before it ends, as its hello
 	// said; -1 if it did not say. Set before it is placed.
 	linger time.Duration
-	// idle is when its last stream ended here; zero until one has.
-	idle time.Time // guarded by Pool.mu
+	// answered is when the last response it gave ended here (a nack or
+	// a stream that never reached it does not restart its idle clock);
+	// zero until one has.
+	answered time.Time // guarded by Pool.mu
 }
 
-// endsSoon reports whether in, idle since in.idle, is near enough the end
-// of its linger that a stream sent now might meet its GOAWAY (and be
-// refused): its idle moment is timed here, after the response travelled,
-// and the stream has to travel too. A stream that can be sent again loses
-// only a try there; a last try would be lost.
+// endsSoon reports whether in, idle, is near enough the end of its linger
+// that a stream sent now might meet its GOAWAY (and be refused). A stream
+// that can be sent again loses only a try there; a last try would be
+// lost. Its idle clock is taken to start when its last response ended
+// here, after that response travelled (later still for a large one a slow
+// client reads: the rule then narrows the race, not closes it); the
+// stream has to travel too.
+//
+// The margin is a tenth of the linger: the linger model asks a quarter
+// more than the gap it expects, so a client that sends its next request
+// that long after the last answer still finds the instance (a larger
+// margin turned such steady clients' last tries away for good).
 func (in *instance) endsSoon(now time.Time) bool {
-	if in.linger < 0 || in.idle.IsZero() {
-		// It did not say; or it has had no stream yet, and a new instance
-		// waits far longer than its linger for its first.
+	if in.linger < 0 || in.answered.IsZero() {
+		// It did not say; or it has answered nothing yet, and a new
+		// instance waits far longer than its linger for its first stream.
 		return false
 	}
-	return now.Sub(in.idle) >= in.linger-max(in.linger/4, lingerMargin)
+	return now.Sub(in.answered) >= in.linger-max(in.linger/10, lingerMargin)
 }
 
 // lingerMargin is the least time an idle instance must have left of its
-// linger to be sent a last try: more than a response and a stream take
-// to cross a loaded tunnel.
-const lingerMargin = 2 * time.Millisecond
+// linger to be sent a last try: more than a response and a stream take to
+// cross a tunnel on loopback.
+const lingerMargin = 500 * time.Microsecond
 
 type waiter struct {
 	exclude *instance
@@ -565,11 +577,8 @@ func (p *Pool) addInFlightLocked(in *instance, d int) {
 		p.unplaceLocked(in)
 	}
 	in.inflight += d
-	switch {
-	case d > 0:
+	if d > 0 {
 		in.placed = p.cfg.Now()
-	case in.inflight == 0:
-		in.idle = p.cfg.Now()
 	}
 	if !in.gone {
 		p.placeLocked(in)
