@@ -79,6 +79,29 @@ func Status(pid int, field string) string {
 	return ""
 }
 
+// Started returns when pid started, in clock ticks since boot (field 22 of
+// /proc/<pid>/stat), and false if it cannot be read. With the pid it names
+// one process: a pid is reused once its process is gone, its start time
+// is not.
+func Started(pid int) (uint64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The command name, in parentheses, may hold spaces and parentheses:
+	// the fields that follow start after the last ')', at field 3.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, false
+	}
+	t, err := strconv.ParseUint(f[19], 10, 64)
+	return t, err == nil
+}
+
 // Alive reports whether pid is a process that has not exited: a zombie
 // (exited, not yet reaped by its parent) counts as gone.
 func Alive(pid int) bool {

@@ -1,6 +1,7 @@
 package proctree
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -60,5 +61,35 @@ func TestAlive(t *testing.T) {
 		if got := Alive(tc.pid); got != tc.want {
 			t.Errorf("Alive(%s) = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestStarted: a process's start time is read past a command name holding
+// spaces and parentheses, stays what it was, and is no earlier than its
+// parent's; a pid with no process has none.
+func TestStarted(t *testing.T) {
+	dir := t.TempDir()
+	odd := dir + "/a) b (c"
+	if err := os.Symlink("/bin/sleep", odd); err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(odd, "30")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	self, ok := Started(os.Getpid())
+	if !ok || self == 0 {
+		t.Fatalf("Started(self) = %d, %v", self, ok)
+	}
+	got, ok := Started(child.Process.Pid)
+	if !ok || got < self {
+		t.Fatalf("Started(child named %q) = %d, %v; want at least its parent's %d", Status(child.Process.Pid, "Name"), got, ok, self)
+	}
+	if again, _ := Started(child.Process.Pid); again != got {
+		t.Errorf("Started(child) = %d, then %d", got, again)
+	}
+	if _, ok := Started(1 << 30); ok {
+		t.Error("Started(a pid with no process) succeeded")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -326,11 +327,17 @@ func WaitHTTP(ctx context.Context, url string) error {
 // The port is chosen below the kernel's ephemeral range: a port from
 // that range, free when chosen, may be taken as the source port of any
 // outgoing connection before the server that is to listen on it starts
-// (a restarted router once failed with "address already in use").
+// (a restarted router once failed with "address already in use"). It is
+// also claimed for a while against every other FreeAddr on the machine
+// (see claimPort): processes that each choose at random, and listen later,
+// once chose the same one (a router replica found its peer port taken).
 func FreeAddr() (string, error) {
 	low := ephemeralLow()
 	for range 100 {
 		port := freePortsFrom + mrand.IntN(max(low-freePortsFrom, 1))
+		if !claimPort(port) {
+			continue
+		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err == nil {
 			ln.Close()
@@ -348,6 +355,39 @@ func FreeAddr() (string, error) {
 // freePortsFrom is the lowest port FreeAddr chooses: above the ports
 // services are usually given.
 const freePortsFrom = 20000
+
+// portClaim is how long a port FreeAddr chose stays claimed against other
+// FreeAddr callers: longer than any test or run takes to start listening
+// on the address it was given.
+const portClaim = 10 * time.Minute
+
+// claimPort claims port for portClaim against every FreeAddr on this
+// machine, by creating a file named for it in a shared directory; false
+// if another claimed it less than portClaim ago. Where the directory
+// cannot be written, every port counts as unclaimed.
+func claimPort(port int) bool {
+	dir := filepath.Join(os.TempDir(), "ferry-ports")
+	if os.MkdirAll(dir, 0o777) != nil {
+		return true
+	}
+	path := filepath.Join(dir, strconv.Itoa(port))
+	for range 2 {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err == nil {
+			f.Close()
+			return true
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return true
+		}
+		fi, err := os.Stat(path)
+		if err != nil || time.Since(fi.ModTime()) < portClaim {
+			return false
+		}
+		os.Remove(path) // a stale claim: take it over
+	}
+	return false
+}
 
 // ephemeralLow is the first port of the kernel's ephemeral range (Linux's
 // default where it cannot be read).

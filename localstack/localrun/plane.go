@@ -139,8 +139,12 @@ func (p Plane) start(logs io.Writer, env []string, name, bin string, args ...str
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	if p.Detached {
-		go cmd.Wait() // reaped if this process outlives it (tests)
-		if err := os.WriteFile(filepath.Join(p.Dir, name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+		// The pid and its start time: once the process is gone (and
+		// reaped below if this process outlives it) its pid may name
+		// another, which a stop must not signal.
+		started, _ := proctree.Started(cmd.Process.Pid)
+		go cmd.Wait()
+		if err := os.WriteFile(filepath.Join(p.Dir, name+".pid"), fmt.Appendf(nil, "%d %d\n", cmd.Process.Pid, started), 0o644); err != nil {
 			return cmd, err
 		}
 	}
@@ -160,18 +164,25 @@ func Kill(procs []*exec.Cmd, reap bool) {
 }
 
 // Stop ends the process pid (with its process group where it leads one):
-// SIGTERM, then SIGKILL if it still runs 15 s later.
+// SIGTERM, then SIGKILL if it still runs 15 s later. Its pid may be
+// reused once it is gone: the SIGKILL goes only to the process that got
+// the SIGTERM.
 func Stop(pid int) {
 	target := pid
 	if pg, err := syscall.Getpgid(pid); err == nil && pg == pid {
 		target = -pid
 	}
+	started, known := proctree.Started(pid)
 	if err := syscall.Kill(target, syscall.SIGTERM); errors.Is(err, syscall.ESRCH) {
 		return
 	}
-	for deadline := time.Now().Add(15 * time.Second); proctree.Alive(pid) && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	same := func() bool {
+		t, ok := proctree.Started(pid)
+		return proctree.Alive(pid) && (!known || (ok && t == started))
 	}
-	if proctree.Alive(pid) {
+	for deadline := time.Now().Add(15 * time.Second); same() && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	}
+	if same() {
 		syscall.Kill(target, syscall.SIGKILL)
 	}
 }
