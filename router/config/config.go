@@ -210,7 +210,7 @@ func (c Config) Ring() bool { return len(c.Peers) > 0 || c.CloudMap != nil }
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		Listen: fmt.Sprintf(":%d", IngressPort), TunnelListen: fmt.Sprintf(":%d", TunnelPort), AdminListen: fmt.Sprintf("127.0.0.1:%d", AdminPort),
-		MaxConcurrency: 64, IdleLinger: 100 * time.Millisecond, Plain: true, Carry: true, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
+		MaxConcurrency: 64, IdleLinger: 2 * time.Millisecond, Plain: true, Carry: true, Policy: pool.Pack, QueueLimit: 1000, QueueTimeout: 10 * time.Second,
 		LaunchTimeout: 30 * time.Second, MaxInstances: 1000, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 32 << 20,
 		MetricsInterval: time.Minute, MetricsEMF: true, ShutdownTimeout: 25 * time.Second, RoutesPoll: 2 * time.Second,
 		WebSocketIdle: 5 * time.Minute, PeerListen: fmt.Sprintf(":%d", PeerPort), OwnerConcurrency: 256,

@@ -21,7 +21,7 @@ func TestLoad(t *testing.T) {
 	if len(c.Routes) != 2 || c.Routes[1] != (Route{Function: "api", Host: "api.example.com", PathPrefix: "/v1"}) {
 		t.Errorf("routes = %+v", c.Routes)
 	}
-	if c.Advertise != "127.0.0.1:0" || c.MaxConcurrency != 64 || c.IdleLinger != 100*time.Millisecond || c.Policy != "pack" {
+	if c.Advertise != "127.0.0.1:0" || c.MaxConcurrency != 64 || c.IdleLinger != 2*time.Millisecond || c.Policy != "pack" {
 		t.Errorf("config = %+v", c)
 	}
 	c, err = Load(env(map[string]string{EnvRoutes: "app=/", EnvTunnelListen: "127.0.0.1:0", EnvTrustedProxies: "10.0.3.7/16, 127.0.0.1/32"}))

@@ -44,7 +44,7 @@ type Config struct {
 	MinTimeLeft    time.Duration // an instance with less left is not picked; if zero, 500ms
 	// MaxLinger is the longest an instance is asked to stay idle before
 	// it ends; the pool asks for less when the gaps between requests say
-	// lingering costs more than it saves. If zero, 100ms.
+	// lingering costs more than it saves. If zero, 2ms.
 	MaxLinger time.Duration
 	// Plain lets a request that no live instance can take travel as one
 	// plain invocation when tunnel invocations are not being shared (see
@@ -255,7 +255,7 @@ func New(cfg Config) (*Pool, error) {
 		cfg.MinTimeLeft = 500 * time.Millisecond
 	}
 	if cfg.MaxLinger <= 0 {
-		cfg.MaxLinger = 100 * time.Millisecond
+		cfg.MaxLinger = 2 * time.Millisecond
 	}
 	if cfg.LaunchTimeout <= 0 {
 		cfg.LaunchTimeout = 30 * time.Second
