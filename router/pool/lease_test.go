@@ -181,9 +181,9 @@ type acquired struct {
 }
 
 // firstInstance sends one request to an empty pool and lets the
-// invocation it starts join with limit slots: the instance, and the
-// request's lease on it.
-func firstInstance(t *testing.T, p *Pool, l *fakeLauncher, limit int) (*fakeConn, *Lease) {
+// invocation it starts join with limit slots, its hello as hello sets it
+// (if not nil): the instance, and the request's lease on it.
+func firstInstance(t *testing.T, p *Pool, l *fakeLauncher, limit int, hello func(*fakeConn)) (*fakeConn, *Lease) {
 	t.Helper()
 	first := acquire(t.Context(), p, nil)
 	synctest.Wait()
@@ -192,6 +192,9 @@ func firstInstance(t *testing.T, p *Pool, l *fakeLauncher, limit int) (*fakeConn
 		t.Fatalf("launches %v for one request on an empty pool, want one", ids)
 	}
 	conn := newFakeConn(ids[0], limit)
+	if hello != nil {
+		hello(conn)
+	}
 	p.Add(conn)
 	got := <-first
 	if got.err != nil || got.lease.Conn() != Conn(conn) {
@@ -206,7 +209,7 @@ func firstInstance(t *testing.T, p *Pool, l *fakeLauncher, limit int) (*fakeConn
 func TestColdRequestLaunchesAndJoins(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 4})
-		conn, lease := firstInstance(t, p, l, 4)
+		conn, lease := firstInstance(t, p, l, 4, nil)
 		lease.Release()
 		second, err := p.Acquire(t.Context(), nil, false)
 		if err != nil || second.Conn() != Conn(conn) {
@@ -224,7 +227,7 @@ func TestColdRequestLaunchesAndJoins(t *testing.T) {
 func TestWaitersAreServedInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 1, MaxInstances: 1})
-		_, holder := firstInstance(t, p, l, 1)
+		_, holder := firstInstance(t, p, l, 1, nil)
 		var waits []<-chan acquired
 		for range 3 {
 			waits = append(waits, acquire(t.Context(), p, nil))
@@ -257,7 +260,7 @@ func TestWaitersAreServedInOrder(t *testing.T) {
 func TestCancelledWaiterHandsItsSlotOn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 1, MaxInstances: 1})
-		_, holder := firstInstance(t, p, l, 1)
+		_, holder := firstInstance(t, p, l, 1, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		gaveUp := acquire(ctx, p, nil)
 		synctest.Wait()
@@ -286,7 +289,7 @@ func TestCancelledWaiterHandsItsSlotOn(t *testing.T) {
 func TestNackedRequestAvoidsItsInstance(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 2, Policy: Spread})
-		a, nacked := firstInstance(t, p, l, 2)
+		a, nacked := firstInstance(t, p, l, 2, nil)
 		retry := acquire(t.Context(), p, nacked) // the only instance is the one to avoid
 		synctest.Wait()
 		other, err := p.Acquire(t.Context(), nil, false) // behind it in no queue
@@ -315,7 +318,7 @@ func TestGoneInstanceIsReplacedForWaiters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// One instance at most: the waiter gets no launch while a lives.
 		p, l := newTestPool(t, Config{MaxConcurrency: 1, MaxInstances: 1})
-		a, lease := firstInstance(t, p, l, 1)
+		a, lease := firstInstance(t, p, l, 1, nil)
 		waiting := acquire(t.Context(), p, nil)
 		synctest.Wait()
 		if ids := l.ids(); len(ids) != 1 {
@@ -427,14 +430,7 @@ func TestLaunchThatNeverDialsBack(t *testing.T) {
 func TestFreshSandboxTakesWhatLearntOnesFit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 8})
-		first := acquire(t.Context(), p, nil)
-		synctest.Wait()
-		learnt := newFakeConn(l.ids()[0], 8)
-		learnt.fits = 1 // one of these requests at a time
-		p.Add(learnt)
-		if got := <-first; got.err != nil {
-			t.Fatal(got.err)
-		}
+		firstInstance(t, p, l, 8, func(c *fakeConn) { c.fits = 1 }) // one of these requests at a time
 		for range 3 {
 			acquire(t.Context(), p, nil)
 		}
@@ -468,7 +464,7 @@ func instanceState(t *testing.T, p *Pool, id string) InstanceState {
 func TestColdFunctionLearnsFromItsFirstFullHint(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 8})
-		conn, lease := firstInstance(t, p, l, 8)
+		conn, lease := firstInstance(t, p, l, 8, nil)
 		conn.hint(tunnel.Load{InFlight: 1, Full: true, Room: -1})
 		lease.Release() // the hint on its answer (a nack carries one too)
 		second, err := p.Acquire(t.Context(), nil, false)
@@ -491,7 +487,7 @@ func TestColdFunctionLearnsFromItsFirstFullHint(t *testing.T) {
 func TestAnsweredInstanceWithoutRoomIsNotHeldToFits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 8})
-		conn, lease := firstInstance(t, p, l, 8)
+		conn, lease := firstInstance(t, p, l, 8, nil)
 		conn.hint(tunnel.Load{InFlight: 1, Full: true, Room: -1})
 		lease.Release()                  // fits is 1 from here
 		conn.hint(tunnel.Load{Room: -1}) // then no opinion: never full
@@ -512,7 +508,7 @@ func TestAnsweredInstanceWithoutRoomIsNotHeldToFits(t *testing.T) {
 func TestInstanceIsTriedWhenItsRoomIsDue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 8})
-		conn, _ := firstInstance(t, p, l, 8)
+		conn, _ := firstInstance(t, p, l, 8, nil)
 		conn.hint(tunnel.Load{InFlight: 1, Room: 0, RoomIn: 30 * time.Millisecond, At: time.Now()})
 		ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
 		if _, err := p.Acquire(ctx, nil, false); err == nil {
@@ -540,7 +536,7 @@ func TestInstanceIsTriedWhenItsRoomIsDue(t *testing.T) {
 func TestInstanceIsTriedOnceTheRequestItTookIsPastItsCPU(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 8})
-		conn, first := firstInstance(t, p, l, 8)
+		conn, first := firstInstance(t, p, l, 8, nil)
 		conn.hint(tunnel.Load{InFlight: 0, Room: 1, Ahead: 45 * time.Millisecond, At: time.Now()})
 		first.Release()
 		time.Sleep(time.Second) // the hint is old by the time the next request comes
@@ -704,12 +700,7 @@ func TestLastTryStaysOffAnInstanceAboutToEnd(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				p, l := newTestPool(t, Config{MaxConcurrency: 4})
-				first := acquire(t.Context(), p, nil)
-				synctest.Wait()
-				conn := newFakeConn(l.ids()[0], 4)
-				conn.lingers, conn.linger = tt.lingers, tt.linger
-				p.Add(conn)
-				lease := (<-first).lease
+				conn, lease := firstInstance(t, p, l, 4, func(c *fakeConn) { c.lingers, c.linger = tt.lingers, tt.linger })
 				lease.Answered(false)
 				lease.Release()
 				if tt.nack {
@@ -766,12 +757,7 @@ func TestOlderBootstrapIsAskedAShortLinger(t *testing.T) {
 				if model <= startLinger {
 					t.Fatalf("model chose %v; the test needs more than %v", model, startLinger)
 				}
-				first := acquire(t.Context(), p, nil)
-				synctest.Wait()
-				conn := newFakeConn(l.ids()[0], 1)
-				conn.lingers, conn.linger = says, model
-				p.Add(conn)
-				<-first
+				firstInstance(t, p, l, 1, func(c *fakeConn) { c.lingers, c.linger = says, model })
 				acquire(t.Context(), p, nil) // the instance is full (limit 1): a launch
 				synctest.Wait()
 				want := min(model, startLinger)
@@ -792,12 +778,7 @@ func TestOlderBootstrapIsAskedAShortLinger(t *testing.T) {
 func TestLastTryWaitingDoesNotHoldBackOthers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, l := newTestPool(t, Config{MaxConcurrency: 1})
-		first := acquire(t.Context(), p, nil)
-		synctest.Wait()
-		conn := newFakeConn(l.ids()[0], 1)
-		conn.lingers, conn.linger = true, 100*time.Millisecond
-		p.Add(conn)
-		lease := (<-first).lease
+		conn, lease := firstInstance(t, p, l, 1, func(c *fakeConn) { c.lingers, c.linger = true, 100*time.Millisecond })
 		lease.Answered(false)
 		lease.Release()
 		time.Sleep(90 * time.Millisecond)

@@ -86,14 +86,15 @@ func (p *Pool) State() State {
 		if !ok {
 			l.Room = -1
 		}
+		lingerUs := int64(-1) // not said
+		if in.linger >= 0 {
+			lingerUs = in.linger.Microseconds()
+		}
 		s.Instances = append(s.Instances, InstanceState{
 			RequestID: in.conn.Hello().RequestID, Limit: in.limit, InFlight: in.inflight, Served: in.served,
 			LeftMs: in.conn.Deadline().Sub(now).Milliseconds(), Draining: in.conn.Draining(), CPU: l.CPU, Full: l.Full, Room: l.Room, Warm: in.warm,
-			LingerUs: -1,
+			LingerUs: lingerUs,
 		})
-		if in.linger >= 0 {
-			s.Instances[len(s.Instances)-1].LingerUs = in.linger.Microseconds()
-		}
 	}
 	sort.Slice(s.Instances, func(i, j int) bool { return s.Instances[i].RequestID < s.Instances[j].RequestID })
 	return s

@@ -602,10 +602,10 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				avoid = lease
 				continue
 			}
-			if tunnel.Unprocessed(err) && !body.replayable() {
-				return nil, errNotReplayable
-			}
 			if tunnel.Unprocessed(err) {
+				if !body.replayable() {
+					return nil, errNotReplayable
+				}
 				return nil, errNackedOut // refused by every instance it was tried on
 			}
 			return nil, &startedError{err: err}
