@@ -25,6 +25,9 @@ const (
 const (
 	msgGotGoAway = "http2: Transport received Server's graceful shutdown GOAWAY"
 	msgUnusable  = "http2: client conn not usable"
+	// The connection closed before its first stream was sent (the
+	// instance died right after its hello).
+	msgNotEstablished = "http2: client conn could not be established"
 )
 
 // IsNack reports whether resp is a nack and returns its reason.
@@ -55,7 +58,7 @@ func Unprocessed(err error) bool {
 	}
 	return anyInTree(err, func(e error) bool {
 		m := e.Error()
-		return m == msgGotGoAway || m == msgUnusable
+		return m == msgGotGoAway || m == msgUnusable || m == msgNotEstablished
 	})
 }
 

@@ -104,3 +104,43 @@ func TestUnprocessedMessages(t *testing.T) {
 		t.Errorf("after GOAWAY: Unprocessed(%v) = false, want true", err)
 	}
 }
+
+// TestUnprocessedWhenClosedBeforeTheFirstStream: a connection whose peer
+// goes away before the first stream is sent on it (an instance that dies
+// right after its hello) fails that stream unsent, which is safe to retry.
+func TestUnprocessedWhenClosedBeforeTheFirstStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		preface := make([]byte, len(http2.ClientPreface))
+		io.ReadFull(nc, preface)
+		http2.NewFramer(nc, nc).WriteSettings()
+		nc.Close()
+	}()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !cc.State().Closed; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the connection never closed: %+v", cc.State())
+		}
+	}
+	req, _ := http.NewRequest("GET", "http://app/", nil)
+	_, err = cc.RoundTrip(req)
+	if err == nil || !Unprocessed(err) {
+		t.Errorf("Unprocessed(%v) = false, want true", err)
+	}
+}
