@@ -16,6 +16,7 @@ type Lease struct {
 	answered bool
 	unsafe   bool
 	claim    bool
+	held     bool // a retry's, which had its one chance to wait for room due
 	once     sync.Once
 }
 
@@ -30,6 +31,12 @@ func (l *Lease) Claim() bool { return l.claim }
 // invocation started): the stream says so (tunnel.HeaderDropCarried), so
 // that the bootstrap does not hold it for that claim.
 func (l *Lease) DropCarried() bool { return l.inst != nil && l.inst.dropsCarried }
+
+// NoHold marks the lease of a request its instance refused for a reason
+// that room due on it will not mend (it is draining, its app is down): the
+// retry does not wait for room due, there or elsewhere, as one nacked for
+// CPU may once.
+func (l *Lease) NoHold() { l.held = true }
 
 // Conn returns the leased instance's tunnel; nil when Plain.
 func (l *Lease) Conn() Conn {

@@ -312,6 +312,100 @@ func TestNackedRequestAvoidsItsInstance(t *testing.T) {
 	})
 }
 
+// TestRetryWaitsOnceForRoomDueOnItsNacker: a request nacked for CPU,
+// whose nack says room is due on that instance sooner than a launch would
+// bring one (launches have taken 20 ms here), waits for it and goes back
+// to it instead of starting an invocation that would idle out. It does so
+// once: nacked again, it launches at once; and it never waits for room
+// due past maxHold.
+func TestRetryWaitsOnceForRoomDueOnItsNacker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, l := newTestPool(t, Config{MaxConcurrency: 8})
+		first := acquire(t.Context(), p, nil)
+		synctest.Wait()
+		time.Sleep(20 * time.Millisecond) // the launch takes 20 ms
+		conn := newFakeConn(l.ids()[0], 8)
+		p.Add(conn)
+		busy := (<-first).lease
+		defer busy.Release()
+		nack := func(inflight int, roomIn time.Duration) *Lease {
+			t.Helper()
+			conn.hint(tunnel.Load{InFlight: inflight, Room: 1})
+			lease, err := p.Acquire(t.Context(), nil, false)
+			if err != nil || lease.Conn() != Conn(conn) {
+				t.Fatalf("Acquire = %v, %v; want the instance with room", lease, err)
+			}
+			conn.hint(tunnel.Load{InFlight: inflight, Room: 0, RoomIn: roomIn, At: time.Now()})
+			lease.Release() // nacked: not answered
+			return lease
+		}
+
+		nacked := nack(1, 5*time.Millisecond)
+		start := time.Now()
+		retry := acquire(t.Context(), p, nacked)
+		synctest.Wait()
+		if n := len(l.ids()); n != 1 {
+			t.Errorf("%d launches for a retry whose room is due in 5 ms on its nacker; want none", n-1)
+		}
+		got := <-retry
+		if got.err != nil || got.lease.Conn() != Conn(conn) {
+			t.Fatalf("retry = %v, %v; want the instance that nacked it, once its room was due", got.lease, got.err)
+		}
+		if waited := time.Since(start); waited != 5*time.Millisecond {
+			t.Errorf("retry waited %v; want the 5 ms until room was due", waited)
+		}
+
+		// Nacked again: no second wait; it launches.
+		conn.hint(tunnel.Load{InFlight: 1, Room: 0, RoomIn: 5 * time.Millisecond, At: time.Now()})
+		got.lease.Release()
+		again := acquire(t.Context(), p, got.lease)
+		synctest.Wait()
+		if n := len(l.ids()); n != 2 {
+			t.Fatalf("%d launches for a retry nacked twice; want one, at once", n-1)
+		}
+		b := newFakeConn(l.ids()[1], 8)
+		p.Add(b)
+		if got := <-again; got.err != nil || got.lease.Conn() != Conn(b) {
+			t.Errorf("second retry = %v, %v; want the launched instance", got.lease, got.err)
+		} else {
+			got.lease.Release()
+		}
+		b.end()
+		synctest.Wait()
+
+		// Room due later than a launch takes: a launch at once.
+		nacked = nack(1, maxHold+time.Millisecond)
+		late := acquire(t.Context(), p, nacked)
+		synctest.Wait()
+		if n := len(l.ids()); n != 3 {
+			t.Fatalf("%d launches for a retry whose room is due past maxHold; want a third, at once", n-1)
+		}
+		c := newFakeConn(l.ids()[2], 8)
+		p.Add(c)
+		if got := <-late; got.err != nil || got.lease.Conn() != Conn(c) {
+			t.Errorf("retry = %v, %v; want the launched instance", got.lease, got.err)
+		} else {
+			got.lease.Release()
+		}
+		c.end()
+		synctest.Wait()
+
+		// Refused for a reason room will not mend (NoHold): no wait.
+		nacked = nack(1, 5*time.Millisecond)
+		nacked.NoHold()
+		draining := acquire(t.Context(), p, nacked)
+		synctest.Wait()
+		if n := len(l.ids()); n != 4 {
+			t.Fatalf("%d launches for a retry its instance refused while draining; want a fourth, at once", n-1)
+		}
+		d := newFakeConn(l.ids()[3], 8)
+		p.Add(d)
+		if got := <-draining; got.err != nil || got.lease.Conn() != Conn(d) {
+			t.Errorf("retry = %v, %v; want the launched instance", got.lease, got.err)
+		}
+	})
+}
+
 // TestGoneInstanceIsReplacedForWaiters: an instance whose tunnel ends
 // leaves the pool, and requests waiting for it get a new invocation.
 func TestGoneInstanceIsReplacedForWaiters(t *testing.T) {
@@ -659,11 +753,12 @@ func TestFreshInstanceIsTriedWhenItsHelloSaysRoomIsDue(t *testing.T) {
 		if lease, err := p.Acquire(t.Context(), nil, false); err != nil || lease.Conn() != Conn(other) {
 			t.Fatalf("Acquire = %v, %v; want the idle instance", lease, err)
 		}
-		// A retry after a refusal does not go to an instance only due.
+		// A retry that has had its chance to hold does not go to an
+		// instance only due.
 		ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
 		defer cancel()
-		if got, err := p.Acquire(ctx, &Lease{inst: &instance{}}, false); err == nil && got.Conn() == Conn(conn) {
-			t.Error("a retry went to an instance whose room was only due")
+		if got, err := p.Acquire(ctx, &Lease{inst: &instance{}, held: true}, false); err == nil && got.Conn() == Conn(conn) {
+			t.Error("a retry that had held once went to an instance whose room was only due")
 		}
 		if lease, err := p.Acquire(t.Context(), nil, false); err != nil || lease.Conn() != Conn(conn) {
 			t.Fatalf("Acquire = %v, %v once its hello's room was due; want it", lease, err)
@@ -693,6 +788,8 @@ func TestLastTryStaysOffAnInstanceAboutToEnd(t *testing.T) {
 		{"near its end", true, 100 * time.Millisecond, 95 * time.Millisecond, false, false},
 		{"near its end after a nack", true, 100 * time.Millisecond, 95 * time.Millisecond, true, false},
 		{"a short linger", true, 2 * time.Millisecond, 1600 * time.Microsecond, false, false},
+		{"a short linger just answered", true, 2 * time.Millisecond, 500 * time.Microsecond, false, false},
+		{"a linger past the margin", true, 5 * time.Millisecond, 500 * time.Microsecond, false, true},
 		{"no linger", true, 0, 0, false, false},
 		{"a hello that does not say", false, 0, 95 * time.Millisecond, false, true},
 	}

@@ -158,8 +158,8 @@ type instance struct {
 	// request was last tried on it beyond what it had said: one try per
 	// moment.
 	probed time.Time // guarded by Pool.mu
-	// awaited is the moment room is due that a new request waits for
-	// (see Pool.acquire): one request waits for each.
+	// awaited is the moment room is due that a request waits for (see
+	// Pool.acquire): one request waits for each.
 	awaited time.Time // guarded by Pool.mu
 	// dropsCarried: its invocation carried a request the pool will never
 	// claim (its client left); set before it is placed, never changed.
@@ -196,8 +196,10 @@ func (in *instance) endsSoon(now time.Time) bool {
 
 // lingerMargin is the least time an idle instance must have left of its
 // linger to be sent a last try: more than a response and a stream take to
-// cross a tunnel on loopback.
-const lingerMargin = 500 * time.Microsecond
+// cross a tunnel, with room for a busy host's scheduling delays (0.5 ms
+// lost a 90 KB POST under -race in CI). An instance that lingers 2 ms or
+// less, the default ceiling, never takes a last try once idle.
+const lingerMargin = 2 * time.Millisecond
 
 type waiter struct {
 	exclude *instance
@@ -272,8 +274,9 @@ func New(cfg Config) (*Pool, error) {
 
 // Acquire returns a slot on a live instance, waiting for one while ctx
 // allows and starting invocations if the live and pending ones cannot cover
-// the waiting requests. avoid, if not nil, is an earlier lease whose
-// instance this request should not go to again (it nacked). plain says the
+// the waiting requests. avoid, if not nil, is the lease of this request's
+// last attempt, whose instance refused it: the request goes back to that
+// instance only once room is due on it (see acquire). plain says the
 // request could travel as a plain invocation (see Config.Plain): then,
 // when no live instance can take it and the function's tunnel invocations
 // are not being shared, the lease returned is Plain.
@@ -286,9 +289,9 @@ func (p *Pool) Acquire(ctx context.Context, avoid *Lease, plain bool) (*Lease, e
 // launched for it carries it (Launch.First), bound to it, and then its
 // lease is a Claim. plain is as for Acquire. lastTry says the request
 // will be sent as a last try (tunnel.HeaderLastTry: the instance takes it
-// whatever its CPU): like a retry, it goes only to an instance that said
-// it had room or is idle, never to one whose room is only due, nor to an
-// idle one about to end.
+// whatever its CPU): it goes only to an instance that said it had room
+// or is idle, never to one whose room is only due, nor to an idle one
+// about to end.
 func (p *Pool) AcquireCarriable(ctx context.Context, avoid *Lease, plain, lastTry bool, event func() ([]byte, error)) (*Lease, error) {
 	return p.acquire(ctx, avoid, plain, false, lastTry, event)
 }
@@ -314,15 +317,27 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket, lastTry
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	inst, soon, at := p.pickLocked(exclude, socket, lastTry)
+	// A request may wait for room due on a live instance, or try one
+	// whose room is due: a new one, and a retry once (a CPU nack's hint
+	// says when the instance that refused it will have room, often sooner
+	// than a launch). A last try cannot risk a refusal, nor a socket wait
+	// for CPU it does not need.
+	hold := !socket && !lastTry && (avoid == nil || !avoid.held)
+	inst, probe, soon, at := p.pickLocked(exclude, socket, lastTry, hold)
+	waited := false
 	if inst == nil && soon != nil && p.failing == "" && at.Sub(p.cfg.Now()) <= p.holdLocked() {
 		// Room is due on a live instance sooner than a launch would
 		// bring one: wait for it, then try again (it, or any other).
 		if err := p.awaitDueLocked(ctx, soon, at); err != nil {
 			return nil, err
 		}
-		inst, _, _ = p.pickLocked(exclude, socket, lastTry)
+		waited = true
+		inst, probe, _, _ = p.pickLocked(exclude, socket, lastTry, hold)
 	}
+	// A retry that waited for room due, or tried room only due, has had
+	// its one chance: the next launches. (A new request's own chance
+	// does not count: its nack's hint is fresher than what it went on.)
+	held := avoid != nil && (avoid.held || waited || probe)
 	if avoid == nil && (inst == nil || inst.inflight == 0) {
 		// A new request that busy instances cannot take: it meets an
 		// idle instance, or one that lingered would have met it.
@@ -332,7 +347,7 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket, lastTry
 		p.addInFlightLocked(inst, 1)
 		inst.served++
 		p.mu.Unlock()
-		return &Lease{p: p, inst: inst}, nil
+		return &Lease{p: p, inst: inst, held: held}, nil
 	}
 	if p.failing != "" {
 		// Fail at once; one launch at a time, backed off, finds out
@@ -364,7 +379,7 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket, lastTry
 		if !ok {
 			return nil, w.err
 		}
-		return &Lease{p: p, inst: inst, claim: w.claim}, nil
+		return &Lease{p: p, inst: inst, claim: w.claim, held: held}, nil
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
@@ -396,7 +411,7 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket, lastTry
 }
 
 // awaitDueLocked waits, with p.mu released, until at, when room is due on
-// in, for one new request (see holdLocked). It returns with p.mu held, or
+// in, for one request (see holdLocked). It returns with p.mu held, or
 // with an error and p.mu released if ctx ends or the pool closes first.
 func (p *Pool) awaitDueLocked(ctx context.Context, in *instance, at time.Time) error {
 	in.awaited = at
@@ -449,15 +464,19 @@ func (p *Pool) plainLocked() bool {
 // A last try never goes to an idle instance near the end of its linger
 // (see endsSoon).
 //
-// When it returns nil, soon is the instance whose room is due soonest,
-// at a moment still to come that no request waits for yet (nil if none:
-// see dueLocked), and at that moment.
-func (p *Pool) pickLocked(exclude *instance, socket, lastTry bool) (pick, soon *instance, at time.Time) {
+// With hold, an instance whose room is only due (see dueLocked) is taken
+// once that moment has come and none has room; and exclude, which just
+// refused the request, is not taken now but may be when room is due on it.
+// probe says pick's room was only due. When it returns nil, soon is the
+// instance whose room is due soonest, at a moment still to come that no
+// request waits for yet (nil if none, or without hold), and at that
+// moment.
+func (p *Pool) pickLocked(exclude *instance, socket, lastTry, hold bool) (pick *instance, probe bool, soon *instance, at time.Time) {
 	now := p.cfg.Now()
 	n := len(p.byLoad)
 	// due is the first instance, in the policy's order, that has no room
 	// but is expected to by now (see dueLocked): taken only if none has room.
-	// A retry (exclude set: it was just refused) or a last try never goes
+	// Without hold (a last try, a socket, a retry that held once) none goes
 	// to one, so a last try lands only where room was said or on an idle
 	// instance.
 	var due *instance
@@ -468,7 +487,7 @@ func (p *Pool) pickLocked(exclude *instance, socket, lastTry bool) (pick, soon *
 			load = n - 1 - i
 		}
 		for _, in := range p.byLoad[load] {
-			if in == exclude || in.inflight >= in.limit || !in.conn.CanTakeStream() {
+			if in.inflight >= in.limit || !in.conn.CanTakeStream() || (in == exclude && !hold) {
 				continue
 			}
 			if in.conn.Deadline().Sub(now) < p.cfg.MinTimeLeft {
@@ -480,6 +499,10 @@ func (p *Pool) pickLocked(exclude *instance, socket, lastTry bool) (pick, soon *
 			l, ok := in.conn.Load()
 			full := false
 			switch {
+			case in == exclude:
+				// It refused this request a moment ago: only room due
+				// later, as its refusal's hint says.
+				full = true
 			case socket:
 				// A socket needs a slot, not the CPU a request needs.
 			case in.inflight == 0:
@@ -496,9 +519,9 @@ func (p *Pool) pickLocked(exclude *instance, socket, lastTry bool) (pick, soon *
 				full = in.inflight >= p.firstCapLocked(in, ok)
 			}
 			if !full {
-				return in, nil, time.Time{}
+				return in, false, nil, time.Time{}
 			}
-			if exclude != nil || lastTry || socket {
+			if !hold {
 				continue
 			}
 			from, ok := p.dueLocked(in, l, ok)
@@ -516,9 +539,9 @@ func (p *Pool) pickLocked(exclude *instance, socket, lastTry bool) (pick, soon *
 	}
 	if due != nil {
 		due.probed = dueAt // one try per moment
-		return due, nil, time.Time{}
+		return due, true, nil, time.Time{}
 	}
-	return nil, soon, at
+	return nil, false, soon, at
 }
 
 // maxHold bounds how long a new request waits for room due on a live
@@ -612,7 +635,7 @@ func (p *Pool) dispatchLocked() {
 			kept = append(kept, w)
 			continue
 		}
-		inst, _, _ := p.pickLocked(w.exclude, w.socket, w.lastTry)
+		inst, _, _, _ := p.pickLocked(w.exclude, w.socket, w.lastTry, w.exclude == nil && !w.socket && !w.lastTry)
 		if inst == nil {
 			kept = append(kept, w)
 			switch {

@@ -599,6 +599,9 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			lease.Release()
 			if tunnel.Unprocessed(err) && body.replayable() && attempt < t.h.cfg.MaxAttempts {
+				// Refused without a hint of when it will have room
+				// (GOAWAY, REFUSED_STREAM, closed): no waiting for it.
+				lease.NoHold()
 				avoid = lease
 				continue
 			}
@@ -617,6 +620,7 @@ func (t *tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.h.cfg.Metrics.Nack(st.function)
 			if reason != tunnel.NackCPU {
 				t.h.log.Debug("instance nacked", "function", st.function, "reason", reason)
+				lease.NoHold()
 			}
 			switch {
 			case !body.replayable():
