@@ -274,7 +274,7 @@ func (p *Pool) launchEnded(id string, err error) {
 	}
 	defer p.keepWarmLocked()
 	if p.failures < FailingThreshold {
-		p.log.Error("invocation ended without a tunnel", "class", class, "err", err, "waiting", len(p.waiters))
+		p.log.Error("invocation ended without a tunnel", "class", class, "err", err, "waiting", len(p.waiters), "carried", len(p.carried))
 		p.launchLocked()
 		return
 	}
@@ -282,12 +282,12 @@ func (p *Pool) launchEnded(id string, err error) {
 		// Launches still under way may yet bring instances (one failed
 		// sandbox in a burst is not a broken function): wait for them,
 		// starting no more.
-		p.log.Error("invocation ended without a tunnel", "class", class, "err", err, "waiting", len(p.waiters), "pending", len(p.launches))
+		p.log.Error("invocation ended without a tunnel", "class", class, "err", err, "waiting", len(p.waiters), "carried", len(p.carried), "pending", len(p.launches))
 		return
 	}
 	if p.failing == "" {
 		p.log.Error("function failing: requests fail at once until a launch succeeds; launches back off",
-			"class", class, "err", err, "failures", p.failures, "waiting", len(p.waiters))
+			"class", class, "err", err, "failures", p.failures, "waiting", len(p.waiters), "carried", len(p.carried))
 	} else {
 		p.log.Warn("function still failing", "class", class, "err", err, "failures", p.failures, "next_launch_in", p.failureDelayLocked())
 	}
