@@ -335,8 +335,9 @@ func (p *Pool) acquire(ctx context.Context, avoid *Lease, plain, socket, lastTry
 		inst, probe, _, _ = p.pickLocked(exclude, socket, lastTry, hold)
 	}
 	// A retry that waited for room due, or tried room only due, has had
-	// its one chance: the next launches. (A new request's own chance
-	// does not count: its nack's hint is fresher than what it went on.)
+	// its one chance: the next launches. (What it did as a new request
+	// does not count: the nack that made it a retry brought a fresher
+	// hint than the one it went on.)
 	held := avoid != nil && (avoid.held || waited || probe)
 	if avoid == nil && (inst == nil || inst.inflight == 0) {
 		// A new request that busy instances cannot take: it meets an
