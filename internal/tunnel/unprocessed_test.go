@@ -52,28 +52,7 @@ func fakeRefusingPeer(t *testing.T, nc net.Conn) {
 // real x/net ClientConn, so an x/net upgrade that renames its errors fails
 // here instead of silently turning safe retries into 502s.
 func TestUnprocessedMessages(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		fakeRefusingPeer(t, nc)
-	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := clientConnTo(t, func(nc net.Conn) { fakeRefusingPeer(t, nc) })
 	errs := make(chan error, 2)
 	for i := range 2 {
 		go func() {
@@ -109,38 +88,47 @@ func TestUnprocessedMessages(t *testing.T) {
 // goes away before the first stream is sent on it (an instance that dies
 // right after its hello) fails that stream unsent, which is safe to retry.
 func TestUnprocessedWhenClosedBeforeTheFirstStream(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	cc := clientConnTo(t, func(nc net.Conn) {
 		preface := make([]byte, len(http2.ClientPreface))
 		io.ReadFull(nc, preface)
 		http2.NewFramer(nc, nc).WriteSettings()
-		nc.Close()
-	}()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(client)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	for deadline := time.Now().Add(5 * time.Second); !cc.State().Closed; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the connection never closed: %+v", cc.State())
 		}
 	}
 	req, _ := http.NewRequest("GET", "http://app/", nil)
-	_, err = cc.RoundTrip(req)
-	if err == nil || !Unprocessed(err) {
+	if _, err := cc.RoundTrip(req); err == nil || !Unprocessed(err) {
 		t.Errorf("Unprocessed(%v) = false, want true", err)
 	}
+}
+
+// clientConnTo is an x/net ClientConn over loopback TCP to a peer that
+// serve plays on the accepted connection, closed when serve returns.
+func clientConnTo(t *testing.T, serve func(net.Conn)) *http2.ClientConn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		serve(nc)
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cc
 }

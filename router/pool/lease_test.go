@@ -339,6 +339,24 @@ func TestRetryWaitsOnceForRoomDueOnItsNacker(t *testing.T) {
 			lease.Release() // nacked: not answered
 			return lease
 		}
+		// launched: the retry waiting on ch started the n-th launch at
+		// once, for why, and takes the instance it brings.
+		launched := func(ch <-chan acquired, n int, why string) {
+			t.Helper()
+			synctest.Wait()
+			if got := len(l.ids()) - 1; got != n {
+				t.Fatalf("%d launches for %s; want %d, at once", got, why, n)
+			}
+			in := newFakeConn(l.ids()[n], 8)
+			p.Add(in)
+			if got := <-ch; got.err != nil || got.lease.Conn() != Conn(in) {
+				t.Errorf("retry (%s) = %v, %v; want the launched instance", why, got.lease, got.err)
+			} else {
+				got.lease.Release()
+			}
+			in.end()
+			synctest.Wait()
+		}
 
 		nacked := nack(1, 5*time.Millisecond)
 		start := time.Now()
@@ -358,51 +376,15 @@ func TestRetryWaitsOnceForRoomDueOnItsNacker(t *testing.T) {
 		// Nacked again: no second wait; it launches.
 		conn.hint(tunnel.Load{InFlight: 1, Room: 0, RoomIn: 5 * time.Millisecond, At: time.Now()})
 		got.lease.Release()
-		again := acquire(t.Context(), p, got.lease)
-		synctest.Wait()
-		if n := len(l.ids()); n != 2 {
-			t.Fatalf("%d launches for a retry nacked twice; want one, at once", n-1)
-		}
-		b := newFakeConn(l.ids()[1], 8)
-		p.Add(b)
-		if got := <-again; got.err != nil || got.lease.Conn() != Conn(b) {
-			t.Errorf("second retry = %v, %v; want the launched instance", got.lease, got.err)
-		} else {
-			got.lease.Release()
-		}
-		b.end()
-		synctest.Wait()
+		launched(acquire(t.Context(), p, got.lease), 1, "a retry nacked twice")
 
 		// Room due later than a launch takes: a launch at once.
-		nacked = nack(1, maxHold+time.Millisecond)
-		late := acquire(t.Context(), p, nacked)
-		synctest.Wait()
-		if n := len(l.ids()); n != 3 {
-			t.Fatalf("%d launches for a retry whose room is due past maxHold; want a third, at once", n-1)
-		}
-		c := newFakeConn(l.ids()[2], 8)
-		p.Add(c)
-		if got := <-late; got.err != nil || got.lease.Conn() != Conn(c) {
-			t.Errorf("retry = %v, %v; want the launched instance", got.lease, got.err)
-		} else {
-			got.lease.Release()
-		}
-		c.end()
-		synctest.Wait()
+		launched(acquire(t.Context(), p, nack(1, maxHold+time.Millisecond)), 2, "a retry whose room is due past maxHold")
 
 		// Refused for a reason room will not mend (NoHold): no wait.
 		nacked = nack(1, 5*time.Millisecond)
 		nacked.NoHold()
-		draining := acquire(t.Context(), p, nacked)
-		synctest.Wait()
-		if n := len(l.ids()); n != 4 {
-			t.Fatalf("%d launches for a retry its instance refused while draining; want a fourth, at once", n-1)
-		}
-		d := newFakeConn(l.ids()[3], 8)
-		p.Add(d)
-		if got := <-draining; got.err != nil || got.lease.Conn() != Conn(d) {
-			t.Errorf("retry = %v, %v; want the launched instance", got.lease, got.err)
-		}
+		launched(acquire(t.Context(), p, nacked), 3, "a retry its instance refused while draining")
 	})
 }
 
